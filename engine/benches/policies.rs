@@ -1,0 +1,63 @@
+//! How long one pick takes for each policy over pools of 4, 16 and 64 backends.
+//!
+//! Run: `cargo bench -p augur-engine --bench policies`. Results are recorded in `bench/README.md`.
+
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::Duration;
+
+use augur_engine::policy::{HashAlgorithm, HashKey};
+use augur_engine::{hash, BackendLoad, Endpoint, PickRequest, PolicySpec, Selector};
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+use rand::rngs::SmallRng;
+use rand::SeedableRng;
+
+fn endpoints(n: usize) -> Vec<Endpoint> {
+    (0..n)
+        .map(|i| {
+            let load = Arc::new(BackendLoad::new(Duration::from_millis(30), Duration::ZERO));
+            load.observe_rtt(Duration::from_millis(5 + i as u64 % 7), Duration::ZERO, Duration::from_secs(10));
+            for _ in 0..i % 3 {
+                load.try_start(None);
+            }
+            Endpoint::new(hash::endpoint_id(&format!("10.0.0.{i}:80")), 1 + (i % 4) as u32, load)
+        })
+        .collect()
+}
+
+fn specs() -> Vec<PolicySpec> {
+    vec![
+        PolicySpec::RoundRobin,
+        PolicySpec::WeightedRoundRobin,
+        PolicySpec::LeastConn,
+        PolicySpec::Random,
+        PolicySpec::ConsistentHash { key: HashKey::ClientAddress, algorithm: HashAlgorithm::Ring },
+        PolicySpec::ConsistentHash { key: HashKey::ClientAddress, algorithm: HashAlgorithm::Maglev },
+        PolicySpec::StickyCookie { cookie: "s".into(), decay: Duration::from_secs(10) },
+        PolicySpec::default(),
+    ]
+}
+
+fn pick(c: &mut Criterion) {
+    let mut group = c.benchmark_group("pick");
+    for spec in specs() {
+        for n in [4, 16, 64] {
+            let eps = endpoints(n);
+            let selector = Selector::build(&spec, &eps);
+            let mut rng = SmallRng::seed_from_u64(42);
+            let mut key = 0u64;
+            let now = Duration::from_secs(1);
+            group.bench_with_input(BenchmarkId::new(spec.name(), n), &n, |b, _| {
+                b.iter(|| {
+                    key = key.wrapping_add(0x9E37_79B9_7F4A_7C15);
+                    let request = PickRequest { hash_key: Some(key), sticky_endpoint: None };
+                    black_box(selector.pick(&eps, &request, now, &mut rng))
+                })
+            });
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(benches, pick);
+criterion_main!(benches);

@@ -1,0 +1,22 @@
+//! augur's pure logic: routing policies, load estimates, health, outlier and retry decisions.
+//!
+//! Nothing here does I/O or reads a clock. Every function that depends on time takes `now` (a
+//! [`std::time::Duration`] since an origin the caller chooses and keeps), and every random choice draws
+//! from an rng it is given. The proxy and the simulator run this very code, so what the simulator shows
+//! is what the proxy does.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod endpoint;
+pub mod ewma;
+pub mod hash;
+pub mod health;
+pub mod load;
+pub mod outlier;
+pub mod policy;
+pub mod retry_budget;
+
+pub use endpoint::{Endpoint, SlowStart};
+pub use ewma::PeakEwma;
+pub use load::BackendLoad;
+pub use policy::{PickRequest, PolicySpec, Selector};

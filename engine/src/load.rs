@@ -1,0 +1,84 @@
+//! The live load of one backend, shared between the request path and the policies.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use crate::ewma::PeakEwma;
+
+/// Requests in flight and the Peak-EWMA round-trip estimate of one backend.
+///
+/// Every request updates it, so it uses an atomic counter and a per-backend mutex held for a few
+/// nanoseconds (as tower's `PeakEwma` does); no lock is shared between backends or held by background work.
+#[derive(Debug)]
+pub struct BackendLoad {
+    in_flight: AtomicU32,
+    rtt: Mutex<PeakEwma>,
+}
+
+impl BackendLoad {
+    /// A backend with nothing in flight and no observed round trip yet.
+    pub fn new(default_rtt: Duration, now: Duration) -> Self {
+        Self { in_flight: AtomicU32::new(0), rtt: Mutex::new(PeakEwma::new(default_rtt, now)) }
+    }
+
+    /// Requests dispatched to this backend and not yet finished.
+    pub fn in_flight(&self) -> u32 {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Counts one more request in flight, unless `limit` are already in flight.
+    pub fn try_start(&self, limit: Option<u32>) -> bool {
+        match limit {
+            None => {
+                self.in_flight.fetch_add(1, Ordering::Relaxed);
+                true
+            }
+            Some(limit) => self
+                .in_flight
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| (n < limit).then_some(n + 1))
+                .is_ok(),
+        }
+    }
+
+    /// Counts one request as finished.
+    pub fn finish(&self) {
+        // Saturating: a finish can never drive the count below zero, even if misused.
+        let _ = self.in_flight.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+    }
+
+    /// Folds an observed round trip into the estimate.
+    pub fn observe_rtt(&self, rtt: Duration, now: Duration, decay: Duration) {
+        self.lock_rtt().observe(rtt, now, decay);
+    }
+
+    /// The round-trip estimate at `now`, in nanoseconds.
+    pub fn rtt_estimate_ns(&self, now: Duration, decay: Duration) -> f64 {
+        self.lock_rtt().get_at(now, decay)
+    }
+
+    fn lock_rtt(&self) -> std::sync::MutexGuard<'_, PeakEwma> {
+        // The estimate is plain data; a panic elsewhere cannot leave it half-written.
+        self.rtt.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn in_flight_respects_the_limit_and_never_underflows() {
+        let load = BackendLoad::new(Duration::from_millis(30), Duration::ZERO);
+        assert!(load.try_start(Some(2)));
+        assert!(load.try_start(Some(2)));
+        assert!(!load.try_start(Some(2)));
+        assert_eq!(load.in_flight(), 2);
+        load.finish();
+        load.finish();
+        load.finish();
+        assert_eq!(load.in_flight(), 0);
+        assert!(load.try_start(None));
+        assert_eq!(load.in_flight(), 1);
+    }
+}

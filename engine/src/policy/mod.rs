@@ -1,0 +1,132 @@
+//! Routing policies: given a pool's candidate endpoints, pick one.
+//!
+//! A [`PolicySpec`] is what the config says; a [`Selector`] is built from it over one snapshot of a
+//! pool's eligible endpoints and holds whatever the algorithm precomputes (a hash ring, a Maglev table)
+//! or carries between picks (a round-robin cursor). Picks take `now` and an rng, so the proxy and the
+//! simulator run identical code.
+
+mod least_conn;
+mod maglev;
+mod p2c_ewma;
+mod random;
+mod ring_hash;
+mod round_robin;
+mod smooth_weighted;
+mod spec;
+mod sticky_cookie;
+
+use std::time::Duration;
+
+use rand::Rng;
+
+use crate::endpoint::Endpoint;
+
+pub use maglev::MAGLEV_TABLE_SIZE;
+pub use ring_hash::RING_POINTS_PER_WEIGHT;
+pub use spec::{HashAlgorithm, HashKey, PolicySpec, DEFAULT_STICKY_COOKIE};
+
+/// What a policy may use from the request.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PickRequest {
+    /// Hash of the affinity key ([`crate::hash::key`]), for consistent hashing; `None` when the request
+    /// has no such key, in which case the pick is random.
+    pub hash_key: Option<u64>,
+    /// Endpoint id named by the request's sticky cookie, if any.
+    pub sticky_endpoint: Option<u64>,
+}
+
+/// A policy instantiated over one snapshot of a pool's endpoints.
+#[derive(Debug)]
+pub enum Selector {
+    /// Each endpoint in turn.
+    RoundRobin(round_robin::RoundRobin),
+    /// nginx's smooth weighted round robin.
+    SmoothWeighted(smooth_weighted::SmoothWeighted),
+    /// Fewest requests in flight per unit of weight.
+    LeastConn,
+    /// Weighted random.
+    Random,
+    /// Ketama-style hash ring.
+    RingHash(ring_hash::RingHash),
+    /// Maglev lookup table.
+    Maglev(maglev::Maglev),
+    /// The endpoint named by a cookie, else power of two choices.
+    StickyCookie(p2c_ewma::P2cEwma),
+    /// Power of two choices over Peak-EWMA cost.
+    P2cEwma(p2c_ewma::P2cEwma),
+}
+
+impl Selector {
+    /// Builds the selector of `spec` over `endpoints`; later picks must pass the same slice.
+    pub fn build(spec: &PolicySpec, endpoints: &[Endpoint]) -> Self {
+        match spec {
+            PolicySpec::RoundRobin => Self::RoundRobin(round_robin::RoundRobin::default()),
+            PolicySpec::WeightedRoundRobin => {
+                Self::SmoothWeighted(smooth_weighted::SmoothWeighted::new(endpoints.len()))
+            }
+            PolicySpec::LeastConn => Self::LeastConn,
+            PolicySpec::Random => Self::Random,
+            PolicySpec::ConsistentHash { algorithm: HashAlgorithm::Ring, .. } => {
+                Self::RingHash(ring_hash::RingHash::new(endpoints))
+            }
+            PolicySpec::ConsistentHash { algorithm: HashAlgorithm::Maglev, .. } => {
+                Self::Maglev(maglev::Maglev::new(endpoints))
+            }
+            PolicySpec::StickyCookie { decay, .. } => Self::StickyCookie(p2c_ewma::P2cEwma { decay: *decay }),
+            PolicySpec::P2cEwma { decay, .. } => Self::P2cEwma(p2c_ewma::P2cEwma { decay: *decay }),
+        }
+    }
+
+    /// Picks an index into `endpoints`, or `None` when it is empty.
+    pub fn pick<R: Rng + ?Sized>(
+        &self,
+        endpoints: &[Endpoint],
+        request: &PickRequest,
+        now: Duration,
+        rng: &mut R,
+    ) -> Option<usize> {
+        if endpoints.is_empty() {
+            return None;
+        }
+        let picked = match self {
+            Self::RoundRobin(rr) => rr.pick(endpoints.len()),
+            Self::SmoothWeighted(swrr) => swrr.pick(endpoints, now),
+            Self::LeastConn => least_conn::pick(endpoints, now, rng),
+            Self::Random => random::pick_weighted(endpoints, now, rng),
+            Self::RingHash(ring) => match request.hash_key {
+                Some(key) => ring.pick(key),
+                None => random::pick_weighted(endpoints, now, rng),
+            },
+            Self::Maglev(table) => match request.hash_key {
+                Some(key) => table.pick(key),
+                None => random::pick_weighted(endpoints, now, rng),
+            },
+            Self::StickyCookie(p2c) => sticky_cookie::find(endpoints, request.sticky_endpoint)
+                .unwrap_or_else(|| p2c.pick(endpoints, now, rng)),
+            Self::P2cEwma(p2c) => p2c.pick(endpoints, now, rng),
+        };
+        Some(picked)
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod test_support {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use crate::endpoint::Endpoint;
+    use crate::hash;
+    use crate::load::BackendLoad;
+
+    /// Endpoints named "b0".."bN" with the given weights.
+    pub fn endpoints(weights: &[u32]) -> Vec<Endpoint> {
+        weights
+            .iter()
+            .enumerate()
+            .map(|(i, &w)| {
+                let load = Arc::new(BackendLoad::new(Duration::from_millis(30), Duration::ZERO));
+                Endpoint::new(hash::endpoint_id(&format!("b{i}")), w, load)
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,174 @@
+//! Policies as the config names them.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::ewma::{DEFAULT_DECAY, DEFAULT_RTT};
+
+/// Cookie that carries a sticky session's backend unless the config names another.
+pub const DEFAULT_STICKY_COOKIE: &str = "augur_sticky";
+
+/// A pool's routing policy, as written in the config (`policy = { kind = "..." , ... }`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum PolicySpec {
+    /// Each backend in turn, ignoring weights.
+    RoundRobin,
+    /// Smooth weighted round robin (nginx): weights honoured exactly, picks interleaved.
+    WeightedRoundRobin,
+    /// Fewest requests in flight per unit of weight; ties broken at random.
+    LeastConn,
+    /// Weighted random.
+    Random,
+    /// Consistent hashing on a request key: the same key goes to the same backend while it is eligible.
+    ConsistentHash {
+        /// Where the key comes from: `"header:NAME"`, `"cookie:NAME"` or `"client_address"`.
+        key: HashKey,
+        /// `ring` (moves only the keys of a backend that leaves) or `maglev` (even spread, O(1) lookup).
+        #[serde(default)]
+        algorithm: HashAlgorithm,
+    },
+    /// A cookie pins each client to the backend it first got; new clients go by power of two choices.
+    StickyCookie {
+        /// Cookie name.
+        #[serde(default = "default_sticky_cookie")]
+        cookie: String,
+        /// Decay of the Peak-EWMA used for clients without a cookie.
+        #[serde(default = "default_decay", with = "humantime_serde")]
+        decay: Duration,
+    },
+    /// Power of two random choices over Peak-EWMA cost (linkerd2-proxy's default balancer).
+    P2cEwma {
+        /// Round-trip estimate of a backend that has not answered yet.
+        #[serde(default = "default_rtt", with = "humantime_serde")]
+        default_rtt: Duration,
+        /// Time constant of the estimate's decay.
+        #[serde(default = "default_decay", with = "humantime_serde")]
+        decay: Duration,
+    },
+}
+
+impl Default for PolicySpec {
+    fn default() -> Self {
+        Self::P2cEwma { default_rtt: DEFAULT_RTT, decay: DEFAULT_DECAY }
+    }
+}
+
+impl PolicySpec {
+    /// The round-trip estimate a new backend starts with under this policy.
+    pub fn default_rtt(&self) -> Duration {
+        match self {
+            Self::P2cEwma { default_rtt, .. } => *default_rtt,
+            _ => DEFAULT_RTT,
+        }
+    }
+
+    /// Short name, as used in metrics and logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::RoundRobin => "round_robin",
+            Self::WeightedRoundRobin => "weighted_round_robin",
+            Self::LeastConn => "least_conn",
+            Self::Random => "random",
+            Self::ConsistentHash { algorithm: HashAlgorithm::Ring, .. } => "ring_hash",
+            Self::ConsistentHash { algorithm: HashAlgorithm::Maglev, .. } => "maglev",
+            Self::StickyCookie { .. } => "sticky_cookie",
+            Self::P2cEwma { .. } => "p2c_ewma",
+        }
+    }
+}
+
+fn default_sticky_cookie() -> String {
+    DEFAULT_STICKY_COOKIE.to_owned()
+}
+
+fn default_rtt() -> Duration {
+    DEFAULT_RTT
+}
+
+fn default_decay() -> Duration {
+    DEFAULT_DECAY
+}
+
+/// Consistent-hashing algorithm.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HashAlgorithm {
+    /// Ketama-style ring with points in proportion to weight.
+    #[default]
+    Ring,
+    /// Maglev lookup table (Google, NSDI 2016).
+    Maglev,
+}
+
+/// Where a consistent-hashing key comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub enum HashKey {
+    /// The value of a request header.
+    Header(String),
+    /// The value of a request cookie.
+    Cookie(String),
+    /// The client's IP address.
+    ClientAddress,
+}
+
+/// A hash key spec that is none of `header:NAME`, `cookie:NAME`, `client_address`.
+#[derive(Debug, thiserror::Error)]
+#[error("hash key `{0}` is not `header:NAME`, `cookie:NAME` or `client_address`")]
+pub struct BadHashKey(String);
+
+impl FromStr for HashKey {
+    type Err = BadHashKey;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let named = |name: &str, make: fn(String) -> HashKey| {
+            if name.is_empty() {
+                Err(BadHashKey(s.to_owned()))
+            } else {
+                Ok(make(name.to_owned()))
+            }
+        };
+        match s.split_once(':') {
+            Some(("header", name)) => named(&name.to_ascii_lowercase(), HashKey::Header),
+            Some(("cookie", name)) => named(name, HashKey::Cookie),
+            None if s == "client_address" => Ok(HashKey::ClientAddress),
+            _ => Err(BadHashKey(s.to_owned())),
+        }
+    }
+}
+
+impl TryFrom<String> for HashKey {
+    type Error = BadHashKey;
+
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
+    }
+}
+
+impl fmt::Display for HashKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Header(name) => write!(f, "header:{name}"),
+            Self::Cookie(name) => write!(f, "cookie:{name}"),
+            Self::ClientAddress => f.write_str("client_address"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hash_keys_parse_and_reject() {
+        assert_eq!("header:X-User".parse::<HashKey>().unwrap(), HashKey::Header("x-user".into()));
+        assert_eq!("cookie:sid".parse::<HashKey>().unwrap(), HashKey::Cookie("sid".into()));
+        assert_eq!("client_address".parse::<HashKey>().unwrap(), HashKey::ClientAddress);
+        assert!("header:".parse::<HashKey>().is_err());
+        assert!("query:x".parse::<HashKey>().is_err());
+    }
+}
