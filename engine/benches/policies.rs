@@ -16,11 +16,19 @@ fn endpoints(n: usize) -> Vec<Endpoint> {
     (0..n)
         .map(|i| {
             let load = Arc::new(BackendLoad::new(Duration::from_millis(30), Duration::ZERO));
-            load.observe_rtt(Duration::from_millis(5 + i as u64 % 7), Duration::ZERO, Duration::from_secs(10));
+            load.observe_rtt(
+                Duration::from_millis(5 + i as u64 % 7),
+                Duration::ZERO,
+                Duration::from_secs(10),
+            );
             for _ in 0..i % 3 {
                 load.try_start(None);
             }
-            Endpoint::new(hash::endpoint_id(&format!("10.0.0.{i}:80")), 1 + (i % 4) as u32, load)
+            Endpoint::new(
+                hash::endpoint_id(&format!("10.0.0.{i}:80")),
+                1 + (i % 4) as u32,
+                load,
+            )
         })
         .collect()
 }
@@ -31,9 +39,18 @@ fn specs() -> Vec<PolicySpec> {
         PolicySpec::WeightedRoundRobin,
         PolicySpec::LeastConn,
         PolicySpec::Random,
-        PolicySpec::ConsistentHash { key: HashKey::ClientAddress, algorithm: HashAlgorithm::Ring },
-        PolicySpec::ConsistentHash { key: HashKey::ClientAddress, algorithm: HashAlgorithm::Maglev },
-        PolicySpec::StickyCookie { cookie: "s".into(), decay: Duration::from_secs(10) },
+        PolicySpec::ConsistentHash {
+            key: HashKey::ClientAddress,
+            algorithm: HashAlgorithm::Ring,
+        },
+        PolicySpec::ConsistentHash {
+            key: HashKey::ClientAddress,
+            algorithm: HashAlgorithm::Maglev,
+        },
+        PolicySpec::StickyCookie {
+            cookie: "s".into(),
+            decay: Duration::from_secs(10),
+        },
         PolicySpec::default(),
     ]
 }
@@ -50,7 +67,10 @@ fn pick(c: &mut Criterion) {
             group.bench_with_input(BenchmarkId::new(spec.name(), n), &n, |b, _| {
                 b.iter(|| {
                     key = key.wrapping_add(0x9E37_79B9_7F4A_7C15);
-                    let request = PickRequest { hash_key: Some(key), sticky_endpoint: None };
+                    let request = PickRequest {
+                        hash_key: Some(key),
+                        sticky_endpoint: None,
+                    };
                     black_box(selector.pick(&eps, &request, now, &mut rng))
                 })
             });

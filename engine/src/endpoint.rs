@@ -45,7 +45,12 @@ impl SlowStart {
 impl Endpoint {
     /// A fully warm endpoint.
     pub fn new(id: u64, weight: u32, load: Arc<BackendLoad>) -> Self {
-        Self { id, weight: weight.max(1), load, slow_start: None }
+        Self {
+            id,
+            weight: weight.max(1),
+            load,
+            slow_start: None,
+        }
     }
 
     /// The weight at `now`, reduced while the endpoint warms up.
@@ -61,7 +66,10 @@ mod tests {
 
     #[test]
     fn slow_start_ramps_linearly_from_the_minimum() {
-        let s = SlowStart { since: Duration::from_secs(10), window: Duration::from_secs(20) };
+        let s = SlowStart {
+            since: Duration::from_secs(10),
+            window: Duration::from_secs(20),
+        };
         assert_eq!(s.factor(Duration::from_secs(10)), SLOW_START_MIN_FACTOR);
         assert_eq!(s.factor(Duration::from_secs(20)), 0.5);
         assert_eq!(s.factor(Duration::from_secs(31)), 1.0);

@@ -22,7 +22,11 @@ pub struct PeakEwma {
 impl PeakEwma {
     /// A fresh estimate that reports `default_rtt` until the first observation.
     pub fn new(default_rtt: Duration, now: Duration) -> Self {
-        Self { estimate_ns: default_rtt.as_nanos() as f64, updated_at: now, observed: false }
+        Self {
+            estimate_ns: default_rtt.as_nanos() as f64,
+            updated_at: now,
+            observed: false,
+        }
     }
 
     /// Folds one observed round trip into the estimate.

@@ -12,7 +12,7 @@ pub fn key(bytes: &[u8]) -> u64 {
 
 /// Stable identity of a backend, from its address as written in the config.
 pub fn endpoint_id(address: &str) -> u64 {
-    xxh3_64_with_seed(address.as_bytes(), 0x6175_6775_72) // "augur"
+    xxh3_64_with_seed(address.as_bytes(), 0x0061_7567_7572) // "augur"
 }
 
 /// The `index`-th hash derived from `id` (ring points, Maglev permutations).

@@ -34,7 +34,11 @@ impl HealthTracker {
             return None;
         }
         self.streak += 1;
-        let needed = if self.healthy { thresholds.unhealthy } else { thresholds.healthy };
+        let needed = if self.healthy {
+            thresholds.unhealthy
+        } else {
+            thresholds.healthy
+        };
         if self.streak >= needed.max(1) {
             self.healthy = passed;
             self.streak = 0;
@@ -49,7 +53,10 @@ impl HealthTracker {
 mod tests {
     use super::*;
 
-    const T: HealthThresholds = HealthThresholds { healthy: 2, unhealthy: 3 };
+    const T: HealthThresholds = HealthThresholds {
+        healthy: 2,
+        unhealthy: 3,
+    };
 
     #[test]
     fn needs_consecutive_results_to_flip() {

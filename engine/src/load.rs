@@ -19,7 +19,10 @@ pub struct BackendLoad {
 impl BackendLoad {
     /// A backend with nothing in flight and no observed round trip yet.
     pub fn new(default_rtt: Duration, now: Duration) -> Self {
-        Self { in_flight: AtomicU32::new(0), rtt: Mutex::new(PeakEwma::new(default_rtt, now)) }
+        Self {
+            in_flight: AtomicU32::new(0),
+            rtt: Mutex::new(PeakEwma::new(default_rtt, now)),
+        }
     }
 
     /// Requests dispatched to this backend and not yet finished.
@@ -36,7 +39,9 @@ impl BackendLoad {
             }
             Some(limit) => self
                 .in_flight
-                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| (n < limit).then_some(n + 1))
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                    (n < limit).then_some(n + 1)
+                })
                 .is_ok(),
         }
     }
@@ -44,7 +49,9 @@ impl BackendLoad {
     /// Counts one request as finished.
     pub fn finish(&self) {
         // Saturating: a finish can never drive the count below zero, even if misused.
-        let _ = self.in_flight.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+        let _ = self
+            .in_flight
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
     }
 
     /// Folds an observed round trip into the estimate.

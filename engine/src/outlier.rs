@@ -23,7 +23,9 @@ impl OutlierPolicy {
 
     /// How long the `ejection_count`-th ejection (1 for the first) lasts.
     pub fn ejection_time(&self, ejection_count: u32) -> Duration {
-        self.base_ejection.saturating_mul(ejection_count.max(1)).min(self.max_ejection)
+        self.base_ejection
+            .saturating_mul(ejection_count.max(1))
+            .min(self.max_ejection)
     }
 
     /// Whether one more backend may be ejected when `ejected` of `pool_size` already are.

@@ -19,7 +19,10 @@ pub struct RetryBudget {
 
 impl Default for RetryBudget {
     fn default() -> Self {
-        Self { ratio: DEFAULT_RATIO, min_concurrency: DEFAULT_MIN_CONCURRENCY }
+        Self {
+            ratio: DEFAULT_RATIO,
+            min_concurrency: DEFAULT_MIN_CONCURRENCY,
+        }
     }
 }
 

@@ -25,9 +25,15 @@ impl Maglev {
             return Self { table };
         }
         let offsets: Vec<u64> = endpoints.iter().map(|e| hash::derived(e.id, 0) % size).collect();
-        let skips: Vec<u64> = endpoints.iter().map(|e| hash::derived(e.id, 1) % (size - 1) + 1).collect();
+        let skips: Vec<u64> = endpoints
+            .iter()
+            .map(|e| hash::derived(e.id, 1) % (size - 1) + 1)
+            .collect();
         let max_weight = endpoints.iter().map(|e| e.weight).max().unwrap_or(1);
-        let shares: Vec<f64> = endpoints.iter().map(|e| f64::from(e.weight) / f64::from(max_weight)).collect();
+        let shares: Vec<f64> = endpoints
+            .iter()
+            .map(|e| f64::from(e.weight) / f64::from(max_weight))
+            .collect();
         let mut next = vec![0u64; n];
         let mut credit = vec![0f64; n];
         let mut filled = 0;

@@ -66,12 +66,14 @@ impl Selector {
             }
             PolicySpec::LeastConn => Self::LeastConn,
             PolicySpec::Random => Self::Random,
-            PolicySpec::ConsistentHash { algorithm: HashAlgorithm::Ring, .. } => {
-                Self::RingHash(ring_hash::RingHash::new(endpoints))
-            }
-            PolicySpec::ConsistentHash { algorithm: HashAlgorithm::Maglev, .. } => {
-                Self::Maglev(maglev::Maglev::new(endpoints))
-            }
+            PolicySpec::ConsistentHash {
+                algorithm: HashAlgorithm::Ring,
+                ..
+            } => Self::RingHash(ring_hash::RingHash::new(endpoints)),
+            PolicySpec::ConsistentHash {
+                algorithm: HashAlgorithm::Maglev,
+                ..
+            } => Self::Maglev(maglev::Maglev::new(endpoints)),
             PolicySpec::StickyCookie { decay, .. } => Self::StickyCookie(p2c_ewma::P2cEwma { decay: *decay }),
             PolicySpec::P2cEwma { decay, .. } => Self::P2cEwma(p2c_ewma::P2cEwma { decay: *decay }),
         }

@@ -66,6 +66,12 @@ mod tests {
     fn one_endpoint_is_always_picked() {
         let eps = endpoints(&[1]);
         let mut rng = SmallRng::seed_from_u64(1);
-        assert_eq!(P2cEwma { decay: Duration::from_secs(10) }.pick(&eps, Duration::ZERO, &mut rng), 0);
+        assert_eq!(
+            P2cEwma {
+                decay: Duration::from_secs(10)
+            }
+            .pick(&eps, Duration::ZERO, &mut rng),
+            0
+        );
     }
 }

@@ -31,7 +31,9 @@ mod tests {
     fn follows_the_weights() {
         let eps = endpoints(&[1, 3]);
         let mut rng = SmallRng::seed_from_u64(3);
-        let heavy = (0..10_000).filter(|_| pick_weighted(&eps, Duration::ZERO, &mut rng) == 1).count();
+        let heavy = (0..10_000)
+            .filter(|_| pick_weighted(&eps, Duration::ZERO, &mut rng) == 1)
+            .count();
         assert!((7_200..7_800).contains(&heavy), "{heavy}");
     }
 }

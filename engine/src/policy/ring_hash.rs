@@ -44,7 +44,12 @@ mod tests {
     fn removing_an_endpoint_moves_only_its_keys() {
         let all = endpoints(&[1, 1, 1, 1, 1]);
         let before = RingHash::new(&all);
-        let remaining: Vec<_> = all.iter().enumerate().filter(|(i, _)| *i != 2).map(|(_, e)| e.clone()).collect();
+        let remaining: Vec<_> = all
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != 2)
+            .map(|(_, e)| e.clone())
+            .collect();
         let after = RingHash::new(&remaining);
         for k in 0..10_000u64 {
             let key = hash::key(&k.to_le_bytes());

@@ -16,11 +16,16 @@ pub struct SmoothWeighted {
 
 impl SmoothWeighted {
     pub(super) fn new(len: usize) -> Self {
-        Self { current: Mutex::new(vec![0.0; len]) }
+        Self {
+            current: Mutex::new(vec![0.0; len]),
+        }
     }
 
     pub(super) fn pick(&self, endpoints: &[Endpoint], now: Duration) -> usize {
-        let mut current = self.current.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut current = self
+            .current
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         current.resize(endpoints.len(), 0.0);
         let mut total = 0.0;
         let mut best = 0;

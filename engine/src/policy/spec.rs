@@ -53,7 +53,10 @@ pub enum PolicySpec {
 
 impl Default for PolicySpec {
     fn default() -> Self {
-        Self::P2cEwma { default_rtt: DEFAULT_RTT, decay: DEFAULT_DECAY }
+        Self::P2cEwma {
+            default_rtt: DEFAULT_RTT,
+            decay: DEFAULT_DECAY,
+        }
     }
 }
 
@@ -66,6 +69,14 @@ impl PolicySpec {
         }
     }
 
+    /// The decay of the Peak-EWMA round-trip estimate kept for every backend under this policy.
+    pub fn decay(&self) -> Duration {
+        match self {
+            Self::P2cEwma { decay, .. } | Self::StickyCookie { decay, .. } => *decay,
+            _ => DEFAULT_DECAY,
+        }
+    }
+
     /// Short name, as used in metrics and logs.
     pub fn name(&self) -> &'static str {
         match self {
@@ -73,8 +84,14 @@ impl PolicySpec {
             Self::WeightedRoundRobin => "weighted_round_robin",
             Self::LeastConn => "least_conn",
             Self::Random => "random",
-            Self::ConsistentHash { algorithm: HashAlgorithm::Ring, .. } => "ring_hash",
-            Self::ConsistentHash { algorithm: HashAlgorithm::Maglev, .. } => "maglev",
+            Self::ConsistentHash {
+                algorithm: HashAlgorithm::Ring,
+                ..
+            } => "ring_hash",
+            Self::ConsistentHash {
+                algorithm: HashAlgorithm::Maglev,
+                ..
+            } => "maglev",
             Self::StickyCookie { .. } => "sticky_cookie",
             Self::P2cEwma { .. } => "p2c_ewma",
         }
@@ -165,9 +182,18 @@ mod tests {
 
     #[test]
     fn hash_keys_parse_and_reject() {
-        assert_eq!("header:X-User".parse::<HashKey>().unwrap(), HashKey::Header("x-user".into()));
-        assert_eq!("cookie:sid".parse::<HashKey>().unwrap(), HashKey::Cookie("sid".into()));
-        assert_eq!("client_address".parse::<HashKey>().unwrap(), HashKey::ClientAddress);
+        assert_eq!(
+            "header:X-User".parse::<HashKey>().unwrap(),
+            HashKey::Header("x-user".into())
+        );
+        assert_eq!(
+            "cookie:sid".parse::<HashKey>().unwrap(),
+            HashKey::Cookie("sid".into())
+        );
+        assert_eq!(
+            "client_address".parse::<HashKey>().unwrap(),
+            HashKey::ClientAddress
+        );
         assert!("header:".parse::<HashKey>().is_err());
         assert!("query:x".parse::<HashKey>().is_err());
     }

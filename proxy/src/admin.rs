@@ -1,0 +1,159 @@
+//! The admin API (axum, on its own listener): health, readiness and metrics for everyone; backend
+//! state, drain and config reload behind a bearer token.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{json, Value};
+
+use crate::clock;
+use crate::metrics::BackendGauges;
+use crate::state::Shared;
+
+/// The admin routes.
+pub fn router(shared: Arc<Shared>) -> Router {
+    let protected = Router::new()
+        .route("/admin/backends", get(backends))
+        .route("/admin/backends/{pool}/{backend}/drain", post(drain))
+        .route("/admin/backends/{pool}/{backend}/undrain", post(undrain))
+        .route("/admin/config/reload", post(reload))
+        .route_layer(middleware::from_fn_with_state(shared.clone(), require_token));
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(ready))
+        .route("/metrics", get(metrics))
+        .merge(protected)
+        .with_state(shared)
+}
+
+async fn require_token(State(shared): State<Arc<Shared>>, request: Request, next: Next) -> Response {
+    let expected = shared.config.load().admin.as_ref().and_then(|a| a.token.clone());
+    let Some(expected) = expected else {
+        return error(
+            StatusCode::FORBIDDEN,
+            "admin API disabled: set `admin.token` in the config",
+        );
+    };
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match presented {
+        Some(token) if constant_time_eq(token.as_bytes(), expected.as_bytes()) => next.run(request).await,
+        _ => error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token"),
+    }
+}
+
+/// Compares without an early exit, so response time does not reveal how much of a guess was right.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn ready(State(shared): State<Arc<Shared>>) -> Response {
+    if shared.is_shutting_down() {
+        (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response()
+    } else {
+        "ready\n".into_response()
+    }
+}
+
+async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
+    let router = shared.router.load_full();
+    let snapshots: Vec<_> = router.pools.values().map(|p| (p, p.snapshot())).collect();
+    let gauges = snapshots.iter().flat_map(|(pool, snapshot)| {
+        pool.backends
+            .iter()
+            .zip(&snapshot.status)
+            .map(|(backend, status)| BackendGauges {
+                pool: &pool.name,
+                backend: backend.address.as_str(),
+                in_flight: backend.load.in_flight(),
+                available: status.available,
+            })
+    });
+    let body = shared.metrics.render(gauges);
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        body,
+    )
+        .into_response()
+}
+
+async fn backends(State(shared): State<Arc<Shared>>) -> Json<Value> {
+    let router = shared.router.load_full();
+    let now = clock::now();
+    let pools: Vec<Value> = router
+        .pools
+        .values()
+        .map(|pool| {
+            let snapshot = pool.snapshot();
+            let decay = pool.config.policy.decay();
+            let backends: Vec<Value> = pool
+                .backends
+                .iter()
+                .zip(&snapshot.status)
+                .map(|(b, s)| {
+                    json!({
+                        "address": b.address.as_str(),
+                        "weight": b.weight,
+                        "labels": b.labels,
+                        "cost": b.cost,
+                        "healthy": s.healthy,
+                        "drained": s.drained,
+                        "available": s.available,
+                        "ejected_for_s": s.ejected_until.map(|u| u.saturating_sub(now).as_secs_f64()),
+                        "warming": s.slow_start.is_some(),
+                        "in_flight": b.load.in_flight(),
+                        "rtt_estimate_ms": b.load.rtt_estimate_ns(now, decay) / 1e6,
+                    })
+                })
+                .collect();
+            json!({ "name": pool.name, "policy": pool.config.policy.name(), "panic": snapshot.panic, "backends": backends })
+        })
+        .collect();
+    Json(json!({ "generation": router.generation, "pools": pools }))
+}
+
+async fn drain(state: State<Arc<Shared>>, path: Path<(String, String)>) -> Response {
+    set_drained(state, path, true).await
+}
+
+async fn undrain(state: State<Arc<Shared>>, path: Path<(String, String)>) -> Response {
+    set_drained(state, path, false).await
+}
+
+async fn set_drained(
+    State(shared): State<Arc<Shared>>,
+    Path((pool, backend)): Path<(String, String)>,
+    drained: bool,
+) -> Response {
+    let router = shared.router.load_full();
+    let Some(p) = router.pools.get(&pool) else {
+        return error(StatusCode::NOT_FOUND, &format!("no pool named `{pool}`"));
+    };
+    if !p.set_drained(&backend, drained).await {
+        return error(
+            StatusCode::NOT_FOUND,
+            &format!("pool `{pool}` has no backend `{backend}`"),
+        );
+    }
+    tracing::info!(%pool, %backend, drained, "backend drain state set by the admin API");
+    Json(json!({ "pool": pool, "backend": backend, "drained": drained })).into_response()
+}
+
+async fn reload(State(shared): State<Arc<Shared>>) -> Response {
+    match shared.reload().await {
+        Ok(generation) => Json(json!({ "generation": generation })).into_response(),
+        Err(e) => error(StatusCode::BAD_REQUEST, &e.to_string()),
+    }
+}
+
+fn error(status: StatusCode, message: &str) -> Response {
+    (status, Json(json!({ "error": message }))).into_response()
+}

@@ -1,0 +1,64 @@
+//! Reading a config file, with errors that name the file, line and column.
+
+use std::fmt;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use super::Config;
+
+/// Why a config was refused: where, and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The file, or `<inline>` for text not read from a file.
+    pub origin: PathBuf,
+    /// 1-based line and column of the offending value, when known.
+    pub position: Option<(usize, usize)>,
+    /// What is wrong and what was expected.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.position {
+            Some((line, column)) => write!(f, "{}:{line}:{column}: {}", self.origin.display(), self.message),
+            None => write!(f, "{}: {}", self.origin.display(), self.message),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Reads and validates the config at `path`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            origin: path.to_owned(),
+            position: None,
+            message: format!("cannot read config: {e}"),
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses and validates config text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &Path) -> Result<Self, ConfigError> {
+        let at = |span: Option<Range<usize>>, message: String| ConfigError {
+            origin: origin.to_owned(),
+            position: span.map(|s| line_column(text, s.start)),
+            message,
+        };
+        let config: Config = toml::from_str(text).map_err(|e| at(e.span(), e.message().to_owned()))?;
+        config.validate().map_err(|(span, message)| at(span, message))?;
+        Ok(config)
+    }
+}
+
+/// 1-based line and column of a byte offset.
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before
+        .rfind('\n')
+        .map_or(before.len(), |nl| before.len() - nl - 1)
+        + 1;
+    (line, column)
+}

@@ -1,0 +1,314 @@
+//! The proxy's configuration: plain serde structs read from TOML, every field with its unit and default.
+//!
+//! Values that can be checked alone are checked while parsing (so the TOML error names the line);
+//! cross-references are checked in [`validate`] with the spans kept for them.
+
+mod load;
+mod types;
+mod validate;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+use augur_engine::PolicySpec;
+use serde::Deserialize;
+use toml::Spanned;
+
+pub use load::ConfigError;
+pub use types::{BackendAddress, Fraction, HeaderMatch, MethodName};
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Process-wide settings.
+    #[serde(default)]
+    pub proxy: ProxySettings,
+    /// Where clients connect; at least one.
+    pub listeners: Vec<ListenerConfig>,
+    /// The admin API listener; absent means no admin API.
+    pub admin: Option<AdminConfig>,
+    /// Routes, tried in order; the first that matches wins.
+    pub routes: Vec<RouteConfig>,
+    /// Pools of backends, by name.
+    pub pools: BTreeMap<String, PoolConfig>,
+}
+
+/// `[proxy]`: process-wide settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProxySettings {
+    /// How long SIGTERM waits for requests in flight before closing connections.
+    #[serde(with = "humantime_serde")]
+    pub grace_period: Duration,
+    /// Log one line per request (target `augur::access`, level info).
+    pub access_log: bool,
+}
+
+impl Default for ProxySettings {
+    fn default() -> Self {
+        Self {
+            grace_period: Duration::from_secs(30),
+            access_log: false,
+        }
+    }
+}
+
+/// `[[listeners]]`: one address clients connect to (HTTP/1.1 and HTTP/2 prior knowledge).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerConfig {
+    /// Socket address, e.g. `"0.0.0.0:8080"`.
+    pub address: SocketAddr,
+}
+
+/// `[admin]`: health, readiness, metrics and the operator API.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Socket address, e.g. `"127.0.0.1:9901"`.
+    pub address: SocketAddr,
+    /// Bearer token required by `/admin/*`; without one those routes answer 403.
+    pub token: Option<String>,
+}
+
+/// `[[routes]]`: which requests go to which pool.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Name used in logs; defaults to the pool's name.
+    pub name: Option<String>,
+    /// Name of a pool in `[pools]`.
+    pub pool: Spanned<String>,
+    /// Conditions, all of which must hold; an empty match takes every request.
+    #[serde(default, rename = "match")]
+    pub matches: MatchConfig,
+}
+
+/// `[routes.match]`: conditions on a request.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MatchConfig {
+    /// Exact host (port ignored, case-insensitive), or `*.example.com` for any subdomain.
+    pub host: Option<String>,
+    /// Path prefix, e.g. `"/v1/"`.
+    pub path_prefix: Option<String>,
+    /// Allowed methods; empty allows all.
+    #[serde(default)]
+    pub methods: Vec<MethodName>,
+    /// Headers that must be present with exactly these values.
+    #[serde(default)]
+    pub headers: Vec<HeaderMatch>,
+}
+
+/// `[pools.NAME]`: a set of interchangeable backends and how to balance over them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolConfig {
+    /// Routing policy; defaults to power of two choices over Peak-EWMA.
+    #[serde(default)]
+    pub policy: PolicySpec,
+    /// The backends; at least one.
+    pub backends: Vec<BackendConfig>,
+    /// Send the client's `Host` on (true) or the backend's address (false).
+    #[serde(default = "yes")]
+    pub preserve_host: bool,
+    /// Send this `Host` instead (wins over `preserve_host`).
+    pub host_rewrite: Option<String>,
+    /// Timeouts.
+    #[serde(default)]
+    pub timeouts: Timeouts,
+    /// Retries.
+    #[serde(default)]
+    pub retries: RetryConfig,
+    /// Active health checks; absent means none.
+    pub health_check: Option<HealthCheckConfig>,
+    /// Passive outlier detection.
+    #[serde(default)]
+    pub outlier: OutlierConfig,
+    /// Ramp a returning backend's weight up over this long; `"0s"` turns slow start off.
+    #[serde(default, with = "humantime_serde")]
+    pub slow_start: Duration,
+    /// Below this share of healthy backends, route to all of them (Envoy's panic threshold).
+    #[serde(default = "half")]
+    pub panic_threshold: Fraction,
+}
+
+/// One backend of a pool.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendConfig {
+    /// `host:port`.
+    pub address: Spanned<BackendAddress>,
+    /// Relative weight for weighted policies.
+    #[serde(default = "one")]
+    pub weight: NonZeroU32,
+    /// Free-form labels, e.g. `{ kind = "gpu" }`.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Cost of one request here, in the operator's unit (used by cost-aware policies).
+    #[serde(default)]
+    pub cost: f64,
+    /// Most requests in flight to this backend at once; absent means no limit.
+    pub max_concurrent: Option<NonZeroU32>,
+}
+
+/// `[pools.NAME.timeouts]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Timeouts {
+    /// Establishing a TCP connection to a backend.
+    #[serde(with = "humantime_serde")]
+    pub connect: Duration,
+    /// From sending a request until the backend's response head arrives (504 after).
+    #[serde(with = "humantime_serde")]
+    pub request: Duration,
+    /// A request or response body with no data for this long is aborted; also how long an unused
+    /// upstream connection stays pooled.
+    #[serde(with = "humantime_serde")]
+    pub idle: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            connect: Duration::from_secs(1),
+            request: Duration::from_secs(30),
+            idle: Duration::from_secs(60),
+        }
+    }
+}
+
+/// `[pools.NAME.retries]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetryConfig {
+    /// Retries after the first attempt (0 turns retries off).
+    pub max_retries: u32,
+    /// Failures that may be retried.
+    pub on: Vec<RetryOn>,
+    /// Non-idempotent methods that may be retried too (idempotent ones always may).
+    pub methods: Vec<MethodName>,
+    /// Retries in flight may be at most this share of requests in flight.
+    pub budget_ratio: Fraction,
+    /// Retries in flight always allowed, however quiet the pool.
+    pub budget_min_concurrency: u32,
+    /// Request bodies up to this size are kept so they can be resent; larger ones are never retried.
+    pub max_body_bytes: usize,
+    /// Wait before the first retry; doubles each retry, with full jitter.
+    #[serde(with = "humantime_serde")]
+    pub backoff: Duration,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        Self {
+            max_retries: 1,
+            on: vec![RetryOn::ConnectFailure, RetryOn::Reset, RetryOn::GatewayError],
+            methods: Vec::new(),
+            budget_ratio: Fraction(augur_engine::retry_budget::DEFAULT_RATIO),
+            budget_min_concurrency: augur_engine::retry_budget::DEFAULT_MIN_CONCURRENCY,
+            max_body_bytes: 64 * 1024,
+            backoff: Duration::from_millis(25),
+        }
+    }
+}
+
+/// A failure that may be retried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RetryOn {
+    /// The TCP connection could not be made (the backend never saw the request).
+    ConnectFailure,
+    /// The connection broke before a response head arrived.
+    Reset,
+    /// No response head within the request timeout.
+    Timeout,
+    /// The backend answered 502, 503 or 504.
+    GatewayError,
+    /// The backend answered any 5xx.
+    ServerError,
+}
+
+/// `[pools.NAME.health_check]`: active HTTP checks.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheckConfig {
+    /// Path requested with GET; a 2xx answer passes.
+    pub path: String,
+    /// Time between checks of one backend.
+    #[serde(default = "five_seconds", with = "humantime_serde")]
+    pub interval: Duration,
+    /// A check with no answer within this fails.
+    #[serde(default = "one_second", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Consecutive passes that bring a backend back.
+    #[serde(default = "two")]
+    pub healthy_threshold: NonZeroU32,
+    /// Consecutive failures that take it out.
+    #[serde(default = "three")]
+    pub unhealthy_threshold: NonZeroU32,
+}
+
+/// `[pools.NAME.outlier]`: passive outlier detection.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutlierConfig {
+    /// Consecutive 5xx answers or gateway failures that eject a backend; 0 turns detection off.
+    pub consecutive_failures: u32,
+    /// First ejection's length; the n-th lasts n times this.
+    #[serde(with = "humantime_serde")]
+    pub base_ejection: Duration,
+    /// Longest ejection.
+    #[serde(with = "humantime_serde")]
+    pub max_ejection: Duration,
+    /// Largest share of the pool ejected at once (at least one backend always may be).
+    pub max_ejected_share: Fraction,
+}
+
+impl Default for OutlierConfig {
+    fn default() -> Self {
+        Self {
+            consecutive_failures: 5,
+            base_ejection: Duration::from_secs(30),
+            max_ejection: Duration::from_secs(300),
+            max_ejected_share: Fraction(0.5),
+        }
+    }
+}
+
+impl OutlierConfig {
+    /// The engine's view of these settings.
+    pub fn policy(&self) -> augur_engine::outlier::OutlierPolicy {
+        augur_engine::outlier::OutlierPolicy {
+            consecutive_failures: self.consecutive_failures,
+            base_ejection: self.base_ejection,
+            max_ejection: self.max_ejection,
+            max_ejected_share: self.max_ejected_share.0,
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+fn half() -> Fraction {
+    Fraction(0.5)
+}
+fn one() -> NonZeroU32 {
+    NonZeroU32::MIN
+}
+fn two() -> NonZeroU32 {
+    NonZeroU32::new(2).expect("2 is not zero")
+}
+fn three() -> NonZeroU32 {
+    NonZeroU32::new(3).expect("3 is not zero")
+}
+fn one_second() -> Duration {
+    Duration::from_secs(1)
+}
+fn five_seconds() -> Duration {
+    Duration::from_secs(5)
+}

@@ -1,0 +1,103 @@
+//! Checks that span fields: a route's pool exists, a pool's backends are distinct, and so on.
+
+use std::collections::BTreeSet;
+use std::ops::Range;
+
+use super::Config;
+
+/// A failed check: where (a byte span of the source, when known) and why.
+pub type Invalid = (Option<Range<usize>>, String);
+
+impl Config {
+    pub(super) fn validate(&self) -> Result<(), Invalid> {
+        if self.listeners.is_empty() {
+            return Err((None, "no `[[listeners]]`: at least one is needed".into()));
+        }
+        let mut addresses = BTreeSet::new();
+        for listener in &self.listeners {
+            if !addresses.insert(listener.address) {
+                return Err((
+                    None,
+                    format!("listener address {} appears twice", listener.address),
+                ));
+            }
+        }
+        if let Some(admin) = &self.admin {
+            if addresses.contains(&admin.address) {
+                return Err((
+                    None,
+                    format!("admin address {} is also a listener", admin.address),
+                ));
+            }
+        }
+        if self.routes.is_empty() {
+            return Err((None, "no `[[routes]]`: at least one is needed".into()));
+        }
+        for (i, route) in self.routes.iter().enumerate() {
+            if !self.pools.contains_key(route.pool.get_ref()) {
+                let known: Vec<&str> = self.pools.keys().map(String::as_str).collect();
+                return Err((
+                    Some(route.pool.span()),
+                    format!(
+                        "routes[{i}].pool: no pool named `{}` (pools: {})",
+                        route.pool.get_ref(),
+                        known.join(", ")
+                    ),
+                ));
+            }
+            if let Some(prefix) = &route.matches.path_prefix {
+                if !prefix.starts_with('/') {
+                    return Err((
+                        None,
+                        format!("routes[{i}].match.path_prefix `{prefix}` must start with `/`"),
+                    ));
+                }
+            }
+        }
+        for (name, pool) in &self.pools {
+            if pool.backends.is_empty() {
+                return Err((
+                    None,
+                    format!("pools.{name}.backends: a pool needs at least one backend"),
+                ));
+            }
+            let mut seen = BTreeSet::new();
+            for backend in &pool.backends {
+                if !seen.insert(backend.address.get_ref()) {
+                    return Err((
+                        Some(backend.address.span()),
+                        format!(
+                            "pools.{name}: backend {} appears twice",
+                            backend.address.get_ref()
+                        ),
+                    ));
+                }
+                if !backend.cost.is_finite() || backend.cost < 0.0 {
+                    return Err((
+                        None,
+                        format!("pools.{name}: backend cost must be a finite number >= 0"),
+                    ));
+                }
+            }
+            if let Some(check) = &pool.health_check {
+                if !check.path.starts_with('/') {
+                    return Err((
+                        None,
+                        format!("pools.{name}.health_check.path must start with `/`"),
+                    ));
+                }
+                if check.interval.is_zero() || check.timeout.is_zero() {
+                    return Err((
+                        None,
+                        format!("pools.{name}.health_check: interval and timeout must be > 0"),
+                    ));
+                }
+            }
+            let t = &pool.timeouts;
+            if t.connect.is_zero() || t.request.is_zero() || t.idle.is_zero() {
+                return Err((None, format!("pools.{name}.timeouts: every timeout must be > 0")));
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,112 @@
+//! Body wrappers: an idle timeout on streamed bodies, and guards that live exactly as long as a body.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::combinators::BoxBody;
+use pin_project_lite::pin_project;
+use tokio::time::{Instant, Sleep};
+
+/// Boxed error of any body.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The body type the proxy sends, both ways.
+pub type ProxyBody = BoxBody<Bytes, BoxError>;
+
+/// A body stream that stalled for longer than the idle timeout.
+#[derive(Debug, thiserror::Error)]
+#[error("body idle for more than {0:?}")]
+pub struct IdleTimeoutError(pub Duration);
+
+pin_project! {
+    /// Fails a body that yields no frame for `idle`; the timer restarts with every frame.
+    pub struct IdleTimeout<B> {
+        #[pin]
+        inner: B,
+        #[pin]
+        timer: Sleep,
+        idle: Duration,
+    }
+}
+
+impl<B> IdleTimeout<B> {
+    /// Wraps `inner`; the clock starts now.
+    pub fn new(inner: B, idle: Duration) -> Self {
+        Self {
+            inner,
+            timer: tokio::time::sleep(idle),
+            idle,
+        }
+    }
+}
+
+impl<B> Body for IdleTimeout<B>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let mut this = self.project();
+        if let Poll::Ready(frame) = this.inner.poll_frame(cx) {
+            this.timer.as_mut().reset(Instant::now() + *this.idle);
+            return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
+        }
+        ready!(this.timer.poll(cx));
+        Poll::Ready(Some(Err(Box::new(IdleTimeoutError(*this.idle)))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+pin_project! {
+    /// A body that keeps `guard` alive until the body is finished or dropped, so in-flight counts and
+    /// latency include the whole streamed body, not only the response head.
+    pub struct Guarded<B, G> {
+        #[pin]
+        inner: B,
+        guard: G,
+    }
+}
+
+impl<B, G> Guarded<B, G> {
+    /// Ties `guard` to `inner`.
+    pub fn new(inner: B, guard: G) -> Self {
+        Self { inner, guard }
+    }
+}
+
+impl<B: Body, G> Body for Guarded<B, G> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
+        self.project().inner.poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

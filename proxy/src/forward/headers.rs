@@ -1,0 +1,184 @@
+//! Proxy header semantics: hop-by-hop headers stripped, `X-Forwarded-*` set, a request id kept or made.
+
+use std::net::IpAddr;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::Request;
+use rand::Rng;
+
+/// The request id header, generated when the client sends none and echoed in the response.
+pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+/// Longest client-sent request id kept; longer ones are replaced (they end up in logs and telemetry).
+const MAX_REQUEST_ID_LEN: usize = 128;
+
+/// Headers that describe one connection, not the message (RFC 9110 section 7.6.1), plus the
+/// non-standard ones proxies traditionally strip.
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+];
+
+/// The client's request id if it sent a usable one, else a fresh random one.
+pub fn request_id<B>(request: &Request<B>) -> HeaderValue {
+    request
+        .headers()
+        .get(X_REQUEST_ID)
+        .filter(|v| !v.is_empty() && v.len() <= MAX_REQUEST_ID_LEN)
+        .cloned()
+        .unwrap_or_else(|| {
+            let id: u128 = crate::rng::with_rng(|rng| rng.random());
+            HeaderValue::from_str(&format!("{id:032x}")).expect("hex is a valid header value")
+        })
+}
+
+/// The host the client asked for: the `Host` header, else the URI's authority (HTTP/2).
+pub fn original_host<B>(request: &Request<B>) -> Option<HeaderValue> {
+    request.headers().get(header::HOST).cloned().or_else(|| {
+        request
+            .uri()
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    })
+}
+
+/// Whether the request asks to switch protocols (WebSocket and the like).
+pub fn is_upgrade<B>(request: &Request<B>) -> bool {
+    request.headers().contains_key(header::UPGRADE) && connection_lists(request.headers(), "upgrade")
+}
+
+fn connection_lists(headers: &HeaderMap, token: &str) -> bool {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+/// Removes hop-by-hop headers, including any the `Connection` header names. An upgrade keeps its
+/// `Upgrade` header and a `Connection: upgrade`, which the next hop needs to switch protocols.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
+    let listed: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect();
+    let upgrade_to = headers.get(header::UPGRADE).cloned();
+    let te_trailers = headers.get_all(header::TE).iter().any(|v| {
+        v.to_str()
+            .is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case("trailers")))
+    });
+    for name in listed.iter().chain(HOP_BY_HOP.iter()) {
+        headers.remove(name);
+    }
+    headers.remove(header::UPGRADE);
+    if te_trailers {
+        // `TE: trailers` is the one TE value that must pass (gRPC relies on it).
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
+    if let (true, Some(protocol)) = (upgrade, upgrade_to) {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(header::UPGRADE, protocol);
+    }
+}
+
+/// What the proxy adds to every forwarded request.
+pub struct Forwarded<'a> {
+    /// The client's address.
+    pub client_ip: IpAddr,
+    /// The host the client asked for.
+    pub host: Option<&'a HeaderValue>,
+    /// The request id.
+    pub request_id: &'a HeaderValue,
+}
+
+/// Appends the client to `X-Forwarded-For`, sets `X-Forwarded-Proto` and `-Host` (overwriting what the
+/// client claimed: this proxy is where the facts are known) and the request id.
+pub fn set_forwarded(headers: &mut HeaderMap, forwarded: &Forwarded<'_>) {
+    let client = forwarded.client_ip.to_string();
+    let chain: Vec<&str> = headers
+        .get_all(X_FORWARDED_FOR)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    let value = if chain.is_empty() {
+        client
+    } else {
+        format!("{}, {client}", chain.join(", "))
+    };
+    if let Ok(value) = HeaderValue::from_str(&value) {
+        headers.insert(X_FORWARDED_FOR, value);
+    }
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    match forwarded.host {
+        Some(host) => headers.insert(X_FORWARDED_HOST, host.clone()),
+        None => headers.remove(X_FORWARDED_HOST),
+    };
+    headers.insert(X_REQUEST_ID, forwarded.request_id.clone());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strips_hop_by_hop_and_connection_listed_headers() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-secret"),
+        );
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert(header::TE, HeaderValue::from_static("gzip, trailers"));
+        h.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        h.insert("traceparent", HeaderValue::from_static("00-abc-def-01"));
+        strip_hop_by_hop(&mut h, false);
+        assert!(h.get(header::CONNECTION).is_none());
+        assert!(h.get("keep-alive").is_none());
+        assert!(h.get("x-secret").is_none());
+        assert!(h.get(header::TRANSFER_ENCODING).is_none());
+        assert_eq!(h.get(header::TE).unwrap(), "trailers");
+        assert_eq!(h.get("traceparent").unwrap(), "00-abc-def-01");
+    }
+
+    #[test]
+    fn an_upgrade_keeps_what_the_next_hop_needs() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        strip_hop_by_hop(&mut h, true);
+        assert_eq!(h.get(header::CONNECTION).unwrap(), "upgrade");
+        assert_eq!(h.get(header::UPGRADE).unwrap(), "websocket");
+    }
+
+    #[test]
+    fn appends_to_the_forwarded_chain() {
+        let mut h = HeaderMap::new();
+        h.insert(X_FORWARDED_FOR, HeaderValue::from_static("203.0.113.7"));
+        h.insert(X_FORWARDED_PROTO, HeaderValue::from_static("https"));
+        let id = HeaderValue::from_static("abc");
+        let host = HeaderValue::from_static("api.example.com");
+        let f = Forwarded {
+            client_ip: "127.0.0.1".parse().unwrap(),
+            host: Some(&host),
+            request_id: &id,
+        };
+        set_forwarded(&mut h, &f);
+        assert_eq!(h.get(X_FORWARDED_FOR).unwrap(), "203.0.113.7, 127.0.0.1");
+        assert_eq!(h.get(X_FORWARDED_PROTO).unwrap(), "http");
+        assert_eq!(h.get(X_FORWARDED_HOST).unwrap(), "api.example.com");
+        assert_eq!(h.get(X_REQUEST_ID).unwrap(), "abc");
+    }
+}

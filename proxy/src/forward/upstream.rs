@@ -1,0 +1,191 @@
+//! Building and sending one attempt's request to a backend, and classifying what went wrong.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{HeaderMap, HeaderValue, HOST};
+use http::{Method, Request, Response, Version};
+use http_body::Body as _;
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+
+use super::body::{IdleTimeout, ProxyBody};
+use super::{headers, reply};
+use crate::config::RetryOn;
+use crate::error::ProxyError;
+use crate::metrics::AttemptOutcome;
+use crate::pool::{Backend, Pool};
+
+/// The parts of the upstream request that stay the same across attempts.
+pub struct UpstreamHead {
+    method: Method,
+    path_and_query: String,
+    headers: HeaderMap,
+    host: Option<HeaderValue>,
+}
+
+impl UpstreamHead {
+    /// Method, path and prepared headers of `request` as `pool` forwards it.
+    pub fn new<B>(
+        request: &Request<B>,
+        pool: &Pool,
+        client: SocketAddr,
+        request_id: &HeaderValue,
+        upgrade: bool,
+    ) -> Self {
+        let original_host = headers::original_host(request);
+        let mut h = request.headers().clone();
+        headers::strip_hop_by_hop(&mut h, upgrade);
+        let forwarded = headers::Forwarded {
+            client_ip: client.ip(),
+            host: original_host.as_ref(),
+            request_id,
+        };
+        headers::set_forwarded(&mut h, &forwarded);
+        let host = match (&pool.config.host_rewrite, pool.config.preserve_host) {
+            (Some(rewrite), _) => HeaderValue::from_str(rewrite).ok(),
+            (None, true) => original_host,
+            (None, false) => None,
+        };
+        Self {
+            method: request.method().clone(),
+            path_and_query: request
+                .uri()
+                .path_and_query()
+                .map_or("/", |p| p.as_str())
+                .to_owned(),
+            headers: h,
+            host,
+        }
+    }
+}
+
+/// The request body: kept in memory when it may have to be sent again, else streamed once.
+pub enum RequestBody {
+    /// Small enough to keep; every attempt sends a copy.
+    Replayable(Bytes),
+    /// Streamed to the first attempt only.
+    Streaming(Option<Incoming>, Duration),
+}
+
+impl RequestBody {
+    /// Reads a retryable request's body into memory when it is known to be at most `max_bytes`.
+    pub async fn prepare(
+        body: Incoming,
+        retryable: bool,
+        max_bytes: usize,
+        idle: Duration,
+    ) -> Result<Self, ProxyError> {
+        let small = body.size_hint().exact().is_some_and(|n| n <= max_bytes as u64);
+        if !retryable || !(body.is_end_stream() || small) {
+            return Ok(Self::Streaming(Some(body), idle));
+        }
+        let collected = IdleTimeout::new(Limited::new(body, max_bytes), idle)
+            .collect()
+            .await
+            .map_err(|e| ProxyError::BadRequest(e.to_string()))?;
+        Ok(Self::Replayable(collected.to_bytes()))
+    }
+
+    /// Whether a second attempt can send the body again.
+    pub fn is_replayable(&self) -> bool {
+        matches!(self, Self::Replayable(_))
+    }
+
+    /// The body for the next attempt.
+    pub fn for_attempt(&mut self) -> ProxyBody {
+        match self {
+            Self::Replayable(bytes) => reply::full(bytes.clone()),
+            Self::Streaming(body, idle) => match body.take() {
+                Some(body) => IdleTimeout::new(body, *idle).boxed(),
+                None => reply::full(Bytes::new()),
+            },
+        }
+    }
+}
+
+/// Why an attempt produced no response.
+pub enum Attempt {
+    /// No TCP connection.
+    Connect(String),
+    /// No response head within the request timeout.
+    Timeout,
+    /// The connection broke or the answer was not HTTP.
+    Reset(String),
+}
+
+impl Attempt {
+    /// The outcome as metrics and outlier detection count it.
+    pub fn outcome(&self) -> AttemptOutcome {
+        match self {
+            Self::Connect(_) => AttemptOutcome::ConnectError,
+            Self::Timeout => AttemptOutcome::Timeout,
+            Self::Reset(_) => AttemptOutcome::Reset,
+        }
+    }
+
+    /// The error the client gets when this was the last attempt.
+    pub fn into_error(self, backend: &Backend, timeout: Duration) -> ProxyError {
+        let backend = backend.address.to_string();
+        match self {
+            Self::Connect(reason) => ProxyError::Connect { backend, reason },
+            Self::Timeout => ProxyError::Timeout { backend, timeout },
+            Self::Reset(reason) => ProxyError::Reset { backend, reason },
+        }
+    }
+}
+
+/// Sends one attempt to `backend` over the pool's pooled connections.
+pub async fn send(
+    pool: &Pool,
+    backend: &Backend,
+    head: &UpstreamHead,
+    body: ProxyBody,
+) -> Result<Response<Incoming>, Attempt> {
+    let uri = format!("http://{}{}", backend.address, head.path_and_query);
+    let mut request = Request::builder()
+        .method(head.method.clone())
+        .uri(uri)
+        .version(Version::HTTP_11)
+        .body(body)
+        .map_err(|e| Attempt::Connect(format!("cannot build the upstream request: {e}")))?;
+    *request.headers_mut() = head.headers.clone();
+    let host = head
+        .host
+        .clone()
+        .or_else(|| HeaderValue::from_str(backend.address.as_str()).ok());
+    if let Some(host) = host {
+        request.headers_mut().insert(HOST, host);
+    }
+    match tokio::time::timeout(pool.config.timeouts.request, pool.client.request(request)).await {
+        Err(_) => Err(Attempt::Timeout),
+        Ok(Ok(response)) => Ok(response),
+        Ok(Err(e)) if e.is_connect() => Err(Attempt::Connect(error_chain(&e))),
+        Ok(Err(e)) => Err(Attempt::Reset(error_chain(&e))),
+    }
+}
+
+/// Whether `on` allows retrying `outcome`.
+pub fn covers(on: RetryOn, outcome: AttemptOutcome) -> bool {
+    match (on, outcome) {
+        (RetryOn::ConnectFailure, AttemptOutcome::ConnectError)
+        | (RetryOn::Reset, AttemptOutcome::Reset)
+        | (RetryOn::Timeout, AttemptOutcome::Timeout) => true,
+        (RetryOn::GatewayError, AttemptOutcome::Status(s)) => matches!(s, 502..=504),
+        (RetryOn::ServerError, AttemptOutcome::Status(s)) => (500..600).contains(&s),
+        _ => false,
+    }
+}
+
+/// An error and its causes on one line (hyper's own message is only the outermost layer).
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut message = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        message.push_str(": ");
+        message.push_str(&c.to_string());
+        cause = c.source();
+    }
+    message
+}

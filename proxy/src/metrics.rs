@@ -1,0 +1,286 @@
+//! Prometheus metrics, in the classic text format (which Prometheus, OpenMetrics scrapers and
+//! `promtool check metrics` all accept). Hot-path handles are resolved once per pool and backend, so a
+//! request touches only atomics, never the registry's label maps.
+
+use std::sync::Arc;
+
+use prometheus::{
+    exponential_buckets, Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+/// Status classes of responses, as label values.
+const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+/// What became of one attempt at a backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttemptOutcome {
+    /// The backend answered with this status.
+    Status(u16),
+    /// No TCP connection.
+    ConnectError,
+    /// No response head in time.
+    Timeout,
+    /// The connection broke.
+    Reset,
+}
+
+/// Label values of [`AttemptOutcome`], indexed by [`AttemptOutcome::index`].
+const OUTCOMES: [&str; 8] = [
+    "1xx",
+    "2xx",
+    "3xx",
+    "4xx",
+    "5xx",
+    "connect_error",
+    "timeout",
+    "reset",
+];
+
+impl AttemptOutcome {
+    fn index(self) -> usize {
+        match self {
+            Self::Status(code) => class_index(code),
+            Self::ConnectError => 5,
+            Self::Timeout => 6,
+            Self::Reset => 7,
+        }
+    }
+}
+
+fn class_index(status: u16) -> usize {
+    usize::from(status / 100).clamp(1, 5) - 1
+}
+
+/// Every metric the proxy exports.
+pub struct Metrics {
+    registry: Registry,
+    requests: IntCounterVec,
+    duration: HistogramVec,
+    attempts: IntCounterVec,
+    retries: IntCounterVec,
+    retries_refused: IntCounterVec,
+    ejections: IntCounterVec,
+    health_checks: IntCounterVec,
+    in_flight: IntGaugeVec,
+    available: IntGaugeVec,
+    pool_events_dropped: IntCounter,
+    config_generation: IntGauge,
+    config_reloads: IntCounterVec,
+}
+
+/// Hot-path handles of one pool.
+#[derive(Clone)]
+pub struct PoolMetrics {
+    requests: [IntCounter; 5],
+    /// Time from a request's arrival to the end of its response body, in seconds.
+    pub duration: Histogram,
+    /// Retries started.
+    pub retries: IntCounter,
+    /// Retries the budget refused.
+    pub retries_refused: IntCounter,
+}
+
+impl PoolMetrics {
+    /// Counts one response sent to a client.
+    pub fn count_response(&self, status: u16) {
+        self.requests[class_index(status)].inc();
+    }
+}
+
+/// Hot-path handles of one backend.
+#[derive(Clone)]
+pub struct BackendMetrics {
+    attempts: [IntCounter; 8],
+    /// Times this backend was ejected by outlier detection.
+    pub ejections: IntCounter,
+    health_checks: [IntCounter; 2],
+}
+
+impl BackendMetrics {
+    /// Counts one attempt at this backend.
+    pub fn count_attempt(&self, outcome: AttemptOutcome) {
+        self.attempts[outcome.index()].inc();
+    }
+
+    /// Counts one active health check.
+    pub fn count_health_check(&self, passed: bool) {
+        self.health_checks[usize::from(passed)].inc();
+    }
+}
+
+/// Live state of one backend, set at scrape time.
+pub struct BackendGauges<'a> {
+    /// Pool name.
+    pub pool: &'a str,
+    /// Backend address.
+    pub backend: &'a str,
+    /// Requests in flight.
+    pub in_flight: u32,
+    /// Whether the pool currently routes to it.
+    pub available: bool,
+}
+
+fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("metric definitions are valid");
+    registry
+        .register(Box::new(c.clone()))
+        .expect("metric names are unique");
+    c
+}
+
+fn gauge(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("metric definitions are valid");
+    registry
+        .register(Box::new(g.clone()))
+        .expect("metric names are unique");
+    g
+}
+
+impl Metrics {
+    /// A registry with every metric registered.
+    pub fn new() -> Arc<Self> {
+        let r = Registry::new();
+        // 1 ms to about 33 s, doubling.
+        let buckets = exponential_buckets(0.001, 2.0, 16).expect("bucket parameters are valid");
+        let duration = HistogramVec::new(
+            HistogramOpts::new(
+                "augur_request_duration_seconds",
+                "Time from a request's arrival to the end of its response body",
+            )
+            .buckets(buckets),
+            &["pool"],
+        )
+        .expect("metric definitions are valid");
+        r.register(Box::new(duration.clone()))
+            .expect("metric names are unique");
+        let pool_events_dropped = IntCounter::new(
+            "augur_pool_events_dropped_total",
+            "Pool state events dropped because the pool's supervisor fell behind",
+        )
+        .expect("metric definitions are valid");
+        r.register(Box::new(pool_events_dropped.clone()))
+            .expect("metric names are unique");
+        let config_generation = IntGauge::new(
+            "augur_config_generation",
+            "Generation of the active config (1 at start, +1 per successful reload)",
+        )
+        .expect("metric definitions are valid");
+        r.register(Box::new(config_generation.clone()))
+            .expect("metric names are unique");
+        Arc::new(Self {
+            requests: counter(
+                &r,
+                "augur_requests_total",
+                "Responses sent to clients, by pool and status class",
+                &["pool", "class"],
+            ),
+            duration,
+            attempts: counter(
+                &r,
+                "augur_upstream_attempts_total",
+                "Attempts at backends, by outcome (status class or failure)",
+                &["pool", "backend", "outcome"],
+            ),
+            retries: counter(&r, "augur_retries_total", "Retries started", &["pool"]),
+            retries_refused: counter(
+                &r,
+                "augur_retries_refused_total",
+                "Retries the retry budget refused",
+                &["pool"],
+            ),
+            ejections: counter(
+                &r,
+                "augur_ejections_total",
+                "Backends ejected by outlier detection",
+                &["pool", "backend"],
+            ),
+            health_checks: counter(
+                &r,
+                "augur_health_checks_total",
+                "Active health checks, by result",
+                &["pool", "backend", "result"],
+            ),
+            in_flight: gauge(
+                &r,
+                "augur_in_flight_requests",
+                "Requests in flight to each backend",
+                &["pool", "backend"],
+            ),
+            available: gauge(
+                &r,
+                "augur_backend_available",
+                "1 when the pool routes to the backend (healthy, not ejected, not drained, or panic)",
+                &["pool", "backend"],
+            ),
+            pool_events_dropped,
+            config_generation,
+            config_reloads: counter(
+                &r,
+                "augur_config_reloads_total",
+                "Config reloads, by result",
+                &["result"],
+            ),
+            registry: r,
+        })
+    }
+
+    /// Handles for pool `pool`.
+    pub fn pool(&self, pool: &str) -> PoolMetrics {
+        PoolMetrics {
+            requests: CLASSES.map(|class| self.requests.with_label_values(&[pool, class])),
+            duration: self.duration.with_label_values(&[pool]),
+            retries: self.retries.with_label_values(&[pool]),
+            retries_refused: self.retries_refused.with_label_values(&[pool]),
+        }
+    }
+
+    /// Handles for `backend` of `pool`.
+    pub fn backend(&self, pool: &str, backend: &str) -> BackendMetrics {
+        BackendMetrics {
+            attempts: OUTCOMES.map(|outcome| self.attempts.with_label_values(&[pool, backend, outcome])),
+            ejections: self.ejections.with_label_values(&[pool, backend]),
+            health_checks: ["failed", "passed"]
+                .map(|r| self.health_checks.with_label_values(&[pool, backend, r])),
+        }
+    }
+
+    /// Counts responses sent for requests that matched no route (pool label empty).
+    pub fn count_unrouted(&self, status: u16) {
+        self.requests
+            .with_label_values(&["", CLASSES[class_index(status)]])
+            .inc();
+    }
+
+    /// Counts a pool event the supervisor had no room for.
+    pub fn count_pool_event_dropped(&self) {
+        self.pool_events_dropped.inc();
+    }
+
+    /// Records the outcome of a config reload and the generation now active.
+    pub fn record_config(&self, generation: u64, result: &str) {
+        self.config_generation
+            .set(i64::try_from(generation).unwrap_or(i64::MAX));
+        self.config_reloads.with_label_values(&[result]).inc();
+    }
+
+    /// Sets the live backend gauges from `backends` (all of them: backends gone since are dropped),
+    /// then encodes everything in the Prometheus text format.
+    pub fn render<'a>(&self, backends: impl Iterator<Item = BackendGauges<'a>>) -> String {
+        self.in_flight.reset();
+        self.available.reset();
+        for b in backends {
+            self.in_flight
+                .with_label_values(&[b.pool, b.backend])
+                .set(i64::from(b.in_flight));
+            self.available
+                .with_label_values(&[b.pool, b.backend])
+                .set(i64::from(b.available));
+        }
+        let mut out = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut out)
+            .expect("writing to a Vec cannot fail");
+        String::from_utf8(out).expect("the text format is UTF-8")
+    }
+}

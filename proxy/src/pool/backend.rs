@@ -1,0 +1,89 @@
+//! One backend at run time: its config, its live load and its hot-path metric handles.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+
+use augur_engine::outlier::{is_failure_status, OutlierPolicy};
+use augur_engine::BackendLoad;
+
+use crate::config::BackendAddress;
+use crate::metrics::{AttemptOutcome, BackendMetrics};
+
+/// A backend of a pool.
+pub struct Backend {
+    /// `host:port`.
+    pub address: BackendAddress,
+    /// Stable identity (hash of the address) used by hashing and sticky cookies.
+    pub id: u64,
+    /// Configured weight.
+    pub weight: u32,
+    /// Configured labels.
+    pub labels: BTreeMap<String, String>,
+    /// Configured cost per request.
+    pub cost: f64,
+    /// Most requests in flight at once.
+    pub max_concurrent: Option<u32>,
+    /// Live load, kept across config reloads while the backend stays.
+    pub load: Arc<BackendLoad>,
+    consecutive_failures: AtomicU32,
+    /// Metric handles.
+    pub metrics: BackendMetrics,
+}
+
+impl Backend {
+    pub(super) fn new(
+        config: &crate::config::BackendConfig,
+        load: Arc<BackendLoad>,
+        metrics: BackendMetrics,
+    ) -> Self {
+        let address = config.address.get_ref().clone();
+        Self {
+            id: augur_engine::hash::endpoint_id(address.as_str()),
+            address,
+            weight: config.weight.get(),
+            labels: config.labels.clone(),
+            cost: config.cost,
+            max_concurrent: config.max_concurrent.map(|n| n.get()),
+            load,
+            consecutive_failures: AtomicU32::new(0),
+            metrics,
+        }
+    }
+
+    /// Records one attempt; true when this failure brings the consecutive count to (a multiple of)
+    /// the outlier threshold, so the pool should consider ejecting the backend.
+    pub fn record_attempt(&self, outcome: AttemptOutcome, outlier: &OutlierPolicy) -> bool {
+        self.metrics.count_attempt(outcome);
+        let failed = match outcome {
+            AttemptOutcome::Status(status) => is_failure_status(status),
+            AttemptOutcome::ConnectError | AttemptOutcome::Timeout | AttemptOutcome::Reset => true,
+        };
+        if !failed {
+            self.consecutive_failures.store(0, Ordering::Relaxed);
+            return false;
+        }
+        let n = self.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;
+        outlier.should_eject(n) && n % outlier.consecutive_failures == 0
+    }
+
+    pub(super) fn reset_failures(&self) {
+        self.consecutive_failures.store(0, Ordering::Relaxed);
+    }
+}
+
+/// One request in flight to a backend; dropping it (when the response body ends) counts it finished.
+pub struct InFlight(pub(super) Arc<Backend>);
+
+impl InFlight {
+    /// The backend.
+    pub fn backend(&self) -> &Arc<Backend> {
+        &self.0
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.load.finish();
+    }
+}

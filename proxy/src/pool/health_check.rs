@@ -1,0 +1,72 @@
+//! Active health checks: a task per backend that GETs the configured path and reports to the supervisor.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::header::{HOST, USER_AGENT};
+use http::{HeaderValue, Request};
+use http_body_util::BodyExt;
+use rand::Rng;
+
+use super::{Pool, PoolEvent};
+use crate::forward::reply;
+use crate::rng::with_rng;
+
+/// Starts one check loop per backend, if the pool has checks configured. Each loop stops with the pool.
+pub(super) fn spawn(pool: &Arc<Pool>) {
+    let Some(check) = pool.config.health_check.clone() else {
+        return;
+    };
+    for index in 0..pool.backends.len() {
+        let pool = pool.clone();
+        let check = check.clone();
+        tokio::spawn(async move {
+            // Spread the first checks over one interval so a large pool is not probed in a burst.
+            let mut wait = with_rng(|rng| check.interval.mul_f64(rng.random::<f64>()));
+            loop {
+                tokio::select! {
+                    () = pool.tasks.cancelled() => return,
+                    () = tokio::time::sleep(wait) => {}
+                }
+                let backend = &pool.backends[index];
+                let passed = probe(&pool, index, &check.path, check.timeout).await;
+                backend.metrics.count_health_check(passed);
+                if !passed {
+                    tracing::debug!(pool = %pool.name, backend = %backend.address, "health check failed");
+                }
+                // Checks wait for room rather than drop: a lost result would stall a state change.
+                if pool
+                    .events
+                    .send(PoolEvent::HealthCheck {
+                        backend: index,
+                        passed,
+                    })
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+                wait = check.interval;
+            }
+        });
+    }
+}
+
+/// One check: a GET that must answer 2xx within `timeout`, body read to the end.
+async fn probe(pool: &Pool, index: usize, path: &str, timeout: Duration) -> bool {
+    let address = pool.backends[index].address.as_str();
+    let Ok(request) = Request::get(format!("http://{address}{path}"))
+        .header(HOST, address)
+        .header(USER_AGENT, HeaderValue::from_static("augur-health-check"))
+        .body(reply::full(bytes::Bytes::new()))
+    else {
+        return false;
+    };
+    let exchange = async {
+        let response = pool.client.request(request).await.ok()?;
+        let ok = response.status().is_success();
+        response.into_body().collect().await.ok()?;
+        Some(ok)
+    };
+    matches!(tokio::time::timeout(timeout, exchange).await, Ok(Some(true)))
+}

@@ -1,0 +1,280 @@
+//! A pool of interchangeable backends: the routing snapshot the request path reads without locks, and
+//! the background tasks (supervisor, health checks) that rebuild it.
+
+mod backend;
+mod health_check;
+mod supervisor;
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use augur_engine::outlier::OutlierPolicy;
+use augur_engine::retry_budget::RetryBudget;
+use augur_engine::{BackendLoad, Endpoint, PickRequest, Selector};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+pub use backend::{Backend, InFlight};
+pub use supervisor::BackendStatus;
+
+use crate::clock;
+use crate::config::{BackendAddress, PoolConfig};
+use crate::error::ProxyError;
+use crate::forward::body::ProxyBody;
+use crate::metrics::{Metrics, PoolMetrics};
+use crate::rng::with_rng;
+
+/// Pool events waiting for the supervisor; beyond this they are dropped and counted.
+const EVENT_QUEUE: usize = 1024;
+
+/// The HTTP client a pool sends requests with (pooled keep-alive connections).
+pub type UpstreamClient = Client<HttpConnector, ProxyBody>;
+
+/// A pool: its backends, its current routing snapshot and the channel to its supervisor.
+pub struct Pool {
+    /// Name from the config.
+    pub name: String,
+    /// Its config.
+    pub config: PoolConfig,
+    /// Every configured backend, in config order.
+    pub backends: Vec<Arc<Backend>>,
+    snapshot: ArcSwap<PoolSnapshot>,
+    events: mpsc::Sender<PoolEvent>,
+    /// Client for requests and health checks.
+    pub client: UpstreamClient,
+    /// Outlier detection settings.
+    pub outlier: OutlierPolicy,
+    retry_budget: RetryBudget,
+    active_requests: AtomicU32,
+    active_retries: AtomicU32,
+    /// Metric handles.
+    pub metrics: PoolMetrics,
+    global_metrics: Arc<Metrics>,
+    tasks: CancellationToken,
+}
+
+/// What the request path reads: the candidate endpoints and the selector built over them.
+pub struct PoolSnapshot {
+    /// Candidates for the next pick.
+    pub endpoints: Vec<Endpoint>,
+    /// `members[i]` is the index in [`Pool::backends`] of `endpoints[i]`.
+    members: Vec<usize>,
+    selector: Selector,
+    /// True when too few backends are healthy and the pool routes to all of them.
+    pub panic: bool,
+    /// State of every backend, in config order.
+    pub status: Vec<BackendStatus>,
+}
+
+/// Something the supervisor must fold into the pool's state.
+pub(crate) enum PoolEvent {
+    HealthCheck {
+        backend: usize,
+        passed: bool,
+    },
+    Failing {
+        backend: usize,
+    },
+    SetDrained {
+        backend: usize,
+        drained: bool,
+        done: oneshot::Sender<()>,
+    },
+}
+
+impl Pool {
+    /// Builds the pool and starts its supervisor and health checks. `previous_load` hands over the live
+    /// load of backends that carry on from an earlier config.
+    pub fn spawn(
+        name: &str,
+        config: &PoolConfig,
+        previous_load: impl Fn(&BackendAddress) -> Option<Arc<BackendLoad>>,
+        metrics: &Arc<Metrics>,
+    ) -> Arc<Self> {
+        let now = clock::now();
+        let default_rtt = config.policy.default_rtt();
+        let backends: Vec<Arc<Backend>> = config
+            .backends
+            .iter()
+            .map(|b| {
+                let address = b.address.get_ref();
+                let load =
+                    previous_load(address).unwrap_or_else(|| Arc::new(BackendLoad::new(default_rtt, now)));
+                Arc::new(Backend::new(b, load, metrics.backend(name, address.as_str())))
+            })
+            .collect();
+        let (events, events_rx) = mpsc::channel(EVENT_QUEUE);
+        let initial = supervisor::initial_snapshot(config, &backends);
+        let pool = Arc::new(Self {
+            name: name.to_owned(),
+            client: upstream_client(config),
+            outlier: config.outlier.policy(),
+            retry_budget: RetryBudget {
+                ratio: config.retries.budget_ratio.0,
+                min_concurrency: config.retries.budget_min_concurrency,
+            },
+            config: config.clone(),
+            backends,
+            snapshot: ArcSwap::from_pointee(initial),
+            events,
+            active_requests: AtomicU32::new(0),
+            active_retries: AtomicU32::new(0),
+            metrics: metrics.pool(name),
+            global_metrics: metrics.clone(),
+            tasks: CancellationToken::new(),
+        });
+        tokio::spawn(supervisor::run(pool.clone(), events_rx));
+        health_check::spawn(&pool);
+        pool
+    }
+
+    /// Stops the pool's background tasks (after a reload replaced it, or at shutdown). Requests in
+    /// flight keep their snapshot and finish.
+    pub fn stop(&self) {
+        self.tasks.cancel();
+    }
+
+    /// The current routing snapshot.
+    pub fn snapshot(&self) -> arc_swap::Guard<Arc<PoolSnapshot>> {
+        self.snapshot.load()
+    }
+
+    /// Picks a backend for `request` and counts the request in flight there. On a retry, `avoid` lists
+    /// the backends already tried, which are skipped while another candidate exists.
+    pub fn pick(&self, request: &PickRequest, avoid: &[u64]) -> Result<InFlight, ProxyError> {
+        let snapshot = self.snapshot.load();
+        let endpoints = &snapshot.endpoints;
+        if endpoints.is_empty() {
+            return Err(ProxyError::NoBackend {
+                pool: self.name.clone(),
+            });
+        }
+        let now = clock::now();
+        let mut chosen = with_rng(|rng| {
+            let mut choice = snapshot.selector.pick(endpoints, request, now, rng);
+            // A retry should not go back to the backend that just failed, if the policy can help it.
+            for _ in 0..2 {
+                match choice {
+                    Some(i) if avoid.contains(&endpoints[i].id) && avoid.len() < endpoints.len() => {
+                        choice = snapshot.selector.pick(endpoints, request, now, rng);
+                    }
+                    _ => break,
+                }
+            }
+            choice
+        })
+        .expect("a non-empty pool always yields a pick");
+        // At its concurrency limit? Take the next candidate in line that has room.
+        for _ in 0..endpoints.len() {
+            let backend = &self.backends[snapshot.members[chosen]];
+            if backend.load.try_start(backend.max_concurrent) {
+                return Ok(InFlight(backend.clone()));
+            }
+            chosen = (chosen + 1) % endpoints.len();
+        }
+        Err(ProxyError::AtCapacity {
+            pool: self.name.clone(),
+        })
+    }
+
+    /// Counts a request as active in this pool until the guard drops (the retry budget's base).
+    pub fn begin_request(self: &Arc<Self>) -> ActiveRequest {
+        self.active_requests.fetch_add(1, Ordering::Relaxed);
+        ActiveRequest(self.clone())
+    }
+
+    /// Starts a retry if the budget allows one.
+    pub fn begin_retry(self: &Arc<Self>) -> Option<ActiveRetry> {
+        let active = self.active_requests.load(Ordering::Relaxed);
+        let retries = self.active_retries.load(Ordering::Relaxed);
+        if !self.retry_budget.allows(active, retries) {
+            self.metrics.retries_refused.inc();
+            return None;
+        }
+        self.active_retries.fetch_add(1, Ordering::Relaxed);
+        self.metrics.retries.inc();
+        Some(ActiveRetry(self.clone()))
+    }
+
+    /// Tells the supervisor that `backend` keeps failing.
+    pub fn report_failing(&self, backend: &Backend) {
+        if let Some(index) = self.backends.iter().position(|b| b.id == backend.id) {
+            self.notify(PoolEvent::Failing { backend: index });
+        }
+    }
+
+    /// Drains (no new requests) or undrains a backend; resolves once the new snapshot is live.
+    /// Returns false when no backend has that address.
+    pub async fn set_drained(&self, address: &str, drained: bool) -> bool {
+        let Some(index) = self.backends.iter().position(|b| b.address.as_str() == address) else {
+            return false;
+        };
+        let (done, applied) = oneshot::channel();
+        if self
+            .events
+            .send(PoolEvent::SetDrained {
+                backend: index,
+                drained,
+                done,
+            })
+            .await
+            .is_err()
+        {
+            return false;
+        }
+        applied.await.is_ok()
+    }
+
+    fn notify(&self, event: PoolEvent) {
+        if self.events.try_send(event).is_err() {
+            self.global_metrics.count_pool_event_dropped();
+        }
+    }
+}
+
+fn upstream_client(config: &PoolConfig) -> UpstreamClient {
+    let mut connector = HttpConnector::new();
+    connector.set_connect_timeout(Some(config.timeouts.connect));
+    connector.set_nodelay(true);
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(config.timeouts.idle)
+        .pool_timer(TokioTimer::new())
+        .timer(TokioTimer::new())
+        .build(connector)
+}
+
+/// A request counted active in its pool.
+pub struct ActiveRequest(Arc<Pool>);
+
+impl ActiveRequest {
+    /// The pool.
+    pub fn pool(&self) -> &Arc<Pool> {
+        &self.0
+    }
+}
+
+impl Drop for ActiveRequest {
+    fn drop(&mut self) {
+        self.0.active_requests.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A retry counted against its pool's budget.
+pub struct ActiveRetry(Arc<Pool>);
+
+impl Drop for ActiveRetry {
+    fn drop(&mut self) {
+        self.0.active_retries.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Exponential backoff with full jitter before retry number `retry` (1 for the first).
+pub fn backoff(base: Duration, retry: u32) -> Duration {
+    let ceiling = base.saturating_mul(1u32 << retry.saturating_sub(1).min(10));
+    with_rng(|rng| ceiling.mul_f64(rand::Rng::random::<f64>(rng)))
+}

@@ -1,0 +1,155 @@
+//! The routing table: routes matched in order, each naming a pool. Rebuilt as a whole on reload and
+//! swapped atomically; requests in flight keep the table they started with.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use http::Request;
+
+use crate::config::{Config, MatchConfig};
+use crate::forward::headers;
+use crate::metrics::Metrics;
+use crate::pool::Pool;
+
+/// One generation of routes and pools.
+pub struct Router {
+    /// 1 for the config the proxy started with, +1 per successful reload.
+    pub generation: u64,
+    routes: Vec<Route>,
+    /// Pools by name.
+    pub pools: BTreeMap<String, Arc<Pool>>,
+}
+
+/// A route: conditions and the pool that serves what matches them.
+pub struct Route {
+    /// Name for logs.
+    pub name: String,
+    matches: MatchConfig,
+    /// The pool.
+    pub pool: Arc<Pool>,
+}
+
+impl Router {
+    /// Builds the pools and routes of `config`, starting the pools' background tasks. Backends that
+    /// carry on from `previous` keep their live load (in flight, round-trip estimate).
+    pub fn build(
+        config: &Config,
+        previous: Option<&Router>,
+        metrics: &Arc<Metrics>,
+        generation: u64,
+    ) -> Self {
+        let pools: BTreeMap<String, Arc<Pool>> = config
+            .pools
+            .iter()
+            .map(|(name, pool_config)| {
+                let old = previous.and_then(|p| p.pools.get(name));
+                let previous_load = |address: &_| {
+                    old.and_then(|pool| pool.backends.iter().find(|b| &b.address == address))
+                        .map(|b| b.load.clone())
+                };
+                (
+                    name.clone(),
+                    Pool::spawn(name, pool_config, previous_load, metrics),
+                )
+            })
+            .collect();
+        let routes = config
+            .routes
+            .iter()
+            .map(|r| Route {
+                name: r.name.clone().unwrap_or_else(|| r.pool.get_ref().clone()),
+                matches: r.matches.clone(),
+                pool: pools[r.pool.get_ref()].clone(),
+            })
+            .collect();
+        Self {
+            generation,
+            routes,
+            pools,
+        }
+    }
+
+    /// The first route whose conditions all hold.
+    pub fn route<B>(&self, request: &Request<B>) -> Option<&Route> {
+        let host = headers::original_host(request);
+        let host = host.as_ref().and_then(|h| h.to_str().ok()).map(strip_port);
+        self.routes.iter().find(|r| matches(&r.matches, request, host))
+    }
+
+    /// Stops every pool's background tasks.
+    pub fn stop(&self) {
+        self.pools.values().for_each(|p| p.stop());
+    }
+}
+
+fn matches<B>(m: &MatchConfig, request: &Request<B>, host: Option<&str>) -> bool {
+    let host_ok = match (&m.host, host) {
+        (None, _) => true,
+        (Some(_), None) => false,
+        (Some(pattern), Some(host)) => match pattern.strip_prefix("*.") {
+            Some(domain) => {
+                host.len() > domain.len() + 1
+                    && host[host.len() - domain.len()..].eq_ignore_ascii_case(domain)
+                    && host.as_bytes()[host.len() - domain.len() - 1] == b'.'
+            }
+            None => pattern.eq_ignore_ascii_case(host),
+        },
+    };
+    host_ok
+        && m.path_prefix
+            .as_deref()
+            .is_none_or(|p| request.uri().path().starts_with(p))
+        && (m.methods.is_empty() || m.methods.iter().any(|x| x.0 == request.method()))
+        && m.headers
+            .iter()
+            .all(|h| request.headers().get_all(&h.name).iter().any(|v| v == h.value))
+}
+
+/// `host:port` -> `host`, keeping IPv6 literals (`[::1]:80` -> `[::1]`) whole.
+fn strip_port(host: &str) -> &str {
+    match host.rfind(':') {
+        Some(i) if !host[i..].contains(']') => &host[..i],
+        _ => host,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{HeaderMatch, MethodName};
+
+    fn request(host: &str, path: &str) -> Request<()> {
+        Request::get(path)
+            .header("host", host)
+            .header("x-canary", "1")
+            .body(())
+            .unwrap()
+    }
+
+    #[test]
+    fn matches_host_path_method_and_headers() {
+        let m = MatchConfig {
+            host: Some("*.example.com".into()),
+            path_prefix: Some("/v1/".into()),
+            methods: vec![MethodName(http::Method::GET)],
+            headers: vec![HeaderMatch {
+                name: "x-canary".parse().unwrap(),
+                value: "1".parse().unwrap(),
+            }],
+        };
+        let r = request("api.example.com:8080", "/v1/x");
+        assert!(matches(&m, &r, Some(strip_port("api.example.com:8080"))));
+        assert!(!matches(&m, &r, Some("example.com")));
+        assert!(!matches(&m, &r, Some("badexample.com")));
+        let other_path = request("api.example.com", "/v2/x");
+        assert!(!matches(&m, &other_path, Some("api.example.com")));
+    }
+
+    #[test]
+    fn strips_ports_but_not_ipv6_literals() {
+        assert_eq!(strip_port("a.b:80"), "a.b");
+        assert_eq!(strip_port("[::1]:80"), "[::1]");
+        assert_eq!(strip_port("[::1]"), "[::1]");
+        assert_eq!(strip_port("a.b"), "a.b");
+    }
+}

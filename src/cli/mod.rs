@@ -1,0 +1,54 @@
+//! Command-line interface: parses arguments, sets up logging and runs the chosen subcommand.
+
+mod check_config;
+mod logging;
+mod proxy;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Exit code for bad input (an invalid config, say), distinct from other failures (1).
+pub const EXIT_BAD_INPUT: u8 = 2;
+
+/// augur: a reverse proxy that learns.
+///
+/// It routes each request to the backend a policy picks, records what happened, and (as later parts
+/// land) learns latency, failure and demand models from that record.
+#[derive(Debug, Parser)]
+#[command(name = "augur", version)]
+struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = logging::Format::Text)]
+    log_format: logging::Format,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the proxy. SIGHUP reloads the config; SIGTERM or Ctrl-C drains and stops.
+    Proxy {
+        /// TOML config file (see README.md, "Configuration").
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Check a config file and exit: 0 when valid, 2 with the reason (file:line:column) when not.
+    CheckConfig {
+        /// TOML config file.
+        config: PathBuf,
+    },
+}
+
+/// Runs the command line; the process exits with the returned code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Proxy { config } => {
+            logging::init(cli.log_format);
+            proxy::run(&config)
+        }
+        Command::CheckConfig { config } => check_config::run(&config),
+    }
+}

@@ -1,0 +1,61 @@
+//! `augur proxy`: run the data plane until SIGTERM or Ctrl-C; SIGHUP reloads the config.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use augur_proxy::Config;
+use tokio::signal::unix::{signal, SignalKind};
+
+pub fn run(path: &Path) -> ExitCode {
+    let config = match Config::load(path) {
+        Ok(config) => config,
+        Err(e) => {
+            tracing::error!("{e}");
+            return ExitCode::from(super::EXIT_BAD_INPUT);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the async runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(serve(config, path))
+}
+
+async fn serve(config: Config, path: &Path) -> ExitCode {
+    let (mut hangup, mut terminate, mut interrupt) = match (
+        signal(SignalKind::hangup()),
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(h), Ok(t), Ok(i)) => (h, t, i),
+        _ => {
+            tracing::error!("cannot install signal handlers");
+            return ExitCode::FAILURE;
+        }
+    };
+    let running = match augur_proxy::start(config, Some(path.to_owned())).await {
+        Ok(running) => running,
+        Err(e) => {
+            tracing::error!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    loop {
+        tokio::select! {
+            _ = hangup.recv() => {
+                tracing::info!("SIGHUP: reloading config");
+                // A refused reload is logged and counted; the running config stays.
+                let _ = running.shared.reload().await;
+            }
+            _ = terminate.recv() => break,
+            _ = interrupt.recv() => break,
+        }
+    }
+    tracing::info!("shutting down: finishing requests in flight");
+    running.shutdown().await;
+    tracing::info!("stopped");
+    ExitCode::SUCCESS
+}
