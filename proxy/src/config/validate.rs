@@ -13,20 +13,18 @@ impl Config {
         if self.listeners.is_empty() {
             return Err((None, "no `[[listeners]]`: at least one is needed".into()));
         }
+        // Port 0 asks the OS for any free port, so only fixed ports can clash.
         let mut addresses = BTreeSet::new();
-        for listener in &self.listeners {
-            if !addresses.insert(listener.address) {
+        let fixed = self
+            .listeners
+            .iter()
+            .map(|l| l.address)
+            .chain(self.admin.as_ref().map(|a| a.address));
+        for address in fixed.filter(|a| a.port() != 0) {
+            if !addresses.insert(address) {
                 return Err((
                     None,
-                    format!("listener address {} appears twice", listener.address),
-                ));
-            }
-        }
-        if let Some(admin) = &self.admin {
-            if addresses.contains(&admin.address) {
-                return Err((
-                    None,
-                    format!("admin address {} is also a listener", admin.address),
+                    format!("address {address} is used by two listeners (admin included)"),
                 ));
             }
         }
