@@ -1,0 +1,254 @@
+//! Test backends: real HTTP/1.1 servers on 127.0.0.1 whose behaviour the request path picks and a
+//! shared [`Control`] changes while a test runs. Every response names its backend in `x-backend`.
+//!
+//! Paths: `/echo` answers the request's headers as JSON; `/sse` streams three events 300 ms apart;
+//! `/stall` sends a head and one chunk, then nothing; `/hang` never answers; `/healthz` answers
+//! `health_status`; `/ws` accepts an upgrade and echoes bytes. Anything else answers `status` with
+//! the backend's name as body, after `delay_ms`.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU16, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+/// Knobs a test turns while the backend runs.
+pub struct Control {
+    /// Status of ordinary requests.
+    pub status: AtomicU16,
+    /// Delay before answering ordinary requests, in ms.
+    pub delay_ms: AtomicU64,
+    /// Status of `/healthz`.
+    pub health_status: AtomicU16,
+    /// Ordinary requests received.
+    pub hits: AtomicUsize,
+}
+
+/// A running test backend; stops accepting when dropped.
+pub struct TestBackend {
+    pub addr: SocketAddr,
+    pub control: Arc<Control>,
+    task: JoinHandle<()>,
+}
+
+impl TestBackend {
+    pub fn hits(&self) -> usize {
+        self.control.hits.load(Ordering::SeqCst)
+    }
+    pub fn set_status(&self, status: u16) {
+        self.control.status.store(status, Ordering::SeqCst);
+    }
+    pub fn set_health(&self, status: u16) {
+        self.control.health_status.store(status, Ordering::SeqCst);
+    }
+    pub fn set_delay(&self, delay: Duration) {
+        self.control
+            .delay_ms
+            .store(delay.as_millis() as u64, Ordering::SeqCst);
+    }
+}
+
+impl Drop for TestBackend {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+type Body = BoxBody<Bytes, Infallible>;
+
+/// Starts a backend named `name` on a free port.
+pub async fn spawn(name: &str) -> TestBackend {
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind a test backend");
+    let addr = listener.local_addr().unwrap();
+    let control = Arc::new(Control {
+        status: AtomicU16::new(200),
+        delay_ms: AtomicU64::new(0),
+        health_status: AtomicU16::new(200),
+        hits: AtomicUsize::new(0),
+    });
+    let (c, n) = (control.clone(), name.to_owned());
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let (c, n) = (c.clone(), n.clone());
+            tokio::spawn(async move {
+                let service = service_fn(move |req| {
+                    let (c, n) = (c.clone(), n.clone());
+                    async move { Ok::<_, Infallible>(answer(req, &c, &n).await) }
+                });
+                let _ = auto::Builder::new(TokioExecutor::new())
+                    .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    TestBackend { addr, control, task }
+}
+
+fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into()).boxed()
+}
+
+fn named(status: u16, name: &str, body: Body) -> Response<Body> {
+    Response::builder()
+        .status(status)
+        .header("x-backend", name)
+        .body(body)
+        .unwrap()
+}
+
+async fn answer(mut req: Request<Incoming>, control: &Control, name: &str) -> Response<Body> {
+    match req.uri().path() {
+        "/healthz" => named(control.health_status.load(Ordering::SeqCst), name, full("health")),
+        "/echo" => {
+            control.hits.fetch_add(1, Ordering::SeqCst);
+            let headers: serde_json::Map<String, serde_json::Value> = req
+                .headers()
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").into()))
+                .collect();
+            let body = req
+                .into_body()
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
+            let json = serde_json::json!({ "headers": headers, "body": String::from_utf8_lossy(&body) });
+            named(200, name, full(json.to_string()))
+        }
+        "/sse" => {
+            control.hits.fetch_add(1, Ordering::SeqCst);
+            let events = futures_stream(3, Duration::from_millis(300));
+            let body = StreamBody::new(events).boxed();
+            let mut r = named(200, name, body);
+            r.headers_mut()
+                .insert("content-type", "text/event-stream".parse().unwrap());
+            r
+        }
+        "/stall" => {
+            control.hits.fetch_add(1, Ordering::SeqCst);
+            named(
+                200,
+                name,
+                StreamBody::new(futures_stream(1, Duration::from_secs(3600))).boxed(),
+            )
+        }
+        "/hang" => {
+            control.hits.fetch_add(1, Ordering::SeqCst);
+            std::future::pending::<()>().await;
+            unreachable!()
+        }
+        "/ws" => {
+            let upgrade = hyper::upgrade::on(&mut req);
+            tokio::spawn(async move {
+                if let Ok(upgraded) = upgrade.await {
+                    let mut io = TokioIo::new(upgraded);
+                    let mut buf = [0u8; 1024];
+                    while let Ok(n) = io.read(&mut buf).await {
+                        if n == 0 || io.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                }
+            });
+            Response::builder()
+                .status(StatusCode::SWITCHING_PROTOCOLS)
+                .header("connection", "upgrade")
+                .header("upgrade", "echo")
+                .header("x-backend", name)
+                .body(full(""))
+                .unwrap()
+        }
+        _ => {
+            control.hits.fetch_add(1, Ordering::SeqCst);
+            let delay = control.delay_ms.load(Ordering::SeqCst);
+            if delay > 0 {
+                tokio::time::sleep(Duration::from_millis(delay)).await;
+            }
+            let _ = req.into_body().collect().await;
+            named(control.status.load(Ordering::SeqCst), name, full(name.to_owned()))
+        }
+    }
+}
+
+/// `count` SSE events, the first at once and the rest `gap` apart, then (for a long gap) silence.
+fn futures_stream(
+    count: usize,
+    gap: Duration,
+) -> impl futures_core::Stream<Item = Result<Frame<Bytes>, Infallible>> + Send + Sync + 'static {
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tokio::spawn(async move {
+        for i in 0..count {
+            if i > 0 {
+                tokio::time::sleep(gap).await;
+            }
+            let event = Frame::data(Bytes::from(format!("data: event {i}\n\n")));
+            if tx.send(Ok(event)).await.is_err() {
+                return;
+            }
+        }
+        if gap > Duration::from_secs(60) {
+            // Keep the stream open without data: a stalled backend.
+            tokio::time::sleep(gap).await;
+        }
+    });
+    ReceiverStream(rx)
+}
+
+struct ReceiverStream<T>(tokio::sync::mpsc::Receiver<T>);
+
+impl<T> futures_core::Stream for ReceiverStream<T> {
+    type Item = T;
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<T>> {
+        self.0.poll_recv(cx)
+    }
+}
+
+/// An address that accepts no connection: a listener whose accept queue is full, so SYNs go
+/// unanswered and a connect hangs until the client's own timeout. Keep the value alive while used.
+pub struct BlackHole {
+    pub addr: SocketAddr,
+    _listener: socket2::Socket,
+    _fillers: Vec<std::net::TcpStream>,
+}
+
+pub fn black_hole() -> BlackHole {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    socket
+        .bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
+        .unwrap();
+    socket.listen(0).unwrap();
+    let addr = socket.local_addr().unwrap().as_socket().unwrap();
+    let mut fillers = Vec::new();
+    for _ in 0..4 {
+        match std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
+            Ok(s) => fillers.push(s),
+            Err(_) => break,
+        }
+    }
+    BlackHole {
+        addr,
+        _listener: socket,
+        _fillers: fillers,
+    }
+}

@@ -1,0 +1,93 @@
+//! Proxy header semantics and route matching, as the backend sees them.
+
+use crate::backends::spawn;
+use crate::harness::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarded_headers_request_id_and_trace_context() {
+    let backend = spawn("echo").await;
+    let proxy = start_proxy(&format!(
+        "[[routes]]\npool = \"p\"\n[pools.p]\nbackends = [{{ address = \"{}\" }}]\n",
+        backend.addr
+    ))
+    .await;
+    let client = client();
+    let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let reply = get(
+        &client,
+        &url(&proxy, "/echo"),
+        &[
+            ("traceparent", traceparent),
+            ("connection", "x-hop"),
+            ("x-hop", "secret"),
+            ("x-forwarded-for", "203.0.113.9"),
+        ],
+    )
+    .await;
+    let seen = &reply.json()["headers"];
+    assert_eq!(seen["traceparent"], traceparent);
+    assert_eq!(seen["x-forwarded-for"], "203.0.113.9, 127.0.0.1");
+    assert_eq!(seen["x-forwarded-proto"], "http");
+    assert_eq!(seen["x-forwarded-host"], proxy.listeners[0].to_string());
+    assert_eq!(
+        seen["host"],
+        proxy.listeners[0].to_string(),
+        "Host is preserved by default"
+    );
+    assert!(
+        seen.get("x-hop").is_none(),
+        "a header named by Connection is hop-by-hop: {seen}"
+    );
+    let id = seen["x-request-id"].as_str().unwrap();
+    assert_eq!(id.len(), 32);
+    assert_eq!(
+        reply.headers["x-request-id"], id,
+        "the response carries the same request id"
+    );
+    let kept = get(&client, &url(&proxy, "/echo"), &[("x-request-id", "client-id-1")]).await;
+    assert_eq!(kept.json()["headers"]["x-request-id"], "client-id-1");
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_is_rewritten_or_set_to_the_backend_when_configured() {
+    let backend = spawn("echo").await;
+    let proxy = start_proxy(&format!(
+        "[[routes]]\npool = \"rewrite\"\nmatch = {{ path_prefix = \"/echo\", headers = [{{ name = \"x-mode\", value = \"rewrite\" }}] }}\n\
+         [[routes]]\npool = \"backend\"\n\
+         [pools.rewrite]\nhost_rewrite = \"internal.example\"\nbackends = [{{ address = \"{a}\" }}]\n\
+         [pools.backend]\npreserve_host = false\nbackends = [{{ address = \"{a}\" }}]\n",
+        a = backend.addr
+    ))
+    .await;
+    let client = client();
+    let rewritten = get(&client, &url(&proxy, "/echo"), &[("x-mode", "rewrite")]).await;
+    assert_eq!(rewritten.json()["headers"]["host"], "internal.example");
+    let own = get(&client, &url(&proxy, "/echo"), &[]).await;
+    assert_eq!(own.json()["headers"]["host"], backend.addr.to_string());
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routes_match_in_order_and_unmatched_requests_get_a_json_404() {
+    let (api, canary) = (spawn("api").await, spawn("canary").await);
+    let proxy = start_proxy(&format!(
+        "[[routes]]\npool = \"canary\"\nmatch = {{ path_prefix = \"/api/\", headers = [{{ name = \"x-canary\", value = \"1\" }}] }}\n\
+         [[routes]]\npool = \"api\"\nmatch = {{ path_prefix = \"/api/\", methods = [\"GET\"] }}\n\
+         [pools.api]\nbackends = [{{ address = \"{}\" }}]\n[pools.canary]\nbackends = [{{ address = \"{}\" }}]\n",
+        api.addr, canary.addr
+    ))
+    .await;
+    let client = client();
+    assert_eq!(get(&client, &url(&proxy, "/api/x"), &[]).await.backend(), "api");
+    assert_eq!(
+        get(&client, &url(&proxy, "/api/x"), &[("x-canary", "1")])
+            .await
+            .backend(),
+        "canary"
+    );
+    let unmatched = get(&client, &url(&proxy, "/other"), &[]).await;
+    assert_eq!(unmatched.status, 404);
+    assert_eq!(unmatched.json()["error"], "no_route");
+    proxy.shutdown().await;
+}

@@ -1,0 +1,265 @@
+//! Graceful shutdown, config reload (good, bad, under load), config errors, admin auth, metrics format.
+
+use std::path::Path;
+use std::time::Duration;
+
+use augur_proxy::Config;
+
+use crate::backends::{spawn, TestBackend};
+use crate::harness::*;
+
+fn pool_of(backend: &TestBackend) -> String {
+    format!(
+        "[[routes]]\npool = \"p\"\n[pools.p]\nbackends = [{{ address = \"{}\" }}]\n",
+        backend.addr
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_shutdown_finishes_every_request_in_flight() {
+    let backend = spawn("slow").await;
+    backend.set_delay(Duration::from_millis(400));
+    let proxy = start_proxy(&pool_of(&backend)).await;
+    let target = url(&proxy, "/");
+    let address = proxy.listeners[0];
+    let in_flight: Vec<_> = (0..10)
+        .map(|_| {
+            let target = target.clone();
+            tokio::spawn(async move { get(&client(), &target, &[]).await.status })
+        })
+        .collect();
+    eventually(Duration::from_secs(3), "requests reach the backend", async || {
+        backend.hits() == 10
+    })
+    .await;
+    proxy.shutdown().await;
+    for request in in_flight {
+        assert_eq!(request.await.unwrap(), 200, "an in-flight request was lost");
+    }
+    assert!(
+        tokio::net::TcpStream::connect(address).await.is_err(),
+        "no new connections after shutdown"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_swaps_a_good_config_and_refuses_a_bad_one() {
+    let (a, b) = (spawn("a").await, spawn("b").await);
+    let path = temp_path("reload.toml");
+    std::fs::write(&path, config_text(&pool_of(&a))).unwrap();
+    let proxy = start_proxy_from_file(&path).await;
+    let client = client();
+    assert_eq!(get(&client, &url(&proxy, "/"), &[]).await.backend(), "a");
+
+    std::fs::write(&path, config_text(&pool_of(&b))).unwrap();
+    let good = admin(&client, &proxy, "POST", "/admin/config/reload").await;
+    assert_eq!(
+        (good.status.as_u16(), good.json()["generation"].as_u64()),
+        (200, Some(2))
+    );
+    assert_eq!(get(&client, &url(&proxy, "/"), &[]).await.backend(), "b");
+
+    std::fs::write(
+        &path,
+        config_text(&pool_of(&a)).replace("[[routes]]", "typo = 1\n[[routes]]"),
+    )
+    .unwrap();
+    let bad = admin(&client, &proxy, "POST", "/admin/config/reload").await;
+    assert_eq!(bad.status, 400);
+    let reason = bad.json()["error"].as_str().unwrap().to_owned();
+    assert!(
+        reason.contains("typo") && reason.contains(":8:"),
+        "reason names field and line: {reason}"
+    );
+    assert_eq!(
+        get(&client, &url(&proxy, "/"), &[]).await.backend(),
+        "b",
+        "the old config keeps serving"
+    );
+
+    let metrics = get(&client, &format!("http://{}/metrics", proxy.admin.unwrap()), &[])
+        .await
+        .body;
+    assert!(metrics.contains("augur_config_generation 2"), "{metrics}");
+    assert!(
+        metrics.contains("augur_config_reloads_total{result=\"failure\"} 1"),
+        "{metrics}"
+    );
+    proxy.shutdown().await;
+    let _ = std::fs::remove_file(path);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reloads_under_load_lose_no_request() {
+    let (a, b) = (spawn("a").await, spawn("b").await);
+    let path = temp_path("load.toml");
+    std::fs::write(&path, config_text(&pool_of(&a))).unwrap();
+    let proxy = start_proxy_from_file(&path).await;
+    let target = url(&proxy, "/");
+    let load: Vec<_> = (0..4)
+        .map(|_| {
+            let target = target.clone();
+            tokio::spawn(async move {
+                let client = client();
+                let mut statuses = Vec::new();
+                for _ in 0..100 {
+                    statuses.push(get(&client, &target, &[]).await.status.as_u16());
+                }
+                statuses
+            })
+        })
+        .collect();
+    let client = client();
+    for i in 0..6 {
+        let next = if i % 2 == 0 { &b } else { &a };
+        std::fs::write(&path, config_text(&pool_of(next))).unwrap();
+        assert_eq!(
+            admin(&client, &proxy, "POST", "/admin/config/reload")
+                .await
+                .status,
+            200
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for task in load {
+        let statuses = task.await.unwrap();
+        assert!(statuses.iter().all(|&s| s == 200), "{statuses:?}");
+    }
+    assert!(a.hits() > 0 && b.hits() > 0);
+    proxy.shutdown().await;
+    let _ = std::fs::remove_file(path);
+}
+
+/// The error `text` gets, as the user sees it.
+fn config_error(rest: &str) -> String {
+    Config::parse(&config_text(rest), Path::new("bad.toml"))
+        .expect_err("config must be refused")
+        .to_string()
+}
+
+#[test]
+fn bad_configs_name_the_field_and_the_line() {
+    let pool = "[[routes]]\npool = \"p\"\n[pools.p]\nbackends = [{ address = \"127.0.0.1:1\" }]\n";
+    // Lines 1 to 7 are the listener and admin preamble of `config_text`.
+    let cases: [(String, &str); 8] = [
+        (
+            format!("{pool}colour = \"blue\"\n"),
+            "bad.toml:12:1: unknown field `colour`",
+        ),
+        (
+            pool.replace("pool = \"p\"", "pool = \"q\""),
+            "bad.toml:9:8: routes[0].pool: no pool named `q`",
+        ),
+        (pool.replace("127.0.0.1:1", "no-port"), "bad.toml:11:"),
+        (
+            pool.replace("127.0.0.1:1\" }", "127.0.0.1:1\", weight = 0 }"),
+            "bad.toml:11:",
+        ),
+        (
+            format!("{pool}timeouts = {{ connect = \"soon\" }}\n"),
+            "bad.toml:12:",
+        ),
+        (format!("{pool}panic_threshold = 1.5\n"), "1.5 is not a fraction"),
+        (
+            pool.replace("}]", "}, { address = \"127.0.0.1:1\" }]"),
+            "backend 127.0.0.1:1 appears twice",
+        ),
+        (
+            format!("{pool}policy = {{ kind = \"consistent_hash\", key = \"query:x\" }}\n"),
+            "hash key `query:x`",
+        ),
+    ];
+    for (text, expected) in cases {
+        let error = config_error(&text);
+        assert!(error.contains(expected), "expected `{expected}` in: {error}");
+    }
+    let missing = config_error(&pool.replace("address = \"127.0.0.1:1\"", "weight = 2"));
+    assert!(
+        missing.contains("bad.toml:11:") && missing.contains("missing field `address`"),
+        "{missing}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_routes_need_the_bearer_token() {
+    let backend = spawn("a").await;
+    let proxy = start_proxy(&pool_of(&backend)).await;
+    let client = client();
+    let base = format!("http://{}", proxy.admin.unwrap());
+    assert_eq!(
+        get(&client, &format!("{base}/admin/backends"), &[]).await.status,
+        401
+    );
+    let wrong = get(
+        &client,
+        &format!("{base}/admin/backends"),
+        &[("authorization", "Bearer nope")],
+    )
+    .await;
+    assert_eq!(wrong.status, 401);
+    assert_eq!(admin(&client, &proxy, "GET", "/admin/backends").await.status, 200);
+    assert_eq!(
+        get(&client, &format!("{base}/healthz"), &[]).await.status,
+        200,
+        "health needs no token"
+    );
+    assert_eq!(get(&client, &format!("{base}/readyz"), &[]).await.status, 200);
+    proxy.shutdown().await;
+}
+
+/// `promtool check metrics` accepts `/metrics`. Where promtool is missing the test says so and passes,
+/// unless `AUGUR_REQUIRE_PROMTOOL` is set (CI sets it, after installing the `prometheus` package).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_pass_promtool() {
+    let Ok(promtool) = which_promtool() else {
+        assert!(
+            std::env::var_os("AUGUR_REQUIRE_PROMTOOL").is_none(),
+            "promtool required but not installed"
+        );
+        eprintln!("promtool not installed: metrics format not checked");
+        return;
+    };
+    let (a, b) = (spawn("a").await, spawn("b").await);
+    b.set_status(503);
+    let proxy = start_proxy(&format!(
+        "[[routes]]\npool = \"p\"\n[pools.p]\nbackends = {}\n",
+        backends_toml(&[(&a, 1), (&b, 1)])
+    ))
+    .await;
+    let client = client();
+    spread(&client, &url(&proxy, "/"), 10).await;
+    get(&client, &url(&proxy, "/hang-free-404-check"), &[]).await;
+    let metrics = get(&client, &format!("http://{}/metrics", proxy.admin.unwrap()), &[])
+        .await
+        .body;
+    assert!(
+        metrics.contains("augur_requests_total{class=\"2xx\",pool=\"p\"}"),
+        "{metrics}"
+    );
+    let mut child = std::process::Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(metrics.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    proxy.shutdown().await;
+}
+
+fn which_promtool() -> Result<std::path::PathBuf, ()> {
+    std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .map(|dir| dir.join("promtool"))
+        .find(|p| p.is_file())
+        .ok_or(())
+}

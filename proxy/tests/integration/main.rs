@@ -1,0 +1,13 @@
+//! Integration tests of the proxy through real sockets on 127.0.0.1 with real backend servers.
+//! One test binary (modules below) keeps link time down.
+
+mod backends;
+mod harness;
+
+mod headers;
+mod health;
+mod lifecycle;
+mod policies;
+mod retries;
+mod streaming;
+mod timeouts;
