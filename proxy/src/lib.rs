@@ -69,31 +69,23 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> Result<Runni
     let shutdown = CancellationToken::new();
     let mut tasks = JoinSet::new();
     let mut listeners = Vec::new();
-    for listener in bound {
-        let address = listener.local_addr().map_err(|source| StartError::Bind {
-            address: ([0, 0, 0, 0], 0).into(),
-            source,
-        })?;
+    for (listener, address) in bound {
         tracing::info!(%address, "listening");
         listeners.push(address);
         tasks.spawn(server::serve(listener, shared.clone(), shutdown.clone(), grace));
     }
-    let admin_address = match admin {
-        Some(listener) => {
-            let address = listener.local_addr().ok();
-            tracing::info!(address = ?address, "admin API listening");
-            let app = admin::router(shared.clone());
-            let stop = shutdown.clone();
-            tasks.spawn(async move {
-                let serve = axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned());
-                if let Err(e) = serve.await {
-                    tracing::error!(error = %e, "admin API stopped");
-                }
-            });
-            address
-        }
-        None => None,
-    };
+    let admin_address = admin.map(|(listener, address)| {
+        tracing::info!(%address, "admin API listening");
+        let app = admin::router(shared.clone());
+        let stop = shutdown.clone();
+        tasks.spawn(async move {
+            let serve = axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned());
+            if let Err(e) = serve.await {
+                tracing::error!(error = %e, "admin API stopped");
+            }
+        });
+        address
+    });
     Ok(Running {
         listeners,
         admin: admin_address,
@@ -103,10 +95,12 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> Result<Runni
     })
 }
 
-async fn bind(address: SocketAddr) -> Result<TcpListener, StartError> {
-    TcpListener::bind(address)
-        .await
-        .map_err(|source| StartError::Bind { address, source })
+/// Binds `address`; returns the listener and the address it got (the real port for port 0).
+async fn bind(address: SocketAddr) -> Result<(TcpListener, SocketAddr), StartError> {
+    let bind_error = |source| StartError::Bind { address, source };
+    let listener = TcpListener::bind(address).await.map_err(bind_error)?;
+    let local = listener.local_addr().map_err(bind_error)?;
+    Ok((listener, local))
 }
 
 impl Running {

@@ -4,10 +4,9 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use http::Request;
+use http::{HeaderValue, Request};
 
 use crate::config::{Config, MatchConfig};
-use crate::forward::headers;
 use crate::metrics::Metrics;
 use crate::pool::Pool;
 
@@ -69,10 +68,9 @@ impl Router {
         }
     }
 
-    /// The first route whose conditions all hold.
-    pub fn route<B>(&self, request: &Request<B>) -> Option<&Route> {
-        let host = headers::original_host(request);
-        let host = host.as_ref().and_then(|h| h.to_str().ok()).map(strip_port);
+    /// The first route whose conditions all hold; `host` is the request's ([`crate::forward::headers::original_host`]).
+    pub fn route<B>(&self, request: &Request<B>, host: Option<&HeaderValue>) -> Option<&Route> {
+        let host = host.and_then(|h| h.to_str().ok()).map(strip_port);
         self.routes.iter().find(|r| matches(&r.matches, request, host))
     }
 

@@ -93,7 +93,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     }
 }
 
-/// What the proxy adds to every forwarded request.
+/// Who asked: what the proxy adds to every forwarded request, and what routing reads of the client.
 pub struct Forwarded<'a> {
     /// The client's address.
     pub client_ip: IpAddr,

@@ -33,14 +33,22 @@ pub async fn handle(
 ) -> Response<ProxyBody> {
     let started = Instant::now();
     let request_id = headers::request_id(&request);
+    let host = headers::original_host(&request);
+    let downstream = headers::Forwarded {
+        client_ip: client.ip(),
+        host: host.as_ref(),
+        request_id: &request_id,
+    };
     let mut log = AccessLog::new(&request, client, request_id.clone(), shared.access_log());
     let router = shared.router.load_full();
-    let Some(route) = router.route(&request) else {
+    let Some(route) = router.route(&request, downstream.host) else {
         let err = ProxyError::NoRoute {
             method: request.method().to_string(),
-            host: headers::original_host(&request)
-                .and_then(|h| h.to_str().ok().map(str::to_owned))
-                .unwrap_or_default(),
+            host: downstream
+                .host
+                .and_then(|h| h.to_str().ok())
+                .unwrap_or_default()
+                .to_owned(),
             path: request.uri().path().to_owned(),
         };
         shared.metrics.count_unrouted(err.status().as_u16());
@@ -50,7 +58,7 @@ pub async fn handle(
     };
     let active = route.pool.begin_request();
     log.route.clone_from(&route.name);
-    let response = match forward(active.pool(), request, client, &request_id, &mut log).await {
+    let response = match forward(active.pool(), request, &downstream, &mut log).await {
         Ok(response) => response,
         Err(err) => {
             log.error = Some(err.code());
@@ -73,13 +81,12 @@ pub async fn handle(
 async fn forward(
     pool: &Arc<Pool>,
     mut request: Request<Incoming>,
-    client: SocketAddr,
-    request_id: &HeaderValue,
+    downstream: &headers::Forwarded<'_>,
     log: &mut AccessLog,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let client_upgrade = upgrade::take_client_upgrade(&mut request);
-    let pick = affinity::pick_request(&pool.config.policy, request.headers(), client.ip());
-    let head = UpstreamHead::new(&request, pool, client, request_id, client_upgrade.is_some());
+    let pick = affinity::pick_request(&pool.config.policy, request.headers(), downstream.client_ip);
+    let head = UpstreamHead::new(&request, pool, downstream, client_upgrade.is_some());
     let retries = &pool.config.retries;
     let idempotent =
         request.method().is_idempotent() || retries.methods.iter().any(|m| m.0 == request.method());
@@ -134,7 +141,7 @@ async fn forward(
             response,
             in_flight,
             pool,
-            request_id,
+            downstream.request_id,
             client_upgrade,
             sticky,
         ));

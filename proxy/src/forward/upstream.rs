@@ -1,6 +1,5 @@
 //! Building and sending one attempt's request to a backend, and classifying what went wrong.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -26,26 +25,19 @@ pub struct UpstreamHead {
 }
 
 impl UpstreamHead {
-    /// Method, path and prepared headers of `request` as `pool` forwards it.
+    /// Method, path and prepared headers of `request` as `pool` forwards it for `downstream`.
     pub fn new<B>(
         request: &Request<B>,
         pool: &Pool,
-        client: SocketAddr,
-        request_id: &HeaderValue,
+        downstream: &headers::Forwarded<'_>,
         upgrade: bool,
     ) -> Self {
-        let original_host = headers::original_host(request);
         let mut h = request.headers().clone();
         headers::strip_hop_by_hop(&mut h, upgrade);
-        let forwarded = headers::Forwarded {
-            client_ip: client.ip(),
-            host: original_host.as_ref(),
-            request_id,
-        };
-        headers::set_forwarded(&mut h, &forwarded);
+        headers::set_forwarded(&mut h, downstream);
         let host = match (&pool.config.host_rewrite, pool.config.preserve_host) {
             (Some(rewrite), _) => HeaderValue::from_str(rewrite).ok(),
-            (None, true) => original_host,
+            (None, true) => downstream.host.cloned(),
             (None, false) => None,
         };
         Self {

@@ -1,0 +1,200 @@
+//! End-to-end tests of the real `augur` binary: config checking, and a proxy process driven by
+//! signals (SIGHUP reloads, SIGTERM drains) in front of real backends on 127.0.0.1.
+
+// Shared with the proxy's integration tests; this binary uses only part of it.
+#[allow(dead_code)]
+#[path = "../proxy/tests/integration/backends.rs"]
+mod backends;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
+const AUGUR: &str = env!("CARGO_BIN_EXE_augur");
+const LIMIT: Duration = Duration::from_secs(10);
+
+fn temp_file(name: &str, text: &str) -> PathBuf {
+    let path = std::env::temp_dir().join(format!("augur-cli-{}-{name}", std::process::id()));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn config(backend: SocketAddr, grace: &str) -> String {
+    format!(
+        "[proxy]\ngrace_period = \"{grace}\"\n[[listeners]]\naddress = \"127.0.0.1:0\"\n\
+         [[routes]]\npool = \"p\"\n[pools.p]\nbackends = [{{ address = \"{backend}\" }}]\n"
+    )
+}
+
+#[test]
+fn check_config_accepts_a_good_file_and_names_the_line_of_a_bad_one() {
+    let good = Command::new(AUGUR)
+        .args(["check-config", "examples/augur.toml"])
+        .output()
+        .unwrap();
+    assert!(good.status.success(), "{}", String::from_utf8_lossy(&good.stderr));
+    assert!(String::from_utf8_lossy(&good.stdout)
+        .contains("ok (1 listener(s), 2 route(s), 2 pool(s), 4 backend(s))"));
+
+    let bad_text = config("127.0.0.1:1".parse().unwrap(), "1s")
+        .replace("[pools.p]", "[pools.p]\nretries = { max_retry = 2 }");
+    let bad = temp_file("bad.toml", &bad_text);
+    let out = Command::new(AUGUR)
+        .arg("check-config")
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let expected = format!("{}:8:13: unknown field `max_retry`", bad.display());
+    assert!(stderr.contains(&expected), "expected `{expected}` in: {stderr}");
+
+    let missing = Command::new(AUGUR)
+        .args(["check-config", "/nonexistent/augur.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("/nonexistent/augur.toml: cannot read config"));
+    let _ = std::fs::remove_file(bad);
+}
+
+/// A running `augur proxy` process; killed if the test ends early.
+struct ProxyProcess {
+    child: Child,
+    logs: mpsc::Receiver<serde_json::Value>,
+    address: SocketAddr,
+}
+
+impl ProxyProcess {
+    fn start(config: &Path) -> Self {
+        let mut child = Command::new(AUGUR)
+            .args(["--log-format", "json", "proxy", "--config"])
+            .arg(config)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (tx, logs) = mpsc::channel();
+        let stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Ok(json) = serde_json::from_str::<serde_json::Value>(&line) {
+                    let _ = tx.send(json);
+                }
+            }
+        });
+        let mut process = Self {
+            child,
+            logs,
+            address: "0.0.0.0:0".parse().unwrap(),
+        };
+        let listening = process.wait_for_log("listening");
+        process.address = listening["address"].as_str().unwrap().parse().unwrap();
+        process
+    }
+
+    fn wait_for_log(&self, message: &str) -> serde_json::Value {
+        loop {
+            let line = self
+                .logs
+                .recv_timeout(LIMIT)
+                .unwrap_or_else(|_| panic!("no `{message}` log line"));
+            if line["message"] == message {
+                return line;
+            }
+        }
+    }
+
+    fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+}
+
+impl Drop for ProxyProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn backend_of(client: &Client<HttpConnector, Full<Bytes>>, address: SocketAddr) -> (u16, String) {
+    let request = hyper::Request::get(format!("http://{address}/"))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let response = tokio::time::timeout(LIMIT, client.request(request))
+        .await
+        .unwrap()
+        .unwrap();
+    let status = response.status().as_u16();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_and_sigterm_drains_requests_in_flight() {
+    let (a, b) = (backends::spawn("a").await, backends::spawn("b").await);
+    let path = temp_file("process.toml", &config(a.addr, "5s"));
+    let proxy = ProxyProcess::start(&path);
+    let client: Client<HttpConnector, Full<Bytes>> =
+        Client::builder(TokioExecutor::new()).build(HttpConnector::new());
+    assert_eq!(backend_of(&client, proxy.address).await, (200, "a".into()));
+
+    std::fs::write(&path, config(b.addr, "5s")).unwrap();
+    proxy.signal("HUP");
+    proxy.wait_for_log("config reloaded");
+    assert_eq!(backend_of(&client, proxy.address).await, (200, "b".into()));
+
+    std::fs::write(&path, "this is not toml").unwrap();
+    proxy.signal("HUP");
+    let refused = proxy.wait_for_log("config reload refused; the previous config keeps serving");
+    assert!(refused["error"]
+        .as_str()
+        .unwrap()
+        .contains(&path.display().to_string()));
+    assert_eq!(backend_of(&client, proxy.address).await, (200, "b".into()));
+
+    b.set_delay(Duration::from_millis(500));
+    let address = proxy.address;
+    let in_flight: Vec<_> = (0..5)
+        .map(|_| {
+            let client = client.clone();
+            tokio::spawn(async move { backend_of(&client, address).await })
+        })
+        .collect();
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    while b.hits() < 6 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "requests never reached the backend"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    proxy.signal("TERM");
+    for request in in_flight {
+        assert_eq!(
+            request.await.unwrap(),
+            (200, "b".into()),
+            "SIGTERM lost a request in flight"
+        );
+    }
+    let mut proxy = proxy;
+    let status = tokio::task::spawn_blocking(move || proxy.child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "augur exits cleanly after draining: {status}");
+    let _ = std::fs::remove_file(path);
+}
