@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use prometheus::core::Collector;
 use prometheus::{
     exponential_buckets, Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
     IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
@@ -121,20 +122,22 @@ pub struct BackendGauges<'a> {
     pub available: bool,
 }
 
-fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
-    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("metric definitions are valid");
+/// Registers a freshly built metric and hands it back. Definitions are constants of this file, so a
+/// failure is a programming error caught by every test that starts a proxy.
+fn registered<M: Collector + Clone + 'static>(registry: &Registry, metric: prometheus::Result<M>) -> M {
+    let metric = metric.expect("metric definitions are valid");
     registry
-        .register(Box::new(c.clone()))
+        .register(Box::new(metric.clone()))
         .expect("metric names are unique");
-    c
+    metric
+}
+
+fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    registered(registry, IntCounterVec::new(Opts::new(name, help), labels))
 }
 
 fn gauge(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
-    let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("metric definitions are valid");
-    registry
-        .register(Box::new(g.clone()))
-        .expect("metric names are unique");
-    g
+    registered(registry, IntGaugeVec::new(Opts::new(name, help), labels))
 }
 
 impl Metrics {
@@ -143,31 +146,6 @@ impl Metrics {
         let r = Registry::new();
         // 1 ms to about 33 s, doubling.
         let buckets = exponential_buckets(0.001, 2.0, 16).expect("bucket parameters are valid");
-        let duration = HistogramVec::new(
-            HistogramOpts::new(
-                "augur_request_duration_seconds",
-                "Time from a request's arrival to the end of its response body",
-            )
-            .buckets(buckets),
-            &["pool"],
-        )
-        .expect("metric definitions are valid");
-        r.register(Box::new(duration.clone()))
-            .expect("metric names are unique");
-        let pool_events_dropped = IntCounter::new(
-            "augur_pool_events_dropped_total",
-            "Pool state events dropped because the pool's supervisor fell behind",
-        )
-        .expect("metric definitions are valid");
-        r.register(Box::new(pool_events_dropped.clone()))
-            .expect("metric names are unique");
-        let config_generation = IntGauge::new(
-            "augur_config_generation",
-            "Generation of the active config (1 at start, +1 per successful reload)",
-        )
-        .expect("metric definitions are valid");
-        r.register(Box::new(config_generation.clone()))
-            .expect("metric names are unique");
         Arc::new(Self {
             requests: counter(
                 &r,
@@ -175,7 +153,17 @@ impl Metrics {
                 "Responses sent to clients, by pool and status class",
                 &["pool", "class"],
             ),
-            duration,
+            duration: registered(
+                &r,
+                HistogramVec::new(
+                    HistogramOpts::new(
+                        "augur_request_duration_seconds",
+                        "Time from a request's arrival to the end of its response body",
+                    )
+                    .buckets(buckets),
+                    &["pool"],
+                ),
+            ),
             attempts: counter(
                 &r,
                 "augur_upstream_attempts_total",
@@ -213,8 +201,20 @@ impl Metrics {
                 "1 when the pool routes to the backend (healthy, not ejected, not drained, or panic)",
                 &["pool", "backend"],
             ),
-            pool_events_dropped,
-            config_generation,
+            pool_events_dropped: registered(
+                &r,
+                IntCounter::new(
+                    "augur_pool_events_dropped_total",
+                    "Pool state events dropped because the pool's supervisor fell behind",
+                ),
+            ),
+            config_generation: registered(
+                &r,
+                IntGauge::new(
+                    "augur_config_generation",
+                    "Generation of the active config (1 at start, +1 per successful reload)",
+                ),
+            ),
             config_reloads: counter(
                 &r,
                 "augur_config_reloads_total",

@@ -240,7 +240,8 @@ impl Pool {
     }
 
     fn notify(&self, event: PoolEvent) {
-        if self.events.try_send(event).is_err() {
+        // A closed channel means a reload replaced this pool: nothing is lost, nothing to count.
+        if let Err(mpsc::error::TrySendError::Full(_)) = self.events.try_send(event) {
             self.global_metrics.count_pool_event_dropped();
         }
     }
