@@ -15,6 +15,7 @@ pub mod load;
 pub mod outlier;
 pub mod policy;
 pub mod retry_budget;
+pub mod telemetry;
 
 pub use endpoint::{Endpoint, SlowStart};
 pub use ewma::PeakEwma;

@@ -1,0 +1,46 @@
+//! augur's telemetry writer: rows of schema v1 ([`augur_engine::telemetry`]) to Hive-partitioned
+//! Parquet (`<dir>/date=YYYY-MM-DD/hour=HH/<proxy_id>-<seq>.parquet`, zstd), written off the request
+//! path by one background thread.
+//!
+//! The request path only calls [`TelemetrySink::record`], which never waits: when the writer falls
+//! behind, rows are dropped and counted. Files are written as `.tmp` and renamed once complete, so a
+//! reader never sees half a file; a crash leaves at most one `.tmp`, which the next start recovers
+//! (if its footer made it to disk) or removes, and reports.
+#![forbid(unsafe_code)]
+
+mod batch;
+mod client_hash;
+mod part_file;
+mod recovery;
+mod schema;
+mod sink;
+mod writer;
+
+pub use batch::BatchBuilder;
+pub use client_hash::ClientHasher;
+pub use part_file::{partition_dir, FinishedFile, PartFile};
+pub use recovery::{recover, Recovery};
+pub use schema::arrow_schema;
+pub use sink::{Message, TelemetrySink};
+pub use writer::{start, TelemetryStats, TelemetryWriter, WriterConfig};
+
+/// Telemetry could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum TelemetryError {
+    /// The directory could not be created or read.
+    #[error("telemetry directory {path}: {source}")]
+    Directory {
+        /// The directory.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Writing a Parquet file failed.
+    #[error("telemetry file {path}: {source}")]
+    File {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
