@@ -1,16 +1,13 @@
 //! End-to-end tests of the real `augur` binary: config checking, and a proxy process driven by
 //! signals (SIGHUP reloads, SIGTERM drains) in front of real backends on 127.0.0.1.
 
-// Shared with the proxy's integration tests; this binary uses only part of it.
-#[allow(dead_code)]
-#[path = "../proxy/tests/integration/backends.rs"]
-mod backends;
+mod support;
 
-use std::io::{BufRead, BufReader};
+use support::{backends, ProxyProcess, LIMIT};
+
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::path::PathBuf;
+use std::process::Command;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -20,7 +17,6 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
 const AUGUR: &str = env!("CARGO_BIN_EXE_augur");
-const LIMIT: Duration = Duration::from_secs(10);
 
 fn temp_file(name: &str, text: &str) -> PathBuf {
     let path = std::env::temp_dir().join(format!("augur-cli-{}-{name}", std::process::id()));
@@ -65,69 +61,6 @@ fn check_config_accepts_a_good_file_and_names_the_line_of_a_bad_one() {
     assert_eq!(missing.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&missing.stderr).contains("/nonexistent/augur.toml: cannot read config"));
     let _ = std::fs::remove_file(bad);
-}
-
-/// A running `augur proxy` process; killed if the test ends early.
-struct ProxyProcess {
-    child: Child,
-    logs: mpsc::Receiver<serde_json::Value>,
-    address: SocketAddr,
-}
-
-impl ProxyProcess {
-    fn start(config: &Path) -> Self {
-        let mut child = Command::new(AUGUR)
-            .args(["--log-format", "json", "proxy", "--config"])
-            .arg(config)
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let (tx, logs) = mpsc::channel();
-        let stderr = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Ok(json) = serde_json::from_str::<serde_json::Value>(&line) {
-                    let _ = tx.send(json);
-                }
-            }
-        });
-        let mut process = Self {
-            child,
-            logs,
-            address: "0.0.0.0:0".parse().unwrap(),
-        };
-        let listening = process.wait_for_log("listening");
-        process.address = listening["address"].as_str().unwrap().parse().unwrap();
-        process
-    }
-
-    fn wait_for_log(&self, message: &str) -> serde_json::Value {
-        loop {
-            let line = self
-                .logs
-                .recv_timeout(LIMIT)
-                .unwrap_or_else(|_| panic!("no `{message}` log line"));
-            if line["message"] == message {
-                return line;
-            }
-        }
-    }
-
-    fn signal(&self, name: &str) {
-        let status = Command::new("kill")
-            .arg(format!("-{name}"))
-            .arg(self.child.id().to_string())
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-}
-
-impl Drop for ProxyProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 async fn backend_of(client: &Client<HttpConnector, Full<Bytes>>, address: SocketAddr) -> (u16, String) {

@@ -77,7 +77,8 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
                 available: status.available,
             })
     });
-    let body = shared.metrics.render(gauges);
+    let telemetry = shared.telemetry.as_ref().map(|t| t.sink.stats().as_ref());
+    let body = shared.metrics.render(gauges, telemetry);
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
         body,
@@ -114,7 +115,7 @@ async fn backends(State(shared): State<Arc<Shared>>) -> Json<Value> {
                     })
                 })
                 .collect();
-            json!({ "name": pool.name, "policy": pool.config.policy.name(), "panic": snapshot.panic, "backends": backends })
+            json!({ "name": &*pool.name, "policy": pool.config.policy.name(), "panic": snapshot.panic, "backends": backends })
         })
         .collect();
     Json(json!({ "generation": router.generation, "pools": pools }))

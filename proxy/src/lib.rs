@@ -17,6 +17,7 @@ pub mod rng;
 pub mod router;
 pub mod server;
 pub mod state;
+pub mod telemetry;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -56,6 +57,24 @@ pub struct Running {
 
 /// Binds every listener and starts serving. Must run inside a tokio runtime.
 pub async fn start(config: Config, config_path: Option<PathBuf>) -> Result<Running, StartError> {
+    start_inner(config, config_path, None).await
+}
+
+/// As [`start`], but every telemetry row goes to `telemetry` (an embedder's own sink) whatever the
+/// config says.
+pub async fn start_with_telemetry(
+    config: Config,
+    config_path: Option<PathBuf>,
+    telemetry: Arc<telemetry::Telemetry>,
+) -> Result<Running, StartError> {
+    start_inner(config, config_path, Some(telemetry)).await
+}
+
+async fn start_inner(
+    config: Config,
+    config_path: Option<PathBuf>,
+    telemetry: Option<Arc<telemetry::Telemetry>>,
+) -> Result<Running, StartError> {
     let mut bound = Vec::new();
     for listener in &config.listeners {
         bound.push(bind(listener.address).await?);
@@ -65,7 +84,7 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> Result<Runni
         None => None,
     };
     let grace = config.proxy.grace_period;
-    let shared = Shared::new(config, config_path);
+    let shared = Shared::new(config, config_path, telemetry);
     let shutdown = CancellationToken::new();
     let mut tasks = JoinSet::new();
     let mut listeners = Vec::new();
@@ -104,12 +123,13 @@ async fn bind(address: SocketAddr) -> Result<(TcpListener, SocketAddr), StartErr
 }
 
 impl Running {
-    /// Stops accepting, lets requests in flight finish (up to the grace period), and stops every
-    /// background task.
+    /// Stops accepting, lets requests in flight finish (up to the grace period), stops every
+    /// background task, then writes out the telemetry of every finished request.
     pub async fn shutdown(mut self) {
         self.shared.begin_shutdown();
         self.shutdown.cancel();
         while self.tasks.join_next().await.is_some() {}
         self.shared.router.load().stop();
+        self.shared.close_telemetry().await;
     }
 }

@@ -2,7 +2,10 @@
 //! `promtool check metrics` all accept). Hot-path handles are resolved once per pool and backend, so a
 //! request touches only atomics, never the registry's label maps.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+
+use augur_telemetry::TelemetryStats;
 
 use prometheus::core::Collector;
 use prometheus::{
@@ -68,6 +71,11 @@ pub struct Metrics {
     pool_events_dropped: IntCounter,
     config_generation: IntGauge,
     config_reloads: IntCounterVec,
+    telemetry_rows_written: IntCounter,
+    telemetry_rows_dropped: IntCounterVec,
+    telemetry_files_written: IntCounter,
+    telemetry_bytes_written: IntCounter,
+    telemetry_write_errors: IntCounter,
 }
 
 /// Hot-path handles of one pool.
@@ -221,6 +229,37 @@ impl Metrics {
                 "Config reloads, by result",
                 &["result"],
             ),
+            telemetry_rows_written: registered(
+                &r,
+                IntCounter::new(
+                    "augur_telemetry_rows_written_total",
+                    "Telemetry rows in completed Parquet files",
+                ),
+            ),
+            telemetry_rows_dropped: counter(
+                &r,
+                "augur_telemetry_rows_dropped_total",
+                "Telemetry rows dropped: queue_full (the writer fell behind) or write_failed (disk errors)",
+                &["reason"],
+            ),
+            telemetry_files_written: registered(
+                &r,
+                IntCounter::new("augur_telemetry_files_written_total", "Completed telemetry files"),
+            ),
+            telemetry_bytes_written: registered(
+                &r,
+                IntCounter::new(
+                    "augur_telemetry_bytes_written_total",
+                    "Bytes of completed telemetry files",
+                ),
+            ),
+            telemetry_write_errors: registered(
+                &r,
+                IntCounter::new(
+                    "augur_telemetry_write_errors_total",
+                    "Failed telemetry file operations",
+                ),
+            ),
             registry: r,
         })
     }
@@ -264,9 +303,31 @@ impl Metrics {
         self.config_reloads.with_label_values(&[result]).inc();
     }
 
-    /// Sets the live backend gauges from `backends` (all of them: backends gone since are dropped),
-    /// then encodes everything in the Prometheus text format.
-    pub fn render<'a>(&self, backends: impl Iterator<Item = BackendGauges<'a>>) -> String {
+    /// Sets the live backend gauges from `backends` (all of them: backends gone since are dropped) and
+    /// the telemetry counters from the writer's, then encodes everything in the Prometheus text format.
+    pub fn render<'a>(
+        &self,
+        backends: impl Iterator<Item = BackendGauges<'a>>,
+        telemetry: Option<&TelemetryStats>,
+    ) -> String {
+        if let Some(stats) = telemetry {
+            let sync = |counter: &IntCounter, value: &AtomicU64| {
+                // The writer's counters only grow: adding the difference keeps both equal.
+                counter.inc_by(value.load(Ordering::Relaxed).saturating_sub(counter.get()));
+            };
+            sync(&self.telemetry_rows_written, &stats.rows_written);
+            sync(
+                &self.telemetry_rows_dropped.with_label_values(&["queue_full"]),
+                &stats.rows_dropped_queue_full,
+            );
+            sync(
+                &self.telemetry_rows_dropped.with_label_values(&["write_failed"]),
+                &stats.rows_dropped_write_failed,
+            );
+            sync(&self.telemetry_files_written, &stats.files_written);
+            sync(&self.telemetry_bytes_written, &stats.bytes_written);
+            sync(&self.telemetry_write_errors, &stats.write_errors);
+        }
         self.in_flight.reset();
         self.available.reset();
         for b in backends {

@@ -21,8 +21,8 @@ pub struct Router {
 
 /// A route: conditions and the pool that serves what matches them.
 pub struct Route {
-    /// Name for logs.
-    pub name: String,
+    /// Name for logs and telemetry.
+    pub name: Arc<str>,
     matches: MatchConfig,
     /// The pool.
     pub pool: Arc<Pool>,
@@ -56,7 +56,7 @@ impl Router {
             .routes
             .iter()
             .map(|r| Route {
-                name: r.name.clone().unwrap_or_else(|| r.pool.get_ref().clone()),
+                name: Arc::from(r.name.as_deref().unwrap_or(r.pool.get_ref())),
                 matches: r.matches.clone(),
                 pool: pools[r.pool.get_ref()].clone(),
             })

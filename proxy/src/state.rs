@@ -1,15 +1,17 @@
 //! State shared by the listeners and the admin API: the active config and routing table, metrics,
-//! and reloading them.
+//! telemetry, and reloading.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
+use augur_telemetry::TelemetryWriter;
 
 use crate::config::{Config, ConfigError};
 use crate::metrics::Metrics;
 use crate::router::Router;
+use crate::telemetry::Telemetry;
 
 /// Why a reload was refused; the config in force keeps serving.
 #[derive(Debug, thiserror::Error)]
@@ -20,9 +22,9 @@ pub enum ReloadError {
     /// The proxy was started without a config file.
     #[error("this proxy was not started from a config file")]
     NoConfigFile,
-    /// A listener or admin address changed, which needs a restart.
-    #[error("listener or admin addresses changed ({0}); restart the proxy to change them")]
-    AddressesChanged(String),
+    /// A setting changed that only a restart can apply.
+    #[error("{0} changed in {1}; restart the proxy to change it")]
+    RestartNeeded(&'static str, String),
 }
 
 /// Everything the request path and the admin API share.
@@ -33,21 +35,36 @@ pub struct Shared {
     pub config: ArcSwap<Config>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
+    /// Per-request telemetry, when configured.
+    pub telemetry: Option<Arc<Telemetry>>,
+    telemetry_writer: Mutex<Option<TelemetryWriter>>,
     config_path: Option<PathBuf>,
     reload: tokio::sync::Mutex<()>,
     shutting_down: AtomicBool,
 }
 
 impl Shared {
-    /// Builds the first routing table from `config` (generation 1) and starts its pools.
-    pub fn new(config: Config, config_path: Option<PathBuf>) -> Arc<Self> {
+    /// Builds the first routing table from `config` (generation 1) and starts its pools. Telemetry
+    /// goes to `telemetry` when given (an embedder's own sink), else to a writer started from the
+    /// config's `[telemetry]`, if any.
+    pub fn new(config: Config, config_path: Option<PathBuf>, telemetry: Option<Arc<Telemetry>>) -> Arc<Self> {
         let metrics = Metrics::new();
         let router = Router::build(&config, None, &metrics, 1);
         metrics.record_config(1, "initial");
+        let (telemetry, writer) = match (telemetry, &config.telemetry) {
+            (Some(given), _) => (Some(given), None),
+            (None, Some(t)) => {
+                let (telemetry, writer) = crate::telemetry::start(t, &config.proxy.id);
+                (Some(telemetry), Some(writer))
+            }
+            (None, None) => (None, None),
+        };
         Arc::new(Self {
             router: ArcSwap::from_pointee(router),
             config: ArcSwap::from_pointee(config),
             metrics,
+            telemetry,
+            telemetry_writer: Mutex::new(writer),
             config_path,
             reload: tokio::sync::Mutex::new(()),
             shutting_down: AtomicBool::new(false),
@@ -87,10 +104,14 @@ impl Shared {
         })?;
         let config = Config::parse(&text, &path)?;
         let current = self.config.load();
+        let file = || path.display().to_string();
         if config.listeners != current.listeners
             || config.admin.as_ref().map(|a| a.address) != current.admin.as_ref().map(|a| a.address)
         {
-            return Err(ReloadError::AddressesChanged(path.display().to_string()));
+            return Err(ReloadError::RestartNeeded("a listener or admin address", file()));
+        }
+        if config.telemetry != current.telemetry || config.proxy.id != current.proxy.id {
+            return Err(ReloadError::RestartNeeded("[telemetry] or proxy.id", file()));
         }
         let old = self.router.load_full();
         let generation = old.generation + 1;
@@ -99,6 +120,19 @@ impl Shared {
         self.config.store(Arc::new(config));
         old.stop();
         Ok(generation)
+    }
+
+    /// Writes out queued telemetry and completes the open file (blocking work, off the runtime's
+    /// threads). Rows recorded afterwards are dropped and counted.
+    pub async fn close_telemetry(&self) {
+        let writer = self
+            .telemetry_writer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(writer) = writer {
+            let _ = tokio::task::spawn_blocking(move || writer.close()).await;
+        }
     }
 
     /// Marks the proxy as shutting down (readiness fails from now on).

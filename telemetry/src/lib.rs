@@ -22,7 +22,11 @@ pub use part_file::{partition_dir, FinishedFile, PartFile};
 pub use recovery::{recover, Recovery};
 pub use schema::arrow_schema;
 pub use sink::{Message, TelemetrySink};
-pub use writer::{start, TelemetryStats, TelemetryWriter, WriterConfig};
+pub use writer::{
+    start, TelemetryStats, TelemetryWriter, WriterConfig, DEFAULT_BATCH_ROWS, DEFAULT_FLUSH_INTERVAL,
+    DEFAULT_MAX_PENDING_ROWS, DEFAULT_QUEUE_ROWS, DEFAULT_ROTATE_AGE, DEFAULT_ROTATE_BYTES,
+    DEFAULT_ROTATE_ROWS,
+};
 
 /// Telemetry could not be set up.
 #[derive(Debug, thiserror::Error)]

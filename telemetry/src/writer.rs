@@ -50,19 +50,34 @@ pub struct WriterConfig {
     pub error_log_interval: Duration,
 }
 
+/// Default queue size, in rows.
+pub const DEFAULT_QUEUE_ROWS: usize = 64 * 1024;
+/// Default rows per record batch.
+pub const DEFAULT_BATCH_ROWS: usize = 8 * 1024;
+/// Default rows per file.
+pub const DEFAULT_ROTATE_ROWS: u64 = 1_000_000;
+/// Default bytes per file.
+pub const DEFAULT_ROTATE_BYTES: u64 = 256 * 1024 * 1024;
+/// Default file age at rotation: a crash loses at most this much telemetry.
+pub const DEFAULT_ROTATE_AGE: Duration = Duration::from_secs(60);
+/// Default longest wait of a row before it is written.
+pub const DEFAULT_FLUSH_INTERVAL: Duration = Duration::from_secs(1);
+/// Default rows held in memory while writes fail (about 100 MB of Arrow arrays at most).
+pub const DEFAULT_MAX_PENDING_ROWS: usize = 256 * 1024;
+
 impl WriterConfig {
     /// Defaults for `dir` and `proxy_id`.
     pub fn new(dir: PathBuf, proxy_id: String) -> Self {
         Self {
             dir,
             proxy_id,
-            queue_rows: 64 * 1024,
-            batch_rows: 8 * 1024,
-            rotate_rows: 1_000_000,
-            rotate_bytes: 256 * 1024 * 1024,
-            rotate_age: Duration::from_secs(60),
-            flush_interval: Duration::from_secs(1),
-            max_pending_rows: 256 * 1024,
+            queue_rows: DEFAULT_QUEUE_ROWS,
+            batch_rows: DEFAULT_BATCH_ROWS,
+            rotate_rows: DEFAULT_ROTATE_ROWS,
+            rotate_bytes: DEFAULT_ROTATE_BYTES,
+            rotate_age: DEFAULT_ROTATE_AGE,
+            flush_interval: DEFAULT_FLUSH_INTERVAL,
+            max_pending_rows: DEFAULT_MAX_PENDING_ROWS,
             retry_interval: Duration::from_secs(1),
             error_log_interval: Duration::from_secs(10),
         }
@@ -219,16 +234,19 @@ impl Writer {
             || file.partition() != partition_dir(SystemTime::now())
     }
 
+    /// Writes pending batches in order, completing a file as soon as it is due for rotation, so no
+    /// file overshoots its limits by more than one batch.
     fn write_pending(&mut self) {
         self.last_write = Instant::now();
-        if self.file.is_none() {
-            let seq = self.next_seq();
-            match PartFile::create(&self.config.dir, &self.config.proxy_id, seq, SystemTime::now()) {
-                Ok(file) => self.file = Some(file),
-                Err(e) => return self.failed(e),
+        while !self.pending.is_empty() {
+            if self.file.is_none() {
+                let seq = self.next_seq();
+                match PartFile::create(&self.config.dir, &self.config.proxy_id, seq, SystemTime::now()) {
+                    Ok(file) => self.file = Some(file),
+                    Err(e) => return self.failed(e),
+                }
             }
-        }
-        while let Some(batch) = self.pending.front() {
+            let batch = self.pending.front().expect("loop condition");
             let file = self.file.as_mut().expect("opened above");
             if let Err(e) = file.write(batch) {
                 // The file cannot be completed: rows already in it are lost. This batch and the
@@ -243,6 +261,9 @@ impl Writer {
             }
             self.pending_rows -= batch.num_rows();
             self.pending.pop_front();
+            if self.file.as_ref().is_some_and(|f| self.rotation_due(f)) {
+                self.complete_file();
+            }
         }
         self.retry_at = None;
     }

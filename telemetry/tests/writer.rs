@@ -212,6 +212,13 @@ fn files_rotate_by_rows_and_none_is_left_half_written() {
         .sum();
     assert_eq!(rows, 350);
     assert!(done.len() >= 4, "{done:?}");
+    for path in &done {
+        let rows: usize = read(path).iter().map(RecordBatch::num_rows).sum();
+        assert!(
+            rows <= 100 + 50,
+            "a file overshot rotate_rows by more than one batch: {rows}"
+        );
+    }
     assert!(files(&dir, ".tmp").is_empty());
     std::fs::remove_dir_all(dir).unwrap();
 }

@@ -10,6 +10,7 @@ mod validate;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use augur_engine::PolicySpec;
@@ -17,7 +18,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 pub use load::ConfigError;
-pub use types::{BackendAddress, Fraction, HeaderMatch, MethodName};
+pub use types::{BackendAddress, Fraction, HeaderMatch, MethodName, ProxyId};
 
 /// The whole configuration file.
 #[derive(Debug, Clone, Deserialize)]
@@ -34,12 +35,16 @@ pub struct Config {
     pub routes: Vec<RouteConfig>,
     /// Pools of backends, by name.
     pub pools: BTreeMap<String, PoolConfig>,
+    /// Per-request telemetry to Parquet; absent means none is written.
+    pub telemetry: Option<TelemetryConfig>,
 }
 
 /// `[proxy]`: process-wide settings.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ProxySettings {
+    /// This proxy's id in telemetry file names and rows; defaults to the host name.
+    pub id: ProxyId,
     /// How long SIGTERM waits for requests in flight before closing connections.
     #[serde(with = "humantime_serde")]
     pub grace_period: Duration,
@@ -50,6 +55,7 @@ pub struct ProxySettings {
 impl Default for ProxySettings {
     fn default() -> Self {
         Self {
+            id: ProxyId::from_host_name(),
             grace_period: Duration::from_secs(30),
             access_log: false,
         }
@@ -288,6 +294,65 @@ impl OutlierConfig {
             max_ejection: self.max_ejection,
             max_ejected_share: self.max_ejected_share.0,
         }
+    }
+}
+
+/// `[telemetry]`: one row per request attempt, written to Hive-partitioned Parquet off the request path.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetryConfig {
+    /// Root directory of the Parquet tree.
+    pub dir: PathBuf,
+    /// Secret key of the client-address hash. Without one, a random key is drawn at start: hashes then
+    /// group clients within one run only.
+    pub client_hash_key: Option<String>,
+    /// Rows the queue holds; when the writer falls behind, further rows are dropped and counted.
+    #[serde(default = "telemetry_defaults::queue_rows")]
+    pub queue_rows: usize,
+    /// Rows per record batch.
+    #[serde(default = "telemetry_defaults::batch_rows")]
+    pub batch_rows: usize,
+    /// A file is completed after this many rows...
+    #[serde(default = "telemetry_defaults::rotate_rows")]
+    pub rotate_rows: u64,
+    /// ...or bytes...
+    #[serde(default = "telemetry_defaults::rotate_bytes")]
+    pub rotate_bytes: u64,
+    /// ...or this long after it was opened (and at each UTC hour). A crash loses at most this much.
+    #[serde(default = "telemetry_defaults::rotate_age", with = "humantime_serde")]
+    pub rotate_age: Duration,
+    /// Rows wait at most this long before they are written.
+    #[serde(default = "telemetry_defaults::flush_interval", with = "humantime_serde")]
+    pub flush_interval: Duration,
+    /// Rows kept in memory while writes fail; beyond this they are dropped and counted.
+    #[serde(default = "telemetry_defaults::max_pending_rows")]
+    pub max_pending_rows: usize,
+}
+
+/// Defaults of `[telemetry]`, from the writer's own.
+mod telemetry_defaults {
+    use std::time::Duration;
+
+    pub fn queue_rows() -> usize {
+        augur_telemetry::DEFAULT_QUEUE_ROWS
+    }
+    pub fn batch_rows() -> usize {
+        augur_telemetry::DEFAULT_BATCH_ROWS
+    }
+    pub fn rotate_rows() -> u64 {
+        augur_telemetry::DEFAULT_ROTATE_ROWS
+    }
+    pub fn rotate_bytes() -> u64 {
+        augur_telemetry::DEFAULT_ROTATE_BYTES
+    }
+    pub fn rotate_age() -> Duration {
+        augur_telemetry::DEFAULT_ROTATE_AGE
+    }
+    pub fn flush_interval() -> Duration {
+        augur_telemetry::DEFAULT_FLUSH_INTERVAL
+    }
+    pub fn max_pending_rows() -> usize {
+        augur_telemetry::DEFAULT_MAX_PENDING_ROWS
     }
 }
 

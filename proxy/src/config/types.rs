@@ -101,3 +101,46 @@ impl TryFrom<RawHeaderMatch> for HeaderMatch {
         Ok(Self { name, value })
     }
 }
+
+/// A proxy id: letters, digits, `.`, `_` and `-` (it becomes part of file names).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct ProxyId(String);
+
+impl ProxyId {
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The machine's host name, made safe for file names; `augur` when it cannot be read.
+    pub fn from_host_name() -> Self {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        let safe: String = host
+            .trim()
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                    c
+                } else {
+                    '-'
+                }
+            })
+            .collect();
+        Self(if safe.is_empty() { "augur".to_owned() } else { safe })
+    }
+}
+
+impl TryFrom<String> for ProxyId {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) {
+            Ok(Self(s))
+        } else {
+            Err(format!(
+                "proxy id `{s}` may hold only letters, digits, `.`, `_` and `-`"
+            ))
+        }
+    }
+}

@@ -96,6 +96,20 @@ impl Config {
                 return Err((None, format!("pools.{name}.timeouts: every timeout must be > 0")));
             }
         }
+        if let Some(t) = &self.telemetry {
+            if t.queue_rows == 0 || t.batch_rows == 0 || t.rotate_rows == 0 || t.rotate_bytes == 0 {
+                return Err((
+                    None,
+                    "telemetry: queue_rows, batch_rows, rotate_rows and rotate_bytes must be > 0".into(),
+                ));
+            }
+            if t.rotate_age.is_zero() || t.flush_interval.is_zero() {
+                return Err((
+                    None,
+                    "telemetry: rotate_age and flush_interval must be > 0".into(),
+                ));
+            }
+        }
         Ok(())
     }
 }

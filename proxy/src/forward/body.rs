@@ -74,6 +74,15 @@ where
     }
 }
 
+/// Told about a body's frames as they pass, and dropped with the body: the place to count bytes and
+/// to finish accounting (in-flight counts, latency, telemetry) when the body ends, fails or is dropped.
+pub trait BodyObserver {
+    /// A data frame of `len` bytes passed.
+    fn data(&mut self, _len: usize) {}
+    /// The body failed.
+    fn failed(&mut self, _error: &BoxError) {}
+}
+
 pin_project! {
     /// A body that keeps `guard` alive until the body is finished or dropped, so in-flight counts and
     /// latency include the whole streamed body, not only the response head.
@@ -91,15 +100,30 @@ impl<B, G> Guarded<B, G> {
     }
 }
 
-impl<B: Body, G> Body for Guarded<B, G> {
-    type Data = B::Data;
-    type Error = B::Error;
+impl<B, G> Body for Guarded<B, G>
+where
+    B: Body<Data = Bytes, Error = BoxError>,
+    G: BodyObserver,
+{
+    type Data = Bytes;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
-        self.project().inner.poll_frame(cx)
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.project();
+        let polled = this.inner.poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    this.guard.data(data.len());
+                }
+            }
+            Poll::Ready(Some(Err(error))) => this.guard.failed(error),
+            _ => {}
+        }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {

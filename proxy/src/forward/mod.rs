@@ -1,9 +1,11 @@
 //! One request through the proxy: route, pick, forward, retry, relay. Follow a request from
 //! [`handle`] down; everything it touches is in this module or one call away.
 
+mod access_log;
 pub mod affinity;
 pub mod body;
 pub mod headers;
+mod record;
 pub mod reply;
 mod upgrade;
 mod upstream;
@@ -12,17 +14,20 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
+use augur_engine::telemetry::Outcome;
 use http::header::{HeaderValue, SET_COOKIE};
 use http::{Request, Response};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
+use self::access_log::{AccessLog, RequestDone};
 use self::body::{Guarded, IdleTimeout, ProxyBody};
+use self::record::{outcome_of, outcome_of_pick_error, AttemptDone, AttemptRow, BytesIn, RequestRecord};
 use self::upstream::{RequestBody, UpstreamHead};
 use crate::clock;
 use crate::error::ProxyError;
 use crate::metrics::AttemptOutcome;
-use crate::pool::{backoff, ActiveRequest, InFlight, Pool};
+use crate::pool::{backoff, InFlight, Pool};
 use crate::state::Shared;
 
 /// Serves one client request.
@@ -57,8 +62,12 @@ pub async fn handle(
         return reply::error(&err, &request_id);
     };
     let active = route.pool.begin_request();
-    log.route.clone_from(&route.name);
-    let response = match forward(active.pool(), request, &downstream, &mut log).await {
+    log.route = route.name.to_string();
+    let record = shared
+        .telemetry
+        .as_ref()
+        .map(|t| RequestRecord::new(t, &request, &route.name, &route.pool, &downstream));
+    let response = match forward(active.pool(), request, &downstream, record.as_ref(), &mut log).await {
         Ok(response) => response,
         Err(err) => {
             log.error = Some(err.code());
@@ -69,19 +78,17 @@ pub async fn handle(
     active.pool().metrics.count_response(log.status);
     // The request is done when its response body is: keep the accounting alive until then.
     let (parts, body) = response.into_parts();
-    let done = RequestDone {
-        _active: active,
-        started,
-        log,
-    };
+    let done = RequestDone { active, started, log };
     Response::from_parts(parts, Guarded::new(body, done).boxed())
 }
 
-/// Sends the request to a backend of `pool`, retrying where the config and the budget allow.
+/// Sends the request to a backend of `pool`, retrying where the config and the budget allow. Every
+/// attempt gets a telemetry row when `record` is set.
 async fn forward(
     pool: &Arc<Pool>,
     mut request: Request<Incoming>,
     downstream: &headers::Forwarded<'_>,
+    record: Option<&RequestRecord>,
     log: &mut AccessLog,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let client_upgrade = upgrade::take_client_upgrade(&mut request);
@@ -107,17 +114,32 @@ async fn forward(
     let mut tried = Vec::new();
     let mut _retry = None;
     for attempt in 1..=max_attempts {
-        let in_flight = pool.pick(&pick, &tried)?;
+        log.attempts = attempt;
+        let in_flight = match pool.pick(&pick, &tried) {
+            Ok(in_flight) => in_flight,
+            Err(err) => {
+                if let Some(record) = record {
+                    record
+                        .dispatch(attempt, pool, None)
+                        .finish(outcome_of_pick_error(&err), 0, 0);
+                }
+                return Err(err);
+            }
+        };
         let backend = in_flight.backend().clone();
         tried.push(backend.id);
         log.backend = backend.address.to_string();
-        log.attempts = attempt;
+        let mut row = record.map(|r| r.dispatch(attempt, pool, Some(&backend)));
         let sent = Instant::now();
-        let result = upstream::send(pool, &backend, &head, body.for_attempt()).await;
+        let (attempt_body, bytes_in) = body.for_attempt();
+        let result = upstream::send(pool, &backend, &head, attempt_body).await;
         let outcome = match &result {
             Ok(response) => AttemptOutcome::Status(response.status().as_u16()),
             Err(failure) => failure.outcome(),
         };
+        if let (Some(row), AttemptOutcome::Status(status)) = (row.as_mut(), outcome) {
+            row.responded(status);
+        }
         if matches!(outcome, AttemptOutcome::Status(_) | AttemptOutcome::Timeout) {
             backend.load.observe_rtt(sent.elapsed(), clock::now(), decay);
         }
@@ -125,21 +147,31 @@ async fn forward(
             pool.report_failing(&backend);
         }
         let retryable = attempt < max_attempts && retries.on.iter().any(|on| upstream::covers(*on, outcome));
-        if retryable {
-            if let Some(retry) = pool.begin_retry() {
-                _retry = Some(retry);
-                drop(result);
-                drop(in_flight);
-                tokio::time::sleep(backoff(retries.backoff, attempt)).await;
-                continue;
+        let retry = if retryable { pool.begin_retry() } else { None };
+        if retry.is_some() || result.is_err() {
+            // This attempt ends here, without relaying a body: its row is complete now.
+            if let Some(row) = row.take() {
+                row.finish(outcome_of(outcome), bytes_in.get(), 0);
             }
+        }
+        if let Some(retry) = retry {
+            _retry = Some(retry);
+            drop(result);
+            drop(in_flight);
+            tokio::time::sleep(backoff(retries.backoff, attempt)).await;
+            continue;
         }
         let response =
             result.map_err(|failure| failure.into_error(&backend, pool.config.timeouts.request))?;
         let sticky = sticky_cookie(pool, &pick, backend.id);
+        let attempt = Relayed {
+            in_flight,
+            row,
+            bytes_in,
+        };
         return Ok(relay(
             response,
-            in_flight,
+            attempt,
             pool,
             downstream.request_id,
             client_upgrade,
@@ -149,11 +181,18 @@ async fn forward(
     unreachable!("the last attempt always returns")
 }
 
+/// The attempt whose response goes to the client.
+struct Relayed {
+    in_flight: InFlight,
+    row: Option<AttemptRow>,
+    bytes_in: BytesIn,
+}
+
 /// Turns a backend's response into the client's: hop-by-hop headers out, request id and sticky cookie
-/// in, body streamed frame by frame under the idle timeout, the backend counted busy until it ends.
+/// in, body streamed frame by frame under the idle timeout, the attempt accounted for until it ends.
 fn relay(
     response: Response<Incoming>,
-    in_flight: InFlight,
+    attempt: Relayed,
     pool: &Pool,
     request_id: &HeaderValue,
     client_upgrade: Option<hyper::upgrade::OnUpgrade>,
@@ -167,14 +206,24 @@ fn relay(
     if parts.status == http::StatusCode::SWITCHING_PROTOCOLS {
         headers::strip_hop_by_hop(&mut parts.headers, true);
         let mut response = Response::from_parts(parts, body);
+        // An upgrade's row ends at the switch (the tunnel that follows is not a request); the backend
+        // stays counted in flight while the tunnel is open.
+        if let Some(row) = attempt.row {
+            row.finish(Outcome::Ok, attempt.bytes_in.get(), 0);
+        }
         if let Some(client_upgrade) = client_upgrade {
-            upgrade::spawn_tunnel(client_upgrade, hyper::upgrade::on(&mut response), in_flight);
+            upgrade::spawn_tunnel(
+                client_upgrade,
+                hyper::upgrade::on(&mut response),
+                attempt.in_flight,
+            );
         }
         let (parts, _) = response.into_parts();
         return Response::from_parts(parts, reply::full(bytes::Bytes::new()));
     }
     headers::strip_hop_by_hop(&mut parts.headers, false);
-    let body = Guarded::new(IdleTimeout::new(body, pool.config.timeouts.idle), in_flight);
+    let done = AttemptDone::new(attempt.in_flight, attempt.row, attempt.bytes_in);
+    let body = Guarded::new(IdleTimeout::new(body, pool.config.timeouts.idle), done);
     Response::from_parts(parts, body.boxed())
 }
 
@@ -185,69 +234,5 @@ fn sticky_cookie(pool: &Pool, pick: &augur_engine::PickRequest, backend_id: u64)
             affinity::sticky_cookie(cookie, backend_id)
         }
         _ => None,
-    }
-}
-
-/// What the access log says of one request.
-struct AccessLog {
-    enabled: bool,
-    method: http::Method,
-    path: String,
-    client: SocketAddr,
-    request_id: HeaderValue,
-    route: String,
-    backend: String,
-    attempts: u32,
-    status: u16,
-    error: Option<&'static str>,
-}
-
-impl AccessLog {
-    fn new<B>(request: &Request<B>, client: SocketAddr, request_id: HeaderValue, enabled: bool) -> Self {
-        Self {
-            enabled,
-            method: request.method().clone(),
-            path: request.uri().path().to_owned(),
-            client,
-            request_id,
-            route: String::new(),
-            backend: String::new(),
-            attempts: 0,
-            status: 0,
-            error: None,
-        }
-    }
-}
-
-/// Alive until the client's response body ends: records latency and writes the access log line.
-struct RequestDone {
-    _active: ActiveRequest,
-    started: Instant,
-    log: AccessLog,
-}
-
-impl Drop for RequestDone {
-    fn drop(&mut self) {
-        let elapsed = self.started.elapsed();
-        self._active
-            .pool()
-            .metrics
-            .duration
-            .observe(elapsed.as_secs_f64());
-        let l = &self.log;
-        macro_rules! access {
-            ($level:expr) => {
-                tracing::event!(target: "augur::access", $level,
-                    method = %l.method, path = %l.path, status = l.status, route = %l.route,
-                    backend = %l.backend, attempts = l.attempts, error = l.error,
-                    duration_ms = elapsed.as_secs_f64() * 1e3,
-                    request_id = l.request_id.to_str().unwrap_or_default(), client = %l.client.ip())
-            };
-        }
-        if l.enabled {
-            access!(tracing::Level::INFO);
-        } else {
-            access!(tracing::Level::DEBUG);
-        }
     }
 }

@@ -1,5 +1,7 @@
 //! Building and sending one attempt's request to a backend, and classifying what went wrong.
 
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -9,7 +11,8 @@ use http_body::Body as _;
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 
-use super::body::{IdleTimeout, ProxyBody};
+use super::body::{Guarded, IdleTimeout, ProxyBody};
+use super::record::{ByteCounter, BytesIn};
 use super::{headers, reply};
 use crate::config::RetryOn;
 use crate::error::ProxyError;
@@ -85,13 +88,17 @@ impl RequestBody {
         matches!(self, Self::Replayable(_))
     }
 
-    /// The body for the next attempt.
-    pub fn for_attempt(&mut self) -> ProxyBody {
+    /// The body for the next attempt, and how many of its bytes reach the backend.
+    pub fn for_attempt(&mut self) -> (ProxyBody, BytesIn) {
         match self {
-            Self::Replayable(bytes) => reply::full(bytes.clone()),
+            Self::Replayable(bytes) => (reply::full(bytes.clone()), BytesIn::Known(bytes.len() as u64)),
             Self::Streaming(body, idle) => match body.take() {
-                Some(body) => IdleTimeout::new(body, *idle).boxed(),
-                None => reply::full(Bytes::new()),
+                Some(body) => {
+                    let sent = Arc::new(AtomicU64::new(0));
+                    let counted = Guarded::new(IdleTimeout::new(body, *idle), ByteCounter(sent.clone()));
+                    (counted.boxed(), BytesIn::Counted(sent))
+                }
+                None => (reply::full(Bytes::new()), BytesIn::Known(0)),
             },
         }
     }

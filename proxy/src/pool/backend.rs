@@ -14,6 +14,8 @@ use crate::metrics::{AttemptOutcome, BackendMetrics};
 pub struct Backend {
     /// `host:port`.
     pub address: BackendAddress,
+    /// The address as a shared string, for telemetry rows (a reference count, not a copy, per row).
+    pub label: Arc<str>,
     /// Stable identity (hash of the address) used by hashing and sticky cookies.
     pub id: u64,
     /// Configured weight.
@@ -40,6 +42,7 @@ impl Backend {
         let address = config.address.get_ref().clone();
         Self {
             id: augur_engine::hash::endpoint_id(address.as_str()),
+            label: Arc::from(address.as_str()),
             address,
             weight: config.weight.get(),
             labels: config.labels.clone(),

@@ -38,7 +38,7 @@ pub type UpstreamClient = Client<HttpConnector, ProxyBody>;
 /// A pool: its backends, its current routing snapshot and the channel to its supervisor.
 pub struct Pool {
     /// Name from the config.
-    pub name: String,
+    pub name: Arc<str>,
     /// Its config.
     pub config: PoolConfig,
     /// Every configured backend, in config order.
@@ -111,7 +111,7 @@ impl Pool {
         let (events, events_rx) = mpsc::channel(EVENT_QUEUE);
         let initial = supervisor::initial_snapshot(config, &backends);
         let pool = Arc::new(Self {
-            name: name.to_owned(),
+            name: Arc::from(name),
             client: upstream_client(config),
             outlier: config.outlier.policy(),
             retry_budget: RetryBudget {
@@ -151,7 +151,7 @@ impl Pool {
         let endpoints = &snapshot.endpoints;
         if endpoints.is_empty() {
             return Err(ProxyError::NoBackend {
-                pool: self.name.clone(),
+                pool: self.name.to_string(),
             });
         }
         let now = clock::now();
@@ -187,7 +187,7 @@ impl Pool {
             chosen = (chosen + 1) % endpoints.len();
         }
         Err(ProxyError::AtCapacity {
-            pool: self.name.clone(),
+            pool: self.name.to_string(),
         })
     }
 
@@ -195,6 +195,11 @@ impl Pool {
     pub fn begin_request(self: &Arc<Self>) -> ActiveRequest {
         self.active_requests.fetch_add(1, Ordering::Relaxed);
         ActiveRequest(self.clone())
+    }
+
+    /// Requests active in this pool now.
+    pub fn active_requests(&self) -> u32 {
+        self.active_requests.load(Ordering::Relaxed)
     }
 
     /// Starts a retry if the budget allows one.

@@ -10,4 +10,5 @@ mod lifecycle;
 mod policies;
 mod retries;
 mod streaming;
+mod telemetry;
 mod timeouts;

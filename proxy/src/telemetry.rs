@@ -1,0 +1,63 @@
+//! Per-request telemetry at run time: starting the writer (after dealing with what a crash left
+//! behind), and what the request path needs to make rows.
+
+use std::sync::Arc;
+
+use augur_telemetry::{recover, ClientHasher, TelemetrySink, TelemetryWriter, WriterConfig};
+use rand::RngCore;
+
+use crate::config::{ProxyId, TelemetryConfig};
+use crate::rng::with_rng;
+
+/// What the request path uses to record rows.
+pub struct Telemetry {
+    /// Where rows go (never blocks).
+    pub sink: TelemetrySink,
+    /// Keyed hash of client addresses.
+    pub hasher: ClientHasher,
+    /// This proxy's id, in every row.
+    pub proxy_id: Arc<str>,
+}
+
+/// Recovers leftovers of a previous run, then starts the writer thread. Nothing here can keep the
+/// proxy from starting: directory problems are the writer's to count, log and retry.
+pub fn start(config: &TelemetryConfig, proxy_id: &ProxyId) -> (Arc<Telemetry>, TelemetryWriter) {
+    match recover(&config.dir, proxy_id.as_str()) {
+        Ok(recovery) => {
+            for (path, rows) in &recovery.recovered {
+                tracing::warn!(path = %path.display(), rows, "recovered a complete telemetry file a crash left unrenamed");
+            }
+            for (path, bytes) in &recovery.removed {
+                tracing::warn!(path = %path.display(), bytes, "removed an incomplete telemetry file a crash left behind");
+            }
+        }
+        Err(e) => tracing::error!(error = %e, "telemetry recovery failed; leftover .tmp files stay in place"),
+    }
+    let key = match &config.client_hash_key {
+        Some(key) => key.as_bytes().to_vec(),
+        None => {
+            tracing::warn!("telemetry.client_hash_key is not set: client hashes hold for this run only");
+            let mut key = vec![0u8; 32];
+            with_rng(|rng| rng.fill_bytes(&mut key));
+            key
+        }
+    };
+    let writer_config = WriterConfig {
+        queue_rows: config.queue_rows,
+        batch_rows: config.batch_rows,
+        rotate_rows: config.rotate_rows,
+        rotate_bytes: config.rotate_bytes,
+        rotate_age: config.rotate_age,
+        flush_interval: config.flush_interval,
+        max_pending_rows: config.max_pending_rows,
+        ..WriterConfig::new(config.dir.clone(), proxy_id.as_str().to_owned())
+    };
+    let (sink, writer) = augur_telemetry::start(writer_config);
+    tracing::info!(dir = %config.dir.display(), "writing telemetry");
+    let telemetry = Telemetry {
+        sink,
+        hasher: ClientHasher::new(&key),
+        proxy_id: Arc::from(proxy_id.as_str()),
+    };
+    (Arc::new(telemetry), writer)
+}
