@@ -131,3 +131,15 @@ async fn sighup_reloads_and_sigterm_drains_requests_in_flight() {
     assert!(status.success(), "augur exits cleanly after draining: {status}");
     let _ = std::fs::remove_file(path);
 }
+
+#[test]
+fn the_readme_documents_every_telemetry_column() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    for column in augur_engine::telemetry::COLUMNS {
+        assert!(
+            readme.contains(&format!("| `{}` |", column.name)),
+            "README.md does not document `{}`",
+            column.name
+        );
+    }
+}
