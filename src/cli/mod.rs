@@ -3,6 +3,7 @@
 mod check_config;
 mod logging;
 mod proxy;
+mod replay;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -39,6 +40,9 @@ enum Command {
         /// TOML config file.
         config: PathBuf,
     },
+    /// Compare routing policies on a simulated scenario (discrete-event, in simulated time), optionally
+    /// replaying a real request trace.
+    Replay(replay::ReplayArgs),
 }
 
 /// Runs the command line; the process exits with the returned code.
@@ -50,5 +54,6 @@ pub fn main() -> ExitCode {
             proxy::run(&config)
         }
         Command::CheckConfig { config } => check_config::run(&config),
+        Command::Replay(args) => replay::run(args),
     }
 }

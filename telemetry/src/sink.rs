@@ -42,6 +42,12 @@ impl TelemetrySink {
         }
     }
 
+    /// Queues `row`, waiting for room: for offline producers (the simulator), which must lose nothing
+    /// and may wait. Never call this on a request path. Returns false when the writer has stopped.
+    pub fn record_waiting(&self, row: TelemetryRow) -> bool {
+        self.tx.send(Message::Row(Box::new(row))).is_ok()
+    }
+
     /// The writer's counters.
     pub fn stats(&self) -> &Arc<TelemetryStats> {
         &self.stats

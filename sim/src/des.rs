@@ -1,0 +1,363 @@
+//! The discrete-event front end: the engine's policies (the code the proxy runs) choosing among
+//! modelled backends in simulated time. Deterministic for a seed; no clock, no threads.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use augur_engine::telemetry::{Outcome, ScrapedMetrics, TelemetryRow};
+use augur_engine::{hash, BackendLoad, Endpoint, PickRequest, PolicySpec, Selector};
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+
+use crate::faults::FaultSchedule;
+use crate::model::{BackendModel, RequestSize};
+use crate::report::{PolicyReport, Tally};
+use crate::scenario::Scenario;
+use crate::traffic::Arrival;
+
+/// Time a refused connection takes to report, in nanoseconds.
+const CONNECT_REFUSED_NS: u64 = 100_000;
+/// Time a backend in an error burst takes to answer 503, in nanoseconds.
+const ERROR_REPLY_NS: u64 = 1_000_000;
+/// Distinct clients the simulated requests come from (the keys of hashing policies).
+const CLIENTS: u64 = 10_000;
+/// Attempts per request: the proxy's default of one retry, for connect failures and 503s.
+const MAX_ATTEMPTS: u8 = 2;
+/// Mixed into the seed so the simulator's draws (service times, errors, clients) never replay the
+/// stream a caller drew arrivals from with the same seed: correlated streams make service times
+/// copies of inter-arrival gaps, and queues that never form.
+const STREAM: u64 = 0x5DEE_CE66_D1CE_5EED;
+
+/// Where a simulated run's telemetry rows go.
+pub trait RowSink {
+    /// Takes one row.
+    fn row(&mut self, row: TelemetryRow);
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Kind {
+    Completion,
+    Timeout,
+    ErrorReply,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Event {
+    at_ns: u64,
+    seq: u64,
+    kind: Kind,
+    request: u32,
+}
+
+struct Request {
+    arrived_ns: u64,
+    size: RequestSize,
+    client: u64,
+    attempt: u8,
+    backend: u32,
+    first_backend: u32,
+    dispatched_ns: u64,
+    attempt_open: bool,
+}
+
+struct BackendState {
+    model: BackendModel,
+    faults: FaultSchedule,
+    busy: u32,
+    kv_used: u32,
+    queue: VecDeque<u32>,
+}
+
+/// One policy's run over a scenario's arrivals.
+pub struct Simulation<'a> {
+    scenario: &'a Scenario,
+    spec: PolicySpec,
+    selector: Selector,
+    endpoints: Vec<Endpoint>,
+    backends: Vec<BackendState>,
+    requests: Vec<Request>,
+    events: BinaryHeap<Reverse<Event>>,
+    seq: u64,
+    rng: SmallRng,
+    tally: Tally,
+    rows: Option<&'a mut dyn RowSink>,
+    labels: Vec<Arc<str>>,
+}
+
+/// Runs `spec` over `arrivals` of `scenario`; same seed, same result.
+pub fn simulate<'a>(
+    scenario: &'a Scenario,
+    arrivals: &[Arrival],
+    spec: &PolicySpec,
+    seed: u64,
+    rows: Option<&'a mut dyn RowSink>,
+) -> PolicyReport {
+    let mut sim = Simulation::new(scenario, arrivals.len(), spec, seed, rows);
+    for (i, arrival) in arrivals.iter().enumerate() {
+        let at = arrival.at.as_nanos() as u64;
+        sim.run_until(at);
+        sim.arrive(i as u32, at, arrival.size);
+    }
+    sim.run_until(u64::MAX);
+    let names: Vec<String> = scenario.backends.iter().map(|b| b.name.clone()).collect();
+    sim.tally.finish(spec.name(), &names)
+}
+
+impl<'a> Simulation<'a> {
+    fn new(
+        scenario: &'a Scenario,
+        expected: usize,
+        spec: &PolicySpec,
+        seed: u64,
+        rows: Option<&'a mut dyn RowSink>,
+    ) -> Self {
+        let endpoints: Vec<Endpoint> = scenario
+            .backends
+            .iter()
+            .map(|b| {
+                let load = Arc::new(BackendLoad::new(spec.default_rtt(), Duration::ZERO));
+                Endpoint::new(hash::endpoint_id(&b.name), b.weight, load)
+            })
+            .collect();
+        let backends = scenario
+            .backends
+            .iter()
+            .enumerate()
+            .map(|(i, b)| BackendState {
+                model: b.model,
+                faults: FaultSchedule::for_backend(&scenario.faults, i, scenario.epoch_unix_s),
+                busy: 0,
+                kv_used: 0,
+                queue: VecDeque::new(),
+            })
+            .collect();
+        Self {
+            scenario,
+            spec: spec.clone(),
+            selector: Selector::build(spec, &endpoints),
+            endpoints,
+            backends,
+            requests: Vec::with_capacity(expected),
+            events: BinaryHeap::new(),
+            seq: 0,
+            rng: SmallRng::seed_from_u64(seed ^ STREAM),
+            tally: Tally::new(scenario.backends.len(), expected),
+            rows,
+            labels: scenario
+                .backends
+                .iter()
+                .map(|b| Arc::from(b.name.as_str()))
+                .collect(),
+        }
+    }
+
+    fn schedule(&mut self, at_ns: u64, kind: Kind, request: u32) {
+        self.seq += 1;
+        self.events.push(Reverse(Event {
+            at_ns,
+            seq: self.seq,
+            kind,
+            request,
+        }));
+    }
+
+    fn run_until(&mut self, until_ns: u64) {
+        while let Some(Reverse(event)) = self.events.peek().copied() {
+            if event.at_ns > until_ns {
+                return;
+            }
+            self.events.pop();
+            match event.kind {
+                Kind::Completion => self.complete(event.request, event.at_ns),
+                Kind::Timeout => self.end_attempt(event.request, event.at_ns, Outcome::Timeout, None),
+                Kind::ErrorReply => self.end_attempt(event.request, event.at_ns, Outcome::Http5xx, Some(503)),
+            }
+        }
+    }
+
+    fn arrive(&mut self, id: u32, at_ns: u64, size: RequestSize) {
+        let client = self.rng.random_range(0..CLIENTS);
+        self.requests.push(Request {
+            arrived_ns: at_ns,
+            size,
+            client,
+            attempt: 0,
+            backend: 0,
+            first_backend: u32::MAX,
+            dispatched_ns: at_ns,
+            attempt_open: false,
+        });
+        self.dispatch(id, at_ns);
+    }
+
+    /// Picks a backend with the policy and sends the request there.
+    fn dispatch(&mut self, id: u32, now_ns: u64) {
+        let now = Duration::from_nanos(now_ns);
+        let (client, avoid) = {
+            let r = &self.requests[id as usize];
+            (r.client, r.first_backend)
+        };
+        let pick = PickRequest {
+            hash_key: Some(hash::key(&client.to_le_bytes())),
+            sticky_endpoint: None,
+        };
+        let n = self.endpoints.len();
+        let mut b = self
+            .selector
+            .pick(&self.endpoints, &pick, now, &mut self.rng)
+            .expect("scenarios have backends");
+        if b as u32 == avoid && n > 1 {
+            // A retry goes elsewhere, as the proxy's does.
+            b = (b + 1) % n;
+        }
+        self.endpoints[b].load.try_start(None);
+        let r = &mut self.requests[id as usize];
+        r.attempt += 1;
+        r.backend = b as u32;
+        r.dispatched_ns = now_ns;
+        r.attempt_open = true;
+        if r.first_backend == u32::MAX {
+            r.first_backend = b as u32;
+        }
+        let state = &self.backends[b];
+        if state.faults.crashed(now) {
+            return self.end_attempt(id, now_ns + CONNECT_REFUSED_NS, Outcome::ConnectError, None);
+        }
+        let error_rate = state.faults.error_rate(now);
+        if error_rate > 0.0 && self.rng.random::<f64>() < error_rate {
+            return self.schedule(now_ns + ERROR_REPLY_NS, Kind::ErrorReply, id);
+        }
+        self.schedule(
+            now_ns + self.scenario.request_timeout.as_nanos() as u64,
+            Kind::Timeout,
+            id,
+        );
+        self.backends[b].queue.push_back(id);
+        self.start_queued(b, now_ns);
+    }
+
+    /// Starts whatever the backend has room for, in arrival order.
+    fn start_queued(&mut self, b: usize, now_ns: u64) {
+        let now = Duration::from_nanos(now_ns);
+        while let Some(&id) = self.backends[b].queue.front() {
+            let size = self.requests[id as usize].size;
+            let state = &mut self.backends[b];
+            let service_s = match state.model {
+                BackendModel::Cpu(cpu) => {
+                    if state.busy >= cpu.workers {
+                        return;
+                    }
+                    cpu.service.sample(&mut self.rng)
+                }
+                BackendModel::Gpu(gpu) => {
+                    let tokens = gpu.tokens(size);
+                    if state.busy >= gpu.max_batch || state.kv_used + tokens > gpu.kv_capacity_tokens {
+                        return;
+                    }
+                    state.kv_used += tokens;
+                    gpu.timing(size, state.busy).1
+                }
+            };
+            state.busy += 1;
+            state.queue.pop_front();
+            let service_ns = (service_s * state.faults.slowdown(now) * 1e9) as u64;
+            let start_ns = state
+                .faults
+                .hung_until(now)
+                .map_or(now_ns, |end| (end.as_nanos() as u64).max(now_ns));
+            self.schedule(start_ns + service_ns, Kind::Completion, id);
+        }
+    }
+
+    fn complete(&mut self, id: u32, now_ns: u64) {
+        let (b, size) = {
+            let r = &self.requests[id as usize];
+            (r.backend as usize, r.size)
+        };
+        let state = &mut self.backends[b];
+        state.busy -= 1;
+        if let BackendModel::Gpu(gpu) = state.model {
+            state.kv_used -= gpu.tokens(size);
+        }
+        self.start_queued(b, now_ns);
+        self.end_attempt(id, now_ns, Outcome::Ok, Some(200));
+    }
+
+    /// The proxy's view of an attempt ending: in-flight count, round-trip estimate, telemetry, and a
+    /// retry or the request's final result.
+    fn end_attempt(&mut self, id: u32, now_ns: u64, outcome: Outcome, status: Option<u16>) {
+        let r = &mut self.requests[id as usize];
+        if !r.attempt_open {
+            // The backend finished a request the proxy had already given up on.
+            return;
+        }
+        r.attempt_open = false;
+        let (b, attempt, latency_ns) = (r.backend as usize, r.attempt, now_ns - r.dispatched_ns);
+        let load = &self.endpoints[b].load;
+        load.finish();
+        let now = Duration::from_nanos(now_ns);
+        if outcome != Outcome::ConnectError {
+            load.observe_rtt(Duration::from_nanos(latency_ns), now, self.spec.decay());
+        }
+        if self.rows.is_some() {
+            self.write_row(id, outcome, status, latency_ns);
+        }
+        let retry = matches!(outcome, Outcome::ConnectError | Outcome::Http5xx) && attempt < MAX_ATTEMPTS;
+        if retry {
+            return self.dispatch(id, now_ns);
+        }
+        let r = &self.requests[id as usize];
+        self.tally
+            .record((now_ns - r.arrived_ns) / 1_000, outcome.is_failure(), b);
+    }
+
+    fn write_row(&mut self, id: u32, outcome: Outcome, status: Option<u16>, latency_ns: u64) {
+        let r = &self.requests[id as usize];
+        let b = r.backend as usize;
+        let epoch_us = self.scenario.epoch_unix_s as i64 * 1_000_000;
+        let scraped = match self.backends[b].model {
+            BackendModel::Gpu(gpu) => ScrapedMetrics {
+                queue_depth: Some(self.backends[b].queue.len() as f64),
+                running_requests: Some(f64::from(self.backends[b].busy)),
+                kv_cache_usage: Some(f64::from(self.backends[b].kv_used) / f64::from(gpu.kv_capacity_tokens)),
+                ..ScrapedMetrics::default()
+            },
+            BackendModel::Cpu(_) => ScrapedMetrics::default(),
+        };
+        let row = TelemetryRow {
+            start_time_us: epoch_us + (r.dispatched_ns / 1_000) as i64,
+            request_id: format!("sim-{id}"),
+            proxy_id: Arc::from("sim"),
+            route: Arc::from(self.scenario.name),
+            pool: Arc::from(self.scenario.name),
+            backend: Some(self.labels[b].clone()),
+            method: Arc::from("GET"),
+            status,
+            outcome,
+            latency_us: latency_ns / 1_000,
+            ttfb_us: status.map(|_| latency_ns / 1_000),
+            bytes_in: 0,
+            bytes_out: 0,
+            attempt: u16::from(r.attempt),
+            backend_in_flight: Some(self.endpoints[b].load.in_flight()),
+            pool_in_flight: 0,
+            backend_ewma_us: None,
+            scraped,
+            model: None,
+            body_bytes: None,
+            prompt_tokens: self.backends[b].model.is_gpu().then_some(r.size.prompt_tokens),
+            max_tokens: self.backends[b].model.is_gpu().then_some(r.size.output_tokens),
+            policy: self.spec.name(),
+            predicted_latency_us: None,
+            predicted_failure_prob: None,
+            propensity: None,
+            model_version: None,
+            client_hash: r.client,
+        };
+        if let Some(rows) = self.rows.as_deref_mut() {
+            rows.row(row);
+        }
+    }
+}

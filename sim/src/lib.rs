@@ -1,0 +1,16 @@
+//! augur's simulator: backend behaviour models (CPU services, GPU inference nodes with continuous
+//! batching), scheduled faults, and traffic (synthetic or replayed from a real trace), run as a
+//! discrete-event simulation that drives the engine's policies in simulated time.
+#![forbid(unsafe_code)]
+
+pub mod des;
+pub mod faults;
+pub mod model;
+pub mod report;
+pub mod scenario;
+pub mod trace;
+pub mod traffic;
+
+pub use des::{simulate, RowSink};
+pub use report::{PolicyReport, Report};
+pub use scenario::{scenario, Scenario, SCENARIOS};

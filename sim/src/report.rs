@@ -1,0 +1,116 @@
+//! What a run shows: latency percentiles, error rate and each backend's share, per policy.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+/// The outcome of one policy over one scenario.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PolicyReport {
+    /// Policy name.
+    pub policy: String,
+    /// Mean end-to-end latency, in milliseconds.
+    pub mean_ms: f64,
+    /// Median end-to-end latency (retries included), in milliseconds.
+    pub p50_ms: f64,
+    /// 90th percentile.
+    pub p90_ms: f64,
+    /// 99th percentile.
+    pub p99_ms: f64,
+    /// 99.9th percentile.
+    pub p999_ms: f64,
+    /// Share of requests that failed (after retries).
+    pub error_rate: f64,
+    /// Share of requests each backend finally served.
+    pub share: BTreeMap<String, f64>,
+}
+
+/// A whole comparison, as `augur replay --json` prints it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Report {
+    /// Scenario name.
+    pub scenario: String,
+    /// Requests per policy run.
+    pub requests: usize,
+    /// One entry per policy.
+    pub policies: Vec<PolicyReport>,
+}
+
+/// Collects one policy's results.
+pub(crate) struct Tally {
+    latencies_us: Vec<u64>,
+    failures: usize,
+    served: Vec<usize>,
+}
+
+impl Tally {
+    pub(crate) fn new(backends: usize, expected: usize) -> Self {
+        Self {
+            latencies_us: Vec::with_capacity(expected),
+            failures: 0,
+            served: vec![0; backends],
+        }
+    }
+
+    pub(crate) fn record(&mut self, latency_us: u64, failed: bool, backend: usize) {
+        self.latencies_us.push(latency_us);
+        self.failures += usize::from(failed);
+        self.served[backend] += 1;
+    }
+
+    pub(crate) fn finish(mut self, policy: &str, names: &[String]) -> PolicyReport {
+        self.latencies_us.sort_unstable();
+        let n = self.latencies_us.len();
+        let quantile = |q: f64| {
+            if n == 0 {
+                return 0.0;
+            }
+            let rank = ((q * n as f64).ceil() as usize).clamp(1, n) - 1;
+            self.latencies_us[rank] as f64 / 1e3
+        };
+        let total = n.max(1) as f64;
+        let mean_ms = self.latencies_us.iter().map(|&l| l as f64).sum::<f64>() / n.max(1) as f64 / 1e3;
+        PolicyReport {
+            policy: policy.to_owned(),
+            mean_ms,
+            p50_ms: quantile(0.5),
+            p90_ms: quantile(0.9),
+            p99_ms: quantile(0.99),
+            p999_ms: quantile(0.999),
+            error_rate: self.failures as f64 / total,
+            share: names
+                .iter()
+                .cloned()
+                .zip(self.served.iter().map(|&s| s as f64 / total))
+                .collect(),
+        }
+    }
+}
+
+impl Report {
+    /// A plain-text table, one line per policy.
+    pub fn table(&self) -> String {
+        let mut out = format!(
+            "scenario {} ({} requests per policy)\n{:<22} {:>9} {:>9} {:>9} {:>9} {:>8}  share\n",
+            self.scenario, self.requests, "policy", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "errors"
+        );
+        for p in &self.policies {
+            let share: Vec<String> = p
+                .share
+                .iter()
+                .map(|(k, v)| format!("{k} {:.0}%", v * 100.0))
+                .collect();
+            out.push_str(&format!(
+                "{:<22} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>7.2}%  {}\n",
+                p.policy,
+                p.p50_ms,
+                p.p90_ms,
+                p.p99_ms,
+                p.p999_ms,
+                p.error_rate * 100.0,
+                share.join(", ")
+            ));
+        }
+        out
+    }
+}

@@ -1,0 +1,194 @@
+//! The named scenarios: backends, traffic and faults, each sized so that its load is known (a share
+//! of the pool's capacity), so results can be read against queueing theory.
+
+use std::time::Duration;
+
+use crate::faults::{Fault, FaultKind};
+use crate::model::{BackendModel, CpuModel, GpuModel, RequestSize, ServiceTime};
+use crate::traffic::{Sizes, Spike, Traffic};
+
+/// One simulated backend.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SimBackend {
+    /// Name (also its address in telemetry).
+    pub name: String,
+    /// Behaviour.
+    pub model: BackendModel,
+    /// Weight for weighted policies.
+    pub weight: u32,
+}
+
+/// A scenario: who serves, what arrives, what goes wrong, for how long.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scenario {
+    /// Name, as `--scenario` takes it.
+    pub name: &'static str,
+    /// One line on what it shows.
+    pub description: &'static str,
+    /// The backends.
+    pub backends: Vec<SimBackend>,
+    /// Arrivals.
+    pub traffic: Traffic,
+    /// Request sizes where the traffic has none.
+    pub sizes: Sizes,
+    /// Faults.
+    pub faults: Vec<Fault>,
+    /// Length of the run.
+    pub duration: Duration,
+    /// The proxy's request timeout.
+    pub request_timeout: Duration,
+    /// Unix time of the run's start, in seconds (telemetry timestamps, hour-of-day faults).
+    pub epoch_unix_s: u64,
+}
+
+/// Every scenario name.
+pub const SCENARIOS: [&str; 6] = [
+    "steady",
+    "heterogeneous",
+    "degrading",
+    "flaky",
+    "gpu-mixed",
+    "spike",
+];
+
+const S: Duration = Duration::from_secs(1);
+/// 2026-01-05 09:58:00 UTC: a Monday, two minutes before the noisy neighbour's hour.
+const EPOCH: u64 = 1_767_607_080;
+/// CPU requests carry no size.
+const NO_SIZE: Sizes = Sizes::Fixed(RequestSize {
+    prompt_tokens: 0,
+    output_tokens: 1,
+});
+
+fn cpu(name: &str, workers: u32, mean_ms: u64) -> SimBackend {
+    let service = ServiceTime::Exponential {
+        mean: Duration::from_millis(mean_ms),
+    };
+    SimBackend {
+        name: name.into(),
+        model: BackendModel::Cpu(CpuModel { workers, service }),
+        weight: 1,
+    }
+}
+
+/// Four identical CPU backends (4 workers, 20 ms mean service): 800 requests/s of capacity.
+fn four_cpus() -> Vec<SimBackend> {
+    (0..4).map(|i| cpu(&format!("cpu-{i}"), 4, 20)).collect()
+}
+
+fn gpu(
+    name: &str,
+    max_batch: u32,
+    kv: u32,
+    prefill_us: f64,
+    tpot_us: f64,
+    per_running_us: f64,
+) -> SimBackend {
+    let model = GpuModel {
+        max_batch,
+        kv_capacity_tokens: kv,
+        prefill_us_per_token: prefill_us,
+        tpot_base_us: tpot_us,
+        tpot_per_running_us: per_running_us,
+    };
+    SimBackend {
+        name: name.into(),
+        model: BackendModel::Gpu(model),
+        weight: 1,
+    }
+}
+
+fn fault(backend: usize, start: Duration, duration: Option<Duration>, kind: FaultKind) -> Fault {
+    Fault {
+        backend,
+        start,
+        duration,
+        kind,
+    }
+}
+
+/// The scenario called `name`.
+pub fn scenario(name: &str) -> Option<Scenario> {
+    let base = |name, description, backends, traffic, faults, duration| Scenario {
+        name,
+        description,
+        backends,
+        traffic,
+        sizes: NO_SIZE,
+        faults,
+        duration,
+        request_timeout: 5 * S,
+        epoch_unix_s: EPOCH,
+    };
+    Some(match name {
+        "steady" => base(
+            "steady",
+            "four identical CPU backends at 70% load: every sane policy should tie",
+            four_cpus(),
+            Traffic::Poisson { rate: 560.0 },
+            vec![],
+            300 * S,
+        ),
+        "heterogeneous" => base(
+            "heterogeneous",
+            "four CPU backends of 8x different speeds at 60% of total capacity: even splits overload the slowest",
+            vec![cpu("fast", 4, 10), cpu("medium", 4, 20), cpu("slow", 4, 40), cpu("slowest", 4, 80)],
+            Traffic::Poisson { rate: 450.0 },
+            vec![],
+            300 * S,
+        ),
+        "degrading" => base(
+            "degrading",
+            "four CPU backends at 70% load; from t=60s one slows down x5 over five minutes",
+            four_cpus(),
+            Traffic::Poisson { rate: 560.0 },
+            vec![fault(3, 60 * S, None, FaultKind::Slowdown { factor: 5.0, ramp: 300 * S })],
+            600 * S,
+        ),
+        "flaky" => base(
+            "flaky",
+            "four CPU backends at 60% load: 5xx bursts, a crash and return, a hang, a noisy neighbour at 10:00",
+            four_cpus(),
+            Traffic::Poisson { rate: 480.0 },
+            vec![
+                fault(2, 60 * S, Some(60 * S), FaultKind::ErrorBurst { error_rate: 0.5 }),
+                fault(2, 240 * S, Some(60 * S), FaultKind::ErrorBurst { error_rate: 0.5 }),
+                fault(3, 150 * S, Some(30 * S), FaultKind::Crash),
+                fault(1, 400 * S, Some(10 * S), FaultKind::Hang),
+                fault(0, Duration::ZERO, None, FaultKind::NoisyNeighbour { factor: 3.0, hours: vec![10] }),
+            ],
+            480 * S,
+        ),
+        "gpu-mixed" => Scenario {
+            sizes: Sizes::LogNormal { prompt_median: 1500.0, output_median: 24.0, sigma: 0.8 },
+            request_timeout: 60 * S,
+            ..base(
+                "gpu-mixed",
+                "two large and two small LLM nodes (continuous batching, KV-cache limits) at about 68% load",
+                vec![
+                    gpu("gpu-large-0", 32, 65_536, 50.0, 15_000.0, 500.0),
+                    gpu("gpu-large-1", 32, 65_536, 50.0, 15_000.0, 500.0),
+                    gpu("gpu-small-0", 8, 16_384, 150.0, 25_000.0, 2_000.0),
+                    gpu("gpu-small-1", 8, 16_384, 150.0, 25_000.0, 2_000.0),
+                ],
+                // Capacity: a large node runs ~31 requests (KV-bound) of ~1.1 s, ~28/s; a small one
+                // 8 of ~1.6 s, ~5/s; ~66/s in all (log-normal means are 1.38x the medians).
+                Traffic::Poisson { rate: 45.0 },
+                vec![],
+                300 * S,
+            )
+        },
+        "spike" => base(
+            "spike",
+            "four CPU backends at 40% load with a 60-second flash crowd at 2.2x (88% load) from t=120s",
+            four_cpus(),
+            Traffic::FlashCrowd {
+                base_rate: 320.0,
+                spikes: vec![Spike { start: 120 * S, duration: 60 * S, multiplier: 2.2 }],
+            },
+            vec![],
+            300 * S,
+        ),
+        _ => return None,
+    })
+}

@@ -1,0 +1,237 @@
+//! Request arrivals: Poisson, diurnal, flash crowds, or the replay of a real trace.
+
+use std::time::Duration;
+
+use rand::Rng;
+use rand_distr::{Distribution, Exp, LogNormal};
+
+use crate::model::RequestSize;
+use crate::trace::Trace;
+
+/// A burst of extra traffic.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Spike {
+    /// When it starts, from the start of the run.
+    pub start: Duration,
+    /// How long it lasts.
+    pub duration: Duration,
+    /// Rate multiplier while it lasts.
+    pub multiplier: f64,
+}
+
+/// How requests arrive.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Traffic {
+    /// A homogeneous Poisson process of `rate` requests per second.
+    Poisson {
+        /// Requests per second.
+        rate: f64,
+    },
+    /// Poisson with a sinusoidal rate: `mean_rate * (1 + amplitude * sin(2 pi t / period))`.
+    Diurnal {
+        /// Mean requests per second.
+        mean_rate: f64,
+        /// Relative swing, 0 to 1.
+        amplitude: f64,
+        /// Length of one cycle.
+        period: Duration,
+    },
+    /// Poisson at `base_rate`, multiplied during spikes.
+    FlashCrowd {
+        /// Requests per second outside spikes.
+        base_rate: f64,
+        /// The spikes.
+        spikes: Vec<Spike>,
+    },
+    /// The arrivals (and sizes, where the trace has them) of a real trace.
+    Replay(Trace),
+}
+
+/// Sizes of synthetic requests.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Sizes {
+    /// Every request the same.
+    Fixed(RequestSize),
+    /// Log-normal prompt and output lengths.
+    LogNormal {
+        /// Median prompt tokens.
+        prompt_median: f64,
+        /// Median output tokens.
+        output_median: f64,
+        /// Shape of both.
+        sigma: f64,
+    },
+}
+
+impl Sizes {
+    fn sample<R: Rng + ?Sized>(&self, rng: &mut R) -> RequestSize {
+        match *self {
+            Self::Fixed(size) => size,
+            Self::LogNormal {
+                prompt_median,
+                output_median,
+                sigma,
+            } => {
+                let draw = |median: f64, rng: &mut R| {
+                    LogNormal::new(median.ln(), sigma)
+                        .map_or(median, |d| d.sample(rng))
+                        .round()
+                        .max(1.0) as u32
+                };
+                RequestSize {
+                    prompt_tokens: draw(prompt_median, rng),
+                    output_tokens: draw(output_median, rng),
+                }
+            }
+        }
+    }
+}
+
+/// One arriving request.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Arrival {
+    /// Arrival time, from the start of the run.
+    pub at: Duration,
+    /// Its size.
+    pub size: RequestSize,
+}
+
+impl Traffic {
+    /// The rate at `t`, in requests per second (for a trace: its average).
+    pub fn rate_at(&self, t: Duration) -> f64 {
+        match self {
+            Self::Poisson { rate } => *rate,
+            Self::Diurnal {
+                mean_rate,
+                amplitude,
+                period,
+            } => {
+                let phase = std::f64::consts::TAU * t.as_secs_f64() / period.as_secs_f64();
+                mean_rate * (1.0 + amplitude * phase.sin())
+            }
+            Self::FlashCrowd { base_rate, spikes } => {
+                let spiking = spikes.iter().filter(|s| t >= s.start && t < s.start + s.duration);
+                base_rate * spiking.map(|s| s.multiplier).fold(1.0, f64::max)
+            }
+            Self::Replay(trace) => trace.len() as f64 / trace.span().as_secs_f64().max(1.0),
+        }
+    }
+
+    fn peak_rate(&self) -> f64 {
+        match self {
+            Self::Poisson { rate } => *rate,
+            Self::Diurnal {
+                mean_rate, amplitude, ..
+            } => mean_rate * (1.0 + amplitude),
+            Self::FlashCrowd { base_rate, spikes } => {
+                base_rate * spikes.iter().map(|s| s.multiplier).fold(1.0, f64::max)
+            }
+            Self::Replay(_) => 0.0,
+        }
+    }
+
+    /// Every arrival within `duration` (a trace: all of it up to `duration`), in time order.
+    /// Non-homogeneous processes are drawn by thinning a Poisson process at the peak rate.
+    pub fn arrivals<R: Rng + ?Sized>(&self, duration: Duration, sizes: &Sizes, rng: &mut R) -> Vec<Arrival> {
+        if let Self::Replay(trace) = self {
+            return trace
+                .offsets
+                .iter()
+                .zip(&trace.sizes)
+                .take_while(|(at, _)| **at <= duration)
+                .map(|(&at, size)| Arrival {
+                    at,
+                    size: size.unwrap_or_else(|| sizes.sample(rng)),
+                })
+                .collect();
+        }
+        let peak = self.peak_rate();
+        let Ok(gap) = Exp::new(peak) else {
+            return Vec::new();
+        };
+        let mut arrivals = Vec::with_capacity((peak * duration.as_secs_f64() * 1.1) as usize);
+        let mut t = 0.0;
+        let end = duration.as_secs_f64();
+        loop {
+            t += gap.sample(rng);
+            if t >= end {
+                return arrivals;
+            }
+            let at = Duration::from_secs_f64(t);
+            if rng.random::<f64>() * peak <= self.rate_at(at) {
+                arrivals.push(Arrival {
+                    at,
+                    size: sizes.sample(rng),
+                });
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::rngs::SmallRng;
+    use rand::SeedableRng;
+
+    const FIXED: Sizes = Sizes::Fixed(RequestSize {
+        prompt_tokens: 1,
+        output_tokens: 1,
+    });
+
+    #[test]
+    fn poisson_has_its_rate() {
+        let arrivals = Traffic::Poisson { rate: 500.0 }.arrivals(
+            Duration::from_secs(100),
+            &FIXED,
+            &mut SmallRng::seed_from_u64(1),
+        );
+        assert!(
+            (arrivals.len() as f64 / 50_000.0 - 1.0).abs() < 0.02,
+            "{}",
+            arrivals.len()
+        );
+        assert!(arrivals.windows(2).all(|w| w[0].at <= w[1].at));
+    }
+
+    #[test]
+    fn a_flash_crowd_multiplies_the_rate_inside_its_spike_only() {
+        let spike = Spike {
+            start: Duration::from_secs(40),
+            duration: Duration::from_secs(20),
+            multiplier: 4.0,
+        };
+        let traffic = Traffic::FlashCrowd {
+            base_rate: 200.0,
+            spikes: vec![spike],
+        };
+        let arrivals = traffic.arrivals(Duration::from_secs(100), &FIXED, &mut SmallRng::seed_from_u64(2));
+        let count = |from: u64, to: u64| {
+            arrivals
+                .iter()
+                .filter(|a| a.at >= Duration::from_secs(from) && a.at < Duration::from_secs(to))
+                .count() as f64
+        };
+        assert!((count(40, 60) / 20.0 / 800.0 - 1.0).abs() < 0.05);
+        assert!((count(0, 40) / 40.0 / 200.0 - 1.0).abs() < 0.05);
+    }
+
+    #[test]
+    fn diurnal_swings_around_its_mean() {
+        let traffic = Traffic::Diurnal {
+            mean_rate: 300.0,
+            amplitude: 0.5,
+            period: Duration::from_secs(100),
+        };
+        let arrivals = traffic.arrivals(Duration::from_secs(100), &FIXED, &mut SmallRng::seed_from_u64(3));
+        let first_half = arrivals.iter().filter(|a| a.at < Duration::from_secs(50)).count() as f64;
+        let second_half = arrivals.len() as f64 - first_half;
+        // Integral of the sine over each half: mean +/- amplitude * 2 / pi.
+        assert!(
+            (first_half / second_half
+                - (1.0 + 1.0 / std::f64::consts::PI) / (1.0 - 1.0 / std::f64::consts::PI))
+                .abs()
+                < 0.1
+        );
+    }
+}

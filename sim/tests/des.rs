@@ -1,0 +1,275 @@
+//! The discrete-event simulator against queueing theory, determinism, the fault schedule, and the
+//! replay of the real Azure trace.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use augur_engine::telemetry::{Outcome, TelemetryRow};
+use augur_engine::PolicySpec;
+use augur_sim::faults::{Fault, FaultKind};
+use augur_sim::model::{BackendModel, CpuModel, RequestSize, ServiceTime};
+use augur_sim::scenario::SimBackend;
+use augur_sim::trace::{load, TraceColumns};
+use augur_sim::traffic::{Sizes, Traffic};
+use augur_sim::{scenario, simulate, RowSink, Scenario};
+use rand::rngs::SmallRng;
+use rand::SeedableRng;
+
+const S: Duration = Duration::from_secs(1);
+
+fn queue(workers: u32, mean: Duration, rate: f64, duration: Duration) -> Scenario {
+    let service = ServiceTime::Exponential { mean };
+    Scenario {
+        name: "queue",
+        description: "",
+        backends: vec![SimBackend {
+            name: "only".into(),
+            model: BackendModel::Cpu(CpuModel { workers, service }),
+            weight: 1,
+        }],
+        traffic: Traffic::Poisson { rate },
+        sizes: Sizes::Fixed(RequestSize::default()),
+        faults: vec![],
+        duration,
+        request_timeout: Duration::from_secs(3600),
+        epoch_unix_s: 0,
+    }
+}
+
+fn mean_sojourn_ms(scenario: &Scenario, seed: u64) -> f64 {
+    let arrivals = scenario.traffic.arrivals(
+        scenario.duration,
+        &scenario.sizes,
+        &mut SmallRng::seed_from_u64(seed),
+    );
+    simulate(scenario, &arrivals, &PolicySpec::RoundRobin, seed, None).mean_ms
+}
+
+/// Erlang C: probability that an arrival waits in an M/M/c queue with offered load `a` = lambda/mu.
+fn erlang_c(c: u32, a: f64) -> f64 {
+    let mut term = 1.0;
+    let mut sum = 1.0;
+    for k in 1..c {
+        term *= a / f64::from(k);
+        sum += term;
+    }
+    let last = term * a / f64::from(c) * f64::from(c) / (f64::from(c) - a);
+    last / (sum + last)
+}
+
+#[test]
+fn m_m_1_matches_theory() {
+    // mu = 100/s; the mean time in system is 1 / (mu - lambda).
+    for (rate, expected_ms) in [(50.0, 20.0), (80.0, 50.0)] {
+        let got = mean_sojourn_ms(&queue(1, Duration::from_millis(10), rate, 4_000 * S), 7);
+        assert!(
+            (got / expected_ms - 1.0).abs() < 0.05,
+            "lambda {rate}: {got:.2} ms, theory {expected_ms} ms"
+        );
+    }
+}
+
+#[test]
+fn m_m_c_matches_erlang_c() {
+    // Four workers, mu = 50/s each.
+    for rate in [120.0, 170.0] {
+        let (c, mu) = (4, 50.0);
+        let wait = erlang_c(c, rate / mu) / (f64::from(c) * mu - rate);
+        let expected_ms = (wait + 1.0 / mu) * 1e3;
+        let got = mean_sojourn_ms(&queue(c, Duration::from_millis(20), rate, 2_000 * S), 11);
+        assert!(
+            (got / expected_ms - 1.0).abs() < 0.05,
+            "lambda {rate}: {got:.2} ms, theory {expected_ms:.2} ms"
+        );
+    }
+}
+
+#[test]
+fn the_same_seed_gives_the_same_result() {
+    let s = scenario("flaky").unwrap();
+    let run = |seed| {
+        let arrivals = s
+            .traffic
+            .arrivals(s.duration, &s.sizes, &mut SmallRng::seed_from_u64(seed));
+        simulate(&s, &arrivals, &PolicySpec::default(), seed, None)
+    };
+    assert_eq!(run(3), run(3));
+    assert_ne!(run(3), run(4));
+}
+
+#[derive(Default)]
+struct Rows(Vec<TelemetryRow>);
+
+impl RowSink for Rows {
+    fn row(&mut self, row: TelemetryRow) {
+        self.0.push(row);
+    }
+}
+
+#[test]
+fn each_fault_happens_when_scheduled() {
+    let mut s = queue(4, Duration::from_millis(20), 100.0, 200 * S);
+    // Enough workers that the slowed backend never queues: its latency is its service time.
+    let service = ServiceTime::Exponential {
+        mean: Duration::from_millis(20),
+    };
+    s.backends.push(SimBackend {
+        name: "other".into(),
+        model: BackendModel::Cpu(CpuModel { workers: 64, service }),
+        weight: 1,
+    });
+    s.request_timeout = 2 * S;
+    s.faults = vec![
+        Fault {
+            backend: 0,
+            start: 20 * S,
+            duration: Some(10 * S),
+            kind: FaultKind::Crash,
+        },
+        Fault {
+            backend: 0,
+            start: 50 * S,
+            duration: Some(10 * S),
+            kind: FaultKind::ErrorBurst { error_rate: 0.5 },
+        },
+        Fault {
+            backend: 0,
+            start: 80 * S,
+            duration: Some(5 * S),
+            kind: FaultKind::Hang,
+        },
+        Fault {
+            backend: 1,
+            start: 100 * S,
+            duration: None,
+            kind: FaultKind::Slowdown {
+                factor: 5.0,
+                ramp: Duration::ZERO,
+            },
+        },
+    ];
+    let arrivals = s
+        .traffic
+        .arrivals(s.duration, &s.sizes, &mut SmallRng::seed_from_u64(1));
+    let mut rows = Rows::default();
+    simulate(&s, &arrivals, &PolicySpec::RoundRobin, 1, Some(&mut rows));
+    let at = |r: &TelemetryRow| Duration::from_micros(r.start_time_us as u64);
+    let on = |r: &TelemetryRow, name: &str| r.backend.as_deref() == Some(name);
+    let window = |outcome: Outcome| {
+        let times: Vec<Duration> = rows.0.iter().filter(|r| r.outcome == outcome).map(at).collect();
+        (
+            times.iter().min().copied(),
+            times.iter().max().copied(),
+            times.len(),
+        )
+    };
+    let (first, last, n) = window(Outcome::ConnectError);
+    assert!(
+        n > 0 && first.unwrap() >= 20 * S && last.unwrap() < 30 * S,
+        "crash: {first:?}..{last:?}"
+    );
+    let (first, last, n) = window(Outcome::Http5xx);
+    assert!(
+        n > 0 && first.unwrap() >= 50 * S && last.unwrap() < 60 * S,
+        "errors: {first:?}..{last:?}"
+    );
+    // Requests started on the hung backend time out at 2 s; none do outside the hang.
+    let (first, last, n) = window(Outcome::Timeout);
+    assert!(
+        n > 0 && first.unwrap() >= 78 * S && last.unwrap() < 85 * S,
+        "hang: {first:?}..{last:?}"
+    );
+    let mean = |from: Duration, to: Duration| {
+        let l: Vec<u64> = rows
+            .0
+            .iter()
+            .filter(|r| on(r, "other") && at(r) >= from && at(r) < to && r.outcome == Outcome::Ok)
+            .map(|r| r.latency_us)
+            .collect();
+        l.iter().sum::<u64>() as f64 / l.len() as f64
+    };
+    let ratio = mean(110 * S, 200 * S) / mean(0 * S, 100 * S);
+    assert!((4.0..6.5).contains(&ratio), "slowdown x5 shows as x{ratio:.2}");
+}
+
+fn azure_trace() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/traces/azure_llm_2023_code.csv")
+}
+
+#[test]
+fn the_azure_trace_replays_with_its_arrival_pattern() {
+    let path = azure_trace();
+    let trace = load(&path, &TraceColumns::default()).expect("the shared trace reads without flags");
+    // An independent count: requests per minute, straight from the text.
+    let text = std::fs::read_to_string(&path).unwrap();
+    let mut per_minute = std::collections::BTreeMap::<String, usize>::new();
+    for line in text.lines().skip(1) {
+        *per_minute.entry(line[..16].to_owned()).or_default() += 1;
+    }
+    assert_eq!(trace.len(), per_minute.values().sum::<usize>());
+    assert_eq!(
+        trace.start_unix_us, 1_700_158_623_979_960,
+        "2023-11-16 18:17:03.97996 UTC"
+    );
+    let start_minute = (trace.start_unix_us / 1_000_000 / 60) as u64;
+    let mut replayed = std::collections::BTreeMap::<u64, usize>::new();
+    for offset in &trace.offsets {
+        let minute = (trace.start_unix_us as u64 + offset.as_micros() as u64) / 1_000_000 / 60;
+        *replayed.entry(minute - start_minute).or_default() += 1;
+    }
+    let expected: Vec<usize> = per_minute.values().copied().collect();
+    let got: Vec<usize> = replayed.values().copied().collect();
+    assert_eq!(got, expected, "every minute keeps its count");
+    let first = trace.sizes[0].unwrap();
+    assert_eq!((first.prompt_tokens, first.output_tokens), (4808, 10));
+
+    let mut s = scenario("gpu-mixed").unwrap();
+    s.traffic = Traffic::Replay(trace.clone());
+    s.duration = trace.span();
+    let arrivals = s
+        .traffic
+        .arrivals(s.duration, &s.sizes, &mut SmallRng::seed_from_u64(1));
+    assert_eq!(arrivals.len(), trace.len());
+    let report = simulate(&s, &arrivals, &PolicySpec::LeastConn, 1, None);
+    assert!(report.p50_ms > 0.0 && report.share.values().sum::<f64>() > 0.999);
+}
+
+#[test]
+fn a_bad_trace_names_the_line_and_what_was_expected() {
+    let path = std::env::temp_dir().join(format!("augur-bad-trace-{}.csv", std::process::id()));
+    std::fs::write(&path, "time,prompt_tokens\n2024-01-01 00:00:00,10\nlater,12\n").unwrap();
+    let err = load(&path, &TraceColumns::default()).unwrap_err().to_string();
+    assert!(
+        err.contains("line 3, column `time`: cannot read `later` as a time"),
+        "{err}"
+    );
+    std::fs::write(&path, "when,size\n1,2\n").unwrap();
+    let err = load(&path, &TraceColumns::default()).unwrap_err().to_string();
+    assert!(err.contains("no time column found among when, size"), "{err}");
+    let ok = load(
+        &path,
+        &TraceColumns {
+            time: Some("when".into()),
+            size: Some("size".into()),
+        },
+    )
+    .unwrap();
+    assert_eq!(ok.sizes[0].map(|s| s.prompt_tokens), Some(2));
+    let _ = std::fs::remove_file(path);
+}
+
+#[test]
+fn load_aware_policies_beat_round_robin_on_heterogeneous_backends() {
+    let s = scenario("heterogeneous").unwrap();
+    let arrivals = s
+        .traffic
+        .arrivals(s.duration, &s.sizes, &mut SmallRng::seed_from_u64(1));
+    let rr = simulate(&s, &arrivals, &PolicySpec::RoundRobin, 1, None);
+    let p2c = simulate(&s, &arrivals, &PolicySpec::default(), 1, None);
+    assert!(
+        p2c.p99_ms * 3.0 < rr.p99_ms,
+        "p2c {} vs rr {}",
+        p2c.p99_ms,
+        rr.p99_ms
+    );
+}
