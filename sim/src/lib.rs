@@ -1,10 +1,12 @@
 //! augur's simulator: backend behaviour models (CPU services, GPU inference nodes with continuous
 //! batching), scheduled faults, and traffic (synthetic or replayed from a real trace), run as a
-//! discrete-event simulation that drives the engine's policies in simulated time.
+//! discrete-event simulation that drives the engine's policies in simulated time ([`des`]), or as real
+//! HTTP servers on loopback ([`http`]).
 #![forbid(unsafe_code)]
 
 pub mod des;
 pub mod faults;
+pub mod http;
 pub mod model;
 pub mod report;
 pub mod scenario;

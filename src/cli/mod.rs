@@ -4,6 +4,7 @@ mod check_config;
 mod logging;
 mod proxy;
 mod replay;
+mod sim;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -43,6 +44,9 @@ enum Command {
     /// Compare routing policies on a simulated scenario (discrete-event, in simulated time), optionally
     /// replaying a real request trace.
     Replay(replay::ReplayArgs),
+    /// The simulator's HTTP backends and sample telemetry.
+    #[command(subcommand)]
+    Sim(sim::SimCommand),
 }
 
 /// Runs the command line; the process exits with the returned code.
@@ -55,5 +59,6 @@ pub fn main() -> ExitCode {
         }
         Command::CheckConfig { config } => check_config::run(&config),
         Command::Replay(args) => replay::run(args),
+        Command::Sim(command) => sim::run(command),
     }
 }

@@ -1,0 +1,266 @@
+//! An LLM inference node with an OpenAI-compatible API (`/v1/completions`, `/v1/chat/completions`,
+//! `stream: true` as server-sent events) and vLLM's metric names on `/metrics`.
+//!
+//! Continuous batching as in the model: a request waits until the batch has room and its tokens fit
+//! in the KV cache; then prefill, then one token per step, each step as slow as the batch is large
+//! at that moment.
+
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::Mutex;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::Frame;
+use hyper::{Request, Response};
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use serde_json::{json, Value};
+use tokio::sync::{mpsc, Notify};
+
+use super::{full, Schedule, SimBody};
+use crate::model::{GpuModel, RequestSize};
+
+/// Output tokens when a request names no `max_tokens` (OpenAI's legacy completions default).
+const DEFAULT_MAX_TOKENS: u32 = 16;
+/// Characters per prompt token, the usual rule of thumb for English text and code.
+const CHARS_PER_TOKEN: usize = 4;
+
+#[derive(Default)]
+struct Batch {
+    running: u32,
+    waiting: u32,
+    kv_used: u32,
+}
+
+/// One simulated GPU node.
+pub struct GpuNode {
+    name: String,
+    model: GpuModel,
+    schedule: Schedule,
+    batch: Mutex<Batch>,
+    freed: Notify,
+    rng: Mutex<SmallRng>,
+}
+
+/// A request's place in the batch; leaving it frees its slot and KV tokens.
+struct Slot<'a> {
+    node: &'a GpuNode,
+    tokens: u32,
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        let mut batch = self.node.lock();
+        batch.running -= 1;
+        batch.kv_used -= self.tokens;
+        drop(batch);
+        self.node.freed.notify_waiters();
+    }
+}
+
+impl GpuNode {
+    pub(crate) fn new(name: &str, model: GpuModel, schedule: Schedule, seed: u64) -> Self {
+        Self {
+            name: name.to_owned(),
+            model,
+            schedule,
+            batch: Mutex::new(Batch::default()),
+            freed: Notify::new(),
+            rng: Mutex::new(SmallRng::seed_from_u64(seed)),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Batch> {
+        self.batch.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) async fn handle(
+        self: std::sync::Arc<Self>,
+        request: Request<hyper::body::Incoming>,
+    ) -> Response<SimBody> {
+        let path = request.uri().path().to_owned();
+        match path.as_str() {
+            "/healthz" => full(200, "text/plain", "ok\n"),
+            "/metrics" => full(200, "text/plain; version=0.0.4", self.metrics()),
+            "/v1/completions" | "/v1/chat/completions" => {
+                let body = request
+                    .into_body()
+                    .collect()
+                    .await
+                    .map(|b| b.to_bytes())
+                    .unwrap_or_default();
+                match serde_json::from_slice::<Value>(&body) {
+                    Ok(json) => self.complete(json, path == "/v1/chat/completions").await,
+                    Err(e) => error(400, &format!("request body is not JSON: {e}")),
+                }
+            }
+            _ => error(404, &format!("no route {path}")),
+        }
+    }
+
+    /// vLLM's gauges, under vLLM's names.
+    fn metrics(&self) -> String {
+        let b = self.lock();
+        let usage = f64::from(b.kv_used) / f64::from(self.model.kv_capacity_tokens);
+        let label = format!("model_name=\"{}\"", self.name);
+        format!(
+            "# HELP vllm:num_requests_waiting Number of requests waiting to be processed.\n\
+             # TYPE vllm:num_requests_waiting gauge\nvllm:num_requests_waiting{{{label}}} {}\n\
+             # HELP vllm:num_requests_running Number of requests currently running on GPU.\n\
+             # TYPE vllm:num_requests_running gauge\nvllm:num_requests_running{{{label}}} {}\n\
+             # HELP vllm:kv_cache_usage_perc KV-cache usage. 1 means 100 percent usage.\n\
+             # TYPE vllm:kv_cache_usage_perc gauge\nvllm:kv_cache_usage_perc{{{label}}} {usage}\n",
+            b.waiting, b.running
+        )
+    }
+
+    async fn complete(self: std::sync::Arc<Self>, json: Value, chat: bool) -> Response<SimBody> {
+        let prompt_chars = if chat {
+            json["messages"].as_array().map_or(0, |m| {
+                m.iter().map(|m| m["content"].as_str().map_or(0, str::len)).sum()
+            })
+        } else {
+            match &json["prompt"] {
+                Value::String(s) => s.len(),
+                Value::Array(parts) => parts.iter().map(|p| p.as_str().map_or(0, str::len)).sum(),
+                _ => 0,
+            }
+        };
+        let size = RequestSize {
+            prompt_tokens: (prompt_chars / CHARS_PER_TOKEN).max(1) as u32,
+            output_tokens: json["max_tokens"]
+                .as_u64()
+                .map_or(DEFAULT_MAX_TOKENS, |n| n.clamp(1, 4096) as u32),
+        };
+        let now = self.schedule.now();
+        let draw: f64 = self.rng.lock().unwrap_or_else(|p| p.into_inner()).random();
+        if draw < self.schedule.faults.error_rate(now) {
+            return error(503, "the node is failing (error burst)");
+        }
+        let model_name = json["model"].as_str().unwrap_or(&self.name).to_owned();
+        let stream = json["stream"].as_bool().unwrap_or(false);
+        let (tx, rx) = mpsc::channel::<String>(8);
+        let node = self.clone();
+        let generation = tokio::spawn(async move { node.generate(size, chat, &model_name, tx).await });
+        if stream {
+            let body = StreamBody::new(Events(rx)).boxed();
+            return Response::builder()
+                .status(200)
+                .header("content-type", "text/event-stream")
+                .header("cache-control", "no-cache")
+                .body(body)
+                .expect("static parts are valid");
+        }
+        drop(rx);
+        let text = generation.await.unwrap_or_default();
+        let usage = json!({ "prompt_tokens": size.prompt_tokens, "completion_tokens": size.output_tokens,
+                            "total_tokens": size.prompt_tokens + size.output_tokens });
+        let choice = if chat {
+            json!({ "index": 0, "message": { "role": "assistant", "content": text }, "finish_reason": "length" })
+        } else {
+            json!({ "index": 0, "text": text, "finish_reason": "length" })
+        };
+        let object = if chat {
+            "chat.completion"
+        } else {
+            "text_completion"
+        };
+        let reply =
+            json!({ "id": "sim", "object": object, "model": self.name, "choices": [choice], "usage": usage });
+        full(200, "application/json", reply.to_string())
+    }
+
+    /// Waits for a place in the batch, then produces the tokens at the model's pace. Streams each as
+    /// an SSE event into `events` (if anyone listens) and returns the whole text.
+    async fn generate(
+        &self,
+        size: RequestSize,
+        chat: bool,
+        model: &str,
+        events: mpsc::Sender<String>,
+    ) -> String {
+        let slot = self.admit(size).await;
+        let started = self.schedule.now();
+        if let Some(end) = self.schedule.faults.hung_until(started) {
+            tokio::time::sleep(end.saturating_sub(started)).await;
+        }
+        let slowdown = || self.schedule.faults.slowdown(self.schedule.now());
+        let (prefill, _) = self.model.timing(
+            RequestSize {
+                output_tokens: 0,
+                ..size
+            },
+            0,
+        );
+        tokio::time::sleep(Duration::from_secs_f64(prefill * slowdown())).await;
+        let mut text = String::new();
+        for i in 0..size.output_tokens {
+            if i > 0 {
+                let running = self.lock().running.saturating_sub(1);
+                let step =
+                    (self.model.tpot_base_us + self.model.tpot_per_running_us * f64::from(running)) / 1e6;
+                tokio::time::sleep(Duration::from_secs_f64(step * slowdown())).await;
+            }
+            let token = format!(" tok{i}");
+            text.push_str(&token);
+            let chunk = if chat {
+                json!({ "object": "chat.completion.chunk", "model": model,
+                        "choices": [{ "index": 0, "delta": { "content": token }, "finish_reason": null }] })
+            } else {
+                json!({ "object": "text_completion", "model": model,
+                        "choices": [{ "index": 0, "text": token, "finish_reason": null }] })
+            };
+            let _ = events.send(format!("data: {chunk}\n\n")).await;
+        }
+        let _ = events.send("data: [DONE]\n\n".to_owned()).await;
+        drop(slot);
+        text
+    }
+
+    async fn admit(&self, size: RequestSize) -> Slot<'_> {
+        let tokens = self.model.tokens(size);
+        let mut counted_waiting = false;
+        loop {
+            // Register for a wake-up before looking, so a slot freed in between is not missed.
+            let freed = self.freed.notified();
+            {
+                let mut b = self.lock();
+                if b.running < self.model.max_batch && b.kv_used + tokens <= self.model.kv_capacity_tokens {
+                    b.running += 1;
+                    b.kv_used += tokens;
+                    b.waiting -= u32::from(counted_waiting);
+                    return Slot { node: self, tokens };
+                }
+                if !counted_waiting {
+                    b.waiting += 1;
+                    counted_waiting = true;
+                }
+            }
+            freed.await;
+        }
+    }
+}
+
+fn error(status: u16, message: &str) -> Response<SimBody> {
+    full(
+        status,
+        "application/json",
+        json!({ "error": { "message": message, "type": "sim_error" } }).to_string(),
+    )
+}
+
+/// The SSE events a generation sends, as body frames.
+struct Events(mpsc::Receiver<String>);
+
+impl futures_core::Stream for Events {
+    type Item = Result<Frame<Bytes>, Infallible>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.0
+            .poll_recv(cx)
+            .map(|event| event.map(|e| Ok(Frame::data(Bytes::from(e)))))
+    }
+}
