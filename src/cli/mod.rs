@@ -1,6 +1,7 @@
 //! Command-line interface: parses arguments, sets up logging and runs the chosen subcommand.
 
 mod check_config;
+mod demo;
 mod logging;
 mod proxy;
 mod replay;
@@ -30,6 +31,10 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the whole loop on this machine with no config: a simulated cluster, the real proxy with
+    /// telemetry, trace-shaped load with a spike and a degrading backend, one phase per policy; then a
+    /// side-by-side table and an HTML report. About two minutes.
+    Demo(demo::DemoArgs),
     /// Run the proxy. SIGHUP reloads the config; SIGTERM or Ctrl-C drains and stops.
     Proxy {
         /// TOML config file (see README.md, "Configuration").
@@ -58,6 +63,7 @@ pub fn main() -> ExitCode {
             proxy::run(&config)
         }
         Command::CheckConfig { config } => check_config::run(&config),
+        Command::Demo(args) => demo::run(args),
         Command::Replay(args) => replay::run(args),
         Command::Sim(command) => sim::run(command),
     }

@@ -96,7 +96,7 @@ pub async fn serve(scenario: &Scenario, ip: IpAddr, seed: u64) -> std::io::Resul
             addr,
             gpu: backend.model.is_gpu(),
         });
-        tasks.spawn(accept_loop(listener, node, schedule));
+        tasks.spawn(accept_loop(listener, node, schedule, backend.name.clone()));
     }
     Ok(Cluster {
         backends,
@@ -110,7 +110,12 @@ enum Node {
     Gpu(Arc<GpuNode>),
 }
 
-async fn accept_loop(listener: TcpListener, node: Node, schedule: Schedule) {
+/// Header naming the backend that answered, so clients behind a proxy can see the spread.
+pub const BACKEND_HEADER: &str = "x-sim-backend";
+
+async fn accept_loop(listener: TcpListener, node: Node, schedule: Schedule, name: String) {
+    let name =
+        hyper::header::HeaderValue::from_str(&name).unwrap_or(hyper::header::HeaderValue::from_static("sim"));
     let mut connections = JoinSet::new();
     loop {
         let Ok((stream, _)) = listener.accept().await else {
@@ -121,14 +126,16 @@ async fn accept_loop(listener: TcpListener, node: Node, schedule: Schedule) {
             drop(stream);
             continue;
         }
-        let node = node.clone();
+        let (node, name) = (node.clone(), name.clone());
         let service = service_fn(move |request: Request<hyper::body::Incoming>| {
-            let node = node.clone();
+            let (node, name) = (node.clone(), name.clone());
             async move {
-                Ok::<_, Infallible>(match node {
+                let mut response = match node {
                     Node::Cpu(n) => n.handle(request).await,
                     Node::Gpu(n) => n.handle(request).await,
-                })
+                };
+                response.headers_mut().insert(BACKEND_HEADER, name);
+                Ok::<_, Infallible>(response)
             }
         });
         connections.spawn(async move {

@@ -1,0 +1,333 @@
+//! `augur demo`: the whole loop on one machine, with no config. A simulated cluster on loopback, the
+//! real proxy in front of it with telemetry on, trace-shaped load with a spike and a degrading backend,
+//! one phase per policy; then a side-by-side table, where the telemetry went, and an HTML report.
+
+mod html;
+mod load;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use augur_sim::faults::{Fault, FaultKind};
+use augur_sim::model::{BackendModel, CpuModel, RequestSize, ServiceTime};
+use augur_sim::scenario::SimBackend;
+use augur_sim::traffic::{Sizes, Traffic};
+use augur_sim::Scenario;
+use indicatif::{ProgressBar, ProgressStyle};
+
+/// Policies the demo compares, in order.
+const POLICIES: [&str; 4] = ["round_robin", "random", "least_conn", "p2c_ewma"];
+/// The backend that degrades during each phase.
+const DEGRADING: usize = 3;
+
+/// Arguments of `augur demo`.
+#[derive(Debug, clap::Args)]
+pub struct DemoArgs {
+    /// Where the telemetry and the HTML report go.
+    #[arg(long, default_value = "augur-demo")]
+    out: PathBuf,
+    /// A few seconds per policy instead of 25 (for tests and a quick look).
+    #[arg(long)]
+    short: bool,
+    /// Trace whose arrival pattern shapes the load (a synthetic flash crowd if it is missing).
+    #[arg(long, default_value = load::TRACE)]
+    trace: PathBuf,
+    /// Seed of the load's and the backends' random draws.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+}
+
+/// What one policy's phase produced.
+pub struct PhaseResult {
+    policy: &'static str,
+    outcomes: Vec<load::Outcome>,
+    share: BTreeMap<String, f64>,
+}
+
+impl PhaseResult {
+    fn percentile(sorted_ms: &[f64], q: f64) -> f64 {
+        if sorted_ms.is_empty() {
+            return 0.0;
+        }
+        let rank = ((q * sorted_ms.len() as f64).ceil() as usize).clamp(1, sorted_ms.len()) - 1;
+        sorted_ms[rank]
+    }
+
+    fn sorted_latencies(&self) -> Vec<f64> {
+        let mut ms: Vec<f64> = self
+            .outcomes
+            .iter()
+            .map(|o| o.latency.as_secs_f64() * 1e3)
+            .collect();
+        ms.sort_by(f64::total_cmp);
+        ms
+    }
+
+    /// p99 of each one-second window of send times.
+    fn p99_per_second(&self) -> Vec<(f64, f64)> {
+        let mut windows: BTreeMap<u64, Vec<f64>> = BTreeMap::new();
+        for o in &self.outcomes {
+            windows
+                .entry(o.sent.as_secs())
+                .or_default()
+                .push(o.latency.as_secs_f64() * 1e3);
+        }
+        windows
+            .into_iter()
+            .map(|(second, mut ms)| {
+                ms.sort_by(f64::total_cmp);
+                (second as f64, Self::percentile(&ms, 0.99))
+            })
+            .collect()
+    }
+}
+
+/// Four CPU backends (2 workers, about 45 ms a request: about 175 requests/s in all); the last one
+/// slows down x6 from 20% into the phase to 70% of it.
+fn cluster(phase: Duration) -> Scenario {
+    let service = ServiceTime::LogNormal {
+        median: Duration::from_millis(40),
+        sigma: 0.5,
+    };
+    Scenario {
+        name: "demo",
+        description: "four CPU backends, one degrading x6 mid-phase, under trace-shaped load",
+        backends: (0..4)
+            .map(|i| SimBackend {
+                name: format!("cpu-{i}"),
+                model: BackendModel::Cpu(CpuModel { workers: 2, service }),
+                weight: 1,
+            })
+            .collect(),
+        traffic: Traffic::Poisson { rate: 0.0 },
+        sizes: Sizes::Fixed(RequestSize::default()),
+        faults: vec![Fault {
+            backend: DEGRADING,
+            start: phase.mul_f64(0.2),
+            duration: None,
+            kind: FaultKind::Slowdown {
+                factor: 6.0,
+                ramp: phase.mul_f64(0.5),
+            },
+        }],
+        duration: phase,
+        request_timeout: Duration::from_secs(5),
+        epoch_unix_s: 0,
+    }
+}
+
+pub fn run(args: DemoArgs) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(demo(&args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn demo(args: &DemoArgs) -> Result<(), String> {
+    let (phase, requests) = if args.short {
+        (Duration::from_secs(3), 300)
+    } else {
+        (Duration::from_secs(25), 2_500)
+    };
+    let telemetry_dir = args.out.join("telemetry");
+    std::fs::create_dir_all(&args.out).map_err(|e| format!("cannot create {}: {e}", args.out.display()))?;
+    let schedule = load::schedule(&args.trace, phase, requests, args.seed);
+    println!(
+        "augur demo: {} policies, {:.0} s each, {} requests per phase shaped like {}.",
+        POLICIES.len(),
+        phase.as_secs_f64(),
+        schedule.offsets.len(),
+        schedule.source
+    );
+    println!(
+        "Four simulated CPU backends on loopback behind the real proxy; cpu-{DEGRADING} slows down x6 during each phase.\n"
+    );
+    let mut results = Vec::new();
+    for policy in POLICIES {
+        results.push(run_phase(policy, phase, &schedule.offsets, &telemetry_dir, args.seed).await?);
+    }
+    let table = table(&results);
+    println!("\n{table}");
+    let (rows, files) = count_rows(&telemetry_dir);
+    println!(
+        "telemetry: {rows} rows in {files} Parquet files under {}",
+        telemetry_dir.display()
+    );
+    let notes = vec![
+        format!("Load shaped like {}.", schedule.source),
+        format!(
+            "Four simulated CPU backends; cpu-{DEGRADING} slows down x6 from 20% to 70% into each phase."
+        ),
+        format!(
+            "Telemetry: {rows} rows in {files} files under {}.",
+            telemetry_dir.display()
+        ),
+    ];
+    let report = args.out.join("report.html");
+    std::fs::write(&report, html::report("augur demo", &notes, &table, &results))
+        .map_err(|e| format!("cannot write {}: {e}", report.display()))?;
+    println!("report: {}", report.display());
+    Ok(())
+}
+
+async fn run_phase(
+    policy: &'static str,
+    phase: Duration,
+    offsets: &[Duration],
+    telemetry_dir: &Path,
+    seed: u64,
+) -> Result<PhaseResult, String> {
+    let scenario = cluster(phase);
+    let cluster = augur_sim::http::serve(&scenario, [127, 0, 0, 1].into(), seed)
+        .await
+        .map_err(|e| e.to_string())?;
+    let backends: Vec<String> = cluster
+        .backends
+        .iter()
+        .map(|b| format!("{{ address = \"{}\" }}", b.addr))
+        .collect();
+    let config = format!(
+        "[proxy]\nid = \"demo-{policy}\"\n[[listeners]]\naddress = \"127.0.0.1:0\"\n[[routes]]\npool = \"demo\"\n\
+         [pools.demo]\npolicy = {{ kind = \"{policy}\" }}\nbackends = [{}]\ntimeouts = {{ request = \"5s\" }}\n\
+         [telemetry]\ndir = \"{}\"\nclient_hash_key = \"augur-demo\"\n",
+        backends.join(", "),
+        telemetry_dir.display()
+    );
+    let config = augur_proxy::Config::parse(&config, Path::new("<demo>")).map_err(|e| e.to_string())?;
+    let proxy = augur_proxy::start(config, None)
+        .await
+        .map_err(|e| e.to_string())?;
+    let bar = ProgressBar::new(offsets.len() as u64).with_style(
+        ProgressStyle::with_template("{msg:>22} [{bar:40}] {pos}/{len} requests")
+            .expect("static template")
+            .progress_chars("=> "),
+    );
+    bar.set_message(policy);
+    let outcomes = load::drive(&format!("http://{}/work", proxy.listeners[0]), offsets, || {
+        bar.inc(1)
+    })
+    .await;
+    bar.finish();
+    // Shutdown writes out the phase's telemetry, which says where every attempt went (answers alone
+    // would hide the attempts that timed out).
+    proxy.shutdown().await;
+    let names: BTreeMap<String, String> = cluster
+        .backends
+        .iter()
+        .map(|b| (b.addr.to_string(), b.name.clone()))
+        .collect();
+    drop(cluster);
+    let attempts = attempts_per_backend(telemetry_dir, &format!("demo-{policy}-"));
+    let total = attempts.values().sum::<usize>().max(1) as f64;
+    let mut share: BTreeMap<String, f64> = scenario.backends.iter().map(|b| (b.name.clone(), 0.0)).collect();
+    for (address, count) in attempts {
+        let name = names.get(&address).cloned().unwrap_or(address);
+        *share.entry(name).or_default() += count as f64 / total;
+    }
+    Ok(PhaseResult {
+        policy,
+        outcomes,
+        share,
+    })
+}
+
+fn table(results: &[PhaseResult]) -> String {
+    let mut out = format!(
+        "{:<14} {:>8} {:>8} {:>8} {:>9} {:>7}  share\n",
+        "policy", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "errors"
+    );
+    for r in results {
+        let ms = r.sorted_latencies();
+        let errors = r.outcomes.iter().filter(|o| !o.ok).count() as f64 / r.outcomes.len().max(1) as f64;
+        let share: Vec<String> = r
+            .share
+            .iter()
+            .map(|(k, v)| format!("{k} {:.0}%", v * 100.0))
+            .collect();
+        out.push_str(&format!(
+            "{:<14} {:>8.1} {:>8.1} {:>8.1} {:>9.1} {:>6.2}%  {}\n",
+            r.policy,
+            PhaseResult::percentile(&ms, 0.5),
+            PhaseResult::percentile(&ms, 0.9),
+            PhaseResult::percentile(&ms, 0.99),
+            PhaseResult::percentile(&ms, 0.999),
+            errors * 100.0,
+            share.join(", ")
+        ));
+    }
+    out
+}
+
+/// Every complete Parquet file under `dir` whose name starts with `prefix`.
+fn parquet_files(dir: &Path, prefix: &str) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(folder) = stack.pop() {
+        for entry in std::fs::read_dir(&folder).into_iter().flatten().flatten() {
+            let path = entry.path();
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if path.is_dir() {
+                stack.push(path);
+            } else if name.starts_with(prefix) && name.ends_with(".parquet") {
+                found.push(path);
+            }
+        }
+    }
+    found
+}
+
+/// Rows and files of the telemetry tree, from the Parquet footers.
+fn count_rows(dir: &Path) -> (i64, usize) {
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    let files = parquet_files(dir, "");
+    let rows = files
+        .iter()
+        .filter_map(|p| {
+            std::fs::File::open(p)
+                .ok()
+                .and_then(|f| SerializedFileReader::new(f).ok())
+        })
+        .map(|r| r.metadata().file_metadata().num_rows())
+        .sum();
+    (rows, files.len())
+}
+
+/// Attempts per backend address in the telemetry files of one proxy (file-name prefix).
+fn attempts_per_backend(dir: &Path, prefix: &str) -> BTreeMap<String, usize> {
+    use arrow_array::cast::AsArray;
+    use arrow_array::Array;
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    use parquet::arrow::ProjectionMask;
+    let mut counts = BTreeMap::new();
+    for path in parquet_files(dir, prefix) {
+        let Some(builder) = std::fs::File::open(&path)
+            .ok()
+            .and_then(|f| ParquetRecordBatchReaderBuilder::try_new(f).ok())
+        else {
+            continue;
+        };
+        let mask = ProjectionMask::columns(builder.parquet_schema(), ["backend"]);
+        let Ok(reader) = builder.with_projection(mask).build() else {
+            continue;
+        };
+        for batch in reader.flatten() {
+            let backends = batch.column(0).as_string::<i32>();
+            for i in (0..backends.len()).filter(|&i| !backends.is_null(i)) {
+                *counts.entry(backends.value(i).to_owned()).or_default() += 1;
+            }
+        }
+    }
+    counts
+}

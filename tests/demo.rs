@@ -1,0 +1,45 @@
+//! `augur demo`, end to end through the real binary in its short mode: the table lists every policy,
+//! the telemetry holds one row per request, and the HTML report is written.
+
+use std::process::Command;
+
+mod support;
+
+#[test]
+fn the_short_demo_prints_its_table_and_writes_telemetry_and_a_report() {
+    let out = support::temp_path("demo");
+    let _ = std::fs::remove_dir_all(&out);
+    let run = Command::new(env!("CARGO_BIN_EXE_augur"))
+        .args(["demo", "--short", "--out"])
+        .arg(&out)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let requests: usize = stdout
+        .split(" requests per phase")
+        .next()
+        .and_then(|head| head.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no request count in: {stdout}"));
+    for policy in ["round_robin", "random", "least_conn", "p2c_ewma"] {
+        let line = stdout
+            .lines()
+            .find(|l| l.starts_with(policy))
+            .unwrap_or_else(|| panic!("no {policy} row: {stdout}"));
+        assert!(line.contains("cpu-0") && line.contains('%'), "{line}");
+    }
+    let expected = format!("telemetry: {} rows in", 4 * requests);
+    assert!(
+        stdout.contains(&expected),
+        "every request of every phase is a row: {stdout}"
+    );
+    let report = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert!(report.contains("<svg") && report.contains("p2c_ewma"));
+    let _ = std::fs::remove_dir_all(out);
+}
