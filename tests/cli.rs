@@ -143,3 +143,77 @@ fn the_readme_documents_every_telemetry_column() {
         );
     }
 }
+
+#[test]
+fn replay_prints_json_and_writes_simulated_telemetry() {
+    let dir = support::temp_path("replay-telemetry");
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = Command::new(AUGUR)
+        .args([
+            "replay",
+            "--scenario",
+            "spike",
+            "--policies",
+            "rr,p2c_ewma",
+            "--seed",
+            "7",
+            "--json",
+            "--telemetry",
+        ])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    assert_eq!(report["scenario"], "spike");
+    let requests = report["requests"].as_u64().unwrap();
+    let policies = report["policies"].as_array().unwrap();
+    assert_eq!(
+        policies
+            .iter()
+            .map(|p| p["policy"].as_str().unwrap())
+            .collect::<Vec<_>>(),
+        ["round_robin", "p2c_ewma"]
+    );
+    for p in policies {
+        for field in ["p50_ms", "p90_ms", "p99_ms", "p999_ms", "error_rate"] {
+            assert!(p[field].as_f64().is_some(), "{field} in {p}");
+        }
+        let share: f64 = p["share"]
+            .as_object()
+            .unwrap()
+            .values()
+            .map(|v| v.as_f64().unwrap())
+            .sum();
+        assert!((share - 1.0).abs() < 1e-9);
+    }
+    // No faults in `spike`: exactly one attempt, so one row, per request and policy.
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("wrote {} telemetry rows", 2 * requests)),
+        "{stderr}"
+    );
+    let again = Command::new(AUGUR)
+        .args([
+            "replay",
+            "--scenario",
+            "spike",
+            "--policies",
+            "rr,p2c_ewma",
+            "--seed",
+            "7",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(again.stdout, out.stdout, "same seed, same report");
+    let _ = std::fs::remove_dir_all(dir);
+
+    let unknown = Command::new(AUGUR)
+        .args(["replay", "--scenario", "nope"])
+        .output()
+        .unwrap();
+    assert_eq!(unknown.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&unknown.stderr)
+        .contains("unknown scenario `nope` (scenarios: steady, heterogeneous"));
+}

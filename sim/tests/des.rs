@@ -273,3 +273,64 @@ fn load_aware_policies_beat_round_robin_on_heterogeneous_backends() {
         rr.p99_ms
     );
 }
+
+#[test]
+fn a_parquet_trace_reads_timestamps_of_any_type() {
+    use std::sync::Arc;
+
+    use arrow_array::{ArrayRef, Int64Array, RecordBatch, StringArray};
+    use parquet::arrow::ArrowWriter;
+
+    let path = std::env::temp_dir().join(format!("augur-trace-{}.parquet", std::process::id()));
+    let write = |columns: Vec<(&str, ArrayRef)>| {
+        let batch = RecordBatch::try_from_iter(columns).unwrap();
+        let mut writer =
+            ArrowWriter::try_new(std::fs::File::create(&path).unwrap(), batch.schema(), None).unwrap();
+        writer.write(&batch).unwrap();
+        writer.close().unwrap();
+    };
+    // Unix milliseconds, out of order, with sizes.
+    write(vec![
+        (
+            "ts",
+            Arc::new(Int64Array::from(vec![1_700_000_001_500, 1_700_000_000_000])) as ArrayRef,
+        ),
+        (
+            "prompt_tokens",
+            Arc::new(Int64Array::from(vec![30, 10])) as ArrayRef,
+        ),
+        (
+            "output_tokens",
+            Arc::new(Int64Array::from(vec![4, 2])) as ArrayRef,
+        ),
+    ]);
+    let trace = load(&path, &TraceColumns::default()).unwrap();
+    assert_eq!(trace.start_unix_us, 1_700_000_000_000_000);
+    assert_eq!(trace.offsets, vec![Duration::ZERO, Duration::from_millis(1500)]);
+    assert_eq!(
+        trace.sizes[0],
+        Some(RequestSize {
+            prompt_tokens: 10,
+            output_tokens: 2
+        })
+    );
+    // RFC 3339 strings under a name given on the command line.
+    write(vec![(
+        "arrived",
+        Arc::new(StringArray::from(vec![
+            "2024-05-01T12:00:00Z",
+            "2024-05-01T12:00:02.25Z",
+        ])) as ArrayRef,
+    )]);
+    let trace = load(
+        &path,
+        &TraceColumns {
+            time: Some("arrived".into()),
+            size: None,
+        },
+    )
+    .unwrap();
+    assert_eq!(trace.offsets[1], Duration::from_millis(2250));
+    assert_eq!(trace.sizes, vec![None, None]);
+    let _ = std::fs::remove_file(path);
+}

@@ -89,17 +89,18 @@ fn latency_chart(phases: &[PhaseResult]) -> String {
             "<polyline fill=\"none\" stroke=\"{color}\" stroke-width=\"2\" points=\"{}\"/>",
             path.join(" ")
         );
-        let ly = MARGIN + 16.0 * i as f64;
+        // Legend in a row under the axis, clear of the lines.
+        let lx = MARGIN + 150.0 * i as f64;
+        let ly = HEIGHT - 10.0;
         let _ = write!(
             svg,
-            "<rect x=\"{}\" y=\"{}\" width=\"12\" height=\"12\" fill=\"{color}\"/>",
-            WIDTH - 190.0,
+            "<rect x=\"{lx}\" y=\"{}\" width=\"12\" height=\"12\" fill=\"{color}\"/>",
             ly - 10.0
         );
         let _ = write!(
             svg,
             "<text x=\"{}\" y=\"{ly}\" font-size=\"12\">{}</text>",
-            WIDTH - 172.0,
+            lx + 16.0,
             phase.policy
         );
     }
