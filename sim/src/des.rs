@@ -310,7 +310,7 @@ impl<'a> Simulation<'a> {
         }
         let r = &self.requests[id as usize];
         self.tally
-            .record((now_ns - r.arrived_ns) / 1_000, outcome.is_failure(), b);
+            .record((now_ns - r.arrived_ns) / 1_000, outcome.is_failure(), Some(b));
     }
 
     fn write_row(&mut self, id: u32, outcome: Outcome, status: Option<u16>, latency_ns: u64) {

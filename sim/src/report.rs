@@ -25,6 +25,15 @@ pub struct PolicyReport {
     pub share: BTreeMap<String, f64>,
 }
 
+/// The `q` quantile (nearest rank) of latencies in microseconds, sorted ascending, in milliseconds.
+pub fn percentile_ms(sorted_us: &[u64], q: f64) -> f64 {
+    if sorted_us.is_empty() {
+        return 0.0;
+    }
+    let rank = ((q * sorted_us.len() as f64).ceil() as usize).clamp(1, sorted_us.len()) - 1;
+    sorted_us[rank] as f64 / 1e3
+}
+
 /// A whole comparison, as `augur replay --json` prints it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Report {
@@ -37,14 +46,15 @@ pub struct Report {
 }
 
 /// Collects one policy's results.
-pub(crate) struct Tally {
+pub struct Tally {
     latencies_us: Vec<u64>,
     failures: usize,
     served: Vec<usize>,
 }
 
 impl Tally {
-    pub(crate) fn new(backends: usize, expected: usize) -> Self {
+    /// A tally over `backends` backends, sized for `expected` requests.
+    pub fn new(backends: usize, expected: usize) -> Self {
         Self {
             latencies_us: Vec::with_capacity(expected),
             failures: 0,
@@ -52,22 +62,21 @@ impl Tally {
         }
     }
 
-    pub(crate) fn record(&mut self, latency_us: u64, failed: bool, backend: usize) {
+    /// Records one request: its end-to-end latency, whether it failed, and the backend that finally
+    /// served it, where known.
+    pub fn record(&mut self, latency_us: u64, failed: bool, backend: Option<usize>) {
         self.latencies_us.push(latency_us);
         self.failures += usize::from(failed);
-        self.served[backend] += 1;
+        if let Some(b) = backend {
+            self.served[b] += 1;
+        }
     }
 
-    pub(crate) fn finish(mut self, policy: &str, names: &[String]) -> PolicyReport {
+    /// The report of what was recorded; `names` are the backends' names, in index order.
+    pub fn finish(mut self, policy: &str, names: &[String]) -> PolicyReport {
         self.latencies_us.sort_unstable();
         let n = self.latencies_us.len();
-        let quantile = |q: f64| {
-            if n == 0 {
-                return 0.0;
-            }
-            let rank = ((q * n as f64).ceil() as usize).clamp(1, n) - 1;
-            self.latencies_us[rank] as f64 / 1e3
-        };
+        let quantile = |q: f64| percentile_ms(&self.latencies_us, q);
         let total = n.max(1) as f64;
         let mean_ms = self.latencies_us.iter().map(|&l| l as f64).sum::<f64>() / n.max(1) as f64 / 1e3;
         PolicyReport {

@@ -101,7 +101,7 @@ fn latency_chart(phases: &[PhaseResult]) -> String {
             svg,
             "<text x=\"{}\" y=\"{ly}\" font-size=\"12\">{}</text>",
             lx + 16.0,
-            phase.policy
+            phase.report.policy
         );
     }
     svg.push_str("</svg>");
@@ -115,7 +115,7 @@ fn share_chart(phases: &[PhaseResult]) -> String {
     let mut svg = format!("<svg width=\"{WIDTH}\" height=\"{height}\" xmlns=\"http://www.w3.org/2000/svg\">");
     let names: Vec<&String> = phases
         .first()
-        .map(|p| p.share.keys().collect())
+        .map(|p| p.report.share.keys().collect())
         .unwrap_or_default();
     for (row, phase) in phases.iter().enumerate() {
         let top = 10.0 + row as f64 * (bar + 12.0);
@@ -123,11 +123,11 @@ fn share_chart(phases: &[PhaseResult]) -> String {
             svg,
             "<text x=\"0\" y=\"{}\" font-size=\"12\">{}</text>",
             top + 16.0,
-            phase.policy
+            phase.report.policy
         );
         let mut left = 170.0;
         for (i, name) in names.iter().enumerate() {
-            let share = phase.share.get(*name).copied().unwrap_or(0.0);
+            let share = phase.report.share.get(*name).copied().unwrap_or(0.0);
             let w = share * (WIDTH - 190.0);
             let _ = write!(svg, "<rect x=\"{left:.1}\" y=\"{top}\" width=\"{w:.1}\" height=\"{bar}\" fill=\"{}\"><title>{name}: {:.0}%</title></rect>", COLORS[i % COLORS.len()], share * 100.0);
             left += w;

@@ -12,9 +12,10 @@ use std::time::Duration;
 
 use augur_sim::faults::{Fault, FaultKind};
 use augur_sim::model::{BackendModel, CpuModel, RequestSize, ServiceTime};
+use augur_sim::report::{percentile_ms, Tally};
 use augur_sim::scenario::SimBackend;
 use augur_sim::traffic::{Sizes, Traffic};
-use augur_sim::Scenario;
+use augur_sim::{PolicyReport, Report, Scenario};
 use indicatif::{ProgressBar, ProgressStyle};
 
 /// Policies the demo compares, in order.
@@ -41,44 +42,26 @@ pub struct DemoArgs {
 
 /// What one policy's phase produced.
 pub struct PhaseResult {
-    policy: &'static str,
+    /// Latencies, errors and each backend's share of attempts (from the proxy's telemetry).
+    report: PolicyReport,
     outcomes: Vec<load::Outcome>,
-    share: BTreeMap<String, f64>,
 }
 
 impl PhaseResult {
-    fn percentile(sorted_ms: &[f64], q: f64) -> f64 {
-        if sorted_ms.is_empty() {
-            return 0.0;
-        }
-        let rank = ((q * sorted_ms.len() as f64).ceil() as usize).clamp(1, sorted_ms.len()) - 1;
-        sorted_ms[rank]
-    }
-
-    fn sorted_latencies(&self) -> Vec<f64> {
-        let mut ms: Vec<f64> = self
-            .outcomes
-            .iter()
-            .map(|o| o.latency.as_secs_f64() * 1e3)
-            .collect();
-        ms.sort_by(f64::total_cmp);
-        ms
-    }
-
-    /// p99 of each one-second window of send times.
+    /// p99 of each one-second window of send times, in milliseconds.
     fn p99_per_second(&self) -> Vec<(f64, f64)> {
-        let mut windows: BTreeMap<u64, Vec<f64>> = BTreeMap::new();
+        let mut windows: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
         for o in &self.outcomes {
             windows
                 .entry(o.sent.as_secs())
                 .or_default()
-                .push(o.latency.as_secs_f64() * 1e3);
+                .push(o.latency.as_micros() as u64);
         }
         windows
             .into_iter()
-            .map(|(second, mut ms)| {
-                ms.sort_by(f64::total_cmp);
-                (second as f64, Self::percentile(&ms, 0.99))
+            .map(|(second, mut us)| {
+                us.sort_unstable();
+                (second as f64, percentile_ms(&us, 0.99))
             })
             .collect()
     }
@@ -229,45 +212,28 @@ async fn run_phase(
         .map(|b| (b.addr.to_string(), b.name.clone()))
         .collect();
     drop(cluster);
+    let mut tally = Tally::new(scenario.backends.len(), outcomes.len());
+    for o in &outcomes {
+        tally.record(o.latency.as_micros() as u64, !o.ok, None);
+    }
+    let backend_names: Vec<String> = scenario.backends.iter().map(|b| b.name.clone()).collect();
+    let mut report = tally.finish(policy, &backend_names);
     let attempts = attempts_per_backend(telemetry_dir, &format!("demo-{policy}-"));
     let total = attempts.values().sum::<usize>().max(1) as f64;
-    let mut share: BTreeMap<String, f64> = scenario.backends.iter().map(|b| (b.name.clone(), 0.0)).collect();
     for (address, count) in attempts {
         let name = names.get(&address).cloned().unwrap_or(address);
-        *share.entry(name).or_default() += count as f64 / total;
+        *report.share.entry(name).or_default() += count as f64 / total;
     }
-    Ok(PhaseResult {
-        policy,
-        outcomes,
-        share,
-    })
+    Ok(PhaseResult { report, outcomes })
 }
 
 fn table(results: &[PhaseResult]) -> String {
-    let mut out = format!(
-        "{:<14} {:>8} {:>8} {:>8} {:>9} {:>7}  share\n",
-        "policy", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "errors"
-    );
-    for r in results {
-        let ms = r.sorted_latencies();
-        let errors = r.outcomes.iter().filter(|o| !o.ok).count() as f64 / r.outcomes.len().max(1) as f64;
-        let share: Vec<String> = r
-            .share
-            .iter()
-            .map(|(k, v)| format!("{k} {:.0}%", v * 100.0))
-            .collect();
-        out.push_str(&format!(
-            "{:<14} {:>8.1} {:>8.1} {:>8.1} {:>9.1} {:>6.2}%  {}\n",
-            r.policy,
-            PhaseResult::percentile(&ms, 0.5),
-            PhaseResult::percentile(&ms, 0.9),
-            PhaseResult::percentile(&ms, 0.99),
-            PhaseResult::percentile(&ms, 0.999),
-            errors * 100.0,
-            share.join(", ")
-        ));
-    }
-    out
+    let report = Report {
+        scenario: "demo".into(),
+        requests: results.first().map_or(0, |r| r.outcomes.len()),
+        policies: results.iter().map(|r| r.report.clone()).collect(),
+    };
+    report.table()
 }
 
 /// Every complete Parquet file under `dir` whose name starts with `prefix`.
