@@ -157,7 +157,7 @@ mod tests {
             },
             Fault {
                 backend: 1,
-                start: 0 * S,
+                start: Duration::ZERO,
                 duration: None,
                 kind: FaultKind::Crash,
             },
