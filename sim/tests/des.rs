@@ -199,6 +199,16 @@ fn azure_trace() -> PathBuf {
 #[test]
 fn the_azure_trace_replays_with_its_arrival_pattern() {
     let path = azure_trace();
+    if !path.exists() {
+        // The trace lives in the repository's shared folder beside the checkout, not in the repo.
+        assert!(
+            std::env::var_os("AUGUR_REQUIRE_TRACES").is_none(),
+            "{} is required but missing",
+            path.display()
+        );
+        eprintln!("{} not found: the trace replay check is skipped", path.display());
+        return;
+    }
     let trace = load(&path, &TraceColumns::default()).expect("the shared trace reads without flags");
     // An independent count: requests per minute, straight from the text.
     let text = std::fs::read_to_string(&path).unwrap();
