@@ -87,12 +87,14 @@ async fn least_conn_sends_more_to_the_backend_that_frees_up_sooner() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn p2c_ewma_avoids_a_slow_backend() {
     let (slow, b, c) = (spawn("slow").await, spawn("b").await, spawn("c").await);
-    slow.set_delay(Duration::from_millis(100));
+    // 300 ms: far above what a fast backend shows even on a busy CI machine (tens of ms), so noise
+    // cannot make the slow one look cheaper.
+    slow.set_delay(Duration::from_millis(300));
     let proxy = start_proxy(&pool("{ kind = \"p2c_ewma\" }", &[(&slow, 1), (&b, 1), (&c, 1)])).await;
     let counts = spread(&client(), &url(&proxy, "/"), 150).await;
     // Once it has answered slowly it loses every comparison; only the first blind picks reach it.
     let s = counts.get("slow").copied().unwrap_or(0);
-    assert!(s <= 5, "{counts:?}");
+    assert!(s <= 8, "{counts:?}");
     assert!(counts["b"] > 40 && counts["c"] > 40, "{counts:?}");
     proxy.shutdown().await;
 }
