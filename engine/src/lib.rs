@@ -14,6 +14,7 @@ pub mod health;
 pub mod load;
 pub mod outlier;
 pub mod policy;
+pub mod pool_health;
 pub mod retry_budget;
 pub mod telemetry;
 

@@ -15,6 +15,19 @@ pub struct OutlierPolicy {
     pub max_ejected_share: f64,
 }
 
+impl Default for OutlierPolicy {
+    /// Envoy's consecutive-5xx defaults: 5 failures, 30 s base ejection, at most half the pool; ejections
+    /// capped at 300 s.
+    fn default() -> Self {
+        Self {
+            consecutive_failures: 5,
+            base_ejection: Duration::from_secs(30),
+            max_ejection: Duration::from_secs(300),
+            max_ejected_share: 0.5,
+        }
+    }
+}
+
 impl OutlierPolicy {
     /// Whether a backend with this many consecutive failures should be ejected.
     pub fn should_eject(&self, consecutive_failures: u32) -> bool {

@@ -138,7 +138,7 @@ pub struct PoolConfig {
     #[serde(default, with = "humantime_serde")]
     pub slow_start: Duration,
     /// Below this share of healthy backends, route to all of them (Envoy's panic threshold).
-    #[serde(default = "half")]
+    #[serde(default = "default_panic_threshold")]
     pub panic_threshold: Fraction,
 }
 
@@ -276,11 +276,12 @@ pub struct OutlierConfig {
 
 impl Default for OutlierConfig {
     fn default() -> Self {
+        let engine = augur_engine::outlier::OutlierPolicy::default();
         Self {
-            consecutive_failures: 5,
-            base_ejection: Duration::from_secs(30),
-            max_ejection: Duration::from_secs(300),
-            max_ejected_share: Fraction(0.5),
+            consecutive_failures: engine.consecutive_failures,
+            base_ejection: engine.base_ejection,
+            max_ejection: engine.max_ejection,
+            max_ejected_share: Fraction(engine.max_ejected_share),
         }
     }
 }
@@ -359,8 +360,8 @@ mod telemetry_defaults {
 fn yes() -> bool {
     true
 }
-fn half() -> Fraction {
-    Fraction(0.5)
+fn default_panic_threshold() -> Fraction {
+    Fraction(augur_engine::pool_health::DEFAULT_PANIC_THRESHOLD)
 }
 fn one() -> NonZeroU32 {
     NonZeroU32::MIN

@@ -19,8 +19,8 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+pub use augur_engine::pool_health::BackendStatus;
 pub use backend::{Backend, InFlight};
-pub use supervisor::BackendStatus;
 
 use crate::clock;
 use crate::config::{BackendAddress, PoolConfig};

@@ -1,72 +1,50 @@
-//! The pool's supervisor: the one task that owns health, ejection, drain and warm-up state, and
-//! publishes a new routing snapshot whenever the set of candidates changes.
+//! The pool's supervisor: the one task that owns the pool's health state (the engine's `PoolHealth`:
+//! checks, ejections, drains, warm-ups, panic) and publishes a new routing snapshot whenever the
+//! candidates change.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use augur_engine::health::{HealthThresholds, HealthTracker};
-use augur_engine::{Endpoint, Selector, SlowStart};
-use serde::Serialize;
+use augur_engine::health::HealthThresholds;
+use augur_engine::pool_health::{Ejection, HealthPolicy, PoolHealth};
+use augur_engine::{Endpoint, Selector};
 use tokio::sync::mpsc;
 
 use super::{Backend, Pool, PoolEvent, PoolSnapshot};
 use crate::clock;
 use crate::config::PoolConfig;
 
-/// What the pool knows about one backend, as the admin API and metrics show it.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-pub struct BackendStatus {
-    /// Passing its active health checks (always true without checks).
-    pub healthy: bool,
-    /// Ejected by outlier detection until this clock time, if it is.
-    #[serde(skip)]
-    pub ejected_until: Option<Duration>,
-    /// Taken out of rotation by an operator.
-    pub drained: bool,
-    /// The pool routes to it now.
-    pub available: bool,
-    /// Ramping up after it (re)joined, if it is.
-    #[serde(skip)]
-    pub slow_start: Option<SlowStart>,
-}
-
-impl BackendStatus {
-    const INITIAL: Self = Self {
-        healthy: true,
-        ejected_until: None,
-        drained: false,
-        available: true,
-        slow_start: None,
-    };
-
-    fn eligible(&self) -> bool {
-        self.healthy && !self.drained && self.ejected_until.is_none()
+/// The engine's view of a pool's health settings.
+fn health_policy(config: &PoolConfig) -> HealthPolicy {
+    let thresholds = config.health_check.as_ref().map_or(
+        HealthThresholds {
+            healthy: 1,
+            unhealthy: 1,
+        },
+        |c| HealthThresholds {
+            healthy: c.healthy_threshold.get(),
+            unhealthy: c.unhealthy_threshold.get(),
+        },
+    );
+    HealthPolicy {
+        thresholds,
+        outlier: config.outlier.policy(),
+        panic_threshold: config.panic_threshold.0,
+        slow_start: config.slow_start,
     }
 }
 
 /// The snapshot a pool starts with: every backend healthy and available.
 pub(super) fn initial_snapshot(config: &PoolConfig, backends: &[Arc<Backend>]) -> PoolSnapshot {
-    build_snapshot(config, backends, vec![BackendStatus::INITIAL; backends.len()])
+    let mut health = PoolHealth::new(backends.len(), health_policy(config));
+    health.advance(Duration::ZERO);
+    build_snapshot(config, backends, &health)
 }
 
-/// Chooses the candidates (the eligible backends, or all undrained ones in panic) and builds the
-/// selector over them.
-fn build_snapshot(
-    config: &PoolConfig,
-    backends: &[Arc<Backend>],
-    mut status: Vec<BackendStatus>,
-) -> PoolSnapshot {
-    let undrained: Vec<usize> = (0..backends.len()).filter(|&i| !status[i].drained).collect();
-    let eligible: Vec<usize> = undrained
-        .iter()
-        .copied()
-        .filter(|&i| status[i].eligible())
-        .collect();
-    let panic = (eligible.len() as f64) < config.panic_threshold.0 * undrained.len() as f64;
-    let members = if panic { undrained } else { eligible };
-    for (i, s) in status.iter_mut().enumerate() {
-        s.available = members.contains(&i);
-    }
+/// The selector over the current candidates.
+fn build_snapshot(config: &PoolConfig, backends: &[Arc<Backend>], health: &PoolHealth) -> PoolSnapshot {
+    let members = health.candidates();
+    let status = health.status().to_vec();
     let endpoints: Vec<Endpoint> = members
         .iter()
         .map(|&i| {
@@ -82,29 +60,17 @@ fn build_snapshot(
         endpoints,
         members,
         selector,
-        panic,
+        panic: health.panic(),
         status,
     }
 }
 
-/// The supervisor task: folds events into the state, expires ejections and warm-ups, and publishes.
+/// The supervisor task: folds events into the health state, ends ejections and warm-ups on time, and
+/// publishes.
 pub(super) async fn run(pool: Arc<Pool>, mut events: mpsc::Receiver<PoolEvent>) {
-    let n = pool.backends.len();
-    let mut status = vec![BackendStatus::INITIAL; n];
-    let mut health = vec![HealthTracker::new(true); n];
-    let mut ejections = vec![0u32; n];
-    let thresholds = pool.config.health_check.as_ref().map_or(
-        HealthThresholds {
-            healthy: 1,
-            unhealthy: 1,
-        },
-        |c| HealthThresholds {
-            healthy: c.healthy_threshold.get(),
-            unhealthy: c.unhealthy_threshold.get(),
-        },
-    );
+    let mut health = PoolHealth::new(pool.backends.len(), health_policy(&pool.config));
     loop {
-        let wake_at = next_deadline(&status);
+        let wake_at = health.next_deadline();
         let mut done = None;
         tokio::select! {
             () = pool.tasks.cancelled() => return,
@@ -112,46 +78,28 @@ pub(super) async fn run(pool: Arc<Pool>, mut events: mpsc::Receiver<PoolEvent>) 
             event = events.recv() => match event {
                 None => return,
                 Some(PoolEvent::HealthCheck { backend, passed }) => {
-                    if let Some(healthy) = health[backend].record(passed, thresholds) {
+                    if let Some(healthy) = health.record_check(backend, passed) {
                         tracing::warn!(pool = %pool.name, backend = %pool.backends[backend].address, healthy,
                             "active health check changed the backend's state");
-                        status[backend].healthy = healthy;
                     }
                 }
-                Some(PoolEvent::Failing { backend }) => {
-                    eject(&pool, &mut status, &mut ejections, backend, clock::now());
-                }
+                Some(PoolEvent::Failing { backend }) => eject(&pool, &mut health, backend),
                 Some(PoolEvent::SetDrained { backend, drained, done: reply }) => {
-                    status[backend].drained = drained;
+                    health.set_drained(backend, drained);
                     done = Some(reply);
                 }
             },
         }
-        let now = clock::now();
-        let previous = pool.snapshot.load();
-        for (i, s) in status.iter_mut().enumerate() {
-            if s.ejected_until.is_some_and(|until| until <= now) {
-                tracing::info!(pool = %pool.name, backend = %pool.backends[i].address, "ejection over");
-                s.ejected_until = None;
-            }
-            if s.slow_start.is_some_and(|w| now >= w.since + w.window) {
-                s.slow_start = None;
-            }
-            let returning = s.eligible() && !previous.status[i].eligible();
-            if returning && !pool.config.slow_start.is_zero() {
-                s.slow_start = Some(SlowStart {
-                    since: now,
-                    window: pool.config.slow_start,
-                });
-            }
+        for backend in health.advance(clock::now()) {
+            tracing::info!(pool = %pool.name, backend = %pool.backends[backend].address, "ejection over");
         }
-        if status != previous.status {
-            let snapshot = build_snapshot(&pool.config, &pool.backends, status.clone());
-            if snapshot.panic && !previous.panic {
+        let previous = pool.snapshot.load();
+        if health.status() != previous.status.as_slice() || health.panic() != previous.panic {
+            if health.panic() && !previous.panic {
                 tracing::warn!(pool = %pool.name, "too few healthy backends: routing to all (panic mode)");
             }
-            status = snapshot.status.clone();
-            pool.snapshot.store(Arc::new(snapshot));
+            pool.snapshot
+                .store(Arc::new(build_snapshot(&pool.config, &pool.backends, &health)));
         }
         if let Some(reply) = done {
             let _ = reply.send(());
@@ -159,33 +107,21 @@ pub(super) async fn run(pool: Arc<Pool>, mut events: mpsc::Receiver<PoolEvent>) 
     }
 }
 
-fn eject(pool: &Pool, status: &mut [BackendStatus], ejections: &mut [u32], backend: usize, now: Duration) {
-    if status[backend].ejected_until.is_some() {
-        return;
-    }
-    let ejected = status.iter().filter(|s| s.ejected_until.is_some()).count();
+fn eject(pool: &Pool, health: &mut PoolHealth, backend: usize) {
     let address = &pool.backends[backend].address;
-    if !pool.outlier.may_eject(ejected, status.len()) {
-        tracing::warn!(pool = %pool.name, backend = %address, ejected,
-            "backend keeps failing but the pool's ejection limit is reached");
-        return;
+    match health.report_failing(backend, clock::now()) {
+        Ejection::Ejected { count, time } => {
+            pool.backends[backend].reset_failures();
+            pool.backends[backend].metrics.ejections.inc();
+            tracing::warn!(pool = %pool.name, backend = %address, ejection = count, ?time,
+                "backend ejected after consecutive failures");
+        }
+        Ejection::AlreadyEjected => {}
+        Ejection::LimitReached { ejected } => {
+            tracing::warn!(pool = %pool.name, backend = %address, ejected,
+                "backend keeps failing but the pool's ejection limit is reached");
+        }
     }
-    ejections[backend] += 1;
-    let time = pool.outlier.ejection_time(ejections[backend]);
-    status[backend].ejected_until = Some(now + time);
-    pool.backends[backend].reset_failures();
-    pool.backends[backend].metrics.ejections.inc();
-    tracing::warn!(pool = %pool.name, backend = %address, ejection = ejections[backend], ?time,
-        "backend ejected after consecutive failures");
-}
-
-/// The next moment an ejection or a warm-up ends.
-fn next_deadline(status: &[BackendStatus]) -> Option<Duration> {
-    status
-        .iter()
-        .flat_map(|s| [s.ejected_until, s.slow_start.map(|w| w.since + w.window)])
-        .flatten()
-        .min()
 }
 
 async fn sleep_until(deadline: Option<Duration>) {
