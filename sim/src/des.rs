@@ -6,6 +6,7 @@ use std::collections::{BinaryHeap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
+use augur_engine::pool_health::{Ejection, HealthPolicy, PoolHealth};
 use augur_engine::telemetry::{Outcome, ScrapedMetrics, TelemetryRow};
 use augur_engine::{hash, BackendLoad, Endpoint, PickRequest, PolicySpec, Selector};
 use rand::rngs::SmallRng;
@@ -74,6 +75,14 @@ struct BackendState {
 pub struct Simulation<'a> {
     scenario: &'a Scenario,
     spec: PolicySpec,
+    /// The pool's health as the proxy keeps it (outlier ejection, panic), with the proxy's defaults.
+    health: PoolHealth,
+    /// Consecutive failures per backend, as the proxy counts them for outlier detection.
+    failures: Vec<u32>,
+    /// Every backend's live load, in scenario order.
+    loads: Vec<Arc<BackendLoad>>,
+    /// The candidates (backend indices) the endpoints and selector are built over.
+    members: Vec<usize>,
     selector: Selector,
     endpoints: Vec<Endpoint>,
     backends: Vec<BackendState>,
@@ -113,14 +122,13 @@ impl<'a> Simulation<'a> {
         seed: u64,
         rows: Option<&'a mut dyn RowSink>,
     ) -> Self {
-        let endpoints: Vec<Endpoint> = scenario
+        let loads: Vec<Arc<BackendLoad>> = scenario
             .backends
             .iter()
-            .map(|b| {
-                let load = Arc::new(BackendLoad::new(spec.default_rtt(), Duration::ZERO));
-                Endpoint::new(hash::endpoint_id(&b.name), b.weight, load)
-            })
+            .map(|_| Arc::new(BackendLoad::new(spec.default_rtt(), Duration::ZERO)))
             .collect();
+        let mut health = PoolHealth::new(scenario.backends.len(), HealthPolicy::default());
+        health.advance(Duration::ZERO);
         let backends = scenario
             .backends
             .iter()
@@ -133,11 +141,15 @@ impl<'a> Simulation<'a> {
                 queue: VecDeque::new(),
             })
             .collect();
-        Self {
+        let mut sim = Self {
             scenario,
             spec: spec.clone(),
-            selector: Selector::build(spec, &endpoints),
-            endpoints,
+            failures: vec![0; scenario.backends.len()],
+            loads,
+            members: Vec::new(),
+            selector: Selector::build(spec, &[]),
+            endpoints: Vec::new(),
+            health,
             backends,
             requests: Vec::with_capacity(expected),
             events: BinaryHeap::new(),
@@ -150,6 +162,39 @@ impl<'a> Simulation<'a> {
                 .iter()
                 .map(|b| Arc::from(b.name.as_str()))
                 .collect(),
+        };
+        sim.rebuild();
+        sim
+    }
+
+    /// The endpoints and selector over the current candidates, as the proxy's snapshot holds them.
+    fn rebuild(&mut self) {
+        self.members = self.health.candidates();
+        self.endpoints = self
+            .members
+            .iter()
+            .map(|&b| {
+                let backend = &self.scenario.backends[b];
+                let slow_start = self.health.status()[b].slow_start;
+                Endpoint {
+                    slow_start,
+                    ..Endpoint::new(
+                        hash::endpoint_id(&backend.name),
+                        backend.weight,
+                        self.loads[b].clone(),
+                    )
+                }
+            })
+            .collect();
+        self.selector = Selector::build(&self.spec, &self.endpoints);
+    }
+
+    /// Ends the ejections due by `now` and republishes the candidates if they changed.
+    fn refresh_health(&mut self, now: Duration) {
+        let before = self.health.candidates();
+        self.health.advance(now);
+        if self.health.candidates() != before {
+            self.rebuild();
         }
     }
 
@@ -195,6 +240,9 @@ impl<'a> Simulation<'a> {
     /// Picks a backend with the policy and sends the request there.
     fn dispatch(&mut self, id: u32, now_ns: u64) {
         let now = Duration::from_nanos(now_ns);
+        if self.health.next_deadline().is_some_and(|due| due <= now) {
+            self.refresh_health(now);
+        }
         let (client, avoid) = {
             let r = &self.requests[id as usize];
             (r.client, r.first_backend)
@@ -204,15 +252,16 @@ impl<'a> Simulation<'a> {
             sticky_endpoint: None,
         };
         let n = self.endpoints.len();
-        let mut b = self
+        let mut i = self
             .selector
             .pick(&self.endpoints, &pick, now, &mut self.rng)
-            .expect("scenarios have backends");
-        if b as u32 == avoid && n > 1 {
+            .expect("a pool always has candidates");
+        if self.members[i] as u32 == avoid && n > 1 {
             // A retry goes elsewhere, as the proxy's does.
-            b = (b + 1) % n;
+            i = (i + 1) % n;
         }
-        self.endpoints[b].load.try_start(None);
+        let b = self.members[i];
+        self.loads[b].try_start(None);
         let r = &mut self.requests[id as usize];
         r.attempt += 1;
         r.backend = b as u32;
@@ -295,12 +344,13 @@ impl<'a> Simulation<'a> {
         }
         r.attempt_open = false;
         let (b, attempt, latency_ns) = (r.backend as usize, r.attempt, now_ns - r.dispatched_ns);
-        let load = &self.endpoints[b].load;
+        let load = &self.loads[b];
         load.finish();
         let now = Duration::from_nanos(now_ns);
         if outcome != Outcome::ConnectError {
             load.observe_rtt(Duration::from_nanos(latency_ns), now, self.spec.decay());
         }
+        self.count_for_outliers(b, outcome.is_failure(), now);
         if self.rows.is_some() {
             self.write_row(id, outcome, status, latency_ns);
         }
@@ -311,6 +361,22 @@ impl<'a> Simulation<'a> {
         let r = &self.requests[id as usize];
         self.tally
             .record((now_ns - r.arrived_ns) / 1_000, outcome.is_failure(), Some(b));
+    }
+
+    /// Consecutive failures eject a backend, exactly as the proxy's outlier detection does.
+    fn count_for_outliers(&mut self, b: usize, failed: bool, now: Duration) {
+        if !failed {
+            self.failures[b] = 0;
+            return;
+        }
+        self.failures[b] += 1;
+        let policy = HealthPolicy::default().outlier;
+        if policy.should_eject(self.failures[b]) && self.failures[b] % policy.consecutive_failures == 0 {
+            if let Ejection::Ejected { .. } = self.health.report_failing(b, now) {
+                self.failures[b] = 0;
+                self.refresh_health(now);
+            }
+        }
     }
 
     fn write_row(&mut self, id: u32, outcome: Outcome, status: Option<u16>, latency_ns: u64) {
@@ -341,7 +407,7 @@ impl<'a> Simulation<'a> {
             bytes_in: 0,
             bytes_out: 0,
             attempt: u16::from(r.attempt),
-            backend_in_flight: Some(self.endpoints[b].load.in_flight()),
+            backend_in_flight: Some(self.loads[b].in_flight()),
             pool_in_flight: 0,
             backend_ewma_us: None,
             scraped,
