@@ -217,3 +217,47 @@ fn replay_prints_json_and_writes_simulated_telemetry() {
     assert!(String::from_utf8_lossy(&unknown.stderr)
         .contains("unknown scenario `nope` (scenarios: steady, heterogeneous"));
 }
+
+#[test]
+fn sim_serve_prints_a_pool_of_live_backends() {
+    use std::io::{BufRead, BufReader, Read, Write};
+
+    let mut child = Command::new(AUGUR)
+        .args(["sim", "serve", "--scenario", "gpu-mixed"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut addresses = Vec::new();
+    while addresses.len() < 4 {
+        let line = rx.recv_timeout(LIMIT).expect("sim serve prints its backends");
+        if let Some(rest) = line.trim().strip_prefix("{ address = \"") {
+            addresses.push(rest.split('"').next().unwrap().to_owned());
+        }
+    }
+    // A GPU node answers on the OpenAI API, over a raw socket.
+    let mut stream = std::net::TcpStream::connect(&addresses[0]).unwrap();
+    stream.set_read_timeout(Some(LIMIT)).unwrap();
+    let body = r#"{"prompt": "hello", "max_tokens": 2}"#;
+    write!(
+        stream,
+        "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply).unwrap();
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    assert!(
+        reply.contains("\"completion_tokens\":2") && reply.contains("x-sim-backend: gpu-large-0"),
+        "{reply}"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
