@@ -1,19 +1,33 @@
 //! The live load of one backend, shared between the request path and the policies.
 
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::ewma::PeakEwma;
+use arc_swap::ArcSwapOption;
 
-/// Requests in flight and the Peak-EWMA round-trip estimate of one backend.
+use crate::ewma::PeakEwma;
+use crate::telemetry::ScrapedMetrics;
+
+/// Metrics scraped from a backend, and until when they count as current.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct ScrapeSample {
+    metrics: ScrapedMetrics,
+    valid_until: Duration,
+}
+
+/// Requests in flight, the Peak-EWMA round-trip estimate, and the latest scraped metrics of one
+/// backend.
 ///
-/// Every request updates it, so it uses an atomic counter and a per-backend mutex held for a few
-/// nanoseconds (as tower's `PeakEwma` does); no lock is shared between backends or held by background work.
+/// Every request updates the first two, so they use an atomic counter and a per-backend mutex held for
+/// a few nanoseconds (as tower's `PeakEwma` does); no lock is shared between backends. The scraped
+/// metrics are written by background work and read by requests, so they sit behind an atomic pointer
+/// swap: a reader never waits.
 #[derive(Debug)]
 pub struct BackendLoad {
     in_flight: AtomicU32,
     rtt: Mutex<PeakEwma>,
+    scraped: ArcSwapOption<ScrapeSample>,
 }
 
 impl BackendLoad {
@@ -22,6 +36,7 @@ impl BackendLoad {
         Self {
             in_flight: AtomicU32::new(0),
             rtt: Mutex::new(PeakEwma::new(default_rtt, now)),
+            scraped: ArcSwapOption::empty(),
         }
     }
 
@@ -64,6 +79,20 @@ impl BackendLoad {
         self.lock_rtt().get_at(now, decay)
     }
 
+    /// Stores freshly scraped metrics, which count as current until `valid_until`.
+    pub fn set_scraped(&self, metrics: ScrapedMetrics, valid_until: Duration) {
+        self.scraped
+            .store(Some(Arc::new(ScrapeSample { metrics, valid_until })));
+    }
+
+    /// The scraped metrics at `now`: every value missing when none were scraped or they are stale.
+    pub fn scraped(&self, now: Duration) -> ScrapedMetrics {
+        match self.scraped.load().as_deref() {
+            Some(sample) if now < sample.valid_until => sample.metrics,
+            _ => ScrapedMetrics::default(),
+        }
+    }
+
     fn lock_rtt(&self) -> std::sync::MutexGuard<'_, PeakEwma> {
         // The estimate is plain data; a panic elsewhere cannot leave it half-written.
         self.rtt.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -73,6 +102,27 @@ impl BackendLoad {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn scraped_metrics_go_missing_when_stale() {
+        let load = BackendLoad::new(Duration::from_millis(30), Duration::ZERO);
+        assert_eq!(
+            load.scraped(Duration::ZERO),
+            ScrapedMetrics::default(),
+            "nothing scraped yet"
+        );
+        let metrics = ScrapedMetrics {
+            queue_depth: Some(3.0),
+            ..ScrapedMetrics::default()
+        };
+        load.set_scraped(metrics, Duration::from_secs(3));
+        assert_eq!(load.scraped(Duration::from_secs(2)).queue_depth, Some(3.0));
+        assert_eq!(
+            load.scraped(Duration::from_secs(3)),
+            ScrapedMetrics::default(),
+            "stale counts as missing"
+        );
+    }
 
     #[test]
     fn in_flight_respects_the_limit_and_never_underflows() {

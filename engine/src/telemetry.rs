@@ -77,7 +77,7 @@ impl Outcome {
 
 /// Metrics scraped from a backend (GPU inference servers), as known at dispatch; `None` when unknown
 /// or stale.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
 pub struct ScrapedMetrics {
     /// Requests waiting in the backend's queue.
     pub queue_depth: Option<f64>,

@@ -112,6 +112,7 @@ async fn backends(State(shared): State<Arc<Shared>>) -> Json<Value> {
                         "warming": s.slow_start.is_some(),
                         "in_flight": b.load.in_flight(),
                         "rtt_estimate_ms": b.load.rtt_estimate_ns(now, decay) / 1e6,
+                        "scraped": b.load.scraped(now),
                     })
                 })
                 .collect();

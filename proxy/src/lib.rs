@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod pool;
 pub mod rng;
 pub mod router;
+pub mod scrape;
 pub mod server;
 pub mod state;
 pub mod telemetry;

@@ -52,6 +52,22 @@ impl AttemptOutcome {
     }
 }
 
+/// What became of one metrics scrape.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScrapeResult {
+    /// Parsed and stored.
+    Ok,
+    /// The request failed or the status was not 2xx.
+    Error,
+    /// No complete answer in time.
+    Timeout,
+    /// The answer was not Prometheus text format.
+    ParseError,
+}
+
+/// Label values of [`ScrapeResult`], in declaration order.
+const SCRAPE_RESULTS: [&str; 4] = ["ok", "error", "timeout", "parse_error"];
+
 fn class_index(status: u16) -> usize {
     usize::from(status / 100).clamp(1, 5) - 1
 }
@@ -66,6 +82,7 @@ pub struct Metrics {
     retries_refused: IntCounterVec,
     ejections: IntCounterVec,
     health_checks: IntCounterVec,
+    scrapes: IntCounterVec,
     in_flight: IntGaugeVec,
     available: IntGaugeVec,
     pool_events_dropped: IntCounter,
@@ -104,6 +121,7 @@ pub struct BackendMetrics {
     /// Times this backend was ejected by outlier detection.
     pub ejections: IntCounter,
     health_checks: [IntCounter; 2],
+    scrapes: [IntCounter; 4],
 }
 
 impl BackendMetrics {
@@ -115,6 +133,11 @@ impl BackendMetrics {
     /// Counts one active health check.
     pub fn count_health_check(&self, passed: bool) {
         self.health_checks[usize::from(passed)].inc();
+    }
+
+    /// Counts one metrics scrape.
+    pub fn count_scrape(&self, result: ScrapeResult) {
+        self.scrapes[result as usize].inc();
     }
 }
 
@@ -195,6 +218,12 @@ impl Metrics {
                 &r,
                 "augur_health_checks_total",
                 "Active health checks, by result",
+                &["pool", "backend", "result"],
+            ),
+            scrapes: counter(
+                &r,
+                "augur_metrics_scrapes_total",
+                "Scrapes of backends' own metrics, by result (ok, error, timeout, parse_error)",
                 &["pool", "backend", "result"],
             ),
             in_flight: gauge(
@@ -281,6 +310,7 @@ impl Metrics {
             ejections: self.ejections.with_label_values(&[pool, backend]),
             health_checks: ["failed", "passed"]
                 .map(|r| self.health_checks.with_label_values(&[pool, backend, r])),
+            scrapes: SCRAPE_RESULTS.map(|r| self.scrapes.with_label_values(&[pool, backend, r])),
         }
     }
 

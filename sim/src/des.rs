@@ -26,6 +26,10 @@ const ERROR_REPLY_NS: u64 = 1_000_000;
 const CLIENTS: u64 = 10_000;
 /// Attempts per request: the proxy's default of one retry, for connect failures and 503s.
 const MAX_ATTEMPTS: u8 = 2;
+/// How often GPU backends' metrics are scraped, in simulated nanoseconds (the proxy's default interval);
+/// values stay current for three intervals, as the proxy's do.
+const SCRAPE_INTERVAL_NS: u64 = 1_000_000_000;
+
 /// Mixed into the seed so the simulator's draws (service times, errors, clients) never replay the
 /// stream a caller drew arrivals from with the same seed: correlated streams make service times
 /// copies of inter-arrival gaps, and queues that never form.
@@ -86,6 +90,7 @@ pub struct Simulation<'a> {
     selector: Selector,
     endpoints: Vec<Endpoint>,
     backends: Vec<BackendState>,
+    next_scrape_ns: u64,
     requests: Vec<Request>,
     events: BinaryHeap<Reverse<Event>>,
     seq: u64,
@@ -151,6 +156,7 @@ impl<'a> Simulation<'a> {
             endpoints: Vec::new(),
             health,
             backends,
+            next_scrape_ns: 0,
             requests: Vec::with_capacity(expected),
             events: BinaryHeap::new(),
             seq: 0,
@@ -242,6 +248,9 @@ impl<'a> Simulation<'a> {
         let now = Duration::from_nanos(now_ns);
         if self.health.next_deadline().is_some_and(|due| due <= now) {
             self.refresh_health(now);
+        }
+        if now_ns >= self.next_scrape_ns {
+            self.scrape(now_ns);
         }
         let (client, avoid) = {
             let r = &self.requests[id as usize];
@@ -363,6 +372,23 @@ impl<'a> Simulation<'a> {
             .record((now_ns - r.arrived_ns) / 1_000, outcome.is_failure(), Some(b));
     }
 
+    /// What the proxy's scraper would read from each GPU node now (vLLM's gauges), current for three
+    /// intervals.
+    fn scrape(&mut self, now_ns: u64) {
+        for (b, state) in self.backends.iter().enumerate() {
+            if let BackendModel::Gpu(gpu) = state.model {
+                let metrics = ScrapedMetrics {
+                    queue_depth: Some(state.queue.len() as f64),
+                    running_requests: Some(f64::from(state.busy)),
+                    kv_cache_usage: Some(f64::from(state.kv_used) / f64::from(gpu.kv_capacity_tokens)),
+                    ..ScrapedMetrics::default()
+                };
+                self.loads[b].set_scraped(metrics, Duration::from_nanos(now_ns + 3 * SCRAPE_INTERVAL_NS));
+            }
+        }
+        self.next_scrape_ns = now_ns + SCRAPE_INTERVAL_NS;
+    }
+
     /// Consecutive failures eject a backend, exactly as the proxy's outlier detection does.
     fn count_for_outliers(&mut self, b: usize, failed: bool, now: Duration) {
         if !failed {
@@ -383,15 +409,8 @@ impl<'a> Simulation<'a> {
         let r = &self.requests[id as usize];
         let b = r.backend as usize;
         let epoch_us = self.scenario.epoch_unix_s as i64 * 1_000_000;
-        let scraped = match self.backends[b].model {
-            BackendModel::Gpu(gpu) => ScrapedMetrics {
-                queue_depth: Some(self.backends[b].queue.len() as f64),
-                running_requests: Some(f64::from(self.backends[b].busy)),
-                kv_cache_usage: Some(f64::from(self.backends[b].kv_used) / f64::from(gpu.kv_capacity_tokens)),
-                ..ScrapedMetrics::default()
-            },
-            BackendModel::Cpu(_) => ScrapedMetrics::default(),
-        };
+        // What the proxy would have known at dispatch: the last scrape, not the node's exact state.
+        let scraped = self.loads[b].scraped(Duration::from_nanos(r.dispatched_ns));
         let row = TelemetryRow {
             start_time_us: epoch_us + (r.dispatched_ns / 1_000) as i64,
             request_id: format!("sim-{id}"),

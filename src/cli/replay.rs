@@ -32,8 +32,8 @@ pub struct ReplayArgs {
     /// The trace's request-size (prompt tokens) column (detected when not given).
     #[arg(long)]
     size_col: Option<String>,
-    /// Comma-separated policies: round_robin (rr), weighted_round_robin (wrr), least_conn, random,
-    /// ring_hash, maglev, p2c_ewma.
+    /// Comma-separated policies: round_robin (rr), weighted_round_robin (wrr), least_conn, least_queue
+    /// (GPU-aware: scraped queue, then KV cache), random, ring_hash, maglev, p2c_ewma.
     #[arg(long, default_value = DEFAULT_POLICIES)]
     policies: String,
     /// Seed of every random draw: the same seed gives the same result.
@@ -57,6 +57,7 @@ pub fn policy(name: &str) -> Result<PolicySpec, String> {
         "rr" | "round_robin" => PolicySpec::RoundRobin,
         "wrr" | "weighted_round_robin" => PolicySpec::WeightedRoundRobin,
         "least_conn" => PolicySpec::LeastConn,
+        "least_queue" => PolicySpec::LeastQueue,
         "random" => PolicySpec::Random,
         "ring_hash" => hash(HashAlgorithm::Ring),
         "maglev" => hash(HashAlgorithm::Maglev),

@@ -6,6 +6,7 @@
 //! simulator run identical code.
 
 mod least_conn;
+mod least_queue;
 mod maglev;
 mod p2c_ewma;
 mod random;
@@ -44,6 +45,8 @@ pub enum Selector {
     SmoothWeighted(smooth_weighted::SmoothWeighted),
     /// Fewest requests in flight per unit of weight.
     LeastConn,
+    /// Shortest scraped queue, then least KV-cache in use (GPU inference nodes).
+    LeastQueue,
     /// Weighted random.
     Random,
     /// Ketama-style hash ring.
@@ -65,6 +68,7 @@ impl Selector {
                 Self::SmoothWeighted(smooth_weighted::SmoothWeighted::new(endpoints.len()))
             }
             PolicySpec::LeastConn => Self::LeastConn,
+            PolicySpec::LeastQueue => Self::LeastQueue,
             PolicySpec::Random => Self::Random,
             PolicySpec::ConsistentHash {
                 algorithm: HashAlgorithm::Ring,
@@ -94,6 +98,7 @@ impl Selector {
             Self::RoundRobin(rr) => rr.pick(endpoints.len()),
             Self::SmoothWeighted(swrr) => swrr.pick(endpoints, now),
             Self::LeastConn => least_conn::pick(endpoints, now, rng),
+            Self::LeastQueue => least_queue::pick(endpoints, now, rng),
             Self::Random => random::pick_weighted(endpoints, now, rng),
             Self::RingHash(ring) => match request.hash_key {
                 Some(key) => ring.pick(key),

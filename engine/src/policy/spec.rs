@@ -21,6 +21,9 @@ pub enum PolicySpec {
     WeightedRoundRobin,
     /// Fewest requests in flight per unit of weight; ties broken at random.
     LeastConn,
+    /// GPU inference nodes: the shortest scraped queue, then the least KV-cache in use (needs the
+    /// pool's `metrics` scraping; without fresh metrics, requests in flight stand in for the queue).
+    LeastQueue,
     /// Weighted random.
     Random,
     /// Consistent hashing on a request key: the same key goes to the same backend while it is eligible.
@@ -83,6 +86,7 @@ impl PolicySpec {
             Self::RoundRobin => "round_robin",
             Self::WeightedRoundRobin => "weighted_round_robin",
             Self::LeastConn => "least_conn",
+            Self::LeastQueue => "least_queue",
             Self::Random => "random",
             Self::ConsistentHash {
                 algorithm: HashAlgorithm::Ring,

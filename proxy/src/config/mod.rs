@@ -131,6 +131,8 @@ pub struct PoolConfig {
     pub retries: RetryConfig,
     /// Active health checks; absent means none.
     pub health_check: Option<HealthCheckConfig>,
+    /// Scraping of the backends' own metrics (GPU inference servers); absent means none.
+    pub metrics: Option<MetricsConfig>,
     /// Passive outlier detection.
     #[serde(default)]
     pub outlier: OutlierConfig,
@@ -256,6 +258,78 @@ pub struct HealthCheckConfig {
     /// Consecutive failures that take it out.
     #[serde(default = "three")]
     pub unhealthy_threshold: NonZeroU32,
+}
+
+/// `[pools.NAME.metrics]`: the backends' own Prometheus metrics, scraped into augur's features.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Path of the metrics endpoint on each backend.
+    #[serde(default = "metrics_path")]
+    pub path: String,
+    /// Time between scrapes of one backend. Values older than three intervals count as missing.
+    #[serde(default = "one_second", with = "humantime_serde")]
+    pub interval: Duration,
+    /// A scrape with no complete answer within this fails (default: the interval).
+    #[serde(default, with = "humantime_serde")]
+    pub timeout: Option<Duration>,
+    /// Which metric names to read: `vllm`, `triton` or `dcgm`.
+    pub preset: Option<MetricsPreset>,
+    /// Or a mapping of augur's features to metric names, e.g.
+    /// `{ queue_depth = { metric = "my_queue", labels = { model = "llama" }, scale = 1.0 } }`.
+    #[serde(default)]
+    pub custom: BTreeMap<ScrapedFeature, MetricSource>,
+}
+
+/// Metric names of a well-known inference server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MetricsPreset {
+    /// vLLM: `vllm:num_requests_waiting`, `vllm:num_requests_running`, `vllm:kv_cache_usage_perc`
+    /// (or the older `vllm:gpu_cache_usage_perc`).
+    Vllm,
+    /// NVIDIA Triton: `nv_gpu_utilization`, `nv_gpu_memory_used_bytes` / `nv_gpu_memory_total_bytes`.
+    Triton,
+    /// NVIDIA DCGM exporter: `DCGM_FI_DEV_GPU_UTIL` (percent), `DCGM_FI_DEV_FB_USED` and `_FREE`.
+    Dcgm,
+}
+
+/// One of augur's scraped features.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ScrapedFeature {
+    /// Requests waiting in the backend's queue.
+    QueueDepth,
+    /// Requests the backend is running.
+    RunningRequests,
+    /// KV-cache usage, 0 to 1.
+    KvCacheUsage,
+    /// GPU utilisation, 0 to 1.
+    GpuUtilization,
+    /// GPU memory in use, 0 to 1.
+    GpuMemoryFraction,
+}
+
+/// Where a custom feature comes from.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricSource {
+    /// Metric name.
+    pub metric: String,
+    /// Only series with these label values count.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Multiplier applied to the value (e.g. 0.01 for a percentage).
+    #[serde(default = "unit_scale")]
+    pub scale: f64,
+}
+
+fn metrics_path() -> String {
+    "/metrics".to_owned()
+}
+
+fn unit_scale() -> f64 {
+    1.0
 }
 
 /// `[pools.NAME.outlier]`: passive outlier detection.

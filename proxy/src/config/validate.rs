@@ -91,6 +91,24 @@ impl Config {
                     ));
                 }
             }
+            if let Some(m) = &pool.metrics {
+                let has_custom = !m.custom.is_empty();
+                if m.preset.is_some() == has_custom {
+                    return Err((
+                        None,
+                        format!(
+                            "pools.{name}.metrics: give either `preset` or `custom`, not both or neither"
+                        ),
+                    ));
+                }
+                if !m.path.starts_with('/') || m.interval.is_zero() || m.timeout.is_some_and(|t| t.is_zero())
+                {
+                    return Err((
+                        None,
+                        format!("pools.{name}.metrics: path must start with `/` and interval/timeout be > 0"),
+                    ));
+                }
+            }
             let t = &pool.timeouts;
             if t.connect.is_zero() || t.request.is_zero() || t.idle.is_zero() {
                 return Err((None, format!("pools.{name}.timeouts: every timeout must be > 0")));

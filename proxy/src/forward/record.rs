@@ -88,6 +88,7 @@ impl RequestRecord {
             row.backend = Some(backend.label.clone());
             row.backend_in_flight = Some(backend.load.in_flight().saturating_sub(1));
             row.backend_ewma_us = Some(backend.load.rtt_estimate_ns(now, pool.config.policy.decay()) / 1e3);
+            row.scraped = backend.load.scraped(now);
         }
         AttemptRow {
             row,

@@ -3,6 +3,7 @@
 
 mod backend;
 mod health_check;
+mod scraper;
 mod supervisor;
 
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -130,6 +131,7 @@ impl Pool {
         });
         tokio::spawn(supervisor::run(pool.clone(), events_rx));
         health_check::spawn(&pool);
+        scraper::spawn(&pool);
         pool
     }
 

@@ -3,7 +3,8 @@
 //!
 //! Paths: `/echo` answers the request's headers as JSON; `/sse` streams three events 300 ms apart;
 //! `/stall` sends a head and one chunk, then nothing; `/hang` never answers; `/healthz` answers
-//! `health_status`; `/ws` accepts an upgrade and echoes bytes. Anything else answers `status` with
+//! `health_status`; `/vllm-metrics` answers vLLM-format metrics while `health_status` is 200 and hangs
+//! otherwise; `/ws` accepts an upgrade and echoes bytes. Anything else answers `status` with
 //! the backend's name as body, after `delay_ms`.
 
 use std::convert::Infallible;
@@ -116,6 +117,14 @@ fn named(status: u16, name: &str, body: Body) -> Response<Body> {
 async fn answer(mut req: Request<Incoming>, control: &Control, name: &str) -> Response<Body> {
     match req.uri().path() {
         "/healthz" => named(control.health_status.load(Ordering::SeqCst), name, full("health")),
+        "/vllm-metrics" => {
+            if control.health_status.load(Ordering::SeqCst) != 200 {
+                std::future::pending::<()>().await;
+            }
+            let text = "# TYPE vllm:num_requests_waiting gauge\nvllm:num_requests_waiting{model_name=\"m\"} 4\n\
+                        # TYPE vllm:kv_cache_usage_perc gauge\nvllm:kv_cache_usage_perc{model_name=\"m\"} 0.5\n";
+            named(200, name, full(text))
+        }
         "/echo" => {
             control.hits.fetch_add(1, Ordering::SeqCst);
             let headers: serde_json::Map<String, serde_json::Value> = req

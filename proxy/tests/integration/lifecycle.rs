@@ -173,6 +173,22 @@ fn bad_configs_name_the_field_and_the_line() {
         let error = config_error(&text);
         assert!(error.contains(expected), "expected `{expected}` in: {error}");
     }
+    let both = format!(
+        "{pool}metrics = {{ preset = \"vllm\", custom = {{ queue_depth = {{ metric = \"q\" }} }} }}\n"
+    );
+    assert!(
+        config_error(&both).contains("pools.p.metrics: give either `preset` or `custom`"),
+        "{}",
+        config_error(&both)
+    );
+    let neither = format!("{pool}metrics = {{ interval = \"1s\" }}\n");
+    assert!(config_error(&neither).contains("give either `preset` or `custom`"));
+    let unknown = format!("{pool}metrics = {{ preset = \"sglang\" }}\n");
+    assert!(
+        config_error(&unknown).contains("bad.toml:12:"),
+        "{}",
+        config_error(&unknown)
+    );
     let missing = config_error(&pool.replace("address = \"127.0.0.1:1\"", "weight = 2"));
     assert!(
         missing.contains("bad.toml:11:") && missing.contains("missing field `address`"),

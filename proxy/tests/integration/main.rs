@@ -4,6 +4,7 @@
 mod backends;
 mod harness;
 
+mod gpu;
 mod headers;
 mod health;
 mod lifecycle;

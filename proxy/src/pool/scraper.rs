@@ -1,0 +1,106 @@
+//! Scrapes each backend's metrics endpoint on an interval, off the request path. One scrape at a time
+//! per backend (the next waits for the last, and every scrape has a timeout), so slow or hung
+//! endpoints never pile up. Failures are counted in metrics and logged when the state changes, not on
+//! every attempt.
+
+use std::sync::Arc;
+
+use augur_engine::telemetry::ScrapedMetrics;
+use http::header::{HOST, USER_AGENT};
+use http::{HeaderValue, Request};
+use http_body_util::{BodyExt, Limited};
+use rand::Rng;
+
+use super::Pool;
+use crate::clock;
+use crate::config::MetricsConfig;
+use crate::forward::reply;
+use crate::metrics::ScrapeResult;
+use crate::rng::with_rng;
+
+/// Scraped values count as current for this many intervals, then as missing.
+const VALID_INTERVALS: u32 = 3;
+/// Largest metrics page read; a larger one is an error (vLLM's is a few tens of kilobytes).
+const MAX_BODY: usize = 4 * 1024 * 1024;
+
+/// Starts one scrape loop per backend, if the pool scrapes metrics. Each loop stops with the pool.
+pub(super) fn spawn(pool: &Arc<Pool>) {
+    let Some(config) = pool.config.metrics.clone() else {
+        return;
+    };
+    for index in 0..pool.backends.len() {
+        let (pool, config) = (pool.clone(), config.clone());
+        tokio::spawn(async move {
+            // Spread the first scrapes over one interval so a large pool is not scraped in a burst.
+            let mut wait = with_rng(|rng| config.interval.mul_f64(rng.random::<f64>()));
+            let mut failing: Option<ScrapeResult> = None;
+            loop {
+                tokio::select! {
+                    () = pool.tasks.cancelled() => return,
+                    () = tokio::time::sleep(wait) => {}
+                }
+                wait = config.interval;
+                let backend = &pool.backends[index];
+                match scrape(&pool, index, &config).await {
+                    Ok(metrics) => {
+                        backend
+                            .load
+                            .set_scraped(metrics, clock::now() + config.interval * VALID_INTERVALS);
+                        backend.metrics.count_scrape(ScrapeResult::Ok);
+                        if failing.take().is_some() {
+                            tracing::info!(pool = %pool.name, backend = %backend.address, "metrics scrapes succeed again");
+                        }
+                    }
+                    Err((result, reason)) => {
+                        backend.metrics.count_scrape(result);
+                        if failing != Some(result) {
+                            tracing::warn!(pool = %pool.name, backend = %backend.address, %reason,
+                                "metrics scrape failing; its values go missing after three intervals");
+                            failing = Some(result);
+                        }
+                    }
+                }
+            }
+        });
+    }
+}
+
+/// One scrape: a GET that must answer 2xx with Prometheus text within the timeout.
+async fn scrape(
+    pool: &Pool,
+    index: usize,
+    config: &MetricsConfig,
+) -> Result<ScrapedMetrics, (ScrapeResult, String)> {
+    let address = pool.backends[index].address.as_str();
+    let request = Request::get(format!("http://{address}{}", config.path))
+        .header(HOST, address)
+        .header(USER_AGENT, HeaderValue::from_static("augur-metrics-scraper"))
+        .body(reply::full(bytes::Bytes::new()))
+        .map_err(|e| (ScrapeResult::Error, e.to_string()))?;
+    let exchange = async {
+        let response = pool
+            .client
+            .request(request)
+            .await
+            .map_err(|e| (ScrapeResult::Error, e.to_string()))?;
+        if !response.status().is_success() {
+            return Err((ScrapeResult::Error, format!("status {}", response.status())));
+        }
+        let body = Limited::new(response.into_body(), MAX_BODY)
+            .collect()
+            .await
+            .map_err(|e| (ScrapeResult::Error, e.to_string()))?
+            .to_bytes();
+        let text =
+            std::str::from_utf8(&body).map_err(|_| (ScrapeResult::ParseError, "not UTF-8".to_owned()))?;
+        crate::scrape::extract(text, config).map_err(|e| (ScrapeResult::ParseError, e))
+    };
+    let timeout = config.timeout.unwrap_or(config.interval);
+    match tokio::time::timeout(timeout, exchange).await {
+        Ok(result) => result,
+        Err(_) => Err((
+            ScrapeResult::Timeout,
+            format!("no complete answer within {timeout:?}"),
+        )),
+    }
+}

@@ -1,0 +1,245 @@
+//! From a backend's Prometheus exposition to augur's scraped features: presets for vLLM, Triton and
+//! DCGM, or a custom mapping. Counts (queue, running) add up over series; shares (cache, utilisation,
+//! memory) average over them, so a node with several GPUs reads as their mean.
+
+use augur_engine::telemetry::ScrapedMetrics;
+use openmetrics_parser::prometheus::parse_prometheus;
+use openmetrics_parser::{MetricsExposition, PrometheusType, PrometheusValue};
+
+use crate::config::{MetricSource, MetricsConfig, MetricsPreset, ScrapedFeature};
+
+type Exposition = MetricsExposition<PrometheusType, PrometheusValue>;
+
+/// Parses `text` and reads the configured features from it. Every family must carry its `# TYPE`
+/// line, as vLLM, Triton and DCGM exporters do (the parser groups undeclared samples together).
+pub fn extract(text: &str, config: &MetricsConfig) -> Result<ScrapedMetrics, String> {
+    if text.trim().is_empty() {
+        // A server with nothing to report yet: no values, not an error.
+        return Ok(ScrapedMetrics::default());
+    }
+    let exposition = parse_prometheus(text).map_err(|e| format!("not Prometheus text format: {e:?}"))?;
+    Ok(match config.preset {
+        Some(MetricsPreset::Vllm) => ScrapedMetrics {
+            queue_depth: sum(&exposition, "vllm:num_requests_waiting"),
+            running_requests: sum(&exposition, "vllm:num_requests_running"),
+            kv_cache_usage: mean(&exposition, "vllm:kv_cache_usage_perc")
+                .or_else(|| mean(&exposition, "vllm:gpu_cache_usage_perc")),
+            ..ScrapedMetrics::default()
+        },
+        Some(MetricsPreset::Triton) => ScrapedMetrics {
+            gpu_utilization: mean(&exposition, "nv_gpu_utilization"),
+            gpu_memory_fraction: ratio(
+                sum(&exposition, "nv_gpu_memory_used_bytes"),
+                sum(&exposition, "nv_gpu_memory_total_bytes"),
+            ),
+            ..ScrapedMetrics::default()
+        },
+        Some(MetricsPreset::Dcgm) => {
+            let used = sum(&exposition, "DCGM_FI_DEV_FB_USED");
+            let free = sum(&exposition, "DCGM_FI_DEV_FB_FREE");
+            ScrapedMetrics {
+                gpu_utilization: mean(&exposition, "DCGM_FI_DEV_GPU_UTIL").map(|percent| percent / 100.0),
+                gpu_memory_fraction: ratio(used, used.zip(free).map(|(u, f)| u + f)),
+                ..ScrapedMetrics::default()
+            }
+        }
+        None => {
+            let read = |feature, counts: bool| {
+                config
+                    .custom
+                    .get(&feature)
+                    .and_then(|source| custom(&exposition, source, counts))
+            };
+            ScrapedMetrics {
+                queue_depth: read(ScrapedFeature::QueueDepth, true),
+                running_requests: read(ScrapedFeature::RunningRequests, true),
+                kv_cache_usage: read(ScrapedFeature::KvCacheUsage, false),
+                gpu_utilization: read(ScrapedFeature::GpuUtilization, false),
+                gpu_memory_fraction: read(ScrapedFeature::GpuMemoryFraction, false),
+            }
+        }
+    })
+}
+
+/// Values of every series of `name` whose labels include `filter`.
+fn values(exposition: &Exposition, name: &str, filter: &[(&str, &str)]) -> Vec<f64> {
+    let Some(family) = exposition.families.get(name) else {
+        return Vec::new();
+    };
+    family
+        .iter_samples()
+        .filter(|sample| {
+            filter.is_empty()
+                || sample
+                    .get_labelset()
+                    .is_ok_and(|labels| filter.iter().all(|(k, v)| labels.get_label_value(k) == Some(*v)))
+        })
+        .filter_map(|sample| match &sample.value {
+            PrometheusValue::Gauge(n) | PrometheusValue::Unknown(n) => Some(n.as_f64()),
+            PrometheusValue::Counter(c) => Some(c.value.as_f64()),
+            _ => None,
+        })
+        .filter(|v| v.is_finite())
+        .collect()
+}
+
+fn sum(exposition: &Exposition, name: &str) -> Option<f64> {
+    let v = values(exposition, name, &[]);
+    (!v.is_empty()).then(|| v.iter().sum())
+}
+
+fn mean(exposition: &Exposition, name: &str) -> Option<f64> {
+    let v = values(exposition, name, &[]);
+    (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+}
+
+fn ratio(part: Option<f64>, whole: Option<f64>) -> Option<f64> {
+    part.zip(whole).filter(|(_, w)| *w > 0.0).map(|(p, w)| p / w)
+}
+
+fn custom(exposition: &Exposition, source: &MetricSource, counts: bool) -> Option<f64> {
+    let filter: Vec<(&str, &str)> = source
+        .labels
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let v = values(exposition, &source.metric, &filter);
+    if v.is_empty() {
+        return None;
+    }
+    let combined = if counts {
+        v.iter().sum()
+    } else {
+        v.iter().sum::<f64>() / v.len() as f64
+    };
+    Some(combined * source.scale)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn preset(preset: MetricsPreset) -> MetricsConfig {
+        MetricsConfig {
+            path: "/metrics".into(),
+            interval: std::time::Duration::from_secs(1),
+            timeout: None,
+            preset: Some(preset),
+            custom: BTreeMap::new(),
+        }
+    }
+
+    const VLLM: &str = "\
+# HELP vllm:num_requests_waiting Number of requests waiting to be processed.
+# TYPE vllm:num_requests_waiting gauge
+vllm:num_requests_waiting{model_name=\"llama-3-8b\"} 7.0
+# HELP vllm:num_requests_running Number of requests currently running on GPU.
+# TYPE vllm:num_requests_running gauge
+vllm:num_requests_running{model_name=\"llama-3-8b\"} 12.0
+# HELP vllm:kv_cache_usage_perc KV-cache usage. 1 means 100 percent usage.
+# TYPE vllm:kv_cache_usage_perc gauge
+vllm:kv_cache_usage_perc{model_name=\"llama-3-8b\"} 0.625
+";
+
+    #[test]
+    fn reads_vllm_and_its_older_cache_name() {
+        let m = extract(VLLM, &preset(MetricsPreset::Vllm)).unwrap();
+        assert_eq!(
+            (m.queue_depth, m.running_requests, m.kv_cache_usage),
+            (Some(7.0), Some(12.0), Some(0.625))
+        );
+        let older =
+            "# TYPE vllm:gpu_cache_usage_perc gauge\nvllm:gpu_cache_usage_perc{model_name=\"m\"} 0.5\n";
+        let m = extract(older, &preset(MetricsPreset::Vllm)).unwrap();
+        assert_eq!((m.kv_cache_usage, m.queue_depth), (Some(0.5), None));
+    }
+
+    #[test]
+    fn reads_triton_memory_as_a_share_over_gpus() {
+        let text = "\
+# HELP nv_gpu_utilization GPU utilization rate [0.0 - 1.0)
+# TYPE nv_gpu_utilization gauge
+nv_gpu_utilization{gpu_uuid=\"GPU-a\"} 0.5
+nv_gpu_utilization{gpu_uuid=\"GPU-b\"} 0.7
+# TYPE nv_gpu_memory_used_bytes gauge
+nv_gpu_memory_used_bytes{gpu_uuid=\"GPU-a\"} 20000000000
+nv_gpu_memory_used_bytes{gpu_uuid=\"GPU-b\"} 40000000000
+# TYPE nv_gpu_memory_total_bytes gauge
+nv_gpu_memory_total_bytes{gpu_uuid=\"GPU-a\"} 80000000000
+nv_gpu_memory_total_bytes{gpu_uuid=\"GPU-b\"} 80000000000
+# TYPE nv_inference_queue_duration_us counter
+nv_inference_queue_duration_us{model=\"m\",version=\"1\"} 123456
+";
+        let m = extract(text, &preset(MetricsPreset::Triton)).unwrap();
+        assert!((m.gpu_utilization.unwrap() - 0.6).abs() < 1e-12);
+        assert_eq!(m.gpu_memory_fraction, Some(0.375));
+    }
+
+    #[test]
+    fn reads_dcgm_percent_and_framebuffer() {
+        let text = "\
+# HELP DCGM_FI_DEV_GPU_UTIL GPU utilization (in %).
+# TYPE DCGM_FI_DEV_GPU_UTIL gauge
+DCGM_FI_DEV_GPU_UTIL{gpu=\"0\",UUID=\"GPU-a\"} 90
+# TYPE DCGM_FI_DEV_FB_USED gauge
+DCGM_FI_DEV_FB_USED{gpu=\"0\",UUID=\"GPU-a\"} 60000
+# TYPE DCGM_FI_DEV_FB_FREE gauge
+DCGM_FI_DEV_FB_FREE{gpu=\"0\",UUID=\"GPU-a\"} 20000
+";
+        let m = extract(text, &preset(MetricsPreset::Dcgm)).unwrap();
+        assert_eq!(
+            (m.gpu_utilization, m.gpu_memory_fraction),
+            (Some(0.9), Some(0.75))
+        );
+    }
+
+    #[test]
+    fn a_custom_mapping_filters_by_label_and_scales() {
+        let mut custom = BTreeMap::new();
+        let labels = BTreeMap::from([("model".to_owned(), "a".to_owned())]);
+        custom.insert(
+            ScrapedFeature::QueueDepth,
+            MetricSource {
+                metric: "queue".into(),
+                labels,
+                scale: 1.0,
+            },
+        );
+        custom.insert(
+            ScrapedFeature::GpuUtilization,
+            MetricSource {
+                metric: "util_pct".into(),
+                labels: BTreeMap::new(),
+                scale: 0.01,
+            },
+        );
+        let config = MetricsConfig {
+            preset: None,
+            custom,
+            ..preset(MetricsPreset::Vllm)
+        };
+        let text = "# TYPE queue gauge\nqueue{model=\"a\"} 3\nqueue{model=\"b\"} 100\n# TYPE util_pct gauge\nutil_pct 42\n";
+        let m = extract(text, &config).unwrap();
+        assert_eq!((m.queue_depth, m.gpu_utilization), (Some(3.0), Some(0.42)));
+    }
+
+    #[test]
+    fn malformed_text_is_an_error_not_zeros() {
+        for garbage in [
+            "{\"not\": \"prometheus\"}",
+            "vllm:num_requests_waiting{model_name=\"x\" 7\n",
+            "<html>500</html>",
+        ] {
+            assert!(
+                extract(garbage, &preset(MetricsPreset::Vllm)).is_err(),
+                "{garbage}"
+            );
+        }
+        assert_eq!(
+            extract("", &preset(MetricsPreset::Vllm)).unwrap(),
+            ScrapedMetrics::default(),
+            "empty is valid and says nothing"
+        );
+    }
+}

@@ -1,0 +1,263 @@
+//! GPU inference nodes through the real proxy: scraped metrics steer the GPU-aware policy and land in
+//! telemetry; a metrics endpoint that hangs, lies or goes quiet never slows requests and is reported.
+
+use std::time::Duration;
+
+use augur_sim::http::{serve, Cluster};
+use augur_sim::model::{BackendModel, GpuModel, RequestSize};
+use augur_sim::scenario::SimBackend;
+use augur_sim::traffic::{Sizes, Traffic};
+use augur_sim::Scenario;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::Request;
+
+use crate::backends::spawn;
+use crate::harness::*;
+
+fn gpu_nodes(n: usize) -> Scenario {
+    let model = GpuModel {
+        max_batch: 1,
+        kv_capacity_tokens: 100_000,
+        prefill_us_per_token: 10.0,
+        tpot_base_us: 50_000.0,
+        tpot_per_running_us: 0.0,
+    };
+    Scenario {
+        name: "gpu",
+        description: "",
+        backends: (0..n)
+            .map(|i| SimBackend {
+                name: format!("gpu-{i}"),
+                model: BackendModel::Gpu(model),
+                weight: 1,
+            })
+            .collect(),
+        traffic: Traffic::Poisson { rate: 1.0 },
+        sizes: Sizes::Fixed(RequestSize::default()),
+        faults: vec![],
+        duration: Duration::from_secs(1),
+        request_timeout: Duration::from_secs(30),
+        epoch_unix_s: 0,
+    }
+}
+
+fn completion(url: &str, max_tokens: u32) -> Request<Full<Bytes>> {
+    let body = format!(r#"{{"model": "m", "prompt": "hello", "max_tokens": {max_tokens}}}"#);
+    Request::post(url)
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body)))
+        .unwrap()
+}
+
+fn gpu_pool(cluster: &Cluster, extra: &str) -> String {
+    let backends: Vec<String> = cluster
+        .backends
+        .iter()
+        .map(|b| format!("{{ address = \"{}\" }}", b.addr))
+        .collect();
+    format!(
+        "[[routes]]\npool = \"gpu\"\n[pools.gpu]\npolicy = {{ kind = \"least_queue\" }}\nbackends = [{}]\n\
+         retries = {{ max_retries = 0 }}\nmetrics = {{ preset = \"vllm\", interval = \"100ms\" }}\n{extra}",
+        backends.join(", ")
+    )
+}
+
+async fn scraped(proxy: &augur_proxy::Running, address: &str) -> serde_json::Value {
+    let state = admin(&client(), proxy, "GET", "/admin/backends").await.json();
+    state["pools"][0]["backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["address"] == address)
+        .unwrap()["scraped"]
+        .clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_with_a_long_queue_gets_less_traffic_under_least_queue() {
+    let cluster = serve(&gpu_nodes(2), "127.0.0.1".parse().unwrap(), 1)
+        .await
+        .unwrap();
+    let (busy, idle) = (cluster.backends[0].addr, cluster.backends[1].addr);
+    // Six long generations sent straight to the first node: one runs, five wait in its queue.
+    let direct = client();
+    let backlog: Vec<_> = (0..6)
+        .map(|_| {
+            let c = direct.clone();
+            tokio::spawn(async move {
+                c.request(completion(&format!("http://{busy}/v1/completions"), 40))
+                    .await
+                    .map(|_| ())
+            })
+        })
+        .collect();
+    let proxy = start_proxy(&gpu_pool(&cluster, "")).await;
+    eventually(Duration::from_secs(5), "the queue is scraped", async || {
+        scraped(&proxy, &busy.to_string()).await["queue_depth"]
+            .as_f64()
+            .unwrap_or(0.0)
+            >= 3.0
+    })
+    .await;
+    let client = client();
+    let mut to_idle = 0;
+    for _ in 0..10 {
+        let response = tokio::time::timeout(
+            EXCHANGE_LIMIT,
+            client.request(completion(&url(&proxy, "/v1/completions"), 1)),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        let node = response.headers()["x-sim-backend"].to_str().unwrap().to_owned();
+        response.into_body().collect().await.unwrap();
+        to_idle += usize::from(node == "gpu-1");
+    }
+    assert_eq!(
+        to_idle, 10,
+        "every request avoids the node with five waiting (idle {idle})"
+    );
+    backlog.iter().for_each(|t| t.abort());
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn telemetry_rows_carry_the_scraped_metrics() {
+    let cluster = serve(&gpu_nodes(1), "127.0.0.1".parse().unwrap(), 1)
+        .await
+        .unwrap();
+    let dir = temp_path("gpu-telemetry");
+    let _ = std::fs::remove_dir_all(&dir);
+    let telemetry = format!(
+        "[telemetry]\ndir = \"{}\"\nclient_hash_key = \"k\"\n",
+        dir.display()
+    );
+    let proxy = start_proxy(&gpu_pool(&cluster, &telemetry)).await;
+    let address = cluster.backends[0].addr.to_string();
+    eventually(Duration::from_secs(5), "a first scrape", async || {
+        scraped(&proxy, &address).await["kv_cache_usage"].is_number()
+    })
+    .await;
+    let client = client();
+    for _ in 0..3 {
+        let response = client
+            .request(completion(&url(&proxy, "/v1/completions"), 1))
+            .await
+            .unwrap();
+        response.into_body().collect().await.unwrap();
+    }
+    proxy.shutdown().await;
+    let (rows, nulls) = read_parquet_column_nulls(&dir, "queue_depth");
+    assert_eq!(
+        (rows, nulls),
+        (3, 0),
+        "three rows, none without the scraped queue depth"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// (rows, nulls) of `column` over every Parquet file under `dir`.
+fn read_parquet_column_nulls(dir: &std::path::Path, column: &str) -> (usize, usize) {
+    use arrow_array::Array;
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    let mut totals = (0, 0);
+    let mut stack = vec![dir.to_owned()];
+    while let Some(folder) = stack.pop() {
+        for entry in std::fs::read_dir(&folder).unwrap().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|e| e == "parquet") {
+                let reader = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&path).unwrap())
+                    .unwrap()
+                    .build()
+                    .unwrap();
+                for batch in reader.map(Result::unwrap) {
+                    let c = batch.column_by_name(column).unwrap();
+                    totals.0 += c.len();
+                    totals.1 += c.null_count();
+                }
+            }
+        }
+    }
+    totals
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hanging_garbage_and_stale_metrics_never_slow_requests_and_are_reported() {
+    let (hangs, lies, quiet) = (spawn("hangs").await, spawn("lies").await, spawn("quiet").await);
+    let pool = |name: &str, backend: &crate::backends::TestBackend, path: &str| {
+        format!(
+            "[pools.{name}]\nbackends = [{{ address = \"{}\" }}]\n\
+             metrics = {{ preset = \"vllm\", path = \"{path}\", interval = \"100ms\", timeout = \"200ms\" }}\n",
+            backend.addr
+        )
+    };
+    let route = |name: &str| {
+        format!("[[routes]]\npool = \"{name}\"\nmatch = {{ headers = [{{ name = \"x-pool\", value = \"{name}\" }}] }}\n")
+    };
+    let proxy = start_proxy(&format!(
+        "{}{}{}{}{}{}",
+        route("hangs"),
+        route("lies"),
+        route("quiet"),
+        pool("hangs", &hangs, "/hang"),
+        pool("lies", &lies, "/echo"),
+        pool("quiet", &quiet, "/vllm-metrics")
+    ))
+    .await;
+    let client = client();
+    let metrics_url = format!("http://{}/metrics", proxy.admin.unwrap());
+    let count = |metrics: &str, backend: &crate::backends::TestBackend, result: &str| {
+        let prefix = format!("augur_metrics_scrapes_total{{backend=\"{}\",", backend.addr);
+        metrics
+            .lines()
+            .find(|l| l.starts_with(&prefix) && l.contains(&format!("result=\"{result}\"")))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    eventually(Duration::from_secs(5), "failures counted", async || {
+        let m = get(&client, &metrics_url, &[]).await.body;
+        count(&m, &hangs, "timeout") > 0 && count(&m, &lies, "parse_error") > 0 && count(&m, &quiet, "ok") > 0
+    })
+    .await;
+    for name in ["hangs", "lies", "quiet"] {
+        let started = std::time::Instant::now();
+        for _ in 0..5 {
+            assert_eq!(
+                get(&client, &url(&proxy, "/"), &[("x-pool", name)]).await.status,
+                200
+            );
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{name}: requests do not wait on scrapes"
+        );
+    }
+    let scraped_of = |state: &serde_json::Value, pool: &str| {
+        state["pools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == pool)
+            .unwrap()["backends"][0]["scraped"]
+            .clone()
+    };
+    let state = admin(&client, &proxy, "GET", "/admin/backends").await.json();
+    assert_eq!(
+        scraped_of(&state, "hangs")["queue_depth"],
+        serde_json::Value::Null
+    );
+    assert_eq!(scraped_of(&state, "lies")["queue_depth"], serde_json::Value::Null);
+    assert_eq!(scraped_of(&state, "quiet")["queue_depth"], 4.0);
+    // The endpoint goes quiet: after three intervals its values count as missing.
+    quiet.set_health(503);
+    eventually(Duration::from_secs(3), "stale values go missing", async || {
+        let state = admin(&client, &proxy, "GET", "/admin/backends").await.json();
+        scraped_of(&state, "quiet")["queue_depth"].is_null()
+    })
+    .await;
+    proxy.shutdown().await;
+}
