@@ -9,6 +9,8 @@ use http::{HeaderValue, Request};
 use crate::config::{Config, MatchConfig};
 use crate::metrics::Metrics;
 use crate::pool::Pool;
+use crate::rng::with_rng;
+use rand::Rng;
 
 /// One generation of routes and pools.
 pub struct Router {
@@ -19,13 +21,31 @@ pub struct Router {
     pub pools: BTreeMap<String, Arc<Pool>>,
 }
 
-/// A route: conditions and the pool that serves what matches them.
+/// A route: conditions and the pool (or weighted pools) that serve what matches them.
 pub struct Route {
     /// Name for logs and telemetry.
     pub name: Arc<str>,
     matches: MatchConfig,
-    /// The pool.
-    pub pool: Arc<Pool>,
+    /// The pools and their weights (one pool with weight 1 for a plain route).
+    targets: Vec<(Arc<Pool>, u32)>,
+    total_weight: u32,
+}
+
+impl Route {
+    /// The pool for one request: the route's pool, or one drawn by weight from its split.
+    pub fn pick_pool(&self) -> &Arc<Pool> {
+        if self.targets.len() == 1 {
+            return &self.targets[0].0;
+        }
+        let mut draw = with_rng(|rng| rng.random_range(0..self.total_weight));
+        for (pool, weight) in &self.targets {
+            if draw < *weight {
+                return pool;
+            }
+            draw -= weight;
+        }
+        &self.targets[self.targets.len() - 1].0
+    }
 }
 
 impl Router {
@@ -55,10 +75,19 @@ impl Router {
         let routes = config
             .routes
             .iter()
-            .map(|r| Route {
-                name: Arc::from(r.name.as_deref().unwrap_or(r.pool.get_ref())),
-                matches: r.matches.clone(),
-                pool: pools[r.pool.get_ref()].clone(),
+            .map(|r| {
+                let targets: Vec<(Arc<Pool>, u32)> = r
+                    .targets()
+                    .into_iter()
+                    .map(|(pool, weight)| (pools[pool.get_ref()].clone(), weight))
+                    .collect();
+                let first = r.targets()[0].0.get_ref().clone();
+                Route {
+                    name: Arc::from(r.name.as_deref().unwrap_or(&first)),
+                    matches: r.matches.clone(),
+                    total_weight: targets.iter().map(|t| t.1).sum(),
+                    targets,
+                }
             })
             .collect();
         Self {

@@ -84,13 +84,37 @@ pub struct AdminConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteConfig {
-    /// Name used in logs; defaults to the pool's name.
+    /// Name used in logs; defaults to the (first) pool's name.
     pub name: Option<String>,
-    /// Name of a pool in `[pools]`.
-    pub pool: Spanned<String>,
+    /// Name of a pool in `[pools]`; or give `split`.
+    pub pool: Option<Spanned<String>>,
+    /// A weighted split over pools, e.g. `[{ pool = "v1", weight = 99 }, { pool = "v2", weight = 1 }]` for a
+    /// 1% canary; each request draws one. Change the weights with a reload.
+    #[serde(default)]
+    pub split: Vec<SplitTarget>,
     /// Conditions, all of which must hold; an empty match takes every request.
     #[serde(default, rename = "match")]
     pub matches: MatchConfig,
+}
+
+/// One pool of a route's weighted split.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SplitTarget {
+    /// Name of a pool in `[pools]`.
+    pub pool: Spanned<String>,
+    /// Relative share of the route's requests (0 takes it out of rotation).
+    pub weight: u32,
+}
+
+impl RouteConfig {
+    /// The pools this route sends to, with their weights.
+    pub fn targets(&self) -> Vec<(&Spanned<String>, u32)> {
+        match &self.pool {
+            Some(pool) => vec![(pool, 1)],
+            None => self.split.iter().map(|t| (&t.pool, t.weight)).collect(),
+        }
+    }
 }
 
 /// `[routes.match]`: conditions on a request.

@@ -32,16 +32,30 @@ impl Config {
             return Err((None, "no `[[routes]]`: at least one is needed".into()));
         }
         for (i, route) in self.routes.iter().enumerate() {
-            if !self.pools.contains_key(route.pool.get_ref()) {
-                let known: Vec<&str> = self.pools.keys().map(String::as_str).collect();
+            if route.pool.is_some() == !route.split.is_empty() {
                 return Err((
-                    Some(route.pool.span()),
-                    format!(
-                        "routes[{i}].pool: no pool named `{}` (pools: {})",
-                        route.pool.get_ref(),
-                        known.join(", ")
-                    ),
+                    None,
+                    format!("routes[{i}]: give either `pool` or `split`, not both or neither"),
                 ));
+            }
+            if !route.split.is_empty() && route.split.iter().all(|t| t.weight == 0) {
+                return Err((
+                    None,
+                    format!("routes[{i}].split: at least one weight must be > 0"),
+                ));
+            }
+            for (pool, _) in route.targets() {
+                if !self.pools.contains_key(pool.get_ref()) {
+                    let known: Vec<&str> = self.pools.keys().map(String::as_str).collect();
+                    return Err((
+                        Some(pool.span()),
+                        format!(
+                            "routes[{i}]: no pool named `{}` (pools: {})",
+                            pool.get_ref(),
+                            known.join(", ")
+                        ),
+                    ));
+                }
             }
             if let Some(prefix) = &route.matches.path_prefix {
                 if !prefix.starts_with('/') {

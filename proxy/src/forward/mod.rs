@@ -61,12 +61,13 @@ pub async fn handle(
         log.error = Some(err.code());
         return reply::error(&err, &request_id);
     };
-    let active = route.pool.begin_request();
+    let pool = route.pick_pool();
+    let active = pool.begin_request();
     log.route = route.name.to_string();
     let record = shared
         .telemetry
         .as_ref()
-        .map(|t| RequestRecord::new(t, &request, &route.name, &route.pool, &downstream));
+        .map(|t| RequestRecord::new(t, &request, &route.name, pool, &downstream));
     let response = match forward(active.pool(), request, &downstream, record.as_ref(), &mut log).await {
         Ok(response) => response,
         Err(err) => {

@@ -91,3 +91,19 @@ async fn routes_match_in_order_and_unmatched_requests_get_a_json_404() {
     assert_eq!(unmatched.json()["error"], "no_route");
     proxy.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_one_percent_canary_split_lands_within_tolerance() {
+    let (stable, canary) = (spawn("stable").await, spawn("canary").await);
+    let proxy = start_proxy(&format!(
+        "[[routes]]\nname = \"api\"\nsplit = [{{ pool = \"v1\", weight = 99 }}, {{ pool = \"v2\", weight = 1 }}]\n\
+         [pools.v1]\nbackends = [{{ address = \"{}\" }}]\n[pools.v2]\nbackends = [{{ address = \"{}\" }}]\n",
+        stable.addr, canary.addr
+    ))
+    .await;
+    let counts = spread(&client(), &url(&proxy, "/"), 3000).await;
+    // Expected 30 of 3000; [12, 50] spans more than three standard deviations (sd = 5.4).
+    let to_canary = counts.get("canary").copied().unwrap_or(0);
+    assert!((12..=50).contains(&to_canary), "{counts:?}");
+    proxy.shutdown().await;
+}

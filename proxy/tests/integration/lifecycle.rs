@@ -148,7 +148,7 @@ fn bad_configs_name_the_field_and_the_line() {
         ),
         (
             pool.replace("pool = \"p\"", "pool = \"q\""),
-            "bad.toml:9:8: routes[0].pool: no pool named `q`",
+            "bad.toml:9:8: routes[0]: no pool named `q`",
         ),
         (pool.replace("127.0.0.1:1", "no-port"), "bad.toml:11:"),
         (
@@ -173,6 +173,24 @@ fn bad_configs_name_the_field_and_the_line() {
         let error = config_error(&text);
         assert!(error.contains(expected), "expected `{expected}` in: {error}");
     }
+    let split_and_pool = pool.replace(
+        "pool = \"p\"\n[pools.p]",
+        "pool = \"p\"\nsplit = [{ pool = \"p\", weight = 1 }]\n[pools.p]",
+    );
+    assert!(
+        config_error(&split_and_pool).contains("routes[0]: give either `pool` or `split`"),
+        "{}",
+        config_error(&split_and_pool)
+    );
+    let unknown_split = pool.replace(
+        "pool = \"p\"\n[pools.p]",
+        "split = [{ pool = \"p\", weight = 9 }, { pool = \"v2\", weight = 1 }]\n[pools.p]",
+    );
+    assert!(
+        config_error(&unknown_split).contains("routes[0]: no pool named `v2`"),
+        "{}",
+        config_error(&unknown_split)
+    );
     let both = format!(
         "{pool}metrics = {{ preset = \"vllm\", custom = {{ queue_depth = {{ metric = \"q\" }} }} }}\n"
     );
