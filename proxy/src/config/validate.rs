@@ -32,7 +32,8 @@ impl Config {
             return Err((None, "no `[[routes]]`: at least one is needed".into()));
         }
         for (i, route) in self.routes.iter().enumerate() {
-            if route.pool.is_some() == !route.split.is_empty() {
+            let has_split = !route.split.is_empty();
+            if route.pool.is_some() == has_split {
                 return Err((
                     None,
                     format!("routes[{i}]: give either `pool` or `split`, not both or neither"),
