@@ -114,7 +114,8 @@ pub struct TelemetryRow {
     pub outcome: Outcome,
     /// Dispatch to the end of the response body (or to the failure), in microseconds.
     pub latency_us: u64,
-    /// Dispatch to the backend's response head, in microseconds.
+    /// Dispatch to the first byte of the response body (the head, for an empty body), in
+    /// microseconds: for a streamed LLM response, the time to first token.
     pub ttfb_us: Option<u64>,
     /// Request body bytes sent to the backend.
     pub bytes_in: u64,

@@ -53,6 +53,12 @@ pub enum ProxyError {
         /// The underlying error.
         reason: String,
     },
+    /// The request asks for a `model` no route serves (downstream).
+    #[error("no route serves model `{model}`")]
+    UnknownModel {
+        /// The model asked for.
+        model: String,
+    },
     /// The client's request could not be read (downstream).
     #[error("could not read the request body: {0}")]
     BadRequest(String),
@@ -62,7 +68,7 @@ impl ProxyError {
     /// The status the client gets.
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::NoRoute { .. } => StatusCode::NOT_FOUND,
+            Self::NoRoute { .. } | Self::UnknownModel { .. } => StatusCode::NOT_FOUND,
             Self::NoBackend { .. } | Self::AtCapacity { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::Connect { .. } | Self::Reset { .. } => StatusCode::BAD_GATEWAY,
             Self::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
@@ -74,6 +80,7 @@ impl ProxyError {
     pub fn code(&self) -> &'static str {
         match self {
             Self::NoRoute { .. } => "no_route",
+            Self::UnknownModel { .. } => "model_not_found",
             Self::NoBackend { .. } => "no_backend",
             Self::AtCapacity { .. } => "backends_at_capacity",
             Self::Connect { .. } => "connect_error",

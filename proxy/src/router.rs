@@ -19,6 +19,8 @@ pub struct Router {
     routes: Vec<Route>,
     /// Pools by name.
     pub pools: BTreeMap<String, Arc<Pool>>,
+    /// Whether some route matches on the request body's `model`.
+    pub routes_by_model: bool,
 }
 
 /// A route: conditions and the pool (or weighted pools) that serve what matches them.
@@ -90,17 +92,29 @@ impl Router {
                 }
             })
             .collect();
+        let routes_by_model = config.routes.iter().any(|r| !r.matches.models.is_empty());
         Self {
             generation,
             routes,
             pools,
+            routes_by_model,
         }
     }
 
-    /// The first route whose conditions all hold; `host` is the request's ([`crate::forward::headers::original_host`]).
-    pub fn route<B>(&self, request: &Request<B>, host: Option<&HeaderValue>) -> Option<&Route> {
+    /// The first route whose conditions all hold; `host` is the request's
+    /// ([`crate::forward::headers::original_host`]) and `model` the one its body asks for.
+    pub fn route<B>(
+        &self,
+        request: &Request<B>,
+        host: Option<&HeaderValue>,
+        model: Option<&str>,
+    ) -> Option<&Route> {
         let host = host.and_then(|h| h.to_str().ok()).map(strip_port);
-        self.routes.iter().find(|r| matches(&r.matches, request, host))
+        self.routes.iter().find(|r| {
+            matches(&r.matches, request, host)
+                && (r.matches.models.is_empty()
+                    || model.is_some_and(|m| r.matches.models.iter().any(|x| x == m)))
+        })
     }
 
     /// Stops every pool's background tasks.
@@ -163,6 +177,7 @@ mod tests {
                 name: "x-canary".parse().unwrap(),
                 value: "1".parse().unwrap(),
             }],
+            models: vec![],
         };
         let r = request("api.example.com:8080", "/v1/x");
         assert!(matches(&m, &r, Some(strip_port("api.example.com:8080"))));

@@ -50,6 +50,10 @@ pub struct ProxySettings {
     pub grace_period: Duration,
     /// Log one line per request (target `augur::access`, level info).
     pub access_log: bool,
+    /// Bytes of a JSON request body read to find its OpenAI-style `model`, prompt length and
+    /// `max_tokens` (for routing by model and for telemetry); the body then streams on unchanged.
+    /// 0 turns peeking off.
+    pub model_peek_bytes: usize,
 }
 
 impl Default for ProxySettings {
@@ -58,6 +62,7 @@ impl Default for ProxySettings {
             id: ProxyId::from_host_name(),
             grace_period: Duration::from_secs(30),
             access_log: false,
+            model_peek_bytes: 64 * 1024,
         }
     }
 }
@@ -131,6 +136,9 @@ pub struct MatchConfig {
     /// Headers that must be present with exactly these values.
     #[serde(default)]
     pub headers: Vec<HeaderMatch>,
+    /// OpenAI-style `model` names (read from the JSON body) this route serves; empty matches any.
+    #[serde(default)]
+    pub models: Vec<String>,
 }
 
 /// `[pools.NAME]`: a set of interchangeable backends and how to balance over them.

@@ -5,6 +5,7 @@ mod access_log;
 pub mod affinity;
 pub mod body;
 pub mod headers;
+mod hints;
 mod record;
 pub mod reply;
 mod upgrade;
@@ -12,22 +13,24 @@ mod upstream;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use augur_engine::telemetry::Outcome;
-use http::header::{HeaderValue, SET_COOKIE};
+use http::header::{HeaderValue, CONTENT_TYPE, SET_COOKIE};
 use http::{Request, Response};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use self::access_log::{AccessLog, RequestDone};
-use self::body::{Guarded, IdleTimeout, ProxyBody};
+use self::body::{BoxError, Guarded, IdleTimeout, ProxyBody};
+use self::hints::RequestHints;
 use self::record::{outcome_of, outcome_of_pick_error, AttemptDone, AttemptRow, BytesIn, RequestRecord};
 use self::upstream::{RequestBody, UpstreamHead};
 use crate::clock;
 use crate::error::ProxyError;
 use crate::metrics::AttemptOutcome;
 use crate::pool::{backoff, InFlight, Pool};
+use crate::router::Router;
 use crate::state::Shared;
 
 /// Serves one client request.
@@ -46,15 +49,26 @@ pub async fn handle(
     };
     let mut log = AccessLog::new(&request, client, request_id.clone(), shared.access_log());
     let router = shared.router.load_full();
-    let Some(route) = router.route(&request, downstream.host) else {
-        let err = ProxyError::NoRoute {
-            method: request.method().to_string(),
-            host: downstream
-                .host
-                .and_then(|h| h.to_str().ok())
-                .unwrap_or_default()
-                .to_owned(),
-            path: request.uri().path().to_owned(),
+    let (request, hints) = match read_hints(request, &router, &shared).await {
+        Ok(read) => read,
+        Err(err) => {
+            log.status = err.status().as_u16();
+            log.error = Some(err.code());
+            return reply::error(&err, &request_id);
+        }
+    };
+    let Some(route) = router.route(&request, downstream.host, hints.model.as_deref()) else {
+        let err = match &hints.model {
+            Some(model) if router.routes_by_model => ProxyError::UnknownModel { model: model.clone() },
+            _ => ProxyError::NoRoute {
+                method: request.method().to_string(),
+                host: downstream
+                    .host
+                    .and_then(|h| h.to_str().ok())
+                    .unwrap_or_default()
+                    .to_owned(),
+                path: request.uri().path().to_owned(),
+            },
         };
         shared.metrics.count_unrouted(err.status().as_u16());
         log.status = err.status().as_u16();
@@ -67,7 +81,7 @@ pub async fn handle(
     let record = shared
         .telemetry
         .as_ref()
-        .map(|t| RequestRecord::new(t, &request, &route.name, pool, &downstream));
+        .map(|t| RequestRecord::new(t, &request, &route.name, pool, &downstream, &hints));
     let response = match forward(active.pool(), request, &downstream, record.as_ref(), &mut log).await {
         Ok(response) => response,
         Err(err) => {
@@ -83,11 +97,36 @@ pub async fn handle(
     Response::from_parts(parts, Guarded::new(body, done).boxed())
 }
 
+/// How long peeking at a body may wait for each of its frames.
+const PEEK_IDLE: Duration = Duration::from_secs(30);
+
+/// Boxes the body and, for a JSON body when routing by model or telemetry wants them, reads its hints
+/// (the body goes on unchanged).
+async fn read_hints(
+    request: Request<Incoming>,
+    router: &Router,
+    shared: &Shared,
+) -> Result<(Request<ProxyBody>, RequestHints), ProxyError> {
+    let (parts, body) = request.into_parts();
+    let body: ProxyBody = body.map_err(|e| -> BoxError { Box::new(e) }).boxed();
+    let limit = shared.config.load().proxy.model_peek_bytes;
+    let json = parts
+        .headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("json"));
+    if limit == 0 || !json || !(router.routes_by_model || shared.telemetry.is_some()) {
+        return Ok((Request::from_parts(parts, body), RequestHints::default()));
+    }
+    let (hints, body) = hints::peek(body, limit, PEEK_IDLE).await?;
+    Ok((Request::from_parts(parts, body), hints))
+}
+
 /// Sends the request to a backend of `pool`, retrying where the config and the budget allow. Every
 /// attempt gets a telemetry row when `record` is set.
 async fn forward(
     pool: &Arc<Pool>,
-    mut request: Request<Incoming>,
+    mut request: Request<ProxyBody>,
     downstream: &headers::Forwarded<'_>,
     record: Option<&RequestRecord>,
     log: &mut AccessLog,

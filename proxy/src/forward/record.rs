@@ -12,6 +12,7 @@ use http::Request;
 
 use super::body::{BodyObserver, BoxError, IdleTimeoutError};
 use super::headers::Forwarded;
+use super::hints::RequestHints;
 use crate::clock;
 use crate::error::ProxyError;
 use crate::metrics::AttemptOutcome;
@@ -32,6 +33,7 @@ impl RequestRecord {
         route: &Arc<str>,
         pool: &Pool,
         downstream: &Forwarded<'_>,
+        hints: &RequestHints,
     ) -> Self {
         let body_bytes = request
             .headers()
@@ -57,10 +59,10 @@ impl RequestRecord {
             pool_in_flight: 0,
             backend_ewma_us: None,
             scraped: ScrapedMetrics::default(),
-            model: None,
+            model: hints.model.clone(),
             body_bytes,
-            prompt_tokens: None,
-            max_tokens: None,
+            prompt_tokens: hints.prompt_tokens,
+            max_tokens: hints.max_tokens,
             policy: pool.config.policy.name(),
             predicted_latency_us: None,
             predicted_failure_prob: None,
@@ -106,9 +108,15 @@ pub struct AttemptRow {
 }
 
 impl AttemptRow {
-    /// The backend's response head arrived.
+    /// The backend's response head arrived: time to first byte until a body byte arrives.
     pub fn responded(&mut self, status: u16) {
         self.row.status = Some(status);
+        self.row.ttfb_us = Some(self.dispatched.elapsed().as_micros() as u64);
+    }
+
+    /// The first byte of the response body arrived. For a streamed LLM response this is the time to
+    /// first token, which is what the head's time would understate.
+    fn first_body_byte(&mut self) {
         self.row.ttfb_us = Some(self.dispatched.elapsed().as_micros() as u64);
     }
 
@@ -193,6 +201,11 @@ impl AttemptDone {
 
 impl BodyObserver for AttemptDone {
     fn data(&mut self, len: usize) {
+        if self.bytes_out == 0 && len > 0 {
+            if let Some(row) = self.row.as_mut() {
+                row.first_body_byte();
+            }
+        }
         self.bytes_out += len as u64;
     }
 

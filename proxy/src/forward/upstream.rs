@@ -8,7 +8,7 @@ use bytes::Bytes;
 use http::header::{HeaderMap, HeaderValue, HOST};
 use http::{Method, Request, Response, Version};
 use http_body::Body as _;
-use http_body_util::{BodyExt, Limited};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use super::body::{Guarded, IdleTimeout, ProxyBody};
@@ -61,13 +61,13 @@ pub enum RequestBody {
     /// Small enough to keep; every attempt sends a copy.
     Replayable(Bytes),
     /// Streamed to the first attempt only.
-    Streaming(Option<Incoming>, Duration),
+    Streaming(Option<ProxyBody>, Duration),
 }
 
 impl RequestBody {
     /// Reads a retryable request's body into memory when it is known to be at most `max_bytes`.
     pub async fn prepare(
-        body: Incoming,
+        body: ProxyBody,
         retryable: bool,
         max_bytes: usize,
         idle: Duration,
@@ -76,11 +76,13 @@ impl RequestBody {
         if !retryable || !(body.is_end_stream() || small) {
             return Ok(Self::Streaming(Some(body), idle));
         }
-        let collected = IdleTimeout::new(Limited::new(body, max_bytes), idle)
-            .collect()
-            .await
-            .map_err(|e| ProxyError::BadRequest(e.to_string()))?;
-        Ok(Self::Replayable(collected.to_bytes()))
+        // Known to be at most `max_bytes`: read it whole.
+        let prefix = super::hints::read_prefix(body, max_bytes + 1, idle).await?;
+        match prefix.rest {
+            None => Ok(Self::Replayable(prefix.bytes)),
+            // Longer than its Content-Length claimed: send what is there and stream the rest, once.
+            Some(_) => Ok(Self::Streaming(Some(prefix.into_body()), idle)),
+        }
     }
 
     /// Whether a second attempt can send the body again.

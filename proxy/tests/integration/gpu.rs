@@ -148,12 +148,10 @@ async fn telemetry_rows_carry_the_scraped_metrics() {
         response.into_body().collect().await.unwrap();
     }
     proxy.shutdown().await;
-    let (rows, nulls) = read_parquet_column_nulls(&dir, "queue_depth");
-    assert_eq!(
-        (rows, nulls),
-        (3, 0),
-        "three rows, none without the scraped queue depth"
-    );
+    for column in ["queue_depth", "model", "prompt_tokens", "max_tokens"] {
+        let (rows, nulls) = read_parquet_column_nulls(&dir, column);
+        assert_eq!((rows, nulls), (3, 0), "three rows, none without `{column}`");
+    }
     let _ = std::fs::remove_dir_all(dir);
 }
 
@@ -260,4 +258,136 @@ async fn hanging_garbage_and_stale_metrics_never_slow_requests_and_are_reported(
     })
     .await;
     proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_go_to_the_nodes_serving_their_model_and_unknown_models_get_a_404() {
+    let cluster = serve(&gpu_nodes(2), "127.0.0.1".parse().unwrap(), 1)
+        .await
+        .unwrap();
+    let (llama, mistral) = (cluster.backends[0].addr, cluster.backends[1].addr);
+    let proxy = start_proxy(&format!(
+        "[[routes]]\npool = \"llama\"\nmatch = {{ models = [\"llama-3-8b\"] }}\n\
+         [[routes]]\npool = \"mistral\"\nmatch = {{ models = [\"mistral-7b\", \"mistral-7b-instruct\"] }}\n\
+         [pools.llama]\nbackends = [{{ address = \"{llama}\" }}]\n[pools.mistral]\nbackends = [{{ address = \"{mistral}\" }}]\n"
+    ))
+    .await;
+    let client = client();
+    let ask = |model: &str, prompt: String| {
+        let body = serde_json::json!({ "model": model, "prompt": prompt, "max_tokens": 1 }).to_string();
+        Request::post(url(&proxy, "/v1/completions"))
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(body)))
+            .unwrap()
+    };
+    let node = |reply: &Reply| {
+        reply
+            .headers
+            .get("x-sim-backend")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned()
+    };
+    for (model, expected) in [
+        ("llama-3-8b", "gpu-0"),
+        ("mistral-7b", "gpu-1"),
+        ("mistral-7b-instruct", "gpu-1"),
+    ] {
+        let reply = send(&client, ask(model, "x".repeat(400))).await;
+        assert_eq!(
+            (reply.status.as_u16(), node(&reply)),
+            (200, expected.to_owned()),
+            "{}",
+            reply.body
+        );
+        assert_eq!(
+            reply.json()["usage"]["prompt_tokens"],
+            100,
+            "the body arrives unchanged"
+        );
+    }
+    let unknown = send(&client, ask("gpt-9", "hi".into())).await;
+    assert_eq!(unknown.status, 404);
+    assert_eq!(unknown.json()["error"], "model_not_found");
+    assert!(unknown.json()["message"].as_str().unwrap().contains("gpt-9"));
+    // A body far past the peek limit (64 KiB by default): routed by the model at its start, and it
+    // arrives whole.
+    let big = send(&client, ask("llama-3-8b", "y".repeat(200_000))).await;
+    assert_eq!(
+        (big.status.as_u16(), node(&big)),
+        (200, "gpu-0".to_owned()),
+        "{}",
+        big.body
+    );
+    assert_eq!(
+        big.json()["usage"]["prompt_tokens"],
+        50_000,
+        "the node saw every byte"
+    );
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streamed_responses_ttfb_is_its_first_token_not_its_end() {
+    let cluster = serve(&gpu_nodes(1), "127.0.0.1".parse().unwrap(), 1)
+        .await
+        .unwrap();
+    let dir = temp_path("gpu-ttfb");
+    let _ = std::fs::remove_dir_all(&dir);
+    let telemetry = format!(
+        "[telemetry]\ndir = \"{}\"\nclient_hash_key = \"k\"\n",
+        dir.display()
+    );
+    let proxy = start_proxy(&gpu_pool(&cluster, &telemetry)).await;
+    // Six tokens 50 ms apart: the first streams at once, the last about 250 ms later.
+    let body = r#"{"model": "m", "prompt": "hello", "max_tokens": 6, "stream": true}"#;
+    let request = Request::post(url(&proxy, "/v1/completions"))
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body)))
+        .unwrap();
+    let reply = send(&client(), request).await;
+    assert_eq!(reply.body.matches("data: ").count(), 7, "six tokens and [DONE]");
+    proxy.shutdown().await;
+    let row = first_row_numbers(&dir, &["ttfb_us", "latency_us"]);
+    let (ttfb, latency) = (row[0], row[1]);
+    assert!(latency >= 240_000, "the stream took its time: {latency} us");
+    assert!(
+        ttfb < latency / 2,
+        "ttfb {ttfb} us is the first token, not the end ({latency} us)"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// The first row's values of UInt64 `columns`, from the first Parquet file under `dir`.
+fn first_row_numbers(dir: &std::path::Path, columns: &[&str]) -> Vec<u64> {
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::UInt64Type;
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    let mut stack = vec![dir.to_owned()];
+    while let Some(folder) = stack.pop() {
+        for entry in std::fs::read_dir(&folder).unwrap().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|e| e == "parquet") {
+                let mut reader =
+                    ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&path).unwrap())
+                        .unwrap()
+                        .build()
+                        .unwrap();
+                let batch = reader.next().unwrap().unwrap();
+                return columns
+                    .iter()
+                    .map(|c| {
+                        batch
+                            .column_by_name(c)
+                            .unwrap()
+                            .as_primitive::<UInt64Type>()
+                            .value(0)
+                    })
+                    .collect();
+            }
+        }
+    }
+    panic!("no telemetry file under {}", dir.display())
 }

@@ -1,0 +1,230 @@
+//! What an OpenAI-style request body says about itself (the `model` it asks for, its prompt length,
+//! `max_tokens`), read by peeking at most a configured number of bytes. The body then goes on to the
+//! backend unchanged: the peeked prefix first, then the rest as it streams.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
+use pin_project_lite::pin_project;
+use serde_json::Value;
+
+use super::body::{BoxError, ProxyBody};
+use crate::error::ProxyError;
+
+/// Characters per prompt token, the usual rule of thumb for English text and code.
+const CHARS_PER_TOKEN: usize = 4;
+
+/// Size and model hints of one request.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RequestHints {
+    /// The `model` asked for.
+    pub model: Option<String>,
+    /// Estimated prompt tokens (characters / 4 of `prompt` or the messages' contents).
+    pub prompt_tokens: Option<u32>,
+    /// `max_tokens` (or `max_completion_tokens`) asked for.
+    pub max_tokens: Option<u32>,
+}
+
+/// The first bytes of a body, and the rest of it if there is more.
+pub struct Prefix {
+    /// Up to the limit asked for (whole frames, so possibly a little more).
+    pub bytes: Bytes,
+    /// The rest of the body, or `None` when `bytes` is all of it.
+    pub rest: Option<ProxyBody>,
+}
+
+impl Prefix {
+    /// The whole body again, unchanged: the prefix, then the rest as it streams.
+    pub fn into_body(self) -> ProxyBody {
+        Prefixed {
+            prefix: Some(self.bytes),
+            rest: self.rest,
+        }
+        .boxed()
+    }
+}
+
+/// Reads `body` until at least `limit` bytes or its end, each frame within `idle`.
+pub async fn read_prefix(mut body: ProxyBody, limit: usize, idle: Duration) -> Result<Prefix, ProxyError> {
+    let mut prefix = BytesMut::new();
+    while prefix.len() < limit {
+        let frame = tokio::time::timeout(idle, body.frame())
+            .await
+            .map_err(|_| ProxyError::BadRequest(format!("request body idle for more than {idle:?}")))?;
+        match frame {
+            None => {
+                return Ok(Prefix {
+                    bytes: prefix.freeze(),
+                    rest: None,
+                })
+            }
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data() {
+                    prefix.extend_from_slice(&data);
+                }
+            }
+            Some(Err(e)) => return Err(ProxyError::BadRequest(e.to_string())),
+        }
+    }
+    Ok(Prefix {
+        bytes: prefix.freeze(),
+        rest: Some(body),
+    })
+}
+
+/// Reads up to `limit` bytes of `body` and returns the hints found and the whole body to send on.
+pub async fn peek(
+    body: ProxyBody,
+    limit: usize,
+    idle: Duration,
+) -> Result<(RequestHints, ProxyBody), ProxyError> {
+    let prefix = read_prefix(body, limit, idle).await?;
+    let hints = match prefix.rest {
+        None => parse(&prefix.bytes),
+        Some(_) => RequestHints {
+            model: scan_model(&prefix.bytes),
+            ..RequestHints::default()
+        },
+    };
+    Ok((hints, prefix.into_body()))
+}
+
+/// Hints from a whole JSON body; a body that is not JSON has none.
+fn parse(body: &[u8]) -> RequestHints {
+    let Ok(json) = serde_json::from_slice::<Value>(body) else {
+        return RequestHints::default();
+    };
+    let text_len = |v: &Value| match v {
+        Value::String(s) => s.chars().count(),
+        Value::Array(parts) => parts
+            .iter()
+            .map(|p| {
+                p.as_str()
+                    .or_else(|| p["text"].as_str())
+                    .map_or(0, |s| s.chars().count())
+            })
+            .sum(),
+        _ => 0,
+    };
+    let prompt_chars = match (&json["prompt"], json["messages"].as_array()) {
+        (Value::Null, Some(messages)) => Some(messages.iter().map(|m| text_len(&m["content"])).sum()),
+        (Value::Null, None) => None,
+        (prompt, _) => Some(text_len(prompt)),
+    };
+    let max_tokens = json["max_tokens"]
+        .as_u64()
+        .or_else(|| json["max_completion_tokens"].as_u64());
+    RequestHints {
+        model: json["model"].as_str().map(str::to_owned),
+        prompt_tokens: prompt_chars.map(|c: usize| (c / CHARS_PER_TOKEN) as u32),
+        max_tokens: max_tokens.map(|n| n.min(u64::from(u32::MAX)) as u32),
+    }
+}
+
+/// The `"model": "..."` of a JSON prefix too long to read whole (OpenAI clients put `model` first).
+fn scan_model(prefix: &[u8]) -> Option<String> {
+    let text = std::str::from_utf8(prefix).ok().or_else(|| {
+        // A multi-byte character may be cut at the end of the prefix: drop the broken tail.
+        let valid = std::str::from_utf8(prefix).err()?.valid_up_to();
+        std::str::from_utf8(&prefix[..valid]).ok()
+    })?;
+    let after_key = &text[text.find("\"model\"")? + "\"model\"".len()..];
+    let value = after_key
+        .trim_start()
+        .strip_prefix(':')?
+        .trim_start()
+        .strip_prefix('"')?;
+    let end = value.find('"')?;
+    (!value[..end].contains('\\')).then(|| value[..end].to_owned())
+}
+
+pin_project! {
+    /// A body that yields `prefix` first, then whatever `rest` still has.
+    struct Prefixed {
+        prefix: Option<Bytes>,
+        #[pin]
+        rest: Option<ProxyBody>,
+    }
+}
+
+impl Body for Prefixed {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let mut this = self.project();
+        if let Some(prefix) = this.prefix.take().filter(|p| !p.is_empty()) {
+            return Poll::Ready(Some(Ok(Frame::data(prefix))));
+        }
+        match this.rest.as_mut().as_pin_mut() {
+            Some(rest) => rest.poll_frame(cx),
+            None => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.prefix.as_ref().is_none_or(Bytes::is_empty)
+            && self.rest.as_ref().is_none_or(|r| r.is_end_stream())
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        let prefix = self.prefix.as_ref().map_or(0, |p| p.len() as u64);
+        match &self.rest {
+            None => SizeHint::with_exact(prefix),
+            Some(rest) => {
+                let hint = rest.size_hint();
+                let mut total = SizeHint::new();
+                total.set_lower(hint.lower() + prefix);
+                if let Some(upper) = hint.upper() {
+                    total.set_upper(upper + prefix);
+                }
+                total
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_completions_and_chat_bodies() {
+        let completion = br#"{"model": "llama-3-8b", "prompt": "12345678", "max_tokens": 64}"#;
+        assert_eq!(
+            parse(completion),
+            RequestHints {
+                model: Some("llama-3-8b".into()),
+                prompt_tokens: Some(2),
+                max_tokens: Some(64)
+            }
+        );
+        let chat = br#"{"model":"m","messages":[{"role":"system","content":"abcd"},{"role":"user","content":[{"type":"text","text":"efgh"}]}],"max_completion_tokens":5}"#;
+        assert_eq!(
+            parse(chat),
+            RequestHints {
+                model: Some("m".into()),
+                prompt_tokens: Some(2),
+                max_tokens: Some(5)
+            }
+        );
+        assert_eq!(parse(b"not json"), RequestHints::default());
+    }
+
+    #[test]
+    fn finds_the_model_in_a_prefix() {
+        assert_eq!(
+            scan_model(br#"{ "model" : "mistral-7b", "prompt": "a very long"#).as_deref(),
+            Some("mistral-7b")
+        );
+        assert_eq!(scan_model(br#"{"prompt": "no model yet"#), None);
+        assert_eq!(scan_model(br#"{"model": "cut-off"#), None);
+    }
+}
