@@ -1,6 +1,6 @@
 //! The live load of one backend, shared between the request path and the policies.
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -26,6 +26,7 @@ struct ScrapeSample {
 #[derive(Debug)]
 pub struct BackendLoad {
     in_flight: AtomicU32,
+    tokens_in_flight: AtomicU64,
     rtt: Mutex<PeakEwma>,
     scraped: ArcSwapOption<ScrapeSample>,
 }
@@ -35,6 +36,7 @@ impl BackendLoad {
     pub fn new(default_rtt: Duration, now: Duration) -> Self {
         Self {
             in_flight: AtomicU32::new(0),
+            tokens_in_flight: AtomicU64::new(0),
             rtt: Mutex::new(PeakEwma::new(default_rtt, now)),
             scraped: ArcSwapOption::empty(),
         }
@@ -79,6 +81,25 @@ impl BackendLoad {
         self.lock_rtt().get_at(now, decay)
     }
 
+    /// Estimated tokens (prompt plus `max_tokens`) of the requests in flight to this backend.
+    pub fn tokens_in_flight(&self) -> u64 {
+        self.tokens_in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Counts a request's estimated tokens in flight (`remove_tokens` when it ends).
+    pub fn add_tokens(&self, tokens: u64) {
+        self.tokens_in_flight.fetch_add(tokens, Ordering::Relaxed);
+    }
+
+    /// Stops counting a finished request's tokens.
+    pub fn remove_tokens(&self, tokens: u64) {
+        let _ = self
+            .tokens_in_flight
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                Some(n.saturating_sub(tokens))
+            });
+    }
+
     /// Stores freshly scraped metrics, which count as current until `valid_until`.
     pub fn set_scraped(&self, metrics: ScrapedMetrics, valid_until: Duration) {
         self.scraped
@@ -102,6 +123,17 @@ impl BackendLoad {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tokens_in_flight_add_up_and_never_underflow() {
+        let load = BackendLoad::new(Duration::from_millis(30), Duration::ZERO);
+        load.add_tokens(1_000);
+        load.add_tokens(250);
+        assert_eq!(load.tokens_in_flight(), 1_250);
+        load.remove_tokens(1_000);
+        load.remove_tokens(5_000);
+        assert_eq!(load.tokens_in_flight(), 0);
+    }
 
     #[test]
     fn scraped_metrics_go_missing_when_stale() {

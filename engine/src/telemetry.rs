@@ -125,6 +125,9 @@ pub struct TelemetryRow {
     pub attempt: u16,
     /// Other requests in flight to the chosen backend at dispatch.
     pub backend_in_flight: Option<u32>,
+    /// Estimated tokens (prompt plus `max_tokens`) of the other requests in flight to the chosen
+    /// backend at dispatch.
+    pub backend_tokens_in_flight: Option<u64>,
     /// Other requests in flight in the pool at dispatch.
     pub pool_in_flight: u32,
     /// The backend's Peak-EWMA round-trip estimate at dispatch, in microseconds.
@@ -188,7 +191,7 @@ const fn column(name: &'static str, kind: ColumnType, nullable: bool) -> Column 
 use ColumnType::{Float64, TimestampMicros, UInt16, UInt32, UInt64, Utf8};
 
 /// The columns of schema v1, in file order; the fields of [`TelemetryRow`] in the same order.
-pub const COLUMNS: [Column; 32] = [
+pub const COLUMNS: [Column; 33] = [
     column("start_time", TimestampMicros, false),
     column("request_id", Utf8, false),
     column("proxy_id", Utf8, false),
@@ -204,6 +207,7 @@ pub const COLUMNS: [Column; 32] = [
     column("bytes_out", UInt64, false),
     column("attempt", UInt16, false),
     column("backend_in_flight", UInt32, true),
+    column("backend_tokens_in_flight", UInt64, true),
     column("pool_in_flight", UInt32, false),
     column("backend_ewma_us", Float64, true),
     column("queue_depth", Float64, true),

@@ -271,6 +271,8 @@ impl<'a> Simulation<'a> {
         }
         let b = self.members[i];
         self.loads[b].try_start(None);
+        let size = self.requests[id as usize].size;
+        self.loads[b].add_tokens(u64::from(size.prompt_tokens + size.output_tokens));
         let r = &mut self.requests[id as usize];
         r.attempt += 1;
         r.backend = b as u32;
@@ -353,8 +355,10 @@ impl<'a> Simulation<'a> {
         }
         r.attempt_open = false;
         let (b, attempt, latency_ns) = (r.backend as usize, r.attempt, now_ns - r.dispatched_ns);
+        let size = r.size;
         let load = &self.loads[b];
         load.finish();
+        load.remove_tokens(u64::from(size.prompt_tokens + size.output_tokens));
         let now = Duration::from_nanos(now_ns);
         if outcome != Outcome::ConnectError {
             load.observe_rtt(Duration::from_nanos(latency_ns), now, self.spec.decay());
@@ -427,6 +431,7 @@ impl<'a> Simulation<'a> {
             bytes_out: 0,
             attempt: u16::from(r.attempt),
             backend_in_flight: Some(self.loads[b].in_flight()),
+            backend_tokens_in_flight: Some(self.loads[b].tokens_in_flight()),
             pool_in_flight: 0,
             backend_ewma_us: None,
             scraped,

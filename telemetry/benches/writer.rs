@@ -39,6 +39,7 @@ fn rows() -> Vec<TelemetryRow> {
             bytes_out: 512 + i % 4096,
             attempt: 1,
             backend_in_flight: Some((i % 9) as u32),
+            backend_tokens_in_flight: Some(i % 5000),
             pool_in_flight: (i % 40) as u32,
             backend_ewma_us: Some(3_000.0 + (i % 100) as f64),
             scraped: ScrapedMetrics::default(),

@@ -31,6 +31,7 @@ pub struct BatchBuilder {
     bytes_out: UInt64Builder,
     attempt: UInt16Builder,
     backend_in_flight: UInt32Builder,
+    backend_tokens_in_flight: UInt64Builder,
     pool_in_flight: UInt32Builder,
     backend_ewma_us: Float64Builder,
     queue_depth: Float64Builder,
@@ -71,6 +72,7 @@ impl BatchBuilder {
             bytes_out: UInt64Builder::with_capacity(rows),
             attempt: UInt16Builder::with_capacity(rows),
             backend_in_flight: UInt32Builder::with_capacity(rows),
+            backend_tokens_in_flight: UInt64Builder::with_capacity(rows),
             pool_in_flight: UInt32Builder::with_capacity(rows),
             backend_ewma_us: Float64Builder::with_capacity(rows),
             queue_depth: Float64Builder::with_capacity(rows),
@@ -122,6 +124,8 @@ impl BatchBuilder {
         self.bytes_out.append_value(r.bytes_out);
         self.attempt.append_value(r.attempt);
         self.backend_in_flight.append_option(r.backend_in_flight);
+        self.backend_tokens_in_flight
+            .append_option(r.backend_tokens_in_flight);
         self.pool_in_flight.append_value(r.pool_in_flight);
         self.backend_ewma_us.append_option(r.backend_ewma_us);
         self.queue_depth.append_option(r.scraped.queue_depth);
@@ -165,6 +169,7 @@ impl BatchBuilder {
             Arc::new(full.bytes_out.finish()),
             Arc::new(full.attempt.finish()),
             Arc::new(full.backend_in_flight.finish()),
+            Arc::new(full.backend_tokens_in_flight.finish()),
             Arc::new(full.pool_in_flight.finish()),
             Arc::new(full.backend_ewma_us.finish()),
             Arc::new(full.queue_depth.finish()),

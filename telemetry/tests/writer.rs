@@ -38,6 +38,7 @@ fn row(i: u64) -> TelemetryRow {
         bytes_out: 20 + i,
         attempt: 1,
         backend_in_flight: Some(3),
+        backend_tokens_in_flight: Some(12_000),
         pool_in_flight: 7,
         backend_ewma_us: Some(1234.5),
         scraped: ScrapedMetrics {
@@ -161,6 +162,12 @@ fn rows_read_back_with_the_schema_and_every_value_in_its_column() {
     assert_eq!(col("bytes_out").as_primitive::<UInt64Type>().value(i), 27);
     assert_eq!(col("backend_in_flight").as_primitive::<UInt32Type>().value(i), 3);
     assert_eq!(col("pool_in_flight").as_primitive::<UInt32Type>().value(i), 7);
+    assert_eq!(
+        col("backend_tokens_in_flight")
+            .as_primitive::<UInt64Type>()
+            .value(i),
+        12_000
+    );
     assert_eq!(col("queue_depth").as_primitive::<Float64Type>().value(i), 4.0);
     assert_eq!(
         col("running_requests").as_primitive::<Float64Type>().value(i),

@@ -82,7 +82,17 @@ pub async fn handle(
         .telemetry
         .as_ref()
         .map(|t| RequestRecord::new(t, &request, &route.name, pool, &downstream, &hints));
-    let response = match forward(active.pool(), request, &downstream, record.as_ref(), &mut log).await {
+    let tokens = u64::from(hints.prompt_tokens.unwrap_or(0)) + u64::from(hints.max_tokens.unwrap_or(0));
+    let response = match forward(
+        active.pool(),
+        request,
+        &downstream,
+        record.as_ref(),
+        tokens,
+        &mut log,
+    )
+    .await
+    {
         Ok(response) => response,
         Err(err) => {
             log.error = Some(err.code());
@@ -123,12 +133,14 @@ async fn read_hints(
 }
 
 /// Sends the request to a backend of `pool`, retrying where the config and the budget allow. Every
-/// attempt gets a telemetry row when `record` is set.
+/// attempt gets a telemetry row when `record` is set; `tokens` is the request's estimated size,
+/// counted in flight at its backend.
 async fn forward(
     pool: &Arc<Pool>,
     mut request: Request<ProxyBody>,
     downstream: &headers::Forwarded<'_>,
     record: Option<&RequestRecord>,
+    tokens: u64,
     log: &mut AccessLog,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let client_upgrade = upgrade::take_client_upgrade(&mut request);
@@ -155,7 +167,7 @@ async fn forward(
     let mut _retry = None;
     for attempt in 1..=max_attempts {
         log.attempts = attempt;
-        let in_flight = match pool.pick(&pick, &tried) {
+        let mut in_flight = match pool.pick(&pick, &tried) {
             Ok(in_flight) => in_flight,
             Err(err) => {
                 if let Some(record) = record {
@@ -170,6 +182,8 @@ async fn forward(
         tried.push(backend.id);
         log.backend = backend.address.to_string();
         let mut row = record.map(|r| r.dispatch(attempt, pool, Some(&backend)));
+        // After the row, which records what the other requests hold.
+        in_flight.count_tokens(tokens);
         let sent = Instant::now();
         let (attempt_body, bytes_in) = body.for_attempt();
         let result = upstream::send(pool, &backend, &head, attempt_body).await;

@@ -56,6 +56,7 @@ impl RequestRecord {
             bytes_out: 0,
             attempt: 0,
             backend_in_flight: None,
+            backend_tokens_in_flight: None,
             pool_in_flight: 0,
             backend_ewma_us: None,
             scraped: ScrapedMetrics::default(),
@@ -89,6 +90,7 @@ impl RequestRecord {
         if let Some(backend) = backend {
             row.backend = Some(backend.label.clone());
             row.backend_in_flight = Some(backend.load.in_flight().saturating_sub(1));
+            row.backend_tokens_in_flight = Some(backend.load.tokens_in_flight());
             row.backend_ewma_us = Some(backend.load.rtt_estimate_ns(now, pool.config.policy.decay()) / 1e3);
             row.scraped = backend.load.scraped(now);
         }

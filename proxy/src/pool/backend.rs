@@ -75,18 +75,33 @@ impl Backend {
     }
 }
 
-/// One request in flight to a backend; dropping it (when the response body ends) counts it finished.
-pub struct InFlight(pub(super) Arc<Backend>);
+/// One request in flight to a backend, with its estimated tokens; dropping it (when the response
+/// body ends) counts it finished.
+pub struct InFlight {
+    backend: Arc<Backend>,
+    tokens: u64,
+}
 
 impl InFlight {
+    pub(super) fn new(backend: Arc<Backend>) -> Self {
+        Self { backend, tokens: 0 }
+    }
+
     /// The backend.
     pub fn backend(&self) -> &Arc<Backend> {
-        &self.0
+        &self.backend
+    }
+
+    /// Counts this request's estimated tokens (prompt plus `max_tokens`) in flight at its backend.
+    pub fn count_tokens(&mut self, tokens: u64) {
+        self.backend.load.add_tokens(tokens);
+        self.tokens += tokens;
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.load.finish();
+        self.backend.load.remove_tokens(self.tokens);
+        self.backend.load.finish();
     }
 }

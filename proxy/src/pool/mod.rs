@@ -184,7 +184,7 @@ impl Pool {
         for _ in 0..endpoints.len() {
             let backend = &self.backends[snapshot.members[chosen]];
             if backend.load.try_start(backend.max_concurrent) {
-                return Ok(InFlight(backend.clone()));
+                return Ok(InFlight::new(backend.clone()));
             }
             chosen = (chosen + 1) % endpoints.len();
         }

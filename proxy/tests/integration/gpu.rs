@@ -148,7 +148,13 @@ async fn telemetry_rows_carry_the_scraped_metrics() {
         response.into_body().collect().await.unwrap();
     }
     proxy.shutdown().await;
-    for column in ["queue_depth", "model", "prompt_tokens", "max_tokens"] {
+    for column in [
+        "queue_depth",
+        "model",
+        "prompt_tokens",
+        "max_tokens",
+        "backend_tokens_in_flight",
+    ] {
         let (rows, nulls) = read_parquet_column_nulls(&dir, column);
         assert_eq!((rows, nulls), (3, 0), "three rows, none without `{column}`");
     }
