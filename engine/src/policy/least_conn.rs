@@ -8,24 +8,11 @@ use crate::endpoint::Endpoint;
 
 /// Scans the pool; ties are broken uniformly at random so equal endpoints share the load.
 pub(super) fn pick<R: Rng + ?Sized>(endpoints: &[Endpoint], now: Duration, rng: &mut R) -> usize {
-    let mut best = 0;
-    let mut best_score = f64::INFINITY;
-    let mut ties = 0u32;
-    for (i, endpoint) in endpoints.iter().enumerate() {
-        let score = f64::from(endpoint.load.in_flight() + 1) / endpoint.effective_weight(now);
-        if score < best_score {
-            best = i;
-            best_score = score;
-            ties = 1;
-        } else if score == best_score {
-            // Reservoir sampling over the tied endpoints.
-            ties += 1;
-            if rng.random_range(0..ties) == 0 {
-                best = i;
-            }
-        }
-    }
-    best
+    super::argmin_with_random_ties(
+        endpoints,
+        |e| f64::from(e.load.in_flight() + 1) / e.effective_weight(now),
+        rng,
+    )
 }
 
 #[cfg(test)]

@@ -11,29 +11,19 @@ use crate::endpoint::Endpoint;
 
 /// Scans the pool; ties are broken uniformly at random.
 pub(super) fn pick<R: Rng + ?Sized>(endpoints: &[Endpoint], now: Duration, rng: &mut R) -> usize {
-    let mut best = 0;
-    let mut best_key = (f64::INFINITY, f64::INFINITY, u32::MAX);
-    let mut ties = 0u32;
-    for (i, endpoint) in endpoints.iter().enumerate() {
-        let scraped = endpoint.load.scraped(now);
-        let in_flight = endpoint.load.in_flight();
-        let key = (
-            scraped.queue_depth.unwrap_or(f64::from(in_flight)),
-            scraped.kv_cache_usage.unwrap_or(0.0),
-            in_flight,
-        );
-        if key < best_key {
-            best = i;
-            best_key = key;
-            ties = 1;
-        } else if key == best_key {
-            ties += 1;
-            if rng.random_range(0..ties) == 0 {
-                best = i;
-            }
-        }
-    }
-    best
+    super::argmin_with_random_ties(
+        endpoints,
+        |e| {
+            let scraped = e.load.scraped(now);
+            let in_flight = e.load.in_flight();
+            (
+                scraped.queue_depth.unwrap_or(f64::from(in_flight)),
+                scraped.kv_cache_usage.unwrap_or(0.0),
+                in_flight,
+            )
+        },
+        rng,
+    )
 }
 
 #[cfg(test)]

@@ -116,6 +116,36 @@ impl Selector {
     }
 }
 
+/// The index of the endpoint with the smallest `key`, ties broken uniformly at random (reservoir
+/// sampling over the tied ones, so equal endpoints share the load).
+pub(crate) fn argmin_with_random_ties<K: PartialOrd, R: Rng + ?Sized>(
+    endpoints: &[Endpoint],
+    key: impl Fn(&Endpoint) -> K,
+    rng: &mut R,
+) -> usize {
+    let mut best = 0;
+    let mut best_key: Option<K> = None;
+    let mut ties = 0u32;
+    for (i, endpoint) in endpoints.iter().enumerate() {
+        let k = key(endpoint);
+        match best_key.as_ref().map(|b| k.partial_cmp(b)) {
+            None | Some(Some(std::cmp::Ordering::Less)) => {
+                best = i;
+                best_key = Some(k);
+                ties = 1;
+            }
+            Some(Some(std::cmp::Ordering::Equal)) => {
+                ties += 1;
+                if rng.random_range(0..ties) == 0 {
+                    best = i;
+                }
+            }
+            _ => {}
+        }
+    }
+    best
+}
+
 #[cfg(test)]
 pub(crate) mod test_support {
     use std::sync::Arc;

@@ -166,23 +166,18 @@ fn read_parquet_column_nulls(dir: &std::path::Path, column: &str) -> (usize, usi
     use arrow_array::Array;
     use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
     let mut totals = (0, 0);
-    let mut stack = vec![dir.to_owned()];
-    while let Some(folder) = stack.pop() {
-        for entry in std::fs::read_dir(&folder).unwrap().flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                stack.push(path);
-            } else if path.extension().is_some_and(|e| e == "parquet") {
-                let reader = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&path).unwrap())
-                    .unwrap()
-                    .build()
-                    .unwrap();
-                for batch in reader.map(Result::unwrap) {
-                    let c = batch.column_by_name(column).unwrap();
-                    totals.0 += c.len();
-                    totals.1 += c.null_count();
-                }
-            }
+    for path in files_under(dir)
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
+    {
+        let reader = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&path).unwrap())
+            .unwrap()
+            .build()
+            .unwrap();
+        for batch in reader.map(Result::unwrap) {
+            let c = batch.column_by_name(column).unwrap();
+            totals.0 += c.len();
+            totals.1 += c.null_count();
         }
     }
     totals
@@ -369,31 +364,23 @@ fn first_row_numbers(dir: &std::path::Path, columns: &[&str]) -> Vec<u64> {
     use arrow_array::cast::AsArray;
     use arrow_array::types::UInt64Type;
     use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-    let mut stack = vec![dir.to_owned()];
-    while let Some(folder) = stack.pop() {
-        for entry in std::fs::read_dir(&folder).unwrap().flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                stack.push(path);
-            } else if path.extension().is_some_and(|e| e == "parquet") {
-                let mut reader =
-                    ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&path).unwrap())
-                        .unwrap()
-                        .build()
-                        .unwrap();
-                let batch = reader.next().unwrap().unwrap();
-                return columns
-                    .iter()
-                    .map(|c| {
-                        batch
-                            .column_by_name(c)
-                            .unwrap()
-                            .as_primitive::<UInt64Type>()
-                            .value(0)
-                    })
-                    .collect();
-            }
-        }
-    }
-    panic!("no telemetry file under {}", dir.display())
+    let path = files_under(dir)
+        .into_iter()
+        .find(|p| p.extension().is_some_and(|e| e == "parquet"))
+        .unwrap_or_else(|| panic!("no telemetry file under {}", dir.display()));
+    let mut reader = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&path).unwrap())
+        .unwrap()
+        .build()
+        .unwrap();
+    let batch = reader.next().unwrap().unwrap();
+    columns
+        .iter()
+        .map(|c| {
+            batch
+                .column_by_name(c)
+                .unwrap()
+                .as_primitive::<UInt64Type>()
+                .value(0)
+        })
+        .collect()
 }

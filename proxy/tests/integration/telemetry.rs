@@ -17,24 +17,17 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use crate::backends::spawn;
 use crate::harness::*;
 
-/// Every `.parquet` file under `dir`, read whole; fails on any `.tmp` left behind.
+/// Every `.parquet` file under `dir`, read whole; fails on any other file (a `.tmp` left behind).
 fn read_tree(dir: &Path) -> Vec<RecordBatch> {
     let mut batches = Vec::new();
-    let mut stack = vec![dir.to_owned()];
-    while let Some(folder) = stack.pop() {
-        for entry in std::fs::read_dir(&folder).unwrap().flatten() {
-            let path = entry.path();
-            let name = path.to_string_lossy().into_owned();
-            if path.is_dir() {
-                stack.push(path);
-            } else if name.ends_with(".parquet") {
-                let reader =
-                    ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&path).unwrap()).unwrap();
-                batches.extend(reader.build().unwrap().map(Result::unwrap));
-            } else {
-                panic!("unexpected file left in the telemetry tree: {name}");
-            }
-        }
+    for path in files_under(dir) {
+        let name = path.to_string_lossy().into_owned();
+        assert!(
+            name.ends_with(".parquet"),
+            "unexpected file left in the telemetry tree: {name}"
+        );
+        let reader = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&path).unwrap()).unwrap();
+        batches.extend(reader.build().unwrap().map(Result::unwrap));
     }
     batches
 }
