@@ -148,18 +148,20 @@ fn the_readme_documents_every_telemetry_column() {
 fn replay_prints_json_and_writes_simulated_telemetry() {
     let dir = support::temp_path("replay-telemetry");
     let _ = std::fs::remove_dir_all(&dir);
+    // The same command twice, the first also writing telemetry: same seed, same report.
+    let replay = [
+        "replay",
+        "--scenario",
+        "spike",
+        "--policies",
+        "rr,p2c_ewma",
+        "--seed",
+        "7",
+        "--json",
+    ];
     let out = Command::new(AUGUR)
-        .args([
-            "replay",
-            "--scenario",
-            "spike",
-            "--policies",
-            "rr,p2c_ewma",
-            "--seed",
-            "7",
-            "--json",
-            "--telemetry",
-        ])
+        .args(replay)
+        .arg("--telemetry")
         .arg(&dir)
         .output()
         .unwrap();
@@ -193,19 +195,7 @@ fn replay_prints_json_and_writes_simulated_telemetry() {
         stderr.contains(&format!("wrote {} telemetry rows", 2 * requests)),
         "{stderr}"
     );
-    let again = Command::new(AUGUR)
-        .args([
-            "replay",
-            "--scenario",
-            "spike",
-            "--policies",
-            "rr,p2c_ewma",
-            "--seed",
-            "7",
-            "--json",
-        ])
-        .output()
-        .unwrap();
+    let again = Command::new(AUGUR).args(replay).output().unwrap();
     assert_eq!(again.stdout, out.stdout, "same seed, same report");
     let _ = std::fs::remove_dir_all(dir);
 
