@@ -5,6 +5,7 @@
 //! understate a real deployment; the ratio is what this measures.
 //! Run: `cargo bench -p augur-proxy --bench throughput`. Results in `bench/README.md`.
 
+// The integration tests' backends; the benchmark uses only part of them.
 #[allow(dead_code)]
 #[path = "../tests/integration/backends.rs"]
 mod backends;
