@@ -308,3 +308,39 @@ fn a_writer_that_never_keeps_up_drops_and_counts_without_blocking() {
     assert!(started.elapsed() < Duration::from_secs(1), "record never waits");
     assert_eq!(stats.rows_dropped_queue_full.load(Ordering::Relaxed), 990);
 }
+
+#[test]
+fn files_rotate_by_bytes_and_by_age() {
+    // By size: a tiny byte budget closes a file after each batch.
+    let dir = temp_dir("rotate-bytes");
+    let (sink, writer) = start(WriterConfig {
+        rotate_bytes: 1,
+        batch_rows: 100,
+        ..config(&dir)
+    });
+    for i in 0..300 {
+        sink.record(row(i));
+        if i % 100 == 99 {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    writer.close();
+    assert_eq!(files(&dir, ".parquet").len(), 3, "one file per batch of 100");
+    std::fs::remove_dir_all(&dir).unwrap();
+
+    // By age: rows 400 ms apart land in different files when files live 200 ms.
+    let dir = temp_dir("rotate-age");
+    let (sink, writer) = start(WriterConfig {
+        rotate_age: Duration::from_millis(200),
+        ..config(&dir)
+    });
+    for i in 0..3 {
+        sink.record(row(i));
+        std::thread::sleep(Duration::from_millis(400));
+    }
+    writer.close();
+    let done = files(&dir, ".parquet");
+    assert_eq!(done.len(), 3, "{done:?}");
+    assert_eq!(sink.stats().rows_written.load(Ordering::Relaxed), 3);
+    std::fs::remove_dir_all(dir).unwrap();
+}

@@ -35,6 +35,8 @@ pub struct Control {
     pub health_status: AtomicU16,
     /// Ordinary requests received.
     pub hits: AtomicUsize,
+    /// TCP connections accepted.
+    pub connections: AtomicUsize,
 }
 
 /// A running test backend; stops accepting when dropped.
@@ -47,6 +49,9 @@ pub struct TestBackend {
 impl TestBackend {
     pub fn hits(&self) -> usize {
         self.control.hits.load(Ordering::SeqCst)
+    }
+    pub fn connections(&self) -> usize {
+        self.control.connections.load(Ordering::SeqCst)
     }
     pub fn set_status(&self, status: u16) {
         self.control.status.store(status, Ordering::SeqCst);
@@ -80,6 +85,7 @@ pub async fn spawn(name: &str) -> TestBackend {
         delay_ms: AtomicU64::new(0),
         health_status: AtomicU16::new(200),
         hits: AtomicUsize::new(0),
+        connections: AtomicUsize::new(0),
     });
     let (c, n) = (control.clone(), name.to_owned());
     let task = tokio::spawn(async move {
@@ -87,6 +93,7 @@ pub async fn spawn(name: &str) -> TestBackend {
             let Ok((stream, _)) = listener.accept().await else {
                 return;
             };
+            c.connections.fetch_add(1, Ordering::SeqCst);
             let (c, n) = (c.clone(), n.clone());
             tokio::spawn(async move {
                 let service = service_fn(move |req| {

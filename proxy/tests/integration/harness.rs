@@ -71,6 +71,10 @@ impl Reply {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
     }
+    /// The body as JSON, or null when it is not JSON (a backend's plain-text answer).
+    pub fn json_or_null(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or(serde_json::Value::Null)
+    }
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
     }

@@ -297,3 +297,54 @@ fn which_promtool() -> Result<std::path::PathBuf, ()> {
         .find(|p| p.is_file())
         .ok_or(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_connections_are_pooled_and_reused() {
+    let backend = spawn("a").await;
+    let proxy = start_proxy(&pool_of(&backend)).await;
+    let client = client();
+    for _ in 0..20 {
+        assert_eq!(get(&client, &url(&proxy, "/"), &[]).await.status, 200);
+    }
+    assert_eq!(backend.hits(), 20);
+    assert_eq!(
+        backend.connections(),
+        1,
+        "twenty sequential requests share one keep-alive connection"
+    );
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_at_its_concurrency_limit_sheds_with_503() {
+    let backend = spawn("a").await;
+    backend.set_delay(Duration::from_millis(500));
+    let proxy = start_proxy(&format!(
+        "[[routes]]\npool = \"p\"\n[pools.p]\nbackends = [{{ address = \"{}\", max_concurrent = 2 }}]\n",
+        backend.addr
+    ))
+    .await;
+    let target = url(&proxy, "/");
+    let requests: Vec<_> = (0..4)
+        .map(|_| {
+            let target = target.clone();
+            tokio::spawn(async move {
+                let reply = get(&client(), &target, &[]).await;
+                (reply.status.as_u16(), reply.json_or_null()["error"].clone())
+            })
+        })
+        .collect();
+    let mut outcomes = Vec::new();
+    for request in requests {
+        outcomes.push(request.await.unwrap());
+    }
+    let served = outcomes.iter().filter(|(s, _)| *s == 200).count();
+    let shed: Vec<_> = outcomes.iter().filter(|(s, _)| *s == 503).collect();
+    assert_eq!((served, shed.len()), (2, 2), "{outcomes:?}");
+    assert!(
+        shed.iter().all(|(_, e)| e == "backends_at_capacity"),
+        "{outcomes:?}"
+    );
+    assert_eq!(backend.hits(), 2, "the shed requests never reached the backend");
+    proxy.shutdown().await;
+}
