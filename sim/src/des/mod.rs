@@ -6,11 +6,17 @@ use std::collections::{BinaryHeap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
-use augur_engine::pool_health::{Ejection, HealthPolicy, PoolHealth};
-use augur_engine::telemetry::{Outcome, ScrapedMetrics, TelemetryRow};
+use augur_engine::pool_health::{HealthPolicy, PoolHealth};
+use augur_engine::telemetry::Outcome;
 use augur_engine::{hash, BackendLoad, Endpoint, PickRequest, PolicySpec, Selector};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
+
+mod backends;
+mod health;
+mod rows;
+
+pub use rows::RowSink;
 
 use crate::faults::FaultSchedule;
 use crate::model::{BackendModel, RequestSize};
@@ -34,12 +40,6 @@ const SCRAPE_INTERVAL_NS: u64 = 1_000_000_000;
 /// stream a caller drew arrivals from with the same seed: correlated streams make service times
 /// copies of inter-arrival gaps, and queues that never form.
 const STREAM: u64 = 0x5DEE_CE66_D1CE_5EED;
-
-/// Where a simulated run's telemetry rows go.
-pub trait RowSink {
-    /// Takes one row.
-    fn row(&mut self, row: TelemetryRow);
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Kind {
@@ -173,37 +173,6 @@ impl<'a> Simulation<'a> {
         sim
     }
 
-    /// The endpoints and selector over the current candidates, as the proxy's snapshot holds them.
-    fn rebuild(&mut self) {
-        self.members = self.health.candidates();
-        self.endpoints = self
-            .members
-            .iter()
-            .map(|&b| {
-                let backend = &self.scenario.backends[b];
-                let slow_start = self.health.status()[b].slow_start;
-                Endpoint {
-                    slow_start,
-                    ..Endpoint::new(
-                        hash::endpoint_id(&backend.name),
-                        backend.weight,
-                        self.loads[b].clone(),
-                    )
-                }
-            })
-            .collect();
-        self.selector = Selector::build(&self.spec, &self.endpoints);
-    }
-
-    /// Ends the ejections due by `now` and republishes the candidates if they changed.
-    fn refresh_health(&mut self, now: Duration) {
-        let before = self.health.candidates();
-        self.health.advance(now);
-        if self.health.candidates() != before {
-            self.rebuild();
-        }
-    }
-
     fn schedule(&mut self, at_ns: u64, kind: Kind, request: u32) {
         self.seq += 1;
         self.events.push(Reverse(Event {
@@ -298,53 +267,6 @@ impl<'a> Simulation<'a> {
         self.start_queued(b, now_ns);
     }
 
-    /// Starts whatever the backend has room for, in arrival order.
-    fn start_queued(&mut self, b: usize, now_ns: u64) {
-        let now = Duration::from_nanos(now_ns);
-        while let Some(&id) = self.backends[b].queue.front() {
-            let size = self.requests[id as usize].size;
-            let state = &mut self.backends[b];
-            let service_s = match state.model {
-                BackendModel::Cpu(cpu) => {
-                    if state.busy >= cpu.workers {
-                        return;
-                    }
-                    cpu.service.sample(&mut self.rng)
-                }
-                BackendModel::Gpu(gpu) => {
-                    let tokens = gpu.tokens(size);
-                    if state.busy >= gpu.max_batch || state.kv_used + tokens > gpu.kv_capacity_tokens {
-                        return;
-                    }
-                    state.kv_used += tokens;
-                    gpu.timing(size, state.busy).1
-                }
-            };
-            state.busy += 1;
-            state.queue.pop_front();
-            let service_ns = (service_s * state.faults.slowdown(now) * 1e9) as u64;
-            let start_ns = state
-                .faults
-                .hung_until(now)
-                .map_or(now_ns, |end| (end.as_nanos() as u64).max(now_ns));
-            self.schedule(start_ns + service_ns, Kind::Completion, id);
-        }
-    }
-
-    fn complete(&mut self, id: u32, now_ns: u64) {
-        let (b, size) = {
-            let r = &self.requests[id as usize];
-            (r.backend as usize, r.size)
-        };
-        let state = &mut self.backends[b];
-        state.busy -= 1;
-        if let BackendModel::Gpu(gpu) = state.model {
-            state.kv_used -= gpu.tokens(size);
-        }
-        self.start_queued(b, now_ns);
-        self.end_attempt(id, now_ns, Outcome::Ok, Some(200));
-    }
-
     /// The proxy's view of an attempt ending: in-flight count, round-trip estimate, telemetry, and a
     /// retry or the request's final result.
     fn end_attempt(&mut self, id: u32, now_ns: u64, outcome: Outcome, status: Option<u16>) {
@@ -374,80 +296,5 @@ impl<'a> Simulation<'a> {
         let r = &self.requests[id as usize];
         self.tally
             .record((now_ns - r.arrived_ns) / 1_000, outcome.is_failure(), Some(b));
-    }
-
-    /// What the proxy's scraper would read from each GPU node now (vLLM's gauges), current for three
-    /// intervals.
-    fn scrape(&mut self, now_ns: u64) {
-        for (b, state) in self.backends.iter().enumerate() {
-            if let BackendModel::Gpu(gpu) = state.model {
-                let metrics = ScrapedMetrics {
-                    queue_depth: Some(state.queue.len() as f64),
-                    running_requests: Some(f64::from(state.busy)),
-                    kv_cache_usage: Some(f64::from(state.kv_used) / f64::from(gpu.kv_capacity_tokens)),
-                    ..ScrapedMetrics::default()
-                };
-                self.loads[b].set_scraped(metrics, Duration::from_nanos(now_ns + 3 * SCRAPE_INTERVAL_NS));
-            }
-        }
-        self.next_scrape_ns = now_ns + SCRAPE_INTERVAL_NS;
-    }
-
-    /// Consecutive failures eject a backend, exactly as the proxy's outlier detection does.
-    fn count_for_outliers(&mut self, b: usize, failed: bool, now: Duration) {
-        if !failed {
-            self.failures[b] = 0;
-            return;
-        }
-        self.failures[b] += 1;
-        let policy = HealthPolicy::default().outlier;
-        if policy.should_eject(self.failures[b]) && self.failures[b] % policy.consecutive_failures == 0 {
-            if let Ejection::Ejected { .. } = self.health.report_failing(b, now) {
-                self.failures[b] = 0;
-                self.refresh_health(now);
-            }
-        }
-    }
-
-    fn write_row(&mut self, id: u32, outcome: Outcome, status: Option<u16>, latency_ns: u64) {
-        let r = &self.requests[id as usize];
-        let b = r.backend as usize;
-        let epoch_us = self.scenario.epoch_unix_s as i64 * 1_000_000;
-        // What the proxy would have known at dispatch: the last scrape, not the node's exact state.
-        let scraped = self.loads[b].scraped(Duration::from_nanos(r.dispatched_ns));
-        let row = TelemetryRow {
-            start_time_us: epoch_us + (r.dispatched_ns / 1_000) as i64,
-            request_id: format!("sim-{id}"),
-            proxy_id: Arc::from("sim"),
-            route: Arc::from(self.scenario.name),
-            pool: Arc::from(self.scenario.name),
-            backend: Some(self.labels[b].clone()),
-            method: Arc::from("GET"),
-            status,
-            outcome,
-            latency_us: latency_ns / 1_000,
-            ttfb_us: status.map(|_| latency_ns / 1_000),
-            bytes_in: 0,
-            bytes_out: 0,
-            attempt: u16::from(r.attempt),
-            backend_in_flight: Some(self.loads[b].in_flight()),
-            backend_tokens_in_flight: Some(self.loads[b].tokens_in_flight()),
-            pool_in_flight: 0,
-            backend_ewma_us: None,
-            scraped,
-            model: None,
-            body_bytes: None,
-            prompt_tokens: self.backends[b].model.is_gpu().then_some(r.size.prompt_tokens),
-            max_tokens: self.backends[b].model.is_gpu().then_some(r.size.output_tokens),
-            policy: self.spec.name(),
-            predicted_latency_us: None,
-            predicted_failure_prob: None,
-            propensity: None,
-            model_version: None,
-            client_hash: r.client,
-        };
-        if let Some(rows) = self.rows.as_deref_mut() {
-            rows.row(row);
-        }
     }
 }
