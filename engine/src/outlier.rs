@@ -1,5 +1,6 @@
 //! Passive outlier detection: backends that fail in a row are ejected for a growing time.
 
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 /// How failures eject a backend, after Envoy's consecutive-5xx outlier detection.
@@ -48,9 +49,26 @@ impl OutlierPolicy {
     }
 }
 
-/// Whether an upstream status counts as a failure for outlier detection.
-pub fn is_failure_status(status: u16) -> bool {
-    (500..600).contains(&status)
+/// A backend's run of consecutive failed attempts. Atomic, so the proxy's request tasks can share one.
+#[derive(Debug, Default)]
+pub struct ConsecutiveFailures(AtomicU32);
+
+impl ConsecutiveFailures {
+    /// Folds in one attempt; true when this failure brings the run to a multiple of the policy's
+    /// threshold, so the pool should consider ejecting the backend (again, if it could not before).
+    pub fn record(&self, failed: bool, policy: &OutlierPolicy) -> bool {
+        if !failed {
+            self.reset();
+            return false;
+        }
+        let n = self.0.fetch_add(1, Ordering::Relaxed) + 1;
+        policy.should_eject(n) && n % policy.consecutive_failures == 0
+    }
+
+    /// Starts a new run (after an ejection).
+    pub fn reset(&self) {
+        self.0.store(0, Ordering::Relaxed);
+    }
 }
 
 #[cfg(test)]
@@ -74,6 +92,24 @@ mod tests {
         assert_eq!(p.ejection_time(1), Duration::from_secs(30));
         assert_eq!(p.ejection_time(3), Duration::from_secs(90));
         assert_eq!(p.ejection_time(100), Duration::from_secs(300));
+    }
+
+    #[test]
+    fn a_run_of_failures_signals_at_each_multiple_of_the_threshold() {
+        let p = policy();
+        let run = ConsecutiveFailures::default();
+        let signals: Vec<bool> = (0..10).map(|_| run.record(true, &p)).collect();
+        assert_eq!(
+            signals.iter().filter(|s| **s).count(),
+            2,
+            "at 5 and at 10: {signals:?}"
+        );
+        assert!(signals[4] && signals[9]);
+        run.record(false, &p);
+        assert!(
+            !(0..4).any(|_| run.record(true, &p)),
+            "a success starts the run over"
+        );
     }
 
     #[test]

@@ -5,6 +5,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use augur_engine::telemetry::Outcome;
 use augur_telemetry::TelemetryStats;
 
 use prometheus::core::Collector;
@@ -42,6 +43,16 @@ const OUTCOMES: [&str; 8] = [
 ];
 
 impl AttemptOutcome {
+    /// The same outcome as telemetry (and outlier detection) classify it.
+    pub fn telemetry(self) -> Outcome {
+        match self {
+            Self::Status(status) => Outcome::of_status(status),
+            Self::ConnectError => Outcome::ConnectError,
+            Self::Timeout => Outcome::Timeout,
+            Self::Reset => Outcome::Reset,
+        }
+    }
+
     fn index(self) -> usize {
         match self {
             Self::Status(code) => class_index(code),

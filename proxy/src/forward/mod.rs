@@ -24,7 +24,7 @@ use hyper::body::Incoming;
 use self::access_log::{AccessLog, RequestDone};
 use self::body::{BoxError, Guarded, IdleTimeout, ProxyBody};
 use self::hints::RequestHints;
-use self::record::{outcome_of, outcome_of_pick_error, AttemptDone, AttemptRow, BytesIn, RequestRecord};
+use self::record::{outcome_of_pick_error, AttemptDone, AttemptRow, BytesIn, RequestRecord};
 use self::upstream::{RequestBody, UpstreamHead};
 use crate::clock;
 use crate::error::ProxyError;
@@ -205,7 +205,7 @@ async fn forward(
         if retry.is_some() || result.is_err() {
             // This attempt ends here, without relaying a body: its row is complete now.
             if let Some(row) = row.take() {
-                row.finish(outcome_of(outcome), bytes_in.get(), 0);
+                row.finish(outcome.telemetry(), bytes_in.get(), 0);
             }
         }
         if let Some(retry) = retry {

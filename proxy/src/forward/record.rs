@@ -15,7 +15,6 @@ use super::headers::Forwarded;
 use super::hints::RequestHints;
 use crate::clock;
 use crate::error::ProxyError;
-use crate::metrics::AttemptOutcome;
 use crate::pool::{Backend, InFlight, Pool};
 use crate::telemetry::Telemetry;
 
@@ -129,16 +128,6 @@ impl AttemptRow {
         self.row.bytes_in = bytes_in;
         self.row.bytes_out = bytes_out;
         self.sink.record(self.row);
-    }
-}
-
-/// The telemetry outcome of an attempt, as metrics classify it.
-pub fn outcome_of(attempt: AttemptOutcome) -> Outcome {
-    match attempt {
-        AttemptOutcome::Status(status) => Outcome::of_status(status),
-        AttemptOutcome::ConnectError => Outcome::ConnectError,
-        AttemptOutcome::Timeout => Outcome::Timeout,
-        AttemptOutcome::Reset => Outcome::Reset,
     }
 }
 

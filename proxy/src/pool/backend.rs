@@ -1,10 +1,9 @@
 //! One backend at run time: its config, its live load and its hot-path metric handles.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
-use augur_engine::outlier::{is_failure_status, OutlierPolicy};
+use augur_engine::outlier::{ConsecutiveFailures, OutlierPolicy};
 use augur_engine::BackendLoad;
 
 use crate::config::BackendAddress;
@@ -28,7 +27,7 @@ pub struct Backend {
     pub max_concurrent: Option<u32>,
     /// Live load, kept across config reloads while the backend stays.
     pub load: Arc<BackendLoad>,
-    consecutive_failures: AtomicU32,
+    consecutive_failures: ConsecutiveFailures,
     /// Metric handles.
     pub metrics: BackendMetrics,
 }
@@ -49,7 +48,7 @@ impl Backend {
             cost: config.cost,
             max_concurrent: config.max_concurrent.map(|n| n.get()),
             load,
-            consecutive_failures: AtomicU32::new(0),
+            consecutive_failures: ConsecutiveFailures::default(),
             metrics,
         }
     }
@@ -58,20 +57,12 @@ impl Backend {
     /// the outlier threshold, so the pool should consider ejecting the backend.
     pub fn record_attempt(&self, outcome: AttemptOutcome, outlier: &OutlierPolicy) -> bool {
         self.metrics.count_attempt(outcome);
-        let failed = match outcome {
-            AttemptOutcome::Status(status) => is_failure_status(status),
-            AttemptOutcome::ConnectError | AttemptOutcome::Timeout | AttemptOutcome::Reset => true,
-        };
-        if !failed {
-            self.consecutive_failures.store(0, Ordering::Relaxed);
-            return false;
-        }
-        let n = self.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;
-        outlier.should_eject(n) && n % outlier.consecutive_failures == 0
+        self.consecutive_failures
+            .record(outcome.telemetry().is_failure(), outlier)
     }
 
     pub(super) fn reset_failures(&self) {
-        self.consecutive_failures.store(0, Ordering::Relaxed);
+        self.consecutive_failures.reset();
     }
 }
 

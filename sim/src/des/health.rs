@@ -42,15 +42,10 @@ impl Simulation<'_> {
 
     /// Consecutive failures eject a backend, exactly as the proxy's outlier detection does.
     pub(super) fn count_for_outliers(&mut self, b: usize, failed: bool, now: Duration) {
-        if !failed {
-            self.failures[b] = 0;
-            return;
-        }
-        self.failures[b] += 1;
         let policy = HealthPolicy::default().outlier;
-        if policy.should_eject(self.failures[b]) && self.failures[b] % policy.consecutive_failures == 0 {
+        if self.failures[b].record(failed, &policy) {
             if let Ejection::Ejected { .. } = self.health.report_failing(b, now) {
-                self.failures[b] = 0;
+                self.failures[b].reset();
                 self.refresh_health(now);
             }
         }

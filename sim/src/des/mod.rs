@@ -6,6 +6,7 @@ use std::collections::{BinaryHeap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
+use augur_engine::outlier::ConsecutiveFailures;
 use augur_engine::pool_health::{HealthPolicy, PoolHealth};
 use augur_engine::telemetry::Outcome;
 use augur_engine::{hash, BackendLoad, Endpoint, PickRequest, PolicySpec, Selector};
@@ -82,7 +83,7 @@ pub struct Simulation<'a> {
     /// The pool's health as the proxy keeps it (outlier ejection, panic), with the proxy's defaults.
     health: PoolHealth,
     /// Consecutive failures per backend, as the proxy counts them for outlier detection.
-    failures: Vec<u32>,
+    failures: Vec<ConsecutiveFailures>,
     /// Every backend's live load, in scenario order.
     loads: Vec<Arc<BackendLoad>>,
     /// The candidates (backend indices) the endpoints and selector are built over.
@@ -149,7 +150,11 @@ impl<'a> Simulation<'a> {
         let mut sim = Self {
             scenario,
             spec: spec.clone(),
-            failures: vec![0; scenario.backends.len()],
+            failures: scenario
+                .backends
+                .iter()
+                .map(|_| ConsecutiveFailures::default())
+                .collect(),
             loads,
             members: Vec::new(),
             selector: Selector::build(spec, &[]),
