@@ -27,19 +27,7 @@ fn config(backend: std::net::SocketAddr, dir: &Path) -> String {
 }
 
 fn files_ending(dir: &Path, suffix: &str) -> Vec<PathBuf> {
-    let mut found = Vec::new();
-    let mut stack = vec![dir.to_owned()];
-    while let Some(folder) = stack.pop() {
-        for entry in std::fs::read_dir(&folder).into_iter().flatten().flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                stack.push(path);
-            } else if path.to_string_lossy().ends_with(suffix) {
-                found.push(path);
-            }
-        }
-    }
-    found
+    augur_telemetry::files_in_tree(dir, suffix).unwrap()
 }
 
 /// Sends GETs one after another until `until`, at most `limit` of them; returns how many got 200.

@@ -14,14 +14,16 @@ mod part_file;
 mod recovery;
 mod schema;
 mod sink;
+mod tree;
 mod writer;
 
 pub use batch::BatchBuilder;
 pub use client_hash::ClientHasher;
-pub use part_file::{partition_dir, FinishedFile, PartFile};
+pub use part_file::{FinishedFile, PartFile};
 pub use recovery::{recover, Recovery};
 pub use schema::arrow_schema;
 pub use sink::{Message, TelemetrySink};
+pub use tree::files_in_tree;
 pub use writer::{
     start, TelemetryStats, TelemetryWriter, WriterConfig, DEFAULT_BATCH_ROWS, DEFAULT_FLUSH_INTERVAL,
     DEFAULT_MAX_PENDING_ROWS, DEFAULT_QUEUE_ROWS, DEFAULT_ROTATE_AGE, DEFAULT_ROTATE_BYTES,

@@ -60,7 +60,7 @@ fn writer_properties() -> WriterProperties {
 }
 
 /// The Hive partition (`date=YYYY-MM-DD/hour=HH`, UTC) of a moment.
-pub fn partition_dir(at: SystemTime) -> String {
+pub(crate) fn partition_dir(at: SystemTime) -> String {
     let t = OffsetDateTime::from(at);
     format!(
         "date={:04}-{:02}-{:02}/hour={:02}",

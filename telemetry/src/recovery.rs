@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use parquet::file::reader::{FileReader, SerializedFileReader};
 
 use crate::part_file::TMP_SUFFIX;
+use crate::tree::files_in_tree;
 use crate::TelemetryError;
 
 /// What recovery did.
@@ -22,7 +23,7 @@ pub struct Recovery {
 pub fn recover(dir: &Path, proxy_id: &str) -> Result<Recovery, TelemetryError> {
     let mut recovery = Recovery::default();
     let prefix = format!("{proxy_id}-");
-    for tmp in leftovers(dir)? {
+    for tmp in files_in_tree(dir, &format!(".parquet{TMP_SUFFIX}"))? {
         let name = tmp.file_name().and_then(|n| n.to_str()).unwrap_or_default();
         if !name.starts_with(&prefix) {
             continue;
@@ -51,32 +52,4 @@ pub fn recover(dir: &Path, proxy_id: &str) -> Result<Recovery, TelemetryError> {
         }
     }
     Ok(recovery)
-}
-
-/// Every `*.parquet.tmp` two levels below `dir` (`date=.../hour=.../`).
-fn leftovers(dir: &Path) -> Result<Vec<PathBuf>, TelemetryError> {
-    let read = |path: &Path| {
-        std::fs::read_dir(path).map_err(|source| TelemetryError::Directory {
-            path: path.to_owned(),
-            source,
-        })
-    };
-    let mut found = Vec::new();
-    if !dir.exists() {
-        return Ok(found);
-    }
-    for date in read(dir)?.flatten().filter(|e| e.path().is_dir()) {
-        for hour in read(&date.path())?.flatten().filter(|e| e.path().is_dir()) {
-            for file in read(&hour.path())?.flatten() {
-                if file
-                    .file_name()
-                    .to_string_lossy()
-                    .ends_with(&format!(".parquet{TMP_SUFFIX}"))
-                {
-                    found.push(file.path());
-                }
-            }
-        }
-    }
-    Ok(found)
 }

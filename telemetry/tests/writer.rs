@@ -11,7 +11,9 @@ use arrow_array::cast::AsArray;
 use arrow_array::types::{Float64Type, TimestampMicrosecondType, UInt16Type, UInt32Type, UInt64Type};
 use arrow_array::RecordBatch;
 use augur_engine::telemetry::{Outcome, ScrapedMetrics, TelemetryRow, COLUMNS, SCHEMA_VERSION_KEY};
-use augur_telemetry::{arrow_schema, recover, start, PartFile, TelemetrySink, TelemetryStats, WriterConfig};
+use augur_telemetry::{
+    arrow_schema, files_in_tree, recover, start, PartFile, TelemetrySink, TelemetryStats, WriterConfig,
+};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 fn temp_dir(name: &str) -> PathBuf {
@@ -62,18 +64,7 @@ fn row(i: u64) -> TelemetryRow {
 }
 
 fn files(dir: &Path, suffix: &str) -> Vec<PathBuf> {
-    let mut found = Vec::new();
-    for date in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        for hour in std::fs::read_dir(date.path()).into_iter().flatten().flatten() {
-            for file in std::fs::read_dir(hour.path()).into_iter().flatten().flatten() {
-                if file.file_name().to_string_lossy().ends_with(suffix) {
-                    found.push(file.path());
-                }
-            }
-        }
-    }
-    found.sort();
-    found
+    files_in_tree(dir, suffix).unwrap()
 }
 
 fn read(path: &Path) -> Vec<RecordBatch> {

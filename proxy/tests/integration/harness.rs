@@ -149,19 +149,7 @@ pub fn backends_toml(backends: &[(&crate::backends::TestBackend, u32)]) -> Strin
     format!("[{}]", items.join(", "))
 }
 
-/// Every file under `dir`, recursively (a telemetry tree, say).
+/// Every file of a telemetry tree under `dir`.
 pub fn files_under(dir: &Path) -> Vec<PathBuf> {
-    let mut found = Vec::new();
-    let mut stack = vec![dir.to_owned()];
-    while let Some(folder) = stack.pop() {
-        for entry in std::fs::read_dir(&folder).into_iter().flatten().flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                stack.push(path);
-            } else {
-                found.push(path);
-            }
-        }
-    }
-    found
+    augur_telemetry::files_in_tree(dir, "").unwrap()
 }

@@ -238,20 +238,14 @@ fn table(results: &[PhaseResult]) -> String {
 
 /// Every complete Parquet file under `dir` whose name starts with `prefix`.
 fn parquet_files(dir: &Path, prefix: &str) -> Vec<PathBuf> {
-    let mut found = Vec::new();
-    let mut stack = vec![dir.to_owned()];
-    while let Some(folder) = stack.pop() {
-        for entry in std::fs::read_dir(&folder).into_iter().flatten().flatten() {
-            let path = entry.path();
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if path.is_dir() {
-                stack.push(path);
-            } else if name.starts_with(prefix) && name.ends_with(".parquet") {
-                found.push(path);
-            }
-        }
-    }
-    found
+    let files = augur_telemetry::files_in_tree(dir, ".parquet").unwrap_or_default();
+    files
+        .into_iter()
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with(prefix))
+        })
+        .collect()
 }
 
 /// Rows and files of the telemetry tree, from the Parquet footers.
