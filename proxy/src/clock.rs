@@ -9,8 +9,3 @@ static ORIGIN: OnceLock<Instant> = OnceLock::new();
 pub fn now() -> Duration {
     ORIGIN.get_or_init(Instant::now).elapsed()
 }
-
-/// The engine's `now` of an [`Instant`] (zero for instants before the origin).
-pub fn at(instant: Instant) -> Duration {
-    instant.saturating_duration_since(*ORIGIN.get_or_init(Instant::now))
-}

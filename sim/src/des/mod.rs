@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use augur_engine::outlier::ConsecutiveFailures;
 use augur_engine::pool_health::{HealthPolicy, PoolHealth};
-use augur_engine::telemetry::Outcome;
+use augur_engine::telemetry::{Outcome, TelemetryRow};
 use augur_engine::{hash, BackendLoad, Endpoint, PickRequest, PolicySpec, Selector};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -99,6 +99,7 @@ pub struct Simulation<'a> {
     tally: Tally,
     rows: Option<&'a mut dyn RowSink>,
     labels: Vec<Arc<str>>,
+    row_template: TelemetryRow,
 }
 
 /// Runs `spec` over `arrivals` of `scenario`; same seed, same result.
@@ -173,6 +174,7 @@ impl<'a> Simulation<'a> {
                 .iter()
                 .map(|b| Arc::from(b.name.as_str()))
                 .collect(),
+            row_template: rows::row_template(scenario, spec),
         };
         sim.rebuild();
         sim

@@ -3,14 +3,53 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use augur_engine::telemetry::{Outcome, TelemetryRow};
+use augur_engine::telemetry::{Outcome, ScrapedMetrics, TelemetryRow};
+use augur_engine::PolicySpec;
 
 use super::Simulation;
+use crate::scenario::Scenario;
 
 /// Where a simulated run's telemetry rows go.
 pub trait RowSink {
     /// Takes one row.
     fn row(&mut self, row: TelemetryRow);
+}
+
+/// What every row of a run shares (built once: no per-row allocation of these strings); each row
+/// fills in the rest.
+pub(super) fn row_template(scenario: &Scenario, spec: &PolicySpec) -> TelemetryRow {
+    let name: Arc<str> = Arc::from(scenario.name);
+    TelemetryRow {
+        start_time_us: 0,
+        request_id: String::new(),
+        proxy_id: Arc::from("sim"),
+        route: name.clone(),
+        pool: name,
+        backend: None,
+        method: Arc::from("GET"),
+        status: None,
+        outcome: Outcome::Ok,
+        latency_us: 0,
+        ttfb_us: None,
+        bytes_in: 0,
+        bytes_out: 0,
+        attempt: 0,
+        backend_in_flight: None,
+        backend_tokens_in_flight: None,
+        pool_in_flight: 0,
+        backend_ewma_us: None,
+        scraped: ScrapedMetrics::default(),
+        model: None,
+        body_bytes: None,
+        prompt_tokens: None,
+        max_tokens: None,
+        policy: spec.name(),
+        predicted_latency_us: None,
+        predicted_failure_prob: None,
+        propensity: None,
+        model_version: None,
+        client_hash: 0,
+    }
 }
 
 impl Simulation<'_> {
@@ -23,33 +62,19 @@ impl Simulation<'_> {
         let row = TelemetryRow {
             start_time_us: epoch_us + (r.dispatched_ns / 1_000) as i64,
             request_id: format!("sim-{id}"),
-            proxy_id: Arc::from("sim"),
-            route: Arc::from(self.scenario.name),
-            pool: Arc::from(self.scenario.name),
             backend: Some(self.labels[b].clone()),
-            method: Arc::from("GET"),
             status,
             outcome,
             latency_us: latency_ns / 1_000,
             ttfb_us: status.map(|_| latency_ns / 1_000),
-            bytes_in: 0,
-            bytes_out: 0,
             attempt: u16::from(r.attempt),
             backend_in_flight: Some(self.loads[b].in_flight()),
             backend_tokens_in_flight: Some(self.loads[b].tokens_in_flight()),
-            pool_in_flight: 0,
-            backend_ewma_us: None,
             scraped,
-            model: None,
-            body_bytes: None,
             prompt_tokens: self.backends[b].model.is_gpu().then_some(r.size.prompt_tokens),
             max_tokens: self.backends[b].model.is_gpu().then_some(r.size.output_tokens),
-            policy: self.spec.name(),
-            predicted_latency_us: None,
-            predicted_failure_prob: None,
-            propensity: None,
-            model_version: None,
             client_hash: r.client,
+            ..self.row_template.clone()
         };
         if let Some(rows) = self.rows.as_deref_mut() {
             rows.row(row);

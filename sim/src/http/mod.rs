@@ -57,8 +57,6 @@ pub struct ServedBackend {
     pub name: String,
     /// Where it listens.
     pub addr: SocketAddr,
-    /// Whether it is a GPU (OpenAI-compatible) node.
-    pub gpu: bool,
 }
 
 /// A scenario's backends, served until dropped.
@@ -94,7 +92,6 @@ pub async fn serve(scenario: &Scenario, ip: IpAddr, seed: u64) -> std::io::Resul
         backends.push(ServedBackend {
             name: backend.name.clone(),
             addr,
-            gpu: backend.model.is_gpu(),
         });
         tasks.spawn(accept_loop(listener, node, schedule, backend.name.clone()));
     }
