@@ -71,11 +71,6 @@ impl Shared {
         })
     }
 
-    /// Whether access log lines are written at info level.
-    pub fn access_log(&self) -> bool {
-        self.config.load().proxy.access_log
-    }
-
     /// Re-reads the config file and, if it is valid, swaps in a new routing table. Requests in flight
     /// finish on the table they started with. Returns the new generation.
     pub async fn reload(&self) -> Result<u64, ReloadError> {

@@ -2,7 +2,7 @@
 //! recorded in the pool's histogram at the same moment.
 
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use http::header::HeaderValue;
 use http::Request;
@@ -63,17 +63,23 @@ impl Drop for RequestDone {
     fn drop(&mut self) {
         let elapsed = self.started.elapsed();
         self.active.pool().metrics.duration.observe(elapsed.as_secs_f64());
-        let l = &self.log;
+        self.log.write(elapsed);
+    }
+}
+
+impl AccessLog {
+    /// Writes the line, `elapsed` after the request arrived.
+    pub fn write(&self, elapsed: Duration) {
         macro_rules! access {
             ($level:expr) => {
                 tracing::event!(target: "augur::access", $level,
-                    method = %l.method, path = %l.path, status = l.status, route = %l.route,
-                    backend = %l.backend, attempts = l.attempts, error = l.error,
+                    method = %self.method, path = %self.path, status = self.status, route = %self.route,
+                    backend = %self.backend, attempts = self.attempts, error = self.error,
                     duration_ms = elapsed.as_secs_f64() * 1e3,
-                    request_id = l.request_id.to_str().unwrap_or_default(), client = %l.client.ip())
+                    request_id = self.request_id.to_str().unwrap_or_default(), client = %self.client.ip())
             };
         }
-        if l.enabled {
+        if self.enabled {
             access!(tracing::Level::INFO);
         } else {
             access!(tracing::Level::DEBUG);

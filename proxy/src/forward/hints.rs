@@ -37,6 +37,13 @@ pub struct Prefix {
     pub rest: Option<ProxyBody>,
 }
 
+impl RequestHints {
+    /// Estimated tokens the request occupies at its backend: prompt plus `max_tokens`, where known.
+    pub fn estimated_tokens(&self) -> u64 {
+        u64::from(self.prompt_tokens.unwrap_or(0)) + u64::from(self.max_tokens.unwrap_or(0))
+    }
+}
+
 impl Prefix {
     /// The whole body again, unchanged: the prefix, then the rest as it streams.
     pub fn into_body(self) -> ProxyBody {

@@ -47,15 +47,16 @@ pub async fn handle(
         host: host.as_ref(),
         request_id: &request_id,
     };
-    let mut log = AccessLog::new(&request, client, request_id.clone(), shared.access_log());
+    // The two settings the request path reads, from one load of the config in force.
+    let (access_log, peek_bytes) = {
+        let config = shared.config.load();
+        (config.proxy.access_log, config.proxy.model_peek_bytes)
+    };
+    let mut log = AccessLog::new(&request, client, request_id.clone(), access_log);
     let router = shared.router.load_full();
-    let (request, hints) = match read_hints(request, &router, &shared).await {
+    let (request, hints) = match read_hints(request, &router, &shared, peek_bytes).await {
         Ok(read) => read,
-        Err(err) => {
-            log.status = err.status().as_u16();
-            log.error = Some(err.code());
-            return reply::error(&err, &request_id);
-        }
+        Err(err) => return unserved(&shared, log, started, &err, &request_id),
     };
     let Some(route) = router.route(&request, downstream.host, hints.model.as_deref()) else {
         let err = match &hints.model {
@@ -70,10 +71,7 @@ pub async fn handle(
                 path: request.uri().path().to_owned(),
             },
         };
-        shared.metrics.count_unrouted(err.status().as_u16());
-        log.status = err.status().as_u16();
-        log.error = Some(err.code());
-        return reply::error(&err, &request_id);
+        return unserved(&shared, log, started, &err, &request_id);
     };
     let pool = route.pick_pool();
     let active = pool.begin_request();
@@ -82,7 +80,7 @@ pub async fn handle(
         .telemetry
         .as_ref()
         .map(|t| RequestRecord::new(t, &request, &route.name, pool, &downstream, &hints));
-    let tokens = u64::from(hints.prompt_tokens.unwrap_or(0)) + u64::from(hints.max_tokens.unwrap_or(0));
+    let tokens = hints.estimated_tokens();
     let response = match forward(
         active.pool(),
         request,
@@ -107,6 +105,23 @@ pub async fn handle(
     Response::from_parts(parts, Guarded::new(body, done).boxed())
 }
 
+/// The answer to a request that never reached a pool (no route, unreadable body): counted, logged
+/// and answered like any other.
+fn unserved(
+    shared: &Shared,
+    mut log: AccessLog,
+    started: Instant,
+    err: &ProxyError,
+    request_id: &HeaderValue,
+) -> Response<ProxyBody> {
+    let status = err.status().as_u16();
+    shared.metrics.count_unrouted(status);
+    log.status = status;
+    log.error = Some(err.code());
+    log.write(started.elapsed());
+    reply::error(err, request_id)
+}
+
 /// How long peeking at a body may wait for each of its frames.
 const PEEK_IDLE: Duration = Duration::from_secs(30);
 
@@ -116,10 +131,10 @@ async fn read_hints(
     request: Request<Incoming>,
     router: &Router,
     shared: &Shared,
+    limit: usize,
 ) -> Result<(Request<ProxyBody>, RequestHints), ProxyError> {
     let (parts, body) = request.into_parts();
     let body: ProxyBody = body.map_err(|e| -> BoxError { Box::new(e) }).boxed();
-    let limit = shared.config.load().proxy.model_peek_bytes;
     let json = parts
         .headers
         .get(CONTENT_TYPE)
