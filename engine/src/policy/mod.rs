@@ -83,6 +83,34 @@ impl Selector {
         }
     }
 
+    /// As [`pick`](Self::pick), for a retry: avoids the endpoints whose ids are in `tried` while an
+    /// untried one exists. The policy is asked again twice first (random policies usually move on);
+    /// deterministic ones (P2C over two, hashing) then get the next untried candidate in line.
+    pub fn pick_avoiding<R: Rng + ?Sized>(
+        &self,
+        endpoints: &[Endpoint],
+        request: &PickRequest,
+        tried: &[u64],
+        now: Duration,
+        rng: &mut R,
+    ) -> Option<usize> {
+        let was_tried = |i: usize| tried.contains(&endpoints[i].id);
+        let mut choice = self.pick(endpoints, request, now, rng)?;
+        for _ in 0..2 {
+            if !was_tried(choice) {
+                return Some(choice);
+            }
+            choice = self.pick(endpoints, request, now, rng)?;
+        }
+        let n = endpoints.len();
+        Some(
+            (0..n)
+                .map(|k| (choice + k) % n)
+                .find(|&i| !was_tried(i))
+                .unwrap_or(choice),
+        )
+    }
+
     /// Picks an index into `endpoints`, or `None` when it is empty.
     pub fn pick<R: Rng + ?Sized>(
         &self,
@@ -144,6 +172,41 @@ pub(crate) fn argmin_with_random_ties<K: PartialOrd, R: Rng + ?Sized>(
         }
     }
     best
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_support::endpoints;
+    use super::*;
+    use rand::rngs::SmallRng;
+    use rand::SeedableRng;
+
+    #[test]
+    fn a_retry_avoids_tried_endpoints_even_under_a_deterministic_policy() {
+        let eps = endpoints(&[1, 1, 1]);
+        let spec = PolicySpec::ConsistentHash {
+            key: HashKey::ClientAddress,
+            algorithm: HashAlgorithm::Ring,
+        };
+        let selector = Selector::build(&spec, &eps);
+        let request = PickRequest {
+            hash_key: Some(42),
+            sticky_endpoint: None,
+        };
+        let mut rng = SmallRng::seed_from_u64(1);
+        let first = selector.pick(&eps, &request, Duration::ZERO, &mut rng).unwrap();
+        let retry = selector
+            .pick_avoiding(&eps, &request, &[eps[first].id], Duration::ZERO, &mut rng)
+            .unwrap();
+        assert_ne!(retry, first);
+        let all: Vec<u64> = eps.iter().map(|e| e.id).collect();
+        assert!(
+            selector
+                .pick_avoiding(&eps, &request, &all, Duration::ZERO, &mut rng)
+                .is_some(),
+            "all tried: pick anyway"
+        );
+    }
 }
 
 #[cfg(test)]

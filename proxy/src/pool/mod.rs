@@ -156,30 +156,12 @@ impl Pool {
                 pool: self.name.to_string(),
             });
         }
-        let now = clock::now();
-        let tried = |i: usize| avoid.contains(&endpoints[i].id);
         let mut chosen = with_rng(|rng| {
-            // A retry should not go back to a backend that already failed it. Ask the policy again
-            // first (random policies will usually move on) ...
-            let mut choice = snapshot.selector.pick(endpoints, request, now, rng);
-            for _ in 0..2 {
-                match choice {
-                    Some(i) if tried(i) => choice = snapshot.selector.pick(endpoints, request, now, rng),
-                    _ => break,
-                }
-            }
-            choice
+            snapshot
+                .selector
+                .pick_avoiding(endpoints, request, avoid, clock::now(), rng)
         })
         .expect("a non-empty pool always yields a pick");
-        // ... then, for deterministic ones (P2C over two, hashing), take the next untried candidate.
-        if tried(chosen) {
-            if let Some(next) = (1..endpoints.len())
-                .map(|k| (chosen + k) % endpoints.len())
-                .find(|&i| !tried(i))
-            {
-                chosen = next;
-            }
-        }
         // At its concurrency limit? Take the next candidate in line that has room.
         for _ in 0..endpoints.len() {
             let backend = &self.backends[snapshot.members[chosen]];

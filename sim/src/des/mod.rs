@@ -228,7 +228,7 @@ impl<'a> Simulation<'a> {
         if now_ns >= self.next_scrape_ns {
             self.scrape(now_ns);
         }
-        let (client, avoid) = {
+        let (client, first) = {
             let r = &self.requests[id as usize];
             (r.client, r.first_backend)
         };
@@ -236,15 +236,15 @@ impl<'a> Simulation<'a> {
             hash_key: Some(hash::key(&client.to_le_bytes())),
             sticky_endpoint: None,
         };
-        let n = self.endpoints.len();
-        let mut i = self
+        // A retry avoids the backend that failed the first attempt, exactly as the proxy's does.
+        let tried: &[u64] = match self.scenario.backends.get(first as usize) {
+            Some(backend) => &[hash::endpoint_id(&backend.name)],
+            None => &[],
+        };
+        let i = self
             .selector
-            .pick(&self.endpoints, &pick, now, &mut self.rng)
+            .pick_avoiding(&self.endpoints, &pick, tried, now, &mut self.rng)
             .expect("a pool always has candidates");
-        if self.members[i] as u32 == avoid && n > 1 {
-            // A retry goes elsewhere, as the proxy's does.
-            i = (i + 1) % n;
-        }
         let b = self.members[i];
         self.loads[b].try_start(None);
         let size = self.requests[id as usize].size;
