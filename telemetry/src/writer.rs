@@ -180,20 +180,23 @@ impl Writer {
     /// producers' sends plain memory writes.
     fn run(mut self, rx: Receiver<Message>) {
         loop {
-            loop {
+            // Drain the queue, but stop at each full batch to write it: a producer that never lets
+            // the queue empty (a loaded proxy, the simulator) must not starve the disk.
+            let mut batch_full = false;
+            while !batch_full {
                 match rx.try_recv() {
                     Ok(Message::Row(row)) => {
                         self.accept(&row);
-                        if self.builder.len() >= self.config.batch_rows {
-                            self.seal_batch();
-                        }
+                        batch_full = self.builder.len() >= self.config.batch_rows;
                     }
                     Ok(Message::Close) | Err(TryRecvError::Disconnected) => return self.shut_down(),
                     Err(TryRecvError::Empty) => break,
                 }
             }
             self.tick();
-            std::thread::sleep(POLL_INTERVAL.min(self.config.flush_interval));
+            if !batch_full {
+                std::thread::sleep(POLL_INTERVAL.min(self.config.flush_interval));
+            }
         }
     }
 

@@ -335,3 +335,30 @@ fn files_rotate_by_bytes_and_by_age() {
     assert_eq!(sink.stats().rows_written.load(Ordering::Relaxed), 3);
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn a_producer_that_never_lets_the_queue_empty_loses_nothing() {
+    // The rows are queued faster than the writer takes them, so it never finds the queue empty:
+    // batches must be written between rows, or they pile up past `max_pending_rows` and are dropped.
+    let dir = temp_dir("busy");
+    let (sink, writer) = start(WriterConfig {
+        batch_rows: 100,
+        max_pending_rows: 1_000,
+        queue_rows: 30_000,
+        ..config(&dir)
+    });
+    let rows = 20_000;
+    for i in 0..rows {
+        assert!(sink.record_waiting(row(i)));
+    }
+    writer.close();
+    let stats = sink.stats();
+    assert_eq!(stats.rows_dropped_write_failed.load(Ordering::Relaxed), 0);
+    assert_eq!(stats.rows_written.load(Ordering::Relaxed), rows);
+    let written: usize = files(&dir, ".parquet")
+        .iter()
+        .map(|p| read(p).iter().map(RecordBatch::num_rows).sum::<usize>())
+        .sum();
+    assert_eq!(written as u64, rows);
+    std::fs::remove_dir_all(dir).unwrap();
+}
