@@ -66,6 +66,17 @@ struct Request {
     first_backend: u32,
     dispatched_ns: u64,
     attempt_open: bool,
+    /// The state the attempt found at dispatch, as the proxy records it.
+    found: Found,
+}
+
+/// A backend's and its pool's state when an attempt is dispatched, before it counts itself.
+#[derive(Clone, Copy, Default)]
+struct Found {
+    backend_in_flight: u32,
+    backend_tokens_in_flight: u64,
+    pool_in_flight: u32,
+    backend_ewma_us: f64,
 }
 
 struct BackendState {
@@ -215,6 +226,7 @@ impl<'a> Simulation<'a> {
             first_backend: u32::MAX,
             dispatched_ns: at_ns,
             attempt_open: false,
+            found: Found::default(),
         });
         self.dispatch(id, at_ns);
     }
@@ -246,6 +258,12 @@ impl<'a> Simulation<'a> {
             .pick_avoiding(&self.endpoints, &pick, tried, now, &mut self.rng)
             .expect("a pool always has candidates");
         let b = self.members[i];
+        let found = Found {
+            backend_in_flight: self.loads[b].in_flight(),
+            backend_tokens_in_flight: self.loads[b].tokens_in_flight(),
+            pool_in_flight: self.loads.iter().map(|l| l.in_flight()).sum(),
+            backend_ewma_us: self.loads[b].rtt_estimate_ns(now, self.spec.decay()) / 1e3,
+        };
         self.loads[b].try_start(None);
         let size = self.requests[id as usize].size;
         self.loads[b].add_tokens(u64::from(size.prompt_tokens + size.output_tokens));
@@ -253,6 +271,7 @@ impl<'a> Simulation<'a> {
         r.attempt += 1;
         r.backend = b as u32;
         r.dispatched_ns = now_ns;
+        r.found = found;
         r.attempt_open = true;
         if r.first_backend == u32::MAX {
             r.first_backend = b as u32;
