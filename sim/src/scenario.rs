@@ -42,13 +42,14 @@ pub struct Scenario {
 }
 
 /// Every scenario name.
-pub const SCENARIOS: [&str; 6] = [
+pub const SCENARIOS: [&str; 7] = [
     "steady",
     "heterogeneous",
     "degrading",
     "flaky",
     "gpu-mixed",
     "spike",
+    "bursty",
 ];
 
 const S: Duration = Duration::from_secs(1);
@@ -184,11 +185,44 @@ pub fn scenario(name: &str) -> Option<Scenario> {
             four_cpus(),
             Traffic::FlashCrowd {
                 base_rate: 320.0,
-                spikes: vec![Spike { start: 120 * S, duration: 60 * S, multiplier: 2.2 }],
+                spikes: vec![Spike { start: 120 * S, duration: 60 * S, multiplier: 2.2, ramp: Duration::ZERO }],
             },
             vec![],
             300 * S,
         ),
+        "bursty" => base(
+            "bursty",
+            "four CPU backends for an hour at 25% load, with eight crowds (1.6x to 3x) that build over 1 to 3 minutes",
+            four_cpus(),
+            Traffic::FlashCrowd { base_rate: 200.0, spikes: bursty_crowds() },
+            vec![],
+            3600 * S,
+        ),
         _ => return None,
     })
+}
+
+/// The crowds of the `bursty` scenario: irregular starts, heights, ramps and lengths, so that neither
+/// a period nor a fixed lead time gives them away.
+fn bursty_crowds() -> Vec<Spike> {
+    // (start s, ramp s, length s, height)
+    const CROWDS: [(u32, u32, u32, f64); 8] = [
+        (290, 90, 300, 2.2),
+        (760, 60, 180, 1.6),
+        (1150, 150, 420, 3.0),
+        (1720, 75, 200, 1.8),
+        (2050, 120, 260, 2.5),
+        (2500, 60, 150, 2.0),
+        (2860, 180, 360, 2.8),
+        (3320, 90, 200, 1.7),
+    ];
+    CROWDS
+        .iter()
+        .map(|&(start, ramp, length, multiplier)| Spike {
+            start: start * S,
+            duration: length * S,
+            multiplier,
+            ramp: ramp * S,
+        })
+        .collect()
 }

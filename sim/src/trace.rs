@@ -35,6 +35,9 @@ pub struct Trace {
     pub offsets: Vec<Duration>,
     /// Sizes, where the trace has them.
     pub sizes: Vec<Option<RequestSize>>,
+    /// The value column's numbers (missing ones as 0), when [`TraceColumns::value`] names one: for
+    /// traces whose rows are rate samples rather than single requests.
+    pub values: Option<Vec<f64>>,
 }
 
 impl Trace {
@@ -61,6 +64,8 @@ pub struct TraceColumns {
     pub time: Option<String>,
     /// The prompt-size (or request-size) column.
     pub size: Option<String>,
+    /// A column of numbers to read as each row's value (never detected).
+    pub value: Option<String>,
 }
 
 /// A trace that cannot be read, with where and why.
@@ -92,19 +97,34 @@ pub fn load(path: &Path, columns: &TraceColumns) -> Result<Trace, TraceError> {
     if rows.is_empty() {
         return Err(fail("no rows".into()));
     }
-    rows.sort_by_key(|r| r.0);
-    let start = rows[0].0;
+    rows.sort_by_key(|r| r.at);
+    let start = rows[0].at;
     Ok(Trace {
         start_unix_us: start,
         offsets: rows
             .iter()
-            .map(|r| Duration::from_micros((r.0 - start) as u64))
+            .map(|r| Duration::from_micros((r.at - start) as u64))
             .collect(),
-        sizes: rows.iter().map(|r| r.1).collect(),
+        sizes: rows.iter().map(|r| r.size).collect(),
+        values: columns
+            .value
+            .is_some()
+            .then(|| rows.iter().map(|r| r.value.unwrap_or(0.0)).collect()),
     })
 }
 
-type Row = (i64, Option<RequestSize>);
+struct Row {
+    at: i64,
+    size: Option<RequestSize>,
+    value: Option<f64>,
+}
+
+fn pick_value(names: &[String], given: Option<&str>) -> Result<Option<usize>, String> {
+    given
+        .map(|g| pick(names, Some(g), &[], "value"))
+        .transpose()
+        .map(Option::flatten)
+}
 
 fn pick(
     names: &[String],
@@ -143,6 +163,7 @@ fn read_csv(path: &Path, columns: &TraceColumns) -> Result<Vec<Row>, String> {
     let time = pick(&names, columns.time.as_deref(), &TIME_COLUMNS, "time")?.expect("time is required");
     let prompt = pick(&names, columns.size.as_deref(), &PROMPT_COLUMNS, "size")?;
     let output = pick(&names, None, &OUTPUT_COLUMNS, "size")?;
+    let value = pick_value(&names, columns.value.as_deref())?;
     let mut rows = Vec::new();
     for (i, record) in reader.records().enumerate() {
         let line = i + 2;
@@ -155,18 +176,21 @@ fn read_csv(path: &Path, columns: &TraceColumns) -> Result<Vec<Row>, String> {
                 timestamp_expectation(field(time))
             )
         })?;
-        let count = |c: Option<usize>| -> Result<Option<u32>, String> {
-            c.map(|c| field(c).parse::<f64>().map(|v| v.max(0.0) as u32))
-                .transpose()
-                .map_err(|_| {
-                    format!(
-                        "line {line}, column `{}`: `{}` is not a number",
-                        names[c.unwrap()],
-                        field(c.unwrap())
-                    )
-                })
+        let number = |c: Option<usize>| -> Result<Option<f64>, String> {
+            c.map(|c| field(c).parse::<f64>()).transpose().map_err(|_| {
+                format!(
+                    "line {line}, column `{}`: `{}` is not a number",
+                    names[c.unwrap()],
+                    field(c.unwrap())
+                )
+            })
         };
-        rows.push((at, sizes(count(prompt)?, count(output)?)));
+        let count = |c| number(c).map(|v| v.map(|v| v.max(0.0) as u32));
+        rows.push(Row {
+            at,
+            size: sizes(count(prompt)?, count(output)?),
+            value: number(value)?,
+        });
     }
     Ok(rows)
 }
@@ -194,6 +218,7 @@ fn read_parquet(path: &Path, columns: &TraceColumns) -> Result<Vec<Row>, String>
     let time = pick(&names, columns.time.as_deref(), &TIME_COLUMNS, "time")?.expect("time is required");
     let prompt = pick(&names, columns.size.as_deref(), &PROMPT_COLUMNS, "size")?;
     let output = pick(&names, None, &OUTPUT_COLUMNS, "size")?;
+    let value = pick_value(&names, columns.value.as_deref())?;
     let mut rows = Vec::new();
     let mut row = 0;
     for batch in builder.build().map_err(|e| e.to_string())? {
@@ -201,9 +226,13 @@ fn read_parquet(path: &Path, columns: &TraceColumns) -> Result<Vec<Row>, String>
         let times = timestamps(batch.column(time), &names[time], row)?;
         let p = prompt.map(|c| counts(batch.column(c), &names[c])).transpose()?;
         let o = output.map(|c| counts(batch.column(c), &names[c])).transpose()?;
+        let v = value.map(|c| numbers(batch.column(c), &names[c])).transpose()?;
         for (i, at) in times.into_iter().enumerate() {
-            let size = sizes(p.as_ref().and_then(|v| v[i]), o.as_ref().and_then(|v| v[i]));
-            rows.push((at, size));
+            rows.push(Row {
+                at,
+                size: sizes(p.as_ref().and_then(|v| v[i]), o.as_ref().and_then(|v| v[i])),
+                value: v.as_ref().and_then(|v| v[i]),
+            });
         }
         row += batch.num_rows();
     }
@@ -266,12 +295,16 @@ fn timestamp_raw(column: &ArrayRef, i: usize) -> i64 {
 }
 
 fn counts(column: &ArrayRef, name: &str) -> Result<Vec<Option<u32>>, String> {
+    let numbers = numbers(column, name)?;
+    Ok(numbers
+        .into_iter()
+        .map(|v| v.map(|v| v.max(0.0) as u32))
+        .collect())
+}
+
+fn numbers(column: &ArrayRef, name: &str) -> Result<Vec<Option<f64>>, String> {
     let n = column.len();
-    let cast = |f: &dyn Fn(usize) -> f64| {
-        (0..n)
-            .map(|i| (!column.is_null(i)).then(|| f(i).max(0.0) as u32))
-            .collect()
-    };
+    let cast = |f: &dyn Fn(usize) -> f64| (0..n).map(|i| (!column.is_null(i)).then(|| f(i))).collect();
     Ok(match column.data_type() {
         DataType::Int64 => cast(&|i| column.as_primitive::<Int64Type>().value(i) as f64),
         DataType::Int32 => cast(&|i| f64::from(column.as_primitive::<Int32Type>().value(i))),

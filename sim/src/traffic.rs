@@ -15,8 +15,26 @@ pub struct Spike {
     pub start: Duration,
     /// How long it lasts.
     pub duration: Duration,
-    /// Rate multiplier while it lasts.
+    /// Rate multiplier at its height.
     pub multiplier: f64,
+    /// How long the rate takes to climb from the base to its height (zero: a step). Real crowds
+    /// build over tens of seconds to minutes, which is what gives a forecaster its warning.
+    pub ramp: Duration,
+}
+
+impl Spike {
+    /// The rate multiplier at `t`: 1 outside the spike, rising linearly over the ramp.
+    fn multiplier_at(&self, t: Duration) -> f64 {
+        if t < self.start || t >= self.start + self.duration {
+            return 1.0;
+        }
+        let climbed = if self.ramp.is_zero() {
+            1.0
+        } else {
+            ((t - self.start).as_secs_f64() / self.ramp.as_secs_f64()).min(1.0)
+        };
+        1.0 + (self.multiplier - 1.0) * climbed
+    }
 }
 
 /// How requests arrive.
@@ -110,8 +128,7 @@ impl Traffic {
                 mean_rate * (1.0 + amplitude * phase.sin())
             }
             Self::FlashCrowd { base_rate, spikes } => {
-                let spiking = spikes.iter().filter(|s| t >= s.start && t < s.start + s.duration);
-                base_rate * spiking.map(|s| s.multiplier).fold(1.0, f64::max)
+                base_rate * spikes.iter().map(|s| s.multiplier_at(t)).fold(1.0, f64::max)
             }
             Self::Replay(trace) => trace.len() as f64 / trace.span().as_secs_f64().max(1.0),
         }
@@ -200,6 +217,7 @@ mod tests {
             start: Duration::from_secs(40),
             duration: Duration::from_secs(20),
             multiplier: 4.0,
+            ramp: Duration::ZERO,
         };
         let traffic = Traffic::FlashCrowd {
             base_rate: 200.0,

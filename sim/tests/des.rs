@@ -263,6 +263,7 @@ fn a_bad_trace_names_the_line_and_what_was_expected() {
         &TraceColumns {
             time: Some("when".into()),
             size: Some("size".into()),
+            value: None,
         },
     )
     .unwrap();
@@ -338,7 +339,7 @@ fn a_parquet_trace_reads_timestamps_of_any_type() {
         &path,
         &TraceColumns {
             time: Some("arrived".into()),
-            size: None,
+            ..Default::default()
         },
     )
     .unwrap();

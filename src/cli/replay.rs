@@ -103,6 +103,7 @@ fn replay(args: &ReplayArgs) -> Result<Report, String> {
         let columns = TraceColumns {
             time: args.time_col.clone(),
             size: args.size_col.clone(),
+            value: None,
         };
         let trace = load(path, &columns).map_err(|e| e.to_string())?;
         scenario.duration = trace.span() + Duration::from_secs(1);

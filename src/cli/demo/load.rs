@@ -52,6 +52,7 @@ pub fn schedule(trace: &Path, phase: Duration, requests: usize, seed: u64) -> Sc
         start: phase.mul_f64(0.4),
         duration: phase.mul_f64(0.15),
         multiplier: 3.0,
+        ramp: Duration::ZERO,
     };
     let base_rate = mean_rate / (1.0 + 2.0 * 0.15);
     let traffic = Traffic::FlashCrowd {
