@@ -1,4 +1,5 @@
-//! augur's pure logic: routing policies, load estimates, health, outlier and retry decisions.
+//! augur's pure logic: routing policies, load estimates, health, outlier and retry decisions, feature
+//! encoding, and the model formats and their evaluation.
 //!
 //! Nothing here does I/O or reads a clock. Every function that depends on time takes `now` (a
 //! [`std::time::Duration`] since an origin the caller chooses and keeps), and every random choice draws
@@ -9,9 +10,11 @@
 
 pub mod endpoint;
 pub mod ewma;
+pub mod features;
 pub mod hash;
 pub mod health;
 pub mod load;
+pub mod model;
 pub mod outlier;
 pub mod policy;
 pub mod pool_health;

@@ -62,7 +62,7 @@ impl ConsecutiveFailures {
             return false;
         }
         let n = self.0.fetch_add(1, Ordering::Relaxed) + 1;
-        policy.should_eject(n) && n % policy.consecutive_failures == 0
+        policy.should_eject(n) && n.is_multiple_of(policy.consecutive_failures)
     }
 
     /// Starts a new run (after an ejection).

@@ -1,11 +1,13 @@
 //! Command-line interface: parses arguments, sets up logging and runs the chosen subcommand.
 
+mod backtest;
 mod check_config;
 mod demo;
 mod logging;
 mod proxy;
 mod replay;
 mod sim;
+mod train;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -49,6 +51,12 @@ enum Command {
     /// Compare routing policies on a simulated scenario (discrete-event, in simulated time), optionally
     /// replaying a real request trace.
     Replay(replay::ReplayArgs),
+    /// Fit latency, failure, demand and capacity models on telemetry; promote into the models
+    /// directory those that beat their baselines. Exit codes: 0 promoted (or no new data), 3 some
+    /// model not promoted, 2 bad input, 1 other failure.
+    Train(train::TrainArgs),
+    /// Walk-forward backtest of demand forecasting and spike hints on a request trace.
+    Backtest(backtest::BacktestArgs),
     /// The simulator's HTTP backends and sample telemetry.
     #[command(subcommand)]
     Sim(sim::SimCommand),
@@ -66,5 +74,10 @@ pub fn main() -> ExitCode {
         Command::Demo(args) => demo::run(args),
         Command::Replay(args) => replay::run(args),
         Command::Sim(command) => sim::run(command),
+        Command::Backtest(args) => backtest::run(args),
+        Command::Train(args) => {
+            logging::init(cli.log_format);
+            train::run(args)
+        }
     }
 }

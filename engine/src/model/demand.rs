@@ -1,0 +1,238 @@
+//! The demand model: requests per bucket, forecast directly at several horizons by one ridge
+//! regression per horizon over recent history, with an upper bound from validation residuals.
+//!
+//! History is divided by its recent mean before encoding and forecasts are multiplied back, so one
+//! model serves pools of any size, and a pool it has never seen.
+
+use serde::{Deserialize, Serialize};
+
+use super::{check_finite, Linear, ModelError};
+
+/// Which summaries of the history the demand features hold.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DemandFeatureSpec {
+    /// The most recent buckets, one feature each.
+    pub lags: usize,
+    /// Means over the last `w` buckets, one feature per window.
+    pub mean_windows: Vec<usize>,
+    /// Buckets whose mean is the scale the history is divided by.
+    pub scale_window: usize,
+    /// Time-of-day terms (sine and cosine of the daily phase); worth it with two days of history.
+    pub time_of_day: bool,
+    /// Day-of-week terms; worth it with two weeks of history.
+    pub day_of_week: bool,
+}
+
+const DAY_S: f64 = 86_400.0;
+const WEEK_S: f64 = 7.0 * DAY_S;
+
+impl DemandFeatureSpec {
+    /// Buckets of history [`Self::encode`] needs.
+    pub fn history_needed(&self) -> usize {
+        let widest = self.mean_windows.iter().copied().max().unwrap_or(0);
+        self.lags.max(widest).max(self.scale_window).max(1)
+    }
+
+    /// Feature names, in vector order.
+    pub fn feature_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = (0..self.lags).map(|i| format!("lag_{i}")).collect();
+        names.extend(self.mean_windows.iter().map(|w| format!("mean_{w}")));
+        names.push(format!("std_{}", self.scale_window));
+        if self.time_of_day {
+            names.extend(["day_sin".into(), "day_cos".into()]);
+        }
+        if self.day_of_week {
+            names.extend(["week_sin".into(), "week_cos".into()]);
+        }
+        names
+    }
+
+    /// Number of features.
+    pub fn len(&self) -> usize {
+        self.lags
+            + self.mean_windows.len()
+            + 1
+            + 2 * usize::from(self.time_of_day)
+            + 2 * usize::from(self.day_of_week)
+    }
+
+    /// Whether the spec has no features (never, for a valid spec).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Encodes `history` (requests per bucket, oldest first, the last entry the latest complete
+    /// bucket, which ends at `now_unix_s`) into `out` and returns the scale the features were divided
+    /// by. Returns `None` when the history is shorter than [`Self::history_needed`]. Does not allocate.
+    pub fn encode(&self, history: &[f64], now_unix_s: f64, out: &mut [f64]) -> Option<f64> {
+        let n = history.len();
+        if n < self.history_needed() || out.len() != self.len() {
+            return None;
+        }
+        let recent = |w: usize| &history[n - w..];
+        let scale = mean(recent(self.scale_window)) + 1.0;
+        let mut i = 0;
+        for lag in 0..self.lags {
+            out[i] = history[n - 1 - lag] / scale;
+            i += 1;
+        }
+        for &w in &self.mean_windows {
+            out[i] = mean(recent(w)) / scale;
+            i += 1;
+        }
+        out[i] = std_dev(recent(self.scale_window)) / scale;
+        i += 1;
+        if self.time_of_day {
+            let phase = std::f64::consts::TAU * (now_unix_s.rem_euclid(DAY_S) / DAY_S);
+            out[i] = phase.sin();
+            out[i + 1] = phase.cos();
+            i += 2;
+        }
+        if self.day_of_week {
+            let phase = std::f64::consts::TAU * (now_unix_s.rem_euclid(WEEK_S) / WEEK_S);
+            out[i] = phase.sin();
+            out[i + 1] = phase.cos();
+        }
+        Some(scale)
+    }
+
+    fn validate(&self) -> Result<(), ModelError> {
+        if self.lags == 0 || self.scale_window == 0 || self.mean_windows.contains(&0) {
+            return Err(ModelError::invalid(
+                "spec",
+                "lags, windows and scale_window must be at least 1",
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn mean(values: &[f64]) -> f64 {
+    values.iter().sum::<f64>() / values.len() as f64
+}
+
+fn std_dev(values: &[f64]) -> f64 {
+    let m = mean(values);
+    (values.iter().map(|v| (v - m) * (v - m)).sum::<f64>() / values.len() as f64).sqrt()
+}
+
+/// The forecaster of one horizon.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HorizonModel {
+    /// How far ahead, in buckets: 1 forecasts the bucket that starts now.
+    pub horizon_buckets: u32,
+    /// Predicts `ln(1 + demand / scale)` of the bucket: in log space a least-squares fit lands near
+    /// the median, which bursty demand needs (the mean chases bursts), and a forecast is never
+    /// negative.
+    pub log1p_ratio: Linear,
+    /// Quantile [`DemandModel::upper_level`] of the validation residuals (observed minus forecast,
+    /// divided by the scale), added to the forecast for its upper bound.
+    pub upper_residual: f64,
+}
+
+/// A forecast of one bucket's demand.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct DemandForecast {
+    /// How far ahead, in seconds: the end of the forecast bucket, from now.
+    pub horizon_s: u32,
+    /// Expected requests in the bucket.
+    pub mean: f64,
+    /// Upper bound on the requests in the bucket, at the model's upper level.
+    pub upper: f64,
+}
+
+/// Forecasts requests per bucket at several horizons.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DemandModel {
+    /// Bucket width in seconds.
+    pub bucket_s: u32,
+    /// How the history is encoded.
+    pub spec: DemandFeatureSpec,
+    /// Names of the features, as [`DemandFeatureSpec::feature_names`] gives them.
+    pub feature_names: Vec<String>,
+    /// Level of the upper bound, e.g. 0.95.
+    pub upper_level: f64,
+    /// One forecaster per horizon, shortest first.
+    pub horizons: Vec<HorizonModel>,
+}
+
+impl DemandModel {
+    /// The forecast of `horizon` from features `x` (encoded by [`DemandFeatureSpec::encode`], which
+    /// returned `scale`).
+    pub fn forecast(&self, horizon: &HorizonModel, x: &[f64], scale: f64) -> DemandForecast {
+        let ratio = horizon.log1p_ratio.eval(x).exp_m1().max(0.0);
+        DemandForecast {
+            horizon_s: horizon.horizon_buckets * self.bucket_s,
+            mean: ratio * scale,
+            upper: (ratio + horizon.upper_residual.max(0.0)) * scale,
+        }
+    }
+
+    /// Checks the spec, names, sizes and numbers.
+    pub fn validate(&self) -> Result<(), ModelError> {
+        self.spec.validate()?;
+        if self.bucket_s == 0 {
+            return Err(ModelError::invalid("bucket_s", "must be at least 1"));
+        }
+        if self.feature_names != self.spec.feature_names() {
+            return Err(ModelError::invalid(
+                "feature_names",
+                format!(
+                    "{:?} do not match the spec's {:?}",
+                    self.feature_names,
+                    self.spec.feature_names()
+                ),
+            ));
+        }
+        if !(self.upper_level > 0.0 && self.upper_level < 1.0) {
+            return Err(ModelError::invalid("upper_level", "must be in (0, 1)"));
+        }
+        if self.horizons.is_empty() {
+            return Err(ModelError::invalid("horizons", "needs at least one horizon"));
+        }
+        for (i, h) in self.horizons.iter().enumerate() {
+            let field = format!("horizons[{i}]");
+            if h.horizon_buckets == 0 || (i > 0 && h.horizon_buckets <= self.horizons[i - 1].horizon_buckets)
+            {
+                return Err(ModelError::invalid(
+                    field,
+                    "horizons must be at least 1 bucket and increase",
+                ));
+            }
+            h.log1p_ratio
+                .validate(&format!("{field}.log1p_ratio"), self.spec.len())?;
+            check_finite(&format!("{field}.upper_residual"), &[h.upper_residual])?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encodes_history_relative_to_its_recent_mean() {
+        let spec = DemandFeatureSpec {
+            lags: 2,
+            mean_windows: vec![3],
+            scale_window: 4,
+            time_of_day: true,
+            day_of_week: false,
+        };
+        assert_eq!(spec.feature_names().len(), spec.len());
+        let mut out = vec![0.0; spec.len()];
+        assert_eq!(spec.encode(&[1.0, 2.0, 3.0], 0.0, &mut out), None, "too short");
+        let scale = spec.encode(&[3.0, 3.0, 3.0, 7.0], 21_600.0, &mut out).unwrap();
+        assert_eq!(scale, 5.0);
+        assert_eq!(&out[..3], &[7.0 / 5.0, 3.0 / 5.0, 13.0 / 3.0 / 5.0]);
+        assert!(
+            (out[3] - (3.0f64).sqrt() / 5.0).abs() < 1e-12,
+            "std of [3,3,3,7] is sqrt(3)"
+        );
+        assert!(
+            (out[4] - 1.0).abs() < 1e-12 && out[5].abs() < 1e-12,
+            "06:00 is a quarter of the day"
+        );
+    }
+}

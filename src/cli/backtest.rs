@@ -1,0 +1,130 @@
+//! `augur backtest`: walk-forward evaluation of demand forecasting and spike hints on a request trace.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use augur_sim::trace::{load, TraceColumns};
+use augur_trainer::backtest::{run as backtest, BacktestOptions, BacktestReport, SpikeRule};
+use augur_trainer::demand::{DemandOptions, Series};
+
+use super::train::{horizons, whole_seconds};
+
+/// `augur backtest` arguments.
+#[derive(Debug, clap::Args)]
+pub struct BacktestArgs {
+    /// Trace file, CSV or Parquet.
+    #[arg(long)]
+    trace: PathBuf,
+    /// Time column (detected when not given: timestamp, time, ts, arrival_time, datetime).
+    #[arg(long)]
+    time_col: Option<String>,
+    /// Column of request counts: each row is then a rate sample summed into its bucket. Without it,
+    /// each row is one request.
+    #[arg(long)]
+    value_col: Option<String>,
+    /// Bucket width.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    bucket: Duration,
+    /// Forecast horizons, comma-separated, each a whole number of buckets.
+    #[arg(long, default_value = "30s,60s,120s,300s")]
+    horizons: String,
+    /// Instance warm-up: a hint is timely only if it comes at least this long before its spike.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    warm_up: Duration,
+    /// How often the forecaster is refitted during the walk (a scheduled trainer's period).
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+    refit_every: Duration,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(args: BacktestArgs) -> ExitCode {
+    match report(&args) {
+        Ok(report) => {
+            if args.json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report).expect("reports serialise")
+                );
+            } else {
+                print_report(&report);
+            }
+            ExitCode::SUCCESS
+        }
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::from(super::EXIT_BAD_INPUT)
+        }
+    }
+}
+
+fn report(args: &BacktestArgs) -> Result<BacktestReport, String> {
+    let bucket_s = whole_seconds("--bucket", args.bucket)?;
+    let columns = TraceColumns {
+        time: args.time_col.clone(),
+        size: None,
+        value: args.value_col.clone(),
+    };
+    let trace = load(&args.trace, &columns).map_err(|e| e.to_string())?;
+    let times: Vec<i64> = trace
+        .offsets
+        .iter()
+        .map(|o| trace.start_unix_us + o.as_micros() as i64)
+        .collect();
+    let name = args.trace.display().to_string();
+    let series = Series::of_times(&name, &times, trace.values.as_deref(), bucket_s);
+    let options = BacktestOptions {
+        demand: DemandOptions {
+            bucket_s,
+            horizons_s: horizons(&args.horizons)?,
+            ..DemandOptions::default()
+        },
+        refit_every_s: whole_seconds("--refit-every", args.refit_every)?,
+        spikes: SpikeRule {
+            warm_up_s: whole_seconds("--warm-up", args.warm_up)?,
+            ..SpikeRule::default()
+        },
+        ..BacktestOptions::default()
+    };
+    backtest(&series, &options).map_err(|e| format!("{name}: {e}"))
+}
+
+fn print_report(report: &BacktestReport) {
+    println!(
+        "{}: {} buckets of {}s; scored after the first {} ({} refits)",
+        report.trace, report.buckets, report.bucket_s, report.initial_buckets, report.refits
+    );
+    println!(
+        "{:>8} {:>10} {:>10} {:>12} {:>16} {:>9}",
+        "horizon", "model MAE", "last MAE", "seasonal MAE", "model/best base", "coverage"
+    );
+    for h in &report.horizons {
+        let last = h.baselines["last_value"].mae;
+        let seasonal = h.baselines["seasonal_naive"].mae;
+        println!(
+            "{:>7}s {:>10.2} {:>10.2} {:>12.2} {:>16.3} {:>8.1}%",
+            h.horizon_s,
+            h.mae,
+            last,
+            seasonal,
+            h.mae / last.min(seasonal),
+            h.upper_coverage * 100.0
+        );
+    }
+    let s = &report.spikes;
+    let percent = |v: Option<f64>| v.map_or("n/a".to_string(), |v| format!("{:.0}%", v * 100.0));
+    println!(
+        "spikes: {} found, {} caught (recall {}), median lead {}, {} hint runs ({} of the time), {} false (rate {})",
+        s.count,
+        s.caught,
+        percent(s.recall),
+        s.median_lead_s.map_or("n/a".to_string(), |l| format!("{l:.0}s")),
+        s.hints,
+        percent(Some(s.hint_time_share)),
+        s.false_alarms,
+        percent(s.false_alarm_rate)
+    );
+    println!("definition: {}", s.definition);
+}

@@ -1,0 +1,146 @@
+//! The fits: ridge and logistic regression with linfa, on standardised inputs, returned as engine
+//! [`Linear`] functions of the raw inputs.
+
+use augur_engine::model::Linear;
+use linfa::prelude::*;
+use linfa_elasticnet::ElasticNet;
+use linfa_logistic::LogisticRegression;
+use ndarray::{Array1, Array2, Axis, ShapeBuilder};
+
+use crate::error::TrainError;
+
+/// Ridge penalty on standardised inputs: enough to keep collinear features (a count and its logarithm)
+/// from trading huge weights, too little to bias a fit on thousands of rows.
+pub const RIDGE_PENALTY: f64 = 1e-3;
+/// L2 penalty of the logistic fit.
+const LOGISTIC_PENALTY: f64 = 1e-2;
+
+/// Per-column mean and spread, to standardise inputs before fitting and to fold the scaling back into
+/// the weights after.
+struct Standardizer {
+    mean: Array1<f64>,
+    scale: Array1<f64>,
+}
+
+impl Standardizer {
+    fn fit(x: &Array2<f64>) -> Self {
+        let mean = x.mean_axis(Axis(0)).expect("rows");
+        let scale = x.std_axis(Axis(0), 0.0).mapv(|s| if s > 1e-12 { s } else { 1.0 });
+        Self { mean, scale }
+    }
+
+    fn apply(&self, mut x: Array2<f64>) -> Array2<f64> {
+        for mut row in x.rows_mut() {
+            row -= &self.mean;
+            row /= &self.scale;
+        }
+        x
+    }
+
+    /// The function of raw inputs equal to `intercept + weights · standardised(x)`.
+    fn unscale(&self, intercept: f64, weights: &Array1<f64>) -> Linear {
+        let raw = weights / &self.scale;
+        Linear {
+            intercept: intercept - raw.dot(&self.mean),
+            weights: raw.to_vec(),
+        }
+    }
+}
+
+/// Ridge regression of `y` on `x` with the default penalty.
+pub fn ridge(x: Array2<f64>, y: Array1<f64>, what: &str) -> Result<Linear, TrainError> {
+    ridge_with_penalty(x, y, RIDGE_PENALTY, what)
+}
+
+/// Ridge regression of `y` on `x` with the penalty, among `penalties`, whose fit on the older
+/// three quarters of the rows predicts the newest quarter best (mean absolute error weighted by
+/// `weights`); rows must be in time order. For small, noisy data such as demand history, where the
+/// right amount of shrinkage matters.
+pub fn ridge_selected(
+    x: Array2<f64>,
+    y: Array1<f64>,
+    weights: &[f64],
+    penalties: &[f64],
+    what: &str,
+) -> Result<(Linear, f64), TrainError> {
+    let n = x.nrows();
+    let fit_rows = n * 3 / 4;
+    let mut best = (f64::INFINITY, penalties[0]);
+    if fit_rows >= 10 && n - fit_rows >= 5 {
+        for &penalty in penalties {
+            let fit = ridge_with_penalty(
+                x.slice(ndarray::s![..fit_rows, ..]).to_owned(),
+                y.slice(ndarray::s![..fit_rows]).to_owned(),
+                penalty,
+                what,
+            )?;
+            let error: f64 = (fit_rows..n)
+                .map(|i| (fit.eval(x.row(i).as_slice().expect("standard layout")) - y[i]).abs() * weights[i])
+                .sum();
+            if error < best.0 {
+                best = (error, penalty);
+            }
+        }
+    }
+    Ok((ridge_with_penalty(x, y, best.1, what)?, best.1))
+}
+
+fn ridge_with_penalty(
+    x: Array2<f64>,
+    y: Array1<f64>,
+    penalty: f64,
+    what: &str,
+) -> Result<Linear, TrainError> {
+    let standardizer = Standardizer::fit(&x);
+    // Coordinate descent walks the matrix column by column: give it columns that are contiguous.
+    let standardized = standardizer.apply(x);
+    let mut columns = Array2::zeros(standardized.raw_dim().f());
+    columns.assign(&standardized);
+    drop(standardized);
+    let data = Dataset::new(columns, y);
+    let fitted = ElasticNet::params()
+        .penalty(penalty)
+        .l1_ratio(0.0)
+        .tolerance(1e-6)
+        .fit(&data)
+        .map_err(|e| TrainError::BadInput(format!("{what}: the ridge fit failed: {e}")))?;
+    Ok(standardizer.unscale(fitted.intercept(), fitted.hyperplane()))
+}
+
+/// Logistic regression of `positive` on `x`; returns the log-odds of the positive class. The rows
+/// are a case-control sample, every positive and one negative in `class_weight`, so the intercept is
+/// corrected by `-ln(class_weight)` afterwards (King and Zeng's prior correction) and the
+/// probabilities stay calibrated.
+pub fn logistic(
+    x: Array2<f64>,
+    positive: &[bool],
+    class_weight: f64,
+    what: &str,
+) -> Result<Linear, TrainError> {
+    let standardizer = Standardizer::fit(&x);
+    let x = standardizer.apply(x);
+    let y: Array1<usize> = positive.iter().map(|&p| usize::from(p)).collect();
+    let fitted = LogisticRegression::default()
+        .alpha(LOGISTIC_PENALTY)
+        .max_iterations(200)
+        .fit(&Dataset::new(x, y))
+        .map_err(|e| TrainError::BadInput(format!("{what}: the logistic fit failed: {e}")))?;
+    // linfa models the larger label (1, a failure); flip the sign should that ever change.
+    let sign = if fitted.labels().pos.class == 1 { 1.0 } else { -1.0 };
+    let mut linear = standardizer.unscale(sign * fitted.intercept(), &(fitted.params() * sign));
+    linear.intercept -= class_weight.ln();
+    Ok(linear)
+}
+
+/// A design matrix of `rows` rows and `columns` columns, row `k` filled by `fill(k, row)`.
+pub fn design(rows: usize, columns: usize, mut fill: impl FnMut(usize, &mut [f64])) -> Array2<f64> {
+    let mut x = Array2::zeros((rows, columns));
+    for (k, mut row) in x.rows_mut().into_iter().enumerate() {
+        fill(
+            k,
+            row.as_slice_mut()
+                .expect("rows of a standard-layout matrix are contiguous"),
+        );
+    }
+    x
+}
