@@ -28,14 +28,14 @@ pub enum SimCommand {
         #[arg(long)]
         out: PathBuf,
         /// Comma-separated scenarios to run.
-        #[arg(long, default_value = "heterogeneous,degrading,flaky,gpu-mixed")]
+        #[arg(long, default_value = "heterogeneous,degrading,flaky,gpu-mixed,bursty")]
         scenarios: String,
         /// Policy that routes the simulated requests. `random` explores every backend evenly, which is
         /// what a trainer wants to learn from.
         #[arg(long, default_value = "random")]
         policy: String,
         /// Share of attempts kept (a random sample), to keep the dataset small.
-        #[arg(long, default_value_t = 0.25)]
+        #[arg(long, default_value_t = 0.05)]
         sample: f64,
         /// Seed.
         #[arg(long, default_value_t = 1)]
@@ -133,6 +133,14 @@ fn generate(out: PathBuf, scenarios: &str, policy: &str, sample: f64, seed: u64)
     }
     writer.close();
     let stats = sink.stats();
+    let dropped = stats.rows_dropped_queue_full.load(Ordering::Relaxed)
+        + stats.rows_dropped_write_failed.load(Ordering::Relaxed);
+    if dropped > 0 {
+        return Err(format!(
+            "{dropped} rows could not be written under {} (see the log)",
+            out.display()
+        ));
+    }
     println!(
         "wrote {} rows in {} files ({} bytes) under {}",
         stats.rows_written.load(Ordering::Relaxed),
