@@ -81,9 +81,13 @@ pub fn train(
         base_p.push(sigmoid(prior_of(i)));
     }
     let labels: Vec<bool> = split.validation.iter().map(|&i| failed(i)).collect();
+    let mut model_scores = scores(&model_p, &labels);
+    // How many failures there were to predict: a Brier score near 0 means little without them.
+    let failure_rate = labels.iter().filter(|l| **l).count() as f64 / labels.len() as f64;
+    model_scores.insert("validation_failure_rate".into(), failure_rate);
     let evaluation = Evaluation {
         decisive_metric: "brier".into(),
-        model: scores(&model_p, &labels),
+        model: model_scores,
         baselines: BTreeMap::from([("base_rate".to_string(), scores(&base_p, &labels))]),
     };
     Ok(Fitted {
