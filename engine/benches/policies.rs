@@ -1,12 +1,14 @@
 //! How long one pick takes for each policy over pools of 4, 16 and 64 backends.
 //!
 //! Run: `cargo bench -p augur-engine --bench policies`. Results are recorded in `bench/README.md`.
+//! The predictive policy scores with the model set committed in `models/` (trained on `datasets/`).
 
 use std::hint::black_box;
 use std::sync::Arc;
 use std::time::Duration;
 
-use augur_engine::policy::{HashAlgorithm, HashKey};
+use augur_engine::model::{ModelSet, MANIFEST_FILE};
+use augur_engine::policy::{ActiveModels, HashAlgorithm, HashKey};
 use augur_engine::{hash, BackendLoad, Endpoint, PickRequest, PolicySpec, Selector};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use rand::rngs::SmallRng;
@@ -70,13 +72,35 @@ fn pick(c: &mut Criterion) {
                     let request = PickRequest {
                         hash_key: Some(key),
                         sticky_endpoint: None,
+                        ..PickRequest::default()
                     };
                     black_box(selector.pick(&eps, &request, now, &mut rng))
                 })
             });
         }
     }
+    let models = committed_models();
+    for n in [4, 16, 64] {
+        let eps = endpoints(n);
+        let selector = Selector::build_with_models(&PolicySpec::predictive(), &eps, Some(models.clone()));
+        let mut rng = SmallRng::seed_from_u64(42);
+        let now = Duration::from_secs(1);
+        let request = PickRequest::default();
+        group.bench_with_input(BenchmarkId::new("predictive", n), &n, |b, _| {
+            b.iter(|| black_box(selector.pick_predicted(&eps, &request, &[], now, &mut rng)))
+        });
+    }
     group.finish();
+}
+
+fn committed_models() -> Arc<ActiveModels> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models");
+    let manifest = std::fs::read(dir.join(MANIFEST_FILE)).expect("models/manifest.json");
+    let set = ModelSet::load(&manifest, |f| {
+        std::fs::read(dir.join(f)).map_err(|e| e.to_string())
+    })
+    .expect("a valid set");
+    Arc::new(ActiveModels::new(&set, 0.9).expect("a latency model"))
 }
 
 criterion_group!(benches, pick);

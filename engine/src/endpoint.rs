@@ -20,6 +20,8 @@ pub struct Endpoint {
     pub load: Arc<BackendLoad>,
     /// Set while the backend is warming up after it (re)joined the pool.
     pub slow_start: Option<SlowStart>,
+    /// Configured price of sending a request here (the predictive policy weighs it); 0 by default.
+    pub cost: f64,
 }
 
 /// A linear ramp of a returning backend's weight, from [`SLOW_START_MIN_FACTOR`] to 1 over `window`.
@@ -50,6 +52,7 @@ impl Endpoint {
             weight: weight.max(1),
             load,
             slow_start: None,
+            cost: 0.0,
         }
     }
 

@@ -77,6 +77,21 @@ impl DispatchState {
 /// Encodes `state` into `out`, in the order of [`FEATURE_NAMES`]. Missing values become 0 and raise
 /// their `*_missing` indicator, so a model learns what "unknown" means instead of reading it as zero.
 pub fn encode(state: &DispatchState, out: &mut Features) {
+    encode_request(state, out);
+    encode_backend(state, out);
+}
+
+/// Writes the features that describe the request and its pool, not the backend: the same for every
+/// candidate of one pick, so a policy scoring many candidates encodes them once.
+pub fn encode_request(state: &DispatchState, out: &mut Features) {
+    out[4] = ln1p(f64::from(state.pool_in_flight));
+    out[12] = state.body_bytes.map_or(0.0, |b| ln1p(b as f64 / 1024.0));
+    out[13] = state.prompt_tokens.map_or(0.0, |t| ln1p(f64::from(t)));
+    out[14] = state.max_tokens.map_or(0.0, |t| ln1p(f64::from(t)));
+}
+
+/// Writes the features that describe the backend, leaving the request's as they are.
+pub fn encode_backend(state: &DispatchState, out: &mut Features) {
     let scraped = &state.scraped;
     let any_scraped = scraped.queue_depth.is_some()
         || scraped.running_requests.is_some()
@@ -84,23 +99,21 @@ pub fn encode(state: &DispatchState, out: &mut Features) {
         || scraped.gpu_utilization.is_some()
         || scraped.gpu_memory_fraction.is_some();
     let in_flight = f64::from(state.backend_in_flight);
-    *out = [
-        state.backend_ewma_us.map_or(0.0, |us| ln1p(us / 1000.0)),
-        indicator(state.backend_ewma_us.is_none()),
-        ln1p(in_flight),
-        in_flight,
-        ln1p(f64::from(state.pool_in_flight)),
-        ln1p(state.backend_tokens_in_flight as f64 / 1000.0),
-        scraped.queue_depth.map_or(0.0, ln1p),
-        scraped.running_requests.map_or(0.0, ln1p),
-        fraction(scraped.kv_cache_usage),
-        fraction(scraped.gpu_utilization),
-        fraction(scraped.gpu_memory_fraction),
-        indicator(!any_scraped),
-        state.body_bytes.map_or(0.0, |b| ln1p(b as f64 / 1024.0)),
-        state.prompt_tokens.map_or(0.0, |t| ln1p(f64::from(t))),
-        state.max_tokens.map_or(0.0, |t| ln1p(f64::from(t))),
-    ];
+    out[0] = state.backend_ewma_us.map_or(0.0, |us| ln1p(us / 1000.0));
+    out[1] = indicator(state.backend_ewma_us.is_none());
+    out[2] = ln1p(in_flight);
+    out[3] = in_flight;
+    out[5] = if state.backend_tokens_in_flight == 0 {
+        0.0
+    } else {
+        ln1p(state.backend_tokens_in_flight as f64 / 1000.0)
+    };
+    out[6] = scraped.queue_depth.map_or(0.0, ln1p);
+    out[7] = scraped.running_requests.map_or(0.0, ln1p);
+    out[8] = fraction(scraped.kv_cache_usage);
+    out[9] = fraction(scraped.gpu_utilization);
+    out[10] = fraction(scraped.gpu_memory_fraction);
+    out[11] = indicator(!any_scraped);
 }
 
 /// `ln(1 + x)`, with negative inputs (which no count should produce) read as 0.

@@ -24,4 +24,4 @@ pub mod telemetry;
 pub use endpoint::{Endpoint, SlowStart};
 pub use ewma::PeakEwma;
 pub use load::BackendLoad;
-pub use policy::{PickRequest, PolicySpec, Selector};
+pub use policy::{PickRequest, PolicySpec, Selector, SizeHints};

@@ -29,7 +29,15 @@ pub struct BackendLoad {
     tokens_in_flight: AtomicU64,
     rtt: Mutex<PeakEwma>,
     scraped: ArcSwapOption<ScrapeSample>,
+    /// Decayed mean of `ln(observed / predicted)` latency, as `f64` bits.
+    prediction_error: AtomicU64,
 }
+
+/// Weight of each new observation in the prediction-error mean: about the last 20 requests count.
+const PREDICTION_ERROR_WEIGHT: f64 = 0.05;
+/// Bound on the correction, in log space (a factor of 20 either way): one absurd observation must
+/// not make a backend look free or unusable.
+const MAX_CORRECTION: f64 = 3.0;
 
 impl BackendLoad {
     /// A backend with nothing in flight and no observed round trip yet.
@@ -39,7 +47,30 @@ impl BackendLoad {
             tokens_in_flight: AtomicU64::new(0),
             rtt: Mutex::new(PeakEwma::new(default_rtt, now)),
             scraped: ArcSwapOption::empty(),
+            prediction_error: AtomicU64::new(0f64.to_bits()),
         }
+    }
+
+    /// The correction the predictive policy adds to this backend's predicted log latency: the
+    /// decayed mean of `ln(observed / predicted)` over its recent requests, so that drift since the
+    /// models were trained is absorbed.
+    pub fn prediction_correction(&self) -> f64 {
+        f64::from_bits(self.prediction_error.load(Ordering::Relaxed))
+    }
+
+    /// Folds one request's observed latency against the median the models predicted for it.
+    pub fn observe_prediction(&self, observed_ms: f64, predicted_median_ms: f64) {
+        if !(observed_ms > 0.0 && predicted_median_ms > 0.0) {
+            return;
+        }
+        let error = (observed_ms / predicted_median_ms).ln();
+        let _ = self
+            .prediction_error
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |bits| {
+                let mean = f64::from_bits(bits);
+                let next = mean + PREDICTION_ERROR_WEIGHT * (error - mean);
+                Some(next.clamp(-MAX_CORRECTION, MAX_CORRECTION).to_bits())
+            });
     }
 
     /// Requests dispatched to this backend and not yet finished.

@@ -9,6 +9,7 @@ mod least_conn;
 mod least_queue;
 mod maglev;
 mod p2c_ewma;
+mod predictive;
 mod random;
 mod ring_hash;
 mod round_robin;
@@ -16,6 +17,7 @@ mod smooth_weighted;
 mod spec;
 mod sticky_cookie;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use rand::Rng;
@@ -23,8 +25,12 @@ use rand::Rng;
 use crate::endpoint::Endpoint;
 
 pub use maglev::MAGLEV_TABLE_SIZE;
+pub use predictive::{ActiveModels, Prediction, Predictive, PredictiveSettings, MAX_CANDIDATES};
 pub use ring_hash::RING_POINTS_PER_WEIGHT;
-pub use spec::{HashAlgorithm, HashKey, PolicySpec, DEFAULT_STICKY_COOKIE};
+pub use spec::{
+    HashAlgorithm, HashKey, PolicySpec, DEFAULT_EXPLORATION, DEFAULT_FAILURE_PENALTY, DEFAULT_MAX_CANDIDATES,
+    DEFAULT_QUANTILE, DEFAULT_STICKY_COOKIE,
+};
 
 /// What a policy may use from the request.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -34,6 +40,21 @@ pub struct PickRequest {
     pub hash_key: Option<u64>,
     /// Endpoint id named by the request's sticky cookie, if any.
     pub sticky_endpoint: Option<u64>,
+    /// Other requests in flight in the pool (a predictive feature).
+    pub pool_in_flight: u32,
+    /// What the request says of its size (predictive features).
+    pub size: SizeHints,
+}
+
+/// A request's size, as far as it is known before it is sent.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SizeHints {
+    /// Body length in bytes.
+    pub body_bytes: Option<u64>,
+    /// Prompt length in tokens (OpenAI-style bodies).
+    pub prompt_tokens: Option<u32>,
+    /// `max_tokens` the request asked for.
+    pub max_tokens: Option<u32>,
 }
 
 /// A policy instantiated over one snapshot of a pool's endpoints.
@@ -57,11 +78,23 @@ pub enum Selector {
     StickyCookie(p2c_ewma::P2cEwma),
     /// Power of two choices over Peak-EWMA cost.
     P2cEwma(p2c_ewma::P2cEwma),
+    /// The trained models' scores.
+    Predictive(Predictive),
 }
 
 impl Selector {
-    /// Builds the selector of `spec` over `endpoints`; later picks must pass the same slice.
+    /// Builds the selector of `spec` over `endpoints`; later picks must pass the same slice. A
+    /// predictive policy built here has no models (it falls back to P2C over Peak-EWMA).
     pub fn build(spec: &PolicySpec, endpoints: &[Endpoint]) -> Self {
+        Self::build_with_models(spec, endpoints, None)
+    }
+
+    /// As [`build`](Self::build), with the models a predictive policy scores with.
+    pub fn build_with_models(
+        spec: &PolicySpec,
+        endpoints: &[Endpoint],
+        models: Option<Arc<ActiveModels>>,
+    ) -> Self {
         match spec {
             PolicySpec::RoundRobin => Self::RoundRobin(round_robin::RoundRobin::default()),
             PolicySpec::WeightedRoundRobin => {
@@ -80,6 +113,44 @@ impl Selector {
             } => Self::Maglev(maglev::Maglev::new(endpoints)),
             PolicySpec::StickyCookie { decay, .. } => Self::StickyCookie(p2c_ewma::P2cEwma { decay: *decay }),
             PolicySpec::P2cEwma { decay, .. } => Self::P2cEwma(p2c_ewma::P2cEwma { decay: *decay }),
+            PolicySpec::Predictive {
+                quantile,
+                failure_penalty,
+                cost_weight,
+                exploration,
+                max_candidates,
+                decay,
+            } => {
+                let settings = PredictiveSettings {
+                    quantile: *quantile,
+                    failure_penalty_ms: failure_penalty.as_secs_f64() * 1000.0,
+                    cost_weight: *cost_weight,
+                    exploration: *exploration,
+                    max_candidates: *max_candidates,
+                    decay: *decay,
+                };
+                Self::Predictive(Predictive::new(settings, endpoints, models))
+            }
+        }
+    }
+
+    /// As [`pick_avoiding`](Self::pick_avoiding), and what the models predicted for the endpoint
+    /// picked when the policy is predictive and has models.
+    pub fn pick_predicted<R: Rng + ?Sized>(
+        &self,
+        endpoints: &[Endpoint],
+        request: &PickRequest,
+        tried: &[u64],
+        now: Duration,
+        rng: &mut R,
+    ) -> Option<(usize, Option<Prediction>)> {
+        match self {
+            Self::Predictive(p) if p.has_models() && !endpoints.is_empty() => {
+                Some(p.pick(endpoints, request, tried, now, rng))
+            }
+            _ => self
+                .pick_avoiding(endpoints, request, tried, now, rng)
+                .map(|i| (i, None)),
         }
     }
 
@@ -139,6 +210,7 @@ impl Selector {
             Self::StickyCookie(p2c) => sticky_cookie::find(endpoints, request.sticky_endpoint)
                 .unwrap_or_else(|| p2c.pick(endpoints, now, rng)),
             Self::P2cEwma(p2c) => p2c.pick(endpoints, now, rng),
+            Self::Predictive(p) => p.pick(endpoints, request, &[], now, rng).0,
         };
         Some(picked)
     }
@@ -192,6 +264,7 @@ mod tests {
         let request = PickRequest {
             hash_key: Some(42),
             sticky_endpoint: None,
+            ..PickRequest::default()
         };
         let mut rng = SmallRng::seed_from_u64(1);
         let first = selector.pick(&eps, &request, Duration::ZERO, &mut rng).unwrap();

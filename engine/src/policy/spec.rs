@@ -52,6 +52,55 @@ pub enum PolicySpec {
         #[serde(default = "default_decay", with = "humantime_serde")]
         decay: Duration,
     },
+    /// Score every candidate by the trained models' predicted latency and failure probability and
+    /// take the cheapest (P2C over Peak-EWMA while no valid model is loaded).
+    Predictive {
+        /// Latency quantile scored: 0.5, 0.9 or 0.99.
+        #[serde(default = "default_quantile")]
+        quantile: f64,
+        /// What a certain failure costs, as latency: the score adds this times the failure
+        /// probability.
+        #[serde(default = "default_failure_penalty", with = "humantime_serde")]
+        failure_penalty: Duration,
+        /// Milliseconds of score per unit of a backend's `cost`.
+        #[serde(default)]
+        cost_weight: f64,
+        /// Share of requests sent to a uniformly chosen candidate, so every backend keeps producing
+        /// data.
+        #[serde(default = "default_exploration")]
+        exploration: f64,
+        /// Candidates scored per request; larger pools are sampled.
+        #[serde(default = "default_max_candidates")]
+        max_candidates: usize,
+        /// Time constant of the Peak-EWMA estimate (a feature, and the fallback's cost).
+        #[serde(default = "default_decay", with = "humantime_serde")]
+        decay: Duration,
+    },
+}
+
+/// The predictive policy's defaults.
+pub const DEFAULT_QUANTILE: f64 = 0.9;
+/// Default cost of a certain failure.
+pub const DEFAULT_FAILURE_PENALTY: Duration = Duration::from_secs(1);
+/// Default exploration share.
+pub const DEFAULT_EXPLORATION: f64 = 0.01;
+/// Default candidates scored per request.
+pub const DEFAULT_MAX_CANDIDATES: usize = 16;
+
+fn default_quantile() -> f64 {
+    DEFAULT_QUANTILE
+}
+
+fn default_failure_penalty() -> Duration {
+    DEFAULT_FAILURE_PENALTY
+}
+
+fn default_exploration() -> f64 {
+    DEFAULT_EXPLORATION
+}
+
+fn default_max_candidates() -> usize {
+    DEFAULT_MAX_CANDIDATES
 }
 
 impl Default for PolicySpec {
@@ -75,7 +124,9 @@ impl PolicySpec {
     /// The decay of the Peak-EWMA round-trip estimate kept for every backend under this policy.
     pub fn decay(&self) -> Duration {
         match self {
-            Self::P2cEwma { decay, .. } | Self::StickyCookie { decay, .. } => *decay,
+            Self::P2cEwma { decay, .. }
+            | Self::StickyCookie { decay, .. }
+            | Self::Predictive { decay, .. } => *decay,
             _ => DEFAULT_DECAY,
         }
     }
@@ -98,6 +149,19 @@ impl PolicySpec {
             } => "maglev",
             Self::StickyCookie { .. } => "sticky_cookie",
             Self::P2cEwma { .. } => "p2c_ewma",
+            Self::Predictive { .. } => "predictive",
+        }
+    }
+
+    /// The predictive policy with its defaults.
+    pub fn predictive() -> Self {
+        Self::Predictive {
+            quantile: DEFAULT_QUANTILE,
+            failure_penalty: DEFAULT_FAILURE_PENALTY,
+            cost_weight: 0.0,
+            exploration: DEFAULT_EXPLORATION,
+            max_candidates: DEFAULT_MAX_CANDIDATES,
+            decay: DEFAULT_DECAY,
         }
     }
 }

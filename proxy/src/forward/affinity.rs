@@ -21,11 +21,13 @@ pub fn pick_request(spec: &PolicySpec, headers: &HeaderMap, client_ip: IpAddr) -
             PickRequest {
                 hash_key,
                 sticky_endpoint: None,
+                ..PickRequest::default()
             }
         }
         PolicySpec::StickyCookie { cookie: name, .. } => PickRequest {
             hash_key: None,
             sticky_endpoint: cookie(headers, name).and_then(|v| u64::from_str_radix(v, 16).ok()),
+            ..PickRequest::default()
         },
         _ => PickRequest::default(),
     }

@@ -1,0 +1,320 @@
+//! The predictive policy: score every candidate by the latency the models predict for it (at a
+//! quantile, corrected by how wrong they have lately been about it), plus the cost of its predicted
+//! failure probability and of its configured price, and pick the cheapest; explore a small share of
+//! requests so that every backend keeps producing data.
+//!
+//! Scoring encodes each candidate's live state in place on the stack and evaluates linear models:
+//! no allocation. Without a usable latency model the policy is P2C over Peak-EWMA.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::Rng;
+
+use super::p2c_ewma::P2cEwma;
+use super::PickRequest;
+use crate::endpoint::Endpoint;
+use crate::features::{encode_backend, encode_request, DispatchState, Features, FEATURE_COUNT};
+use crate::hash;
+use crate::model::{FailureModel, LatencyModel, ModelSet};
+
+/// Most candidates scored per pick; larger pools are sampled.
+pub const MAX_CANDIDATES: usize = 64;
+
+/// The settings of the predictive policy (see [`super::PolicySpec::Predictive`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PredictiveSettings {
+    /// Latency quantile scored, e.g. 0.9.
+    pub quantile: f64,
+    /// Milliseconds a certain failure costs: the score adds `failure_penalty_ms × p_fail`.
+    pub failure_penalty_ms: f64,
+    /// Milliseconds per unit of a backend's configured cost.
+    pub cost_weight: f64,
+    /// Share of picks that go to a uniformly chosen candidate.
+    pub exploration: f64,
+    /// Candidates scored per pick (at most [`MAX_CANDIDATES`]); larger pools are sampled.
+    pub max_candidates: usize,
+    /// Decay of the Peak-EWMA estimate (a feature, and the fallback's cost).
+    pub decay: Duration,
+}
+
+/// The models a predictive pool scores with, ready for the hot path: the latency and failure models
+/// of a validated [`ModelSet`], and each known backend's residual quantile and failure prior, keyed
+/// by endpoint id ([`hash::endpoint_id`] of the name telemetry records for the backend).
+#[derive(Debug)]
+pub struct ActiveModels {
+    /// The set's version, for telemetry and metrics.
+    pub version: Arc<str>,
+    latency: LatencyModel,
+    failure: Option<FailureModel>,
+    backends: HashMap<u64, BackendTables>,
+    unseen: BackendTables,
+}
+
+/// What the models know of one backend.
+#[derive(Debug, Clone, Copy)]
+struct BackendTables {
+    residual: f64,
+    median_residual: f64,
+    prior: f64,
+}
+
+impl ActiveModels {
+    /// Prepares `set` for scoring at latency quantile `quantile`. Fails, saying why, when the set has
+    /// no latency model or the model lacks the quantile or the median.
+    pub fn new(set: &ModelSet, quantile: f64) -> Result<Self, String> {
+        let latency = set.latency().ok_or("the model set has no latency model")?.clone();
+        let failure = set.failure().cloned();
+        let residuals = &latency.residuals;
+        let level = residuals.level_index(quantile).ok_or_else(|| {
+            format!(
+                "the latency model has no {quantile} quantile (it has {:?})",
+                residuals.levels
+            )
+        })?;
+        let median_level = residuals
+            .level_index(0.5)
+            .ok_or_else(|| format!("the latency model has no median (it has {:?})", residuals.levels))?;
+        let tables = |name: &str| BackendTables {
+            residual: residuals.of_backend(name)[level],
+            median_residual: residuals.of_backend(name)[median_level],
+            prior: failure.as_ref().map_or(0.0, |f| f.priors.of_backend(name)),
+        };
+        let mut names: Vec<&String> = residuals.backends.keys().collect();
+        if let Some(f) = &failure {
+            names.extend(f.priors.backends.keys());
+        }
+        let backends = names
+            .into_iter()
+            .map(|name| (hash::endpoint_id(name), tables(name)))
+            .collect();
+        let unseen = BackendTables {
+            residual: residuals.global[level],
+            median_residual: residuals.global[median_level],
+            prior: failure.as_ref().map_or(0.0, |f| f.priors.global),
+        };
+        Ok(Self {
+            version: Arc::from(set.version.as_str()),
+            latency,
+            failure,
+            backends,
+            unseen,
+        })
+    }
+
+    fn tables(&self, endpoint_id: u64) -> BackendTables {
+        self.backends.get(&endpoint_id).copied().unwrap_or(self.unseen)
+    }
+}
+
+/// What the models said about the chosen backend, for telemetry and for learning from the outcome.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Prediction {
+    /// Predicted latency at the scored quantile, corrected, in milliseconds.
+    pub latency_ms: f64,
+    /// Predicted median latency, uncorrected, in milliseconds: what the online correction compares
+    /// the observed latency with.
+    pub median_ms: f64,
+    /// Predicted failure probability (0 without a failure model).
+    pub failure_prob: f64,
+    /// Probability with which the policy chose this backend.
+    pub propensity: f64,
+    /// Version of the models.
+    pub model_version: Arc<str>,
+}
+
+/// The predictive policy over one snapshot of a pool.
+#[derive(Debug)]
+pub struct Predictive {
+    settings: PredictiveSettings,
+    models: Option<Arc<ActiveModels>>,
+    /// Per endpoint, in snapshot order: what the models know of it.
+    tables: Vec<BackendTables>,
+    fallback: P2cEwma,
+}
+
+/// One scored candidate.
+#[derive(Clone, Copy, Default)]
+struct Scored {
+    index: usize,
+    score: f64,
+    latency_ms: f64,
+    log_ms: f64,
+    failure_prob: f64,
+}
+
+impl Predictive {
+    /// The policy over `endpoints`, scoring with `models` (P2C over Peak-EWMA when `None`).
+    pub fn new(
+        settings: PredictiveSettings,
+        endpoints: &[Endpoint],
+        models: Option<Arc<ActiveModels>>,
+    ) -> Self {
+        let tables = match &models {
+            Some(m) => endpoints.iter().map(|e| m.tables(e.id)).collect(),
+            None => Vec::new(),
+        };
+        Self {
+            settings,
+            models,
+            tables,
+            fallback: P2cEwma {
+                decay: settings.decay,
+            },
+        }
+    }
+
+    /// Whether a model set is in use (otherwise picks fall back to P2C over Peak-EWMA).
+    pub fn has_models(&self) -> bool {
+        self.models.is_some()
+    }
+
+    /// Picks among the endpoints not in `tried` (all of them if every one was tried), and says what
+    /// the models predicted for the one picked (`None` under the fallback).
+    pub fn pick<R: Rng + ?Sized>(
+        &self,
+        endpoints: &[Endpoint],
+        request: &PickRequest,
+        tried: &[u64],
+        now: Duration,
+        rng: &mut R,
+    ) -> (usize, Option<Prediction>) {
+        let Some(models) = &self.models else {
+            return (self.fallback.pick(endpoints, now, rng), None);
+        };
+        let mut candidates = [0usize; MAX_CANDIDATES];
+        let k = sample_candidates(
+            endpoints,
+            tried,
+            self.settings.max_candidates.clamp(1, MAX_CANDIDATES),
+            rng,
+            &mut candidates,
+        );
+        let candidates = &candidates[..k];
+        // The request's features are the same for every candidate: encode them once.
+        let mut x = [0.0; FEATURE_COUNT];
+        encode_request(&self.request_state(request), &mut x);
+        let mut best = Scored {
+            score: f64::INFINITY,
+            ..Scored::default()
+        };
+        let mut ties = 0u32;
+        let mut explored = Scored::default();
+        let explore = rng.random::<f64>() < self.settings.exploration;
+        let explore_at = rng.random_range(0..k);
+        for (slot, &i) in candidates.iter().enumerate() {
+            let scored = self.score(models, &endpoints[i], i, now, &mut x);
+            if slot == explore_at {
+                explored = scored;
+            }
+            if scored.score < best.score {
+                best = scored;
+                ties = 1;
+            } else if scored.score == best.score {
+                ties += 1;
+                if rng.random_range(0..ties) == 0 {
+                    best = scored;
+                }
+            }
+        }
+        let chosen = if explore { explored } else { best };
+        // Uniform exploration picks any candidate with probability ε/k; the greedy choice is one of
+        // `ties` equally good ones.
+        let epsilon = self.settings.exploration;
+        let greedy = if chosen.score == best.score {
+            (1.0 - epsilon) / f64::from(ties.max(1))
+        } else {
+            0.0
+        };
+        let propensity = epsilon / k as f64 + greedy;
+        let tables = self.tables[chosen.index];
+        let prediction = Prediction {
+            latency_ms: chosen.latency_ms,
+            median_ms: (chosen.log_ms + tables.median_residual).exp(),
+            failure_prob: chosen.failure_prob,
+            propensity,
+            model_version: models.version.clone(),
+        };
+        (chosen.index, Some(prediction))
+    }
+
+    fn request_state(&self, request: &PickRequest) -> DispatchState {
+        DispatchState {
+            pool_in_flight: request.pool_in_flight,
+            body_bytes: request.size.body_bytes,
+            prompt_tokens: request.size.prompt_tokens,
+            max_tokens: request.size.max_tokens,
+            ..DispatchState::default()
+        }
+    }
+
+    /// Scores endpoint `i`; `x` holds the request's features and receives the backend's.
+    fn score(
+        &self,
+        models: &ActiveModels,
+        endpoint: &Endpoint,
+        i: usize,
+        now: Duration,
+        x: &mut Features,
+    ) -> Scored {
+        let load = &endpoint.load;
+        let state = DispatchState {
+            backend_ewma_us: Some(load.rtt_estimate_ns(now, self.settings.decay) / 1e3),
+            backend_in_flight: load.in_flight(),
+            backend_tokens_in_flight: load.tokens_in_flight(),
+            scraped: load.scraped(now),
+            ..DispatchState::default()
+        };
+        encode_backend(&state, x);
+        let tables = self.tables[i];
+        let log_ms = models.latency.log_ms.eval(x);
+        let latency_ms = (log_ms + tables.residual + load.prediction_correction()).exp();
+        let failure_prob = models
+            .failure
+            .as_ref()
+            .map_or(0.0, |f| f.predict(x, tables.prior));
+        let score = latency_ms
+            + self.settings.failure_penalty_ms * failure_prob
+            + self.settings.cost_weight * endpoint.cost;
+        Scored {
+            index: i,
+            score,
+            latency_ms,
+            log_ms,
+            failure_prob,
+        }
+    }
+}
+
+/// Fills `out` with the indices of up to `max` endpoints not in `tried` (every endpoint when all
+/// were tried), a uniform sample when there are more; returns how many.
+fn sample_candidates<R: Rng + ?Sized>(
+    endpoints: &[Endpoint],
+    tried: &[u64],
+    max: usize,
+    rng: &mut R,
+    out: &mut [usize; MAX_CANDIDATES],
+) -> usize {
+    let untried = endpoints.iter().filter(|e| !tried.contains(&e.id)).count();
+    let skip_tried = untried > 0;
+    let mut seen = 0usize;
+    let mut k = 0usize;
+    for (i, endpoint) in endpoints.iter().enumerate() {
+        if skip_tried && tried.contains(&endpoint.id) {
+            continue;
+        }
+        // Reservoir sampling: every eligible endpoint ends up in `out` with probability max/seen.
+        if k < max {
+            out[k] = i;
+            k += 1;
+        } else {
+            let j = rng.random_range(0..=seen);
+            if j < max {
+                out[j] = i;
+            }
+        }
+        seen += 1;
+    }
+    k
+}

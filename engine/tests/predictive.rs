@@ -1,0 +1,277 @@
+//! The predictive policy: scores by the models, learns from its errors, explores with a known
+//! propensity, falls back without models, and never allocates in a pick.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use augur_engine::features::{FEATURE_COUNT, FEATURE_NAMES};
+use augur_engine::model::{
+    Evaluation, FailureModel, FailurePriors, LatencyModel, Linear, Model, ModelFile, ModelKind, ModelSet,
+    ResidualQuantiles, TrainingWindow, FORMAT_VERSION,
+};
+use augur_engine::policy::ActiveModels;
+use augur_engine::telemetry::SCHEMA_VERSION;
+use augur_engine::{hash, BackendLoad, Endpoint, PickRequest, PolicySpec, Selector};
+use rand::rngs::SmallRng;
+use rand::SeedableRng;
+
+/// Counts the allocations of the thread that asked, so the test harness's threads do not interfere.
+struct CountingAllocator;
+
+thread_local! {
+    static COUNTING: Cell<bool> = const { Cell::new(false) };
+    static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
+}
+
+unsafe impl GlobalAlloc for CountingAllocator {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if COUNTING.with(Cell::get) {
+            ALLOCATIONS.with(|n| n.set(n.get() + 1));
+        }
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: CountingAllocator = CountingAllocator;
+
+fn file(model: Model) -> ModelFile {
+    ModelFile {
+        format_version: FORMAT_VERSION,
+        version: "test".into(),
+        telemetry_schema_version: SCHEMA_VERSION,
+        training: TrainingWindow {
+            start_us: 0,
+            end_us: 0,
+            training_rows: 0,
+            validation_rows: 0,
+        },
+        evaluation: Evaluation {
+            decisive_metric: "x".into(),
+            model: BTreeMap::new(),
+            baselines: BTreeMap::new(),
+        },
+        model,
+    }
+}
+
+fn feature(name: &str) -> usize {
+    FEATURE_NAMES.iter().position(|n| *n == name).unwrap()
+}
+
+/// Latency: ln(ms) = ln1p(ewma ms) + 0.5 ln1p(in flight); backend `b1` is known to run 2x slower
+/// than predicted at every quantile. Failure: only the prior counts; `b2` fails half the time.
+fn models() -> ModelSet {
+    let mut weights = vec![0.0; FEATURE_COUNT];
+    weights[feature("ln1p_ewma_ms")] = 1.0;
+    weights[feature("ln1p_backend_in_flight")] = 0.5;
+    let latency = LatencyModel {
+        feature_names: FEATURE_NAMES.map(String::from).to_vec(),
+        log_ms: Linear {
+            intercept: 0.0,
+            weights,
+        },
+        residuals: ResidualQuantiles {
+            levels: vec![0.5, 0.9],
+            global: vec![0.0, 0.2],
+            backends: BTreeMap::from([("b1".to_string(), vec![2f64.ln(), 2f64.ln() + 0.2])]),
+        },
+    };
+    let mut failure_weights = vec![0.0; FEATURE_COUNT + 1];
+    failure_weights[FEATURE_COUNT] = 1.0;
+    let failure = FailureModel {
+        feature_names: FEATURE_NAMES.map(String::from).to_vec(),
+        logit: Linear {
+            intercept: 0.0,
+            weights: failure_weights,
+        },
+        priors: FailurePriors {
+            global: -10.0,
+            backends: BTreeMap::from([("b2".to_string(), 0.0)]),
+        },
+        class_weight: 1.0,
+    };
+    ModelSet {
+        version: "v-test".into(),
+        files: BTreeMap::from([
+            (ModelKind::Latency, file(Model::Latency(latency))),
+            (ModelKind::Failure, file(Model::Failure(failure))),
+        ]),
+    }
+}
+
+fn endpoints(n: usize) -> Vec<Endpoint> {
+    (0..n)
+        .map(|i| {
+            Endpoint::new(
+                hash::endpoint_id(&format!("b{i}")),
+                1,
+                Arc::new(BackendLoad::new(Duration::from_millis(10), Duration::ZERO)),
+            )
+        })
+        .collect()
+}
+
+fn spec(exploration: f64) -> PolicySpec {
+    match PolicySpec::predictive() {
+        PolicySpec::Predictive {
+            quantile,
+            failure_penalty,
+            cost_weight,
+            max_candidates,
+            decay,
+            ..
+        } => PolicySpec::Predictive {
+            quantile,
+            failure_penalty,
+            cost_weight,
+            exploration,
+            max_candidates,
+            decay,
+        },
+        _ => unreachable!(),
+    }
+}
+
+fn active() -> Arc<ActiveModels> {
+    Arc::new(ActiveModels::new(&models(), 0.9).unwrap())
+}
+
+#[test]
+fn picks_the_backend_the_models_predict_fastest_and_says_why() {
+    let eps = endpoints(4);
+    for _ in 0..6 {
+        assert!(eps[0].load.try_start(None), "b0 is busy");
+    }
+    let selector = Selector::build_with_models(&spec(0.0), &eps, Some(active()));
+    let mut rng = SmallRng::seed_from_u64(3);
+    // b0 is loaded, b1 is slow by its residuals, b2 fails half the time: b3 is best.
+    for _ in 0..50 {
+        let (i, prediction) = selector
+            .pick_predicted(&eps, &PickRequest::default(), &[], Duration::ZERO, &mut rng)
+            .unwrap();
+        assert_eq!(i, 3);
+        let prediction = prediction.expect("scored by the models");
+        assert!(
+            (prediction.latency_ms - (11f64.ln() + 0.2).exp()).abs() < 1e-9,
+            "{prediction:?}"
+        );
+        assert!(prediction.failure_prob < 1e-4 && prediction.propensity == 1.0);
+        assert_eq!(&*prediction.model_version, "v-test");
+    }
+    // A retry never returns to the backend that failed.
+    let (i, _) = selector
+        .pick_predicted(
+            &eps,
+            &PickRequest::default(),
+            &[eps[3].id],
+            Duration::ZERO,
+            &mut rng,
+        )
+        .unwrap();
+    assert_ne!(i, 3);
+}
+
+#[test]
+fn observed_errors_correct_the_predictions_of_a_drifting_backend() {
+    let eps = endpoints(2);
+    let selector = Selector::build_with_models(&spec(0.0), &eps, Some(active()));
+    let mut rng = SmallRng::seed_from_u64(4);
+    let pick = |rng: &mut SmallRng| {
+        selector
+            .pick_predicted(&eps, &PickRequest::default(), &[], Duration::ZERO, rng)
+            .unwrap()
+    };
+    // b0 and b1 predict 11 ms and 22 ms; b0 starts answering 10x slower than predicted.
+    assert_eq!(pick(&mut rng).0, 0);
+    for _ in 0..60 {
+        eps[0].load.observe_prediction(110.0, 11.0);
+    }
+    assert!(eps[0].load.prediction_correction() > 2.0);
+    assert_eq!(
+        pick(&mut rng).0,
+        1,
+        "the correction moves traffic away from the drifting backend"
+    );
+}
+
+#[test]
+fn exploration_picks_uniformly_and_logs_the_propensity() {
+    let eps = endpoints(4);
+    let selector = Selector::build_with_models(&spec(0.2), &eps, Some(active()));
+    let mut rng = SmallRng::seed_from_u64(5);
+    let mut counts = [0u32; 4];
+    for _ in 0..20_000 {
+        let (i, p) = selector
+            .pick_predicted(&eps, &PickRequest::default(), &[], Duration::ZERO, &mut rng)
+            .unwrap();
+        counts[i] += 1;
+        let p = p.unwrap().propensity;
+        // b0 and b3 tie as best (idle, no residual, no failure prior): (1 - 0.2)/2 + 0.2/4 each.
+        let expected = if i == 0 || i == 3 { 0.45 } else { 0.05 };
+        assert!((p - expected).abs() < 1e-12, "backend {i}: propensity {p}");
+    }
+    for (i, &n) in counts.iter().enumerate() {
+        let share = f64::from(n) / 20_000.0;
+        let expected = if i == 0 || i == 3 { 0.45 } else { 0.05 };
+        assert!((share - expected).abs() < 0.02, "backend {i}: share {share}");
+    }
+}
+
+#[test]
+fn without_models_it_is_p2c_over_peak_ewma() {
+    let eps = endpoints(3);
+    let selector = Selector::build(&PolicySpec::predictive(), &eps);
+    let (_, prediction) = selector
+        .pick_predicted(
+            &eps,
+            &PickRequest::default(),
+            &[],
+            Duration::ZERO,
+            &mut SmallRng::seed_from_u64(6),
+        )
+        .unwrap();
+    assert!(prediction.is_none());
+    let no_latency = ModelSet {
+        version: "v".into(),
+        files: BTreeMap::new(),
+    };
+    assert!(ActiveModels::new(&no_latency, 0.9)
+        .unwrap_err()
+        .contains("no latency model"));
+    assert!(ActiveModels::new(&models(), 0.75)
+        .unwrap_err()
+        .contains("no 0.75 quantile"));
+}
+
+#[test]
+fn a_pick_allocates_nothing() {
+    let eps = endpoints(16);
+    let selector = Selector::build_with_models(&spec(0.01), &eps, Some(active()));
+    let mut rng = SmallRng::seed_from_u64(7);
+    let request = PickRequest::default();
+    // Warm up (lazy statics, first use of anything), then count.
+    for _ in 0..10 {
+        selector.pick_predicted(&eps, &request, &[], Duration::ZERO, &mut rng);
+    }
+    COUNTING.with(|c| c.set(true));
+    let mut picked = 0;
+    for _ in 0..1_000 {
+        if let Some((i, prediction)) =
+            selector.pick_predicted(&eps, &request, &[eps[0].id], Duration::ZERO, &mut rng)
+        {
+            picked += i + usize::from(prediction.is_some());
+            drop(prediction);
+        }
+    }
+    COUNTING.with(|c| c.set(false));
+    assert!(picked > 0);
+    assert_eq!(ALLOCATIONS.with(Cell::get), 0, "predictive picks allocated");
+}
