@@ -13,6 +13,6 @@ pub mod scenario;
 pub mod trace;
 pub mod traffic;
 
-pub use des::{simulate, RowSink};
+pub use des::{simulate, simulate_with_models, RowSink};
 pub use report::{PolicyReport, Report};
 pub use scenario::{scenario, Scenario, SCENARIOS};

@@ -4,12 +4,15 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use augur_engine::policy::{HashAlgorithm, HashKey};
+use std::sync::Arc;
+
+use augur_engine::model::{ModelSet, MANIFEST_FILE};
+use augur_engine::policy::{ActiveModels, HashAlgorithm, HashKey};
 use augur_engine::telemetry::TelemetryRow;
 use augur_engine::PolicySpec;
 use augur_sim::trace::{load, TraceColumns};
 use augur_sim::traffic::Traffic;
-use augur_sim::{scenario, simulate, Report, RowSink, SCENARIOS};
+use augur_sim::{scenario, simulate, simulate_with_models, Report, RowSink, Scenario, SCENARIOS};
 use augur_telemetry::{TelemetrySink, WriterConfig};
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
@@ -33,7 +36,9 @@ pub struct ReplayArgs {
     #[arg(long)]
     size_col: Option<String>,
     /// Comma-separated policies: round_robin (rr), weighted_round_robin (wrr), least_conn, least_queue
-    /// (GPU-aware: scraped queue, then KV cache), random, ring_hash, maglev, p2c_ewma.
+    /// (GPU-aware: scraped queue, then KV cache), random, ring_hash, maglev, p2c_ewma, predictive
+    /// (scored by models trained first on a separate run of the scenario, another seed, routed at
+    /// random).
     #[arg(long, default_value = DEFAULT_POLICIES)]
     policies: String,
     /// Seed of every random draw: the same seed gives the same result.
@@ -62,6 +67,7 @@ pub fn policy(name: &str) -> Result<PolicySpec, String> {
         "ring_hash" => hash(HashAlgorithm::Ring),
         "maglev" => hash(HashAlgorithm::Maglev),
         "p2c_ewma" => PolicySpec::default(),
+        "predictive" => PolicySpec::predictive(),
         other => return Err(format!("unknown policy `{other}` (see `augur replay --help`)")),
     })
 }
@@ -99,6 +105,15 @@ fn replay(args: &ReplayArgs) -> Result<Report, String> {
             SCENARIOS.join(", ")
         )
     })?;
+    let policies: Vec<PolicySpec> = args.policies.split(',').map(policy).collect::<Result<_, _>>()?;
+    // Trained before a trace replaces the scenario's traffic: never on the run being evaluated.
+    let models = match policies
+        .iter()
+        .find(|p| matches!(p, PolicySpec::Predictive { .. }))
+    {
+        Some(PolicySpec::Predictive { quantile, .. }) => Some(train_models(&scenario, args.seed, *quantile)?),
+        _ => None,
+    };
     if let Some(path) = &args.trace {
         let columns = TraceColumns {
             time: args.time_col.clone(),
@@ -110,7 +125,6 @@ fn replay(args: &ReplayArgs) -> Result<Report, String> {
         scenario.epoch_unix_s = (trace.start_unix_us / 1_000_000) as u64;
         scenario.traffic = Traffic::Replay(trace);
     }
-    let policies: Vec<PolicySpec> = args.policies.split(',').map(policy).collect::<Result<_, _>>()?;
     let arrivals = scenario.traffic.arrivals(
         scenario.duration,
         &scenario.sizes,
@@ -124,10 +138,11 @@ fn replay(args: &ReplayArgs) -> Result<Report, String> {
     let mut reports = Vec::new();
     for spec in &policies {
         let mut sink = writer.as_ref().map(|(sink, _)| Writer(sink.clone()));
-        reports.push(simulate(
+        reports.push(simulate_with_models(
             &scenario,
             &arrivals,
             spec,
+            models.clone(),
             args.seed,
             sink.as_mut().map(|s| s as &mut dyn RowSink),
         ));
@@ -155,4 +170,53 @@ fn replay(args: &ReplayArgs) -> Result<Report, String> {
         requests: arrivals.len(),
         policies: reports,
     })
+}
+
+/// Added to the evaluation seed for the run the predictive policy's models are trained on.
+const TRAINING_SEED_OFFSET: u64 = 1_000_003;
+
+/// The predictive policy's models, trained as a user would train them: on the telemetry of an
+/// earlier, separate run of the scenario (another seed), routed at random so that every backend is
+/// seen in every state, then loaded and validated through the manifest like the proxy does.
+fn train_models(scenario: &Scenario, seed: u64, quantile: f64) -> Result<Arc<ActiveModels>, String> {
+    let training_seed = seed.wrapping_add(TRAINING_SEED_OFFSET);
+    let dir = std::env::temp_dir().join(format!("augur-replay-{}-{}", std::process::id(), scenario.name));
+    let _ = std::fs::remove_dir_all(&dir);
+    let telemetry = dir.join("telemetry");
+    let (sink, writer) = augur_telemetry::start(WriterConfig::new(telemetry.clone(), "sim".into()));
+    let arrivals = scenario.traffic.arrivals(
+        scenario.duration,
+        &scenario.sizes,
+        &mut SmallRng::seed_from_u64(training_seed),
+    );
+    simulate(
+        scenario,
+        &arrivals,
+        &PolicySpec::Random,
+        training_seed,
+        Some(&mut Writer(sink.clone())),
+    );
+    writer.close();
+    let models = dir.join("models");
+    let mut options = augur_trainer::Options::new(telemetry.to_string_lossy(), models.clone());
+    // Replay compares policies: it uses the models the data gives, promoted or not.
+    options.force = true;
+    let trained =
+        augur_trainer::train(&options).map_err(|e| format!("training the predictive policy's models: {e}"));
+    let loaded = trained.and_then(|_| {
+        let manifest = std::fs::read(models.join(MANIFEST_FILE)).map_err(|e| e.to_string())?;
+        let set = ModelSet::load(&manifest, |file| {
+            std::fs::read(models.join(file)).map_err(|e| e.to_string())
+        })
+        .map_err(|e| e.to_string())?;
+        ActiveModels::new(&set, quantile)
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+    let models = loaded?;
+    eprintln!(
+        "predictive: models {} trained on {} requests of a separate run (seed {training_seed})",
+        models.version,
+        arrivals.len()
+    );
+    Ok(Arc::new(models))
 }

@@ -28,7 +28,7 @@ impl Simulation<'_> {
                 }
             })
             .collect();
-        self.selector = Selector::build(&self.spec, &self.endpoints);
+        self.selector = Selector::build_with_models(&self.spec, &self.endpoints, self.models.clone());
     }
 
     /// Ends the ejections due by `now` and republishes the candidates if they changed.

@@ -7,9 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use augur_engine::outlier::ConsecutiveFailures;
+use augur_engine::policy::{ActiveModels, Prediction};
 use augur_engine::pool_health::{HealthPolicy, PoolHealth};
 use augur_engine::telemetry::{Outcome, TelemetryRow};
-use augur_engine::{hash, BackendLoad, Endpoint, PickRequest, PolicySpec, Selector};
+use augur_engine::{hash, BackendLoad, Endpoint, PickRequest, PolicySpec, Selector, SizeHints};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
@@ -68,6 +69,8 @@ struct Request {
     attempt_open: bool,
     /// The state the attempt found at dispatch, as the proxy records it.
     found: Found,
+    /// What the models predicted for the attempt's backend, under the predictive policy.
+    prediction: Option<Prediction>,
 }
 
 /// A backend's and its pool's state when an attempt is dispatched, before it counts itself.
@@ -100,6 +103,8 @@ pub struct Simulation<'a> {
     /// The candidates (backend indices) the endpoints and selector are built over.
     members: Vec<usize>,
     selector: Selector,
+    /// The models the predictive policy scores with.
+    models: Option<Arc<ActiveModels>>,
     endpoints: Vec<Endpoint>,
     backends: Vec<BackendState>,
     next_scrape_ns: u64,
@@ -121,7 +126,19 @@ pub fn simulate<'a>(
     seed: u64,
     rows: Option<&'a mut dyn RowSink>,
 ) -> PolicyReport {
-    let mut sim = Simulation::new(scenario, arrivals.len(), spec, seed, rows);
+    simulate_with_models(scenario, arrivals, spec, None, seed, rows)
+}
+
+/// As [`simulate`], with the models a predictive policy scores with.
+pub fn simulate_with_models<'a>(
+    scenario: &'a Scenario,
+    arrivals: &[Arrival],
+    spec: &PolicySpec,
+    models: Option<Arc<ActiveModels>>,
+    seed: u64,
+    rows: Option<&'a mut dyn RowSink>,
+) -> PolicyReport {
+    let mut sim = Simulation::new(scenario, arrivals.len(), spec, models, seed, rows);
     for (i, arrival) in arrivals.iter().enumerate() {
         let at = arrival.at.as_nanos() as u64;
         sim.run_until(at);
@@ -137,6 +154,7 @@ impl<'a> Simulation<'a> {
         scenario: &'a Scenario,
         expected: usize,
         spec: &PolicySpec,
+        models: Option<Arc<ActiveModels>>,
         seed: u64,
         rows: Option<&'a mut dyn RowSink>,
     ) -> Self {
@@ -162,6 +180,7 @@ impl<'a> Simulation<'a> {
         let mut sim = Self {
             scenario,
             spec: spec.clone(),
+            models,
             failures: scenario
                 .backends
                 .iter()
@@ -227,6 +246,7 @@ impl<'a> Simulation<'a> {
             dispatched_ns: at_ns,
             attempt_open: false,
             found: Found::default(),
+            prediction: None,
         });
         self.dispatch(id, at_ns);
     }
@@ -244,34 +264,42 @@ impl<'a> Simulation<'a> {
             let r = &self.requests[id as usize];
             (r.client, r.first_backend)
         };
+        let gpu = self.backends.iter().any(|b| b.model.is_gpu());
+        let size = self.requests[id as usize].size;
         let pick = PickRequest {
             hash_key: Some(hash::key(&client.to_le_bytes())),
-            sticky_endpoint: None,
+            pool_in_flight: self.loads.iter().map(|l| l.in_flight()).sum(),
+            size: SizeHints {
+                body_bytes: None,
+                prompt_tokens: gpu.then_some(size.prompt_tokens),
+                max_tokens: gpu.then_some(size.output_tokens),
+            },
+            ..PickRequest::default()
         };
         // A retry avoids the backend that failed the first attempt, exactly as the proxy's does.
         let tried: &[u64] = match self.scenario.backends.get(first as usize) {
             Some(backend) => &[hash::endpoint_id(&backend.name)],
             None => &[],
         };
-        let i = self
+        let (i, prediction) = self
             .selector
-            .pick_avoiding(&self.endpoints, &pick, tried, now, &mut self.rng)
+            .pick_predicted(&self.endpoints, &pick, tried, now, &mut self.rng)
             .expect("a pool always has candidates");
         let b = self.members[i];
         let found = Found {
             backend_in_flight: self.loads[b].in_flight(),
             backend_tokens_in_flight: self.loads[b].tokens_in_flight(),
-            pool_in_flight: self.loads.iter().map(|l| l.in_flight()).sum(),
+            pool_in_flight: pick.pool_in_flight,
             backend_ewma_us: self.loads[b].rtt_estimate_ns(now, self.spec.decay()) / 1e3,
         };
         self.loads[b].try_start(None);
-        let size = self.requests[id as usize].size;
         self.loads[b].add_tokens(u64::from(size.prompt_tokens + size.output_tokens));
         let r = &mut self.requests[id as usize];
         r.attempt += 1;
         r.backend = b as u32;
         r.dispatched_ns = now_ns;
         r.found = found;
+        r.prediction = prediction;
         r.attempt_open = true;
         if r.first_backend == u32::MAX {
             r.first_backend = b as u32;
@@ -310,6 +338,9 @@ impl<'a> Simulation<'a> {
         let now = Duration::from_nanos(now_ns);
         if outcome != Outcome::ConnectError {
             load.observe_rtt(Duration::from_nanos(latency_ns), now, self.spec.decay());
+        }
+        if let (Some(prediction), Some(_)) = (&r.prediction, status) {
+            load.observe_prediction(latency_ns as f64 / 1e6, prediction.median_ms);
         }
         self.count_for_outliers(b, outcome.is_failure(), now);
         if self.rows.is_some() {

@@ -76,6 +76,10 @@ impl Simulation<'_> {
             prompt_tokens: self.backends[b].model.is_gpu().then_some(r.size.prompt_tokens),
             max_tokens: self.backends[b].model.is_gpu().then_some(r.size.output_tokens),
             client_hash: r.client,
+            predicted_latency_us: r.prediction.as_ref().map(|p| p.latency_ms * 1e3),
+            predicted_failure_prob: r.prediction.as_ref().map(|p| p.failure_prob),
+            propensity: r.prediction.as_ref().map(|p| p.propensity),
+            model_version: r.prediction.as_ref().map(|p| p.model_version.clone()),
             ..self.row_template.clone()
         };
         if let Some(rows) = self.rows.as_deref_mut() {
