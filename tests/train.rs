@@ -445,3 +445,33 @@ fn the_committed_models_load_in_the_engine() {
         "models/ has one of each kind"
     );
 }
+
+#[test]
+fn replay_trains_the_predictive_policy_on_a_separate_run_and_it_beats_p2c_on_gpu_nodes() {
+    let output = augur(&[
+        "replay",
+        "--scenario",
+        "gpu-mixed",
+        "--policies",
+        "p2c_ewma,predictive",
+        "--json",
+    ]);
+    assert!(output.status.success(), "{}", text(&output));
+    assert!(
+        text(&output).contains("trained on") && text(&output).contains("separate run"),
+        "{}",
+        text(&output)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let p99 = |name: &str| {
+        report["policies"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["policy"] == name)
+            .unwrap()["p99_ms"]
+            .as_f64()
+            .unwrap()
+    };
+    assert!(p99("predictive") < 0.7 * p99("p2c_ewma"), "{report:#}");
+}
