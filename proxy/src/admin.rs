@@ -22,6 +22,8 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/admin/backends/{pool}/{backend}/drain", post(drain))
         .route("/admin/backends/{pool}/{backend}/undrain", post(undrain))
         .route("/admin/config/reload", post(reload))
+        .route("/admin/models", get(models))
+        .route("/admin/models/reload", post(reload_models))
         .route_layer(middleware::from_fn_with_state(shared.clone(), require_token));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
@@ -153,6 +155,61 @@ async fn reload(State(shared): State<Arc<Shared>>) -> Response {
     match shared.reload().await {
         Ok(generation) => Json(json!({ "generation": generation })).into_response(),
         Err(e) => error(StatusCode::BAD_REQUEST, &e.to_string()),
+    }
+}
+
+/// The model set in force (each model's version, training window and validation metrics), the
+/// predictive pools' state, and the last refused candidate with its reason.
+async fn models(State(shared): State<Arc<Shared>>) -> Response {
+    let store = &shared.models;
+    let active = store.active().map(|set| {
+        let models: serde_json::Map<String, Value> = set
+            .files
+            .iter()
+            .map(|(kind, file)| {
+                let summary = json!({
+                    "version": file.version,
+                    "training": file.training,
+                    "evaluation": file.evaluation,
+                });
+                (kind.as_str().to_owned(), summary)
+            })
+            .collect();
+        json!({ "version": set.version, "models": models })
+    });
+    let router = shared.router.load_full();
+    let pools: serde_json::Map<String, Value> = router
+        .pools
+        .values()
+        .filter(|p| matches!(p.config.policy, augur_engine::PolicySpec::Predictive { .. }))
+        .map(|p| {
+            (
+                p.name.to_string(),
+                json!({ "scoring_with_models": p.snapshot().scores_with_models() }),
+            )
+        })
+        .collect();
+    Json(json!({
+        "dir": store.dir(),
+        "active": active,
+        "predictive_pools": pools,
+        "last_refusal": store.last_refusal(),
+    }))
+    .into_response()
+}
+
+/// Checks the models directory now, even if the manifest looks unchanged.
+async fn reload_models(State(shared): State<Arc<Shared>>) -> Response {
+    let store = shared.models.clone();
+    if store.dir().is_none() {
+        return error(StatusCode::BAD_REQUEST, "no [models] dir is configured");
+    }
+    match tokio::task::spawn_blocking(move || store.check(true)).await {
+        Ok(outcome @ crate::models::CheckOutcome::Refused { .. }) => {
+            (StatusCode::UNPROCESSABLE_ENTITY, Json(outcome)).into_response()
+        }
+        Ok(outcome) => Json(outcome).into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
     }
 }
 

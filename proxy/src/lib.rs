@@ -12,6 +12,7 @@ pub mod config;
 pub mod error;
 pub mod forward;
 pub mod metrics;
+pub mod models;
 pub mod pool;
 pub mod rng;
 pub mod router;
@@ -85,8 +86,12 @@ async fn start_inner(
         None => None,
     };
     let grace = config.proxy.grace_period;
+    let models_check = config.models.as_ref().map(|m| m.check_interval);
     let shared = Shared::new(config, config_path, telemetry);
     let shutdown = CancellationToken::new();
+    if let Some(interval) = models_check {
+        models::spawn_watcher(shared.models.clone(), interval, shutdown.clone());
+    }
     let mut tasks = JoinSet::new();
     let mut listeners = Vec::new();
     for (listener, address) in bound {

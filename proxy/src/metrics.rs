@@ -104,6 +104,10 @@ pub struct Metrics {
     telemetry_files_written: IntCounter,
     telemetry_bytes_written: IntCounter,
     telemetry_write_errors: IntCounter,
+    model_info: IntGaugeVec,
+    model_reloads: IntCounterVec,
+    prediction_error: HistogramVec,
+    predictive_fallback: IntGaugeVec,
 }
 
 /// Hot-path handles of one pool.
@@ -129,6 +133,8 @@ impl PoolMetrics {
 #[derive(Clone)]
 pub struct BackendMetrics {
     attempts: [IntCounter; 8],
+    /// Observed over predicted median latency of requests the predictive policy placed (per pool).
+    pub prediction_error: Histogram,
     /// Times this backend was ejected by outlier detection.
     pub ejections: IntCounter,
     health_checks: [IntCounter; 2],
@@ -300,8 +306,61 @@ impl Metrics {
                     "Failed telemetry file operations",
                 ),
             ),
+            model_info: gauge(
+                &r,
+                "augur_model_info",
+                "1 for each model in the active set, by kind and version",
+                &["kind", "version"],
+            ),
+            model_reloads: counter(
+                &r,
+                "augur_model_reload_total",
+                "Model set loads, by result (loaded, refused)",
+                &["result"],
+            ),
+            prediction_error: registered(
+                &r,
+                HistogramVec::new(
+                    HistogramOpts::new(
+                        "augur_prediction_error_ratio",
+                        "Observed latency over the predicted median, for requests the predictive policy placed",
+                    )
+                    .buckets(vec![0.125, 0.25, 0.5, 0.8, 0.9, 1.0, 1.1, 1.25, 2.0, 4.0, 8.0]),
+                    &["pool"],
+                ),
+            ),
+            predictive_fallback: gauge(
+                &r,
+                "augur_predictive_fallback",
+                "1 while a predictive pool routes by P2C over Peak-EWMA because no usable model is loaded",
+                &["pool"],
+            ),
             registry: r,
         })
+    }
+
+    /// Publishes the active model set (`None`: no models).
+    pub fn record_models(&self, set: Option<&augur_engine::model::ModelSet>) {
+        self.model_info.reset();
+        for (kind, file) in set.map(|s| s.files.iter()).into_iter().flatten() {
+            self.model_info
+                .with_label_values(&[kind.as_str(), file.version.as_str()])
+                .set(1);
+        }
+    }
+
+    /// Counts one model set load.
+    pub fn count_model_reload(&self, loaded: bool) {
+        self.model_reloads
+            .with_label_values(&[if loaded { "loaded" } else { "refused" }])
+            .inc();
+    }
+
+    /// Whether predictive pool `pool` is falling back to P2C.
+    pub fn set_predictive_fallback(&self, pool: &str, falling_back: bool) {
+        self.predictive_fallback
+            .with_label_values(&[pool])
+            .set(i64::from(falling_back));
     }
 
     /// Handles for pool `pool`.
@@ -318,6 +377,7 @@ impl Metrics {
     pub fn backend(&self, pool: &str, backend: &str) -> BackendMetrics {
         BackendMetrics {
             attempts: OUTCOMES.map(|outcome| self.attempts.with_label_values(&[pool, backend, outcome])),
+            prediction_error: self.prediction_error.with_label_values(&[pool]),
             ejections: self.ejections.with_label_values(&[pool, backend]),
             health_checks: ["failed", "passed"]
                 .map(|r| self.health_checks.with_label_values(&[pool, backend, r])),

@@ -8,6 +8,7 @@ use http::{HeaderValue, Request};
 
 use crate::config::{Config, MatchConfig};
 use crate::metrics::Metrics;
+use crate::models::ModelStore;
 use crate::pool::Pool;
 use crate::rng::with_rng;
 use rand::Rng;
@@ -21,6 +22,8 @@ pub struct Router {
     pub pools: BTreeMap<String, Arc<Pool>>,
     /// Whether some route matches on the request body's `model`.
     pub routes_by_model: bool,
+    /// Whether some pool scores requests with the models (which read the body's size hints).
+    pub scores_requests: bool,
 }
 
 /// A route: conditions and the pool (or weighted pools) that serve what matches them.
@@ -57,6 +60,7 @@ impl Router {
         config: &Config,
         previous: Option<&Router>,
         metrics: &Arc<Metrics>,
+        models: &Arc<ModelStore>,
         generation: u64,
     ) -> Self {
         let pools: BTreeMap<String, Arc<Pool>> = config
@@ -70,7 +74,7 @@ impl Router {
                 };
                 (
                     name.clone(),
-                    Pool::spawn(name, pool_config, previous_load, metrics),
+                    Pool::spawn(name, pool_config, previous_load, metrics, models),
                 )
             })
             .collect();
@@ -98,6 +102,10 @@ impl Router {
             routes,
             pools,
             routes_by_model,
+            scores_requests: config
+                .pools
+                .values()
+                .any(|p| matches!(p.policy, augur_engine::PolicySpec::Predictive { .. })),
         }
     }
 

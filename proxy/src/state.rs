@@ -10,6 +10,7 @@ use augur_telemetry::TelemetryWriter;
 
 use crate::config::{Config, ConfigError};
 use crate::metrics::Metrics;
+use crate::models::ModelStore;
 use crate::router::Router;
 use crate::telemetry::Telemetry;
 
@@ -37,6 +38,8 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     /// Per-request telemetry, when configured.
     pub telemetry: Option<Arc<Telemetry>>,
+    /// The trainer's models in force, for predictive pools.
+    pub models: Arc<ModelStore>,
     telemetry_writer: Mutex<Option<TelemetryWriter>>,
     config_path: Option<PathBuf>,
     reload: tokio::sync::Mutex<()>,
@@ -49,7 +52,10 @@ impl Shared {
     /// config's `[telemetry]`, if any.
     pub fn new(config: Config, config_path: Option<PathBuf>, telemetry: Option<Arc<Telemetry>>) -> Arc<Self> {
         let metrics = Metrics::new();
-        let router = Router::build(&config, None, &metrics, 1);
+        let models = ModelStore::new(config.models.as_ref().map(|m| m.dir.clone()), metrics.clone());
+        // The first check before the pools exist, so they start with the models if there are any.
+        models.check(false);
+        let router = Router::build(&config, None, &metrics, &models, 1);
         metrics.record_config(1, "initial");
         let (telemetry, writer) = match (telemetry, &config.telemetry) {
             (Some(given), _) => (Some(given), None),
@@ -64,6 +70,7 @@ impl Shared {
             config: ArcSwap::from_pointee(config),
             metrics,
             telemetry,
+            models,
             telemetry_writer: Mutex::new(writer),
             config_path,
             reload: tokio::sync::Mutex::new(()),
@@ -108,9 +115,12 @@ impl Shared {
         if config.telemetry != current.telemetry || config.proxy.id != current.proxy.id {
             return Err(ReloadError::RestartNeeded("[telemetry] or proxy.id", file()));
         }
+        if config.models != current.models {
+            return Err(ReloadError::RestartNeeded("[models]", file()));
+        }
         let old = self.router.load_full();
         let generation = old.generation + 1;
-        let router = Router::build(&config, Some(&old), &self.metrics, generation);
+        let router = Router::build(&config, Some(&old), &self.metrics, &self.models, generation);
         self.router.store(Arc::new(router));
         self.config.store(Arc::new(config));
         old.stop();

@@ -4,6 +4,7 @@
 //! cross-references are checked in [`validate`] with the spans kept for them.
 
 mod load;
+mod models;
 mod pool;
 mod telemetry;
 mod types;
@@ -17,6 +18,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 pub use load::ConfigError;
+pub use models::{ModelsConfig, DEFAULT_CHECK_INTERVAL};
 pub use pool::{
     BackendConfig, HealthCheckConfig, MetricSource, MetricsConfig, MetricsPreset, OutlierConfig, PoolConfig,
     RetryConfig, RetryOn, ScrapedFeature, Timeouts,
@@ -41,6 +43,8 @@ pub struct Config {
     pub pools: BTreeMap<String, PoolConfig>,
     /// Per-request telemetry to Parquet; absent means none is written.
     pub telemetry: Option<TelemetryConfig>,
+    /// The trainer's models, for predictive pools; absent means none are loaded.
+    pub models: Option<ModelsConfig>,
 }
 
 /// `[proxy]`: process-wide settings.

@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use augur_engine::telemetry::Outcome;
+use augur_engine::SizeHints;
 use http::header::{HeaderValue, CONTENT_TYPE, SET_COOKIE};
 use http::{Request, Response};
 use http_body_util::BodyExt;
@@ -80,13 +81,21 @@ pub async fn handle(
         .telemetry
         .as_ref()
         .map(|t| RequestRecord::new(t, &request, &route.name, pool, &downstream, &hints));
-    let tokens = hints.estimated_tokens();
+    let size = SizeHints {
+        body_bytes: request
+            .headers()
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok()),
+        prompt_tokens: hints.prompt_tokens,
+        max_tokens: hints.max_tokens,
+    };
     let response = match forward(
         active.pool(),
         request,
         &downstream,
         record.as_ref(),
-        tokens,
+        (hints.estimated_tokens(), size),
         &mut log,
     )
     .await
@@ -140,7 +149,10 @@ async fn read_hints(
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.contains("json"));
-    if limit == 0 || !json || !(router.routes_by_model || shared.telemetry.is_some()) {
+    if limit == 0
+        || !json
+        || !(router.routes_by_model || router.scores_requests || shared.telemetry.is_some())
+    {
         return Ok((Request::from_parts(parts, body), RequestHints::default()));
     }
     let (hints, body) = hints::peek(body, limit, PEEK_IDLE).await?;
@@ -149,17 +161,18 @@ async fn read_hints(
 
 /// Sends the request to a backend of `pool`, retrying where the config and the budget allow. Every
 /// attempt gets a telemetry row when `record` is set; `tokens` is the request's estimated size,
-/// counted in flight at its backend.
+/// counted in flight at its backend, and `size` what it says of its size (predictive features).
 async fn forward(
     pool: &Arc<Pool>,
     mut request: Request<ProxyBody>,
     downstream: &headers::Forwarded<'_>,
     record: Option<&RequestRecord>,
-    tokens: u64,
+    (tokens, size): (u64, SizeHints),
     log: &mut AccessLog,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let client_upgrade = upgrade::take_client_upgrade(&mut request);
-    let pick = affinity::pick_request(&pool.config.policy, request.headers(), downstream.client_ip);
+    let mut pick = affinity::pick_request(&pool.config.policy, request.headers(), downstream.client_ip);
+    pick.size = size;
     let head = UpstreamHead::new(&request, pool, downstream, client_upgrade.is_some());
     let retries = &pool.config.retries;
     let idempotent =
@@ -182,6 +195,8 @@ async fn forward(
     let mut _retry = None;
     for attempt in 1..=max_attempts {
         log.attempts = attempt;
+        // Other requests active in the pool, as the telemetry row records it.
+        pick.pool_in_flight = pool.active_requests().saturating_sub(1);
         let mut in_flight = match pool.pick(&pick, &tried) {
             Ok(in_flight) => in_flight,
             Err(err) => {
@@ -197,6 +212,9 @@ async fn forward(
         tried.push(backend.id);
         log.backend = backend.address.to_string();
         let mut row = record.map(|r| r.dispatch(attempt, pool, Some(&backend)));
+        if let (Some(row), Some(prediction)) = (row.as_mut(), in_flight.prediction()) {
+            row.predicted(prediction);
+        }
         // After the row, which records what the other requests hold.
         in_flight.count_tokens(tokens);
         let sent = Instant::now();

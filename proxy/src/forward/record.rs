@@ -115,6 +115,14 @@ impl AttemptRow {
         self.row.ttfb_us = Some(self.dispatched.elapsed().as_micros() as u64);
     }
 
+    /// What the models predicted for this attempt's backend.
+    pub fn predicted(&mut self, prediction: &augur_engine::policy::Prediction) {
+        self.row.predicted_latency_us = Some(prediction.latency_ms * 1000.0);
+        self.row.predicted_failure_prob = Some(prediction.failure_prob);
+        self.row.propensity = Some(prediction.propensity);
+        self.row.model_version = Some(prediction.model_version.clone());
+    }
+
     /// The first byte of the response body arrived. For a streamed LLM response this is the time to
     /// first token, which is what the head's time would understate.
     fn first_body_byte(&mut self) {
@@ -211,6 +219,9 @@ impl BodyObserver for AttemptDone {
 
 impl Drop for AttemptDone {
     fn drop(&mut self) {
+        if self.failure.is_none() {
+            self._in_flight.learn();
+        }
         if let Some(row) = self.row.take() {
             let outcome = self
                 .failure

@@ -3,6 +3,8 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use augur_engine::policy::Prediction;
+
 use augur_engine::outlier::{ConsecutiveFailures, OutlierPolicy};
 use augur_engine::BackendLoad;
 
@@ -71,11 +73,39 @@ impl Backend {
 pub struct InFlight {
     backend: Arc<Backend>,
     tokens: u64,
+    prediction: Option<Prediction>,
+    dispatched: std::time::Instant,
 }
 
 impl InFlight {
-    pub(super) fn new(backend: Arc<Backend>) -> Self {
-        Self { backend, tokens: 0 }
+    pub(super) fn new(backend: Arc<Backend>, prediction: Option<Prediction>) -> Self {
+        Self {
+            backend,
+            tokens: 0,
+            prediction,
+            dispatched: std::time::Instant::now(),
+        }
+    }
+
+    /// What the models predicted for this request at this backend, under a predictive pool.
+    pub fn prediction(&self) -> Option<&Prediction> {
+        self.prediction.as_ref()
+    }
+
+    /// The response ended well: teaches the backend's online correction how far the models were
+    /// off, and records the error in the metrics.
+    pub fn learn(&self) {
+        let Some(prediction) = &self.prediction else {
+            return;
+        };
+        let observed_ms = self.dispatched.elapsed().as_secs_f64() * 1000.0;
+        self.backend
+            .load
+            .observe_prediction(observed_ms, prediction.median_ms);
+        self.backend
+            .metrics
+            .prediction_error
+            .observe(observed_ms / prediction.median_ms);
     }
 
     /// The backend.

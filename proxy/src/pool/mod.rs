@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use augur_engine::outlier::OutlierPolicy;
+use augur_engine::policy::ActiveModels;
 use augur_engine::retry_budget::RetryBudget;
 use augur_engine::{BackendLoad, Endpoint, PickRequest, Selector};
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -28,6 +29,7 @@ use crate::config::{BackendAddress, PoolConfig};
 use crate::error::ProxyError;
 use crate::forward::body::ProxyBody;
 use crate::metrics::{Metrics, PoolMetrics};
+use crate::models::ModelStore;
 use crate::rng::with_rng;
 
 /// Pool events waiting for the supervisor; beyond this they are dropped and counted.
@@ -56,6 +58,8 @@ pub struct Pool {
     /// Metric handles.
     pub metrics: PoolMetrics,
     global_metrics: Arc<Metrics>,
+    /// The model set in force, which predictive pools score with.
+    models: Arc<ModelStore>,
     tasks: CancellationToken,
 }
 
@@ -70,6 +74,8 @@ pub struct PoolSnapshot {
     pub panic: bool,
     /// State of every backend, in config order.
     pub status: Vec<BackendStatus>,
+    /// The models a predictive policy scores with (`None`: it falls back to P2C).
+    models: Option<Arc<ActiveModels>>,
 }
 
 /// Something the supervisor must fold into the pool's state.
@@ -88,6 +94,13 @@ pub(crate) enum PoolEvent {
     },
 }
 
+impl PoolSnapshot {
+    /// Whether a predictive policy here scores with models (rather than falling back to P2C).
+    pub fn scores_with_models(&self) -> bool {
+        self.models.is_some()
+    }
+}
+
 impl Pool {
     /// Builds the pool and starts its supervisor and health checks. `previous_load` hands over the live
     /// load of backends that carry on from an earlier config.
@@ -96,6 +109,7 @@ impl Pool {
         config: &PoolConfig,
         previous_load: impl Fn(&BackendAddress) -> Option<Arc<BackendLoad>>,
         metrics: &Arc<Metrics>,
+        models: &Arc<ModelStore>,
     ) -> Arc<Self> {
         let now = clock::now();
         let default_rtt = config.policy.default_rtt();
@@ -110,7 +124,7 @@ impl Pool {
             })
             .collect();
         let (events, events_rx) = mpsc::channel(EVENT_QUEUE);
-        let initial = supervisor::initial_snapshot(config, &backends);
+        let initial = supervisor::initial_snapshot(name, config, &backends, models, metrics);
         let pool = Arc::new(Self {
             name: Arc::from(name),
             client: upstream_client(config),
@@ -127,6 +141,7 @@ impl Pool {
             active_retries: AtomicU32::new(0),
             metrics: metrics.pool(name),
             global_metrics: metrics.clone(),
+            models: models.clone(),
             tasks: CancellationToken::new(),
         });
         tokio::spawn(supervisor::run(pool.clone(), events_rx));
@@ -156,18 +171,20 @@ impl Pool {
                 pool: self.name.to_string(),
             });
         }
-        let mut chosen = with_rng(|rng| {
+        let (mut chosen, mut prediction) = with_rng(|rng| {
             snapshot
                 .selector
-                .pick_avoiding(endpoints, request, avoid, clock::now(), rng)
+                .pick_predicted(endpoints, request, avoid, clock::now(), rng)
         })
         .expect("a non-empty pool always yields a pick");
         // At its concurrency limit? Take the next candidate in line that has room.
         for _ in 0..endpoints.len() {
             let backend = &self.backends[snapshot.members[chosen]];
             if backend.load.try_start(backend.max_concurrent) {
-                return Ok(InFlight::new(backend.clone()));
+                return Ok(InFlight::new(backend.clone(), prediction));
             }
+            // The models scored another backend.
+            prediction = None;
             chosen = (chosen + 1) % endpoints.len();
         }
         Err(ProxyError::AtCapacity {

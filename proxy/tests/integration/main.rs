@@ -8,6 +8,7 @@ mod gpu;
 mod headers;
 mod health;
 mod lifecycle;
+mod models;
 mod policies;
 mod retries;
 mod streaming;

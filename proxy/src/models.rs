@@ -1,0 +1,188 @@
+//! The model set in force: loaded from `models/manifest.json`, validated in full before it replaces
+//! the previous set (which keeps serving when a new one is refused), and checked for changes by a
+//! background task, on file events and every `check_interval` for file systems without them.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use arc_swap::ArcSwapOption;
+use augur_engine::model::{sha256_hex, ModelSet, MANIFEST_FILE};
+use serde::Serialize;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::Metrics;
+
+/// What one check of the models directory found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum CheckOutcome {
+    /// The manifest is the one already loaded (or already refused).
+    Unchanged,
+    /// A new set is active.
+    Loaded {
+        /// Its version.
+        version: String,
+    },
+    /// A new manifest or model was refused; the previous set keeps serving.
+    Refused {
+        /// Why, naming the file and field.
+        reason: String,
+    },
+}
+
+/// A refused candidate, for `GET /admin/models`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Refusal {
+    /// When, seconds since the Unix epoch.
+    pub at_unix_s: u64,
+    /// Why.
+    pub reason: String,
+}
+
+/// The active model set and what became of the last candidate.
+pub struct ModelStore {
+    dir: Option<PathBuf>,
+    active: ArcSwapOption<ModelSet>,
+    /// sha256 of the manifest last loaded or refused, so an unchanged file is not re-validated.
+    seen: Mutex<Option<String>>,
+    last_refusal: Mutex<Option<Refusal>>,
+    generation: watch::Sender<u64>,
+    metrics: Arc<Metrics>,
+}
+
+impl ModelStore {
+    /// A store reading `dir` (none: no models, predictive pools fall back).
+    pub fn new(dir: Option<PathBuf>, metrics: Arc<Metrics>) -> Arc<Self> {
+        Arc::new(Self {
+            dir,
+            active: ArcSwapOption::empty(),
+            seen: Mutex::new(None),
+            last_refusal: Mutex::new(None),
+            generation: watch::channel(0).0,
+            metrics,
+        })
+    }
+
+    /// The set in force, if any. Readers never wait.
+    pub fn active(&self) -> Option<Arc<ModelSet>> {
+        self.active.load_full()
+    }
+
+    /// Changes whenever a new set becomes active.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.generation.subscribe()
+    }
+
+    /// The models directory.
+    pub fn dir(&self) -> Option<&Path> {
+        self.dir.as_deref()
+    }
+
+    /// The last refused candidate, if any.
+    pub fn last_refusal(&self) -> Option<Refusal> {
+        lock(&self.last_refusal).clone()
+    }
+
+    /// Reads the manifest and, when it changed (or `force`), validates every model it names and
+    /// swaps the set in. Blocking file I/O: call from a blocking task, never the request path.
+    pub fn check(&self, force: bool) -> CheckOutcome {
+        let Some(dir) = &self.dir else {
+            return CheckOutcome::Unchanged;
+        };
+        let manifest_path = dir.join(MANIFEST_FILE);
+        let manifest = match std::fs::read(&manifest_path) {
+            Ok(bytes) => bytes,
+            // No models yet is not an error: the trainer has not run.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && self.active().is_none() => {
+                return CheckOutcome::Unchanged;
+            }
+            Err(e) => return self.refuse(None, format!("{}: {e}", manifest_path.display())),
+        };
+        let digest = sha256_hex(&manifest);
+        if !force && lock(&self.seen).as_deref() == Some(digest.as_str()) {
+            return CheckOutcome::Unchanged;
+        }
+        match ModelSet::load(&manifest, |file| {
+            std::fs::read(dir.join(file)).map_err(|e| e.to_string())
+        }) {
+            Ok(set) => {
+                let version = set.version.clone();
+                self.metrics.record_models(Some(&set));
+                self.metrics.count_model_reload(true);
+                self.active.store(Some(Arc::new(set)));
+                *lock(&self.seen) = Some(digest);
+                self.generation.send_modify(|g| *g += 1);
+                tracing::info!(version, dir = %dir.display(), "model set loaded");
+                CheckOutcome::Loaded { version }
+            }
+            Err(e) => self.refuse(Some(digest), format!("{}: {e}", dir.display())),
+        }
+    }
+
+    fn refuse(&self, digest: Option<String>, reason: String) -> CheckOutcome {
+        self.metrics.count_model_reload(false);
+        tracing::warn!(%reason, "model set refused; the previous set keeps serving");
+        if digest.is_some() {
+            *lock(&self.seen) = digest;
+        }
+        let at_unix_s = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        *lock(&self.last_refusal) = Some(Refusal {
+            at_unix_s,
+            reason: reason.clone(),
+        });
+        CheckOutcome::Refused { reason }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Checks the store at once, then on every file event in its directory and every `interval`, until
+/// `stop` is cancelled. Checks run on the blocking pool and never overlap.
+pub fn spawn_watcher(store: Arc<ModelStore>, interval: Duration, stop: CancellationToken) {
+    let Some(dir) = store.dir().map(Path::to_path_buf) else {
+        return;
+    };
+    let (events_tx, mut events) = mpsc::channel::<()>(1);
+    // File events are a shortcut, not a necessity: without them (some network file systems) the
+    // periodic check still finds every change.
+    let watcher = file_events(&dir, events_tx);
+    tokio::spawn(async move {
+        let _watcher = watcher;
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                _ = tick.tick() => {}
+                Some(()) = events.recv() => {}
+            }
+            let store = store.clone();
+            let _ = tokio::task::spawn_blocking(move || store.check(false)).await;
+        }
+    });
+}
+
+fn file_events(dir: &Path, tx: mpsc::Sender<()>) -> Option<notify::RecommendedWatcher> {
+    use notify::Watcher;
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        if event.is_ok() {
+            // A full channel already holds a pending check.
+            let _ = tx.try_send(());
+        }
+    })
+    .map_err(|e| tracing::warn!(error = %e, "no file events for the models directory; checking periodically"))
+    .ok()?;
+    match watcher.watch(dir, notify::RecursiveMode::NonRecursive) {
+        Ok(()) => Some(watcher),
+        Err(e) => {
+            tracing::warn!(dir = %dir.display(), error = %e, "cannot watch the models directory; checking periodically");
+            None
+        }
+    }
+}
