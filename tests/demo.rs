@@ -27,19 +27,29 @@ fn the_short_demo_prints_its_table_and_writes_telemetry_and_a_report() {
         .and_then(|head| head.rsplit(' ').next())
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no request count in: {stdout}"));
-    for policy in ["round_robin", "random", "least_conn", "p2c_ewma"] {
+    for policy in ["round_robin", "random", "least_conn", "p2c_ewma", "predictive"] {
         let line = stdout
             .lines()
             .find(|l| l.starts_with(policy))
             .unwrap_or_else(|| panic!("no {policy} row: {stdout}"));
         assert!(line.contains("cpu-0") && line.contains('%'), "{line}");
     }
-    let expected = format!("telemetry: {} rows in", 4 * requests);
+    assert!(
+        stdout.contains("trained on") && stdout.contains("latency   mae_ms"),
+        "{stdout}"
+    );
+    let manifest = std::fs::read(out.join("models/manifest.json")).expect("the demo trains models");
+    let set = augur_engine::model::ModelSet::load(&manifest, |f| {
+        std::fs::read(out.join("models").join(f)).map_err(|e| e.to_string())
+    })
+    .expect("the demo's models load in the engine");
+    assert!(set.latency().is_some());
+    let expected = format!("telemetry: {} rows in", 5 * requests);
     assert!(
         stdout.contains(&expected),
         "every request of every phase is a row: {stdout}"
     );
     let report = std::fs::read_to_string(out.join("report.html")).unwrap();
-    assert!(report.contains("<svg") && report.contains("p2c_ewma"));
+    assert!(report.contains("<svg") && report.contains("p2c_ewma") && report.contains("predictive"));
     let _ = std::fs::remove_dir_all(out);
 }

@@ -1,6 +1,7 @@
 //! `augur demo`: the whole loop on one machine, with no config. A simulated cluster on loopback, the
 //! real proxy in front of it with telemetry on, trace-shaped load with a spike and a degrading backend,
-//! one phase per policy; then a side-by-side table, where the telemetry went, and an HTML report.
+//! one phase per classic policy, then the trainer on that telemetry and a phase routed by its models;
+//! then a side-by-side table, where the telemetry went, and an HTML report.
 
 mod html;
 mod load;
@@ -128,7 +129,7 @@ async fn demo(args: &DemoArgs) -> Result<(), String> {
     std::fs::create_dir_all(&args.out).map_err(|e| format!("cannot create {}: {e}", args.out.display()))?;
     let schedule = load::schedule(&args.trace, phase, requests, args.seed);
     println!(
-        "augur demo: {} policies, {:.0} s each, {} requests per phase shaped like {}.",
+        "augur demo: {} policies, then the trainer, then the predictive policy; {:.0} s each, {} requests per phase shaped like {}.",
         POLICIES.len(),
         phase.as_secs_f64(),
         schedule.offsets.len(),
@@ -139,8 +140,37 @@ async fn demo(args: &DemoArgs) -> Result<(), String> {
     );
     let mut results = Vec::new();
     for policy in POLICIES {
-        results.push(run_phase(policy, phase, &schedule.offsets, &telemetry_dir, args.seed).await?);
+        results.push(run_phase(policy, phase, &schedule.offsets, &telemetry_dir, None, args.seed).await?);
     }
+    // The loop closes: the trainer learns from the four phases' telemetry, and a fifth phase routes
+    // by what it learned. The new phase's backends listen on new ports, so the models meet them as
+    // unseen backends and score them from their live state.
+    let models_dir = args.out.join("models");
+    let mut options = augur_trainer::Options::new(telemetry_dir.to_string_lossy(), models_dir.clone());
+    options.force = true;
+    let trained =
+        augur_trainer::train(&options).map_err(|e| format!("training on the demo's telemetry: {e}"))?;
+    println!(
+        "\ntrained on {} telemetry rows: models {} in {}",
+        trained.rows,
+        trained.version,
+        models_dir.display()
+    );
+    for model in &trained.models {
+        println!("  {:<9} {}", model.kind.as_str(), model.reason);
+    }
+    println!();
+    results.push(
+        run_phase(
+            "predictive",
+            phase,
+            &schedule.offsets,
+            &telemetry_dir,
+            Some(&models_dir),
+            args.seed,
+        )
+        .await?,
+    );
     let table = table(&results);
     println!("\n{table}");
     let (rows, files) = count_rows(&telemetry_dir);
@@ -170,6 +200,7 @@ async fn run_phase(
     phase: Duration,
     offsets: &[Duration],
     telemetry_dir: &Path,
+    models_dir: Option<&Path>,
     seed: u64,
 ) -> Result<PhaseResult, String> {
     let scenario = cluster(phase);
@@ -184,9 +215,10 @@ async fn run_phase(
     let config = format!(
         "[proxy]\nid = \"demo-{policy}\"\n[[listeners]]\naddress = \"127.0.0.1:0\"\n[[routes]]\npool = \"demo\"\n\
          [pools.demo]\npolicy = {{ kind = \"{policy}\" }}\nbackends = [{}]\ntimeouts = {{ request = \"5s\" }}\n\
-         [telemetry]\ndir = \"{}\"\nclient_hash_key = \"augur-demo\"\n",
+         [telemetry]\ndir = \"{}\"\nclient_hash_key = \"augur-demo\"\n{}",
         backends.join(", "),
-        telemetry_dir.display()
+        telemetry_dir.display(),
+        models_dir.map_or(String::new(), |d| format!("[models]\ndir = \"{}\"\n", d.display()))
     );
     let config = augur_proxy::Config::parse(&config, Path::new("<demo>")).map_err(|e| e.to_string())?;
     let proxy = augur_proxy::start(config, None)
