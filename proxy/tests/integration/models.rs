@@ -18,7 +18,7 @@ use crate::backends::{spawn, TestBackend};
 use crate::harness::*;
 
 /// A latency model predicting 10 ms everywhere, `slow` (backend address) 20x slower.
-fn latency_file(version: &str, slow: Option<&TestBackend>) -> ModelFile {
+pub(crate) fn latency_file(version: &str, slow: Option<&TestBackend>) -> ModelFile {
     let backends = slow
         .map(|b| (b.addr.to_string(), vec![3.0, 3.0]))
         .into_iter()
@@ -76,7 +76,7 @@ fn publish(dir: &Path, version: &str, bytes: &[u8], file: &str) {
     std::fs::rename(tmp, dir.join(MANIFEST_FILE)).unwrap();
 }
 
-fn publish_model(dir: &Path, file: &ModelFile) {
+pub(crate) fn publish_model(dir: &Path, file: &ModelFile) {
     let name = format!("latency-{}.json", file.version);
     publish(dir, &file.version, &serde_json::to_vec(file).unwrap(), &name);
 }

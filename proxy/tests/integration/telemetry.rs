@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arrow_array::cast::AsArray;
-use arrow_array::types::{UInt16Type, UInt32Type, UInt64Type};
+use arrow_array::types::{Float64Type, UInt16Type, UInt32Type, UInt64Type};
 use arrow_array::{Array, RecordBatch};
 use augur_proxy::telemetry::Telemetry;
 use augur_telemetry::{ClientHasher, TelemetrySink, TelemetryStats};
@@ -265,4 +265,51 @@ async fn a_writer_that_never_keeps_up_costs_rows_not_requests() {
         "{metrics}"
     );
     proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_of_a_predictive_pool_carry_the_prediction_the_propensity_and_the_model_version() {
+    let (a, b) = (spawn("a").await, spawn("b").await);
+    let dir = telemetry_dir("predictive");
+    let models = temp_path("predictive-models");
+    crate::models::publish_model(&models, &crate::models::latency_file("t1", Some(&b)));
+    let proxy = start_proxy(&format!(
+        "[models]\ndir = \"{}\"\n[[routes]]\npool = \"p\"\n[pools.p]\npolicy = {{ kind = \"predictive\", exploration = 0.0 }}\nbackends = {}\n{}",
+        models.display(),
+        backends_toml(&[(&a, 1), (&b, 1)]),
+        telemetry_section(&dir)
+    ))
+    .await;
+    let counts = spread(&client(), &url(&proxy, "/"), 20).await;
+    assert_eq!(
+        counts.get("a"),
+        Some(&20),
+        "the models send everything to a: {counts:?}"
+    );
+    proxy.shutdown().await;
+
+    let batches = read_tree(&dir);
+    assert_eq!(
+        strings(&batches, "policy"),
+        vec![Some("predictive".to_string()); 20]
+    );
+    assert_eq!(
+        strings(&batches, "model_version"),
+        vec![Some("t1".to_string()); 20]
+    );
+    assert_eq!(
+        numbers::<Float64Type>(&batches, "propensity"),
+        vec![Some(1.0); 20],
+        "no exploration"
+    );
+    for predicted in numbers::<Float64Type>(&batches, "predicted_latency_us") {
+        let us = predicted.expect("every row has a prediction");
+        assert!(us > 0.0 && us.is_finite(), "{us}");
+    }
+    assert!(
+        numbers::<Float64Type>(&batches, "predicted_failure_prob")
+            .iter()
+            .all(|p| *p == Some(0.0)),
+        "no failure model: 0"
+    );
 }
