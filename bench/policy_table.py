@@ -8,7 +8,7 @@ import os
 import sys
 
 POLICIES = ["round_robin", "weighted_round_robin", "least_conn", "random", "ring_hash", "maglev",
-            "sticky_cookie", "p2c_ewma", "predictive"]
+            "sticky_cookie", "p2c_ewma", "predictive", "predictive_churn"]
 SIZES = [4, 16, 64]
 
 

@@ -89,6 +89,17 @@ fn pick(c: &mut Criterion) {
         group.bench_with_input(BenchmarkId::new("predictive", n), &n, |b, _| {
             b.iter(|| black_box(selector.pick_predicted(&eps, &request, &[], now, &mut rng)))
         });
+        // As under load: before each pick one backend's state changes (a request starts and another
+        // ends), so its cached part of the scores is stale and is recomputed.
+        let mut turn = 0;
+        group.bench_with_input(BenchmarkId::new("predictive_churn", n), &n, |b, _| {
+            b.iter(|| {
+                turn = (turn + 1) % n;
+                eps[turn].load.try_start(None);
+                eps[turn].load.finish();
+                black_box(selector.pick_predicted(&eps, &request, &[], now, &mut rng))
+            })
+        });
     }
     group.finish();
 }

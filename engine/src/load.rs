@@ -31,6 +31,9 @@ pub struct BackendLoad {
     scraped: ArcSwapOption<ScrapeSample>,
     /// Decayed mean of `ln(observed / predicted)` latency, as `f64` bits.
     prediction_error: AtomicU64,
+    /// Bumped by every change to the state above, so a policy can tell a score it computed earlier
+    /// is still current.
+    version: AtomicU64,
 }
 
 /// Weight of each new observation in the prediction-error mean: about the last 20 requests count.
@@ -48,7 +51,18 @@ impl BackendLoad {
             rtt: Mutex::new(PeakEwma::new(default_rtt, now)),
             scraped: ArcSwapOption::empty(),
             prediction_error: AtomicU64::new(0f64.to_bits()),
+            version: AtomicU64::new(0),
         }
+    }
+
+    /// Changes whenever the in-flight counts, the round-trip estimate, the scraped metrics or the
+    /// prediction correction change (and only then).
+    pub fn version(&self) -> u64 {
+        self.version.load(Ordering::Acquire)
+    }
+
+    fn changed(&self) {
+        self.version.fetch_add(1, Ordering::Release);
     }
 
     /// The correction the predictive policy adds to this backend's predicted log latency: the
@@ -71,6 +85,7 @@ impl BackendLoad {
                 let next = mean + PREDICTION_ERROR_WEIGHT * (error - mean);
                 Some(next.clamp(-MAX_CORRECTION, MAX_CORRECTION).to_bits())
             });
+        self.changed();
     }
 
     /// Requests dispatched to this backend and not yet finished.
@@ -80,7 +95,7 @@ impl BackendLoad {
 
     /// Counts one more request in flight, unless `limit` are already in flight.
     pub fn try_start(&self, limit: Option<u32>) -> bool {
-        match limit {
+        let started = match limit {
             None => {
                 self.in_flight.fetch_add(1, Ordering::Relaxed);
                 true
@@ -91,7 +106,11 @@ impl BackendLoad {
                     (n < limit).then_some(n + 1)
                 })
                 .is_ok(),
+        };
+        if started {
+            self.changed();
         }
+        started
     }
 
     /// Counts one request as finished.
@@ -100,11 +119,13 @@ impl BackendLoad {
         let _ = self
             .in_flight
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+        self.changed();
     }
 
     /// Folds an observed round trip into the estimate.
     pub fn observe_rtt(&self, rtt: Duration, now: Duration, decay: Duration) {
         self.lock_rtt().observe(rtt, now, decay);
+        self.changed();
     }
 
     /// The round-trip estimate at `now`, in nanoseconds.
@@ -120,6 +141,7 @@ impl BackendLoad {
     /// Counts a request's estimated tokens in flight (`remove_tokens` when it ends).
     pub fn add_tokens(&self, tokens: u64) {
         self.tokens_in_flight.fetch_add(tokens, Ordering::Relaxed);
+        self.changed();
     }
 
     /// Stops counting a finished request's tokens.
@@ -129,12 +151,14 @@ impl BackendLoad {
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
                 Some(n.saturating_sub(tokens))
             });
+        self.changed();
     }
 
     /// Stores freshly scraped metrics, which count as current until `valid_until`.
     pub fn set_scraped(&self, metrics: ScrapedMetrics, valid_until: Duration) {
         self.scraped
             .store(Some(Arc::new(ScrapeSample { metrics, valid_until })));
+        self.changed();
     }
 
     /// The scraped metrics at `now`: every value missing when none were scraped or they are stale.

@@ -7,6 +7,7 @@
 //! no allocation. Without a usable latency model the policy is P2C over Peak-EWMA.
 
 use std::collections::HashMap;
+use std::sync::atomic::{fence, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -131,6 +132,8 @@ pub struct Predictive {
     models: Option<Arc<ActiveModels>>,
     /// Per endpoint, in snapshot order: what the models know of it.
     tables: Vec<BackendTables>,
+    /// Per endpoint: its part of the scores, as last computed, and for which state.
+    cache: Vec<ScoreCache>,
     fallback: P2cEwma,
 }
 
@@ -140,8 +143,75 @@ struct Scored {
     index: usize,
     score: f64,
     latency_ms: f64,
-    log_ms: f64,
+    median_ms: f64,
     failure_prob: f64,
+}
+
+/// The backend's part of a candidate's predictions. The models are linear in the features, so a
+/// prediction factors into a backend part and a request part: `latency = backend.latency ×
+/// request_latency` and `p_fail = 1 / (1 + backend.odds × request_odds)`.
+#[derive(Clone, Copy, Default)]
+struct BackendPart {
+    /// `exp(intercept + w·x_backend + residual at the quantile + correction)`.
+    latency: f64,
+    /// `exp(intercept + w·x_backend + median residual)`.
+    median: f64,
+    /// `exp(-(intercept + w·x_backend + prior weight × prior))` of the failure model.
+    odds: f64,
+}
+
+/// How long a cached backend part stays usable when the backend's state has not changed: its
+/// round-trip estimate decays with time and its scraped metrics expire, by negligible amounts within
+/// a millisecond.
+const CACHE_MAX_AGE_NS: u64 = 1_000_000;
+
+/// A [`BackendPart`] with the backend state version and time it was computed for. Picks run
+/// concurrently on one snapshot, so the cache is a seqlock of atomics: a reader that races a writer
+/// sees the sequence move and recomputes; a writer that finds another writing skips.
+#[derive(Debug, Default)]
+struct ScoreCache {
+    seq: AtomicU64,
+    state: AtomicU64,
+    at_ns: AtomicU64,
+    latency: AtomicU64,
+    median: AtomicU64,
+    odds: AtomicU64,
+}
+
+impl ScoreCache {
+    /// Fills `part` and returns true when the cache holds a part for `state`, young enough.
+    #[inline]
+    fn read(&self, state: u64, now_ns: u64, part: &mut BackendPart) -> bool {
+        let seq = self.seq.load(Ordering::Acquire);
+        if seq == 0 || seq % 2 == 1 || self.state.load(Ordering::Relaxed) != state {
+            return false;
+        }
+        let at_ns = self.at_ns.load(Ordering::Relaxed);
+        part.latency = f64::from_bits(self.latency.load(Ordering::Relaxed));
+        part.median = f64::from_bits(self.median.load(Ordering::Relaxed));
+        part.odds = f64::from_bits(self.odds.load(Ordering::Relaxed));
+        fence(Ordering::Acquire);
+        self.seq.load(Ordering::Relaxed) == seq && now_ns.wrapping_sub(at_ns) < CACHE_MAX_AGE_NS
+    }
+
+    fn write(&self, state: u64, now_ns: u64, part: BackendPart) {
+        let seq = self.seq.load(Ordering::Relaxed);
+        if seq % 2 == 1
+            || self
+                .seq
+                .compare_exchange(seq, seq + 1, Ordering::Acquire, Ordering::Relaxed)
+                .is_err()
+        {
+            return;
+        }
+        fence(Ordering::Release);
+        self.state.store(state, Ordering::Relaxed);
+        self.at_ns.store(now_ns, Ordering::Relaxed);
+        self.latency.store(part.latency.to_bits(), Ordering::Relaxed);
+        self.median.store(part.median.to_bits(), Ordering::Relaxed);
+        self.odds.store(part.odds.to_bits(), Ordering::Relaxed);
+        self.seq.store(seq + 2, Ordering::Release);
+    }
 }
 
 impl Predictive {
@@ -158,6 +228,7 @@ impl Predictive {
         Self {
             settings,
             models,
+            cache: tables.iter().map(|_| ScoreCache::default()).collect(),
             tables,
             fallback: P2cEwma {
                 decay: settings.decay,
@@ -192,9 +263,15 @@ impl Predictive {
             &mut candidates,
         );
         let candidates = &candidates[..k];
-        // The request's features are the same for every candidate: encode them once.
+        // The request's part of the predictions is the same for every candidate: computed once.
         let mut x = [0.0; FEATURE_COUNT];
         encode_request(&self.request_state(request), &mut x);
+        let request_latency = dot(&models.latency.log_ms.weights, &x).exp();
+        let request_odds = models
+            .failure
+            .as_ref()
+            .map_or(1.0, |f| (-dot(&f.logit.weights, &x)).exp());
+        let now_ns = now.as_nanos() as u64;
         let mut best = Scored {
             score: f64::INFINITY,
             ..Scored::default()
@@ -204,7 +281,29 @@ impl Predictive {
         let explore = rng.random::<f64>() < self.settings.exploration;
         let explore_at = rng.random_range(0..k);
         for (slot, &i) in candidates.iter().enumerate() {
-            let scored = self.score(models, &endpoints[i], i, now, &mut x);
+            let endpoint = &endpoints[i];
+            let state = endpoint.load.version();
+            let mut part = BackendPart::default();
+            if !self.cache[i].read(state, now_ns, &mut part) {
+                part = self.backend_part(models, endpoint, i, now);
+                self.cache[i].write(state, now_ns, part);
+            }
+            let latency_ms = part.latency * request_latency;
+            let failure_prob = if models.failure.is_some() {
+                1.0 / (1.0 + part.odds * request_odds)
+            } else {
+                0.0
+            };
+            let score = latency_ms
+                + self.settings.failure_penalty_ms * failure_prob
+                + self.settings.cost_weight * endpoint.cost;
+            let scored = Scored {
+                index: i,
+                score,
+                latency_ms,
+                median_ms: part.median * request_latency,
+                failure_prob,
+            };
             if slot == explore_at {
                 explored = scored;
             }
@@ -227,13 +326,11 @@ impl Predictive {
         } else {
             0.0
         };
-        let propensity = epsilon / k as f64 + greedy;
-        let tables = self.tables[chosen.index];
         let prediction = Prediction {
             latency_ms: chosen.latency_ms,
-            median_ms: (chosen.log_ms + tables.median_residual).exp(),
+            median_ms: chosen.median_ms,
             failure_prob: chosen.failure_prob,
-            propensity,
+            propensity: epsilon / k as f64 + greedy,
             model_version: models.version.clone(),
         };
         (chosen.index, Some(prediction))
@@ -249,15 +346,14 @@ impl Predictive {
         }
     }
 
-    /// Scores endpoint `i`; `x` holds the request's features and receives the backend's.
-    fn score(
+    /// Endpoint `i`'s part of the predictions, from its live state.
+    fn backend_part(
         &self,
         models: &ActiveModels,
         endpoint: &Endpoint,
         i: usize,
         now: Duration,
-        x: &mut Features,
-    ) -> Scored {
+    ) -> BackendPart {
         let load = &endpoint.load;
         let state = DispatchState {
             backend_ewma_us: Some(load.rtt_estimate_ns(now, self.settings.decay) / 1e3),
@@ -266,25 +362,25 @@ impl Predictive {
             scraped: load.scraped(now),
             ..DispatchState::default()
         };
-        encode_backend(&state, x);
+        let mut x = [0.0; FEATURE_COUNT];
+        encode_backend(&state, &mut x);
         let tables = self.tables[i];
-        let log_ms = models.latency.log_ms.eval(x);
-        let latency_ms = (log_ms + tables.residual + load.prediction_correction()).exp();
-        let failure_prob = models
-            .failure
-            .as_ref()
-            .map_or(0.0, |f| f.predict(x, tables.prior));
-        let score = latency_ms
-            + self.settings.failure_penalty_ms * failure_prob
-            + self.settings.cost_weight * endpoint.cost;
-        Scored {
-            index: i,
-            score,
-            latency_ms,
-            log_ms,
-            failure_prob,
+        let log_ms = models.latency.log_ms.eval(&x);
+        let odds = models.failure.as_ref().map_or(1.0, |f| {
+            let prior_weight = f.logit.weights[FEATURE_COUNT];
+            (-(f.logit.intercept + dot(&f.logit.weights, &x) + prior_weight * tables.prior)).exp()
+        });
+        BackendPart {
+            latency: (log_ms + tables.residual + load.prediction_correction()).exp(),
+            median: (log_ms + tables.median_residual).exp(),
+            odds,
         }
     }
+}
+
+/// `weights · x` over the features (a failure model's last weight, the prior's, is not included).
+fn dot(weights: &[f64], x: &Features) -> f64 {
+    weights.iter().zip(x).map(|(w, v)| w * v).sum()
 }
 
 /// Fills `out` with the indices of up to `max` endpoints not in `tried` (every endpoint when all

@@ -19,8 +19,13 @@ use crate::harness::*;
 
 /// A latency model predicting 10 ms everywhere, `slow` (backend address) 20x slower.
 pub(crate) fn latency_file(version: &str, slow: Option<&TestBackend>) -> ModelFile {
+    latency_file_with(version, slow, 3.0)
+}
+
+/// As [`latency_file`], `slow` predicted `e^log_factor` times slower.
+fn latency_file_with(version: &str, slow: Option<&TestBackend>, log_factor: f64) -> ModelFile {
     let backends = slow
-        .map(|b| (b.addr.to_string(), vec![3.0, 3.0]))
+        .map(|b| (b.addr.to_string(), vec![log_factor, log_factor]))
         .into_iter()
         .collect();
     ModelFile {
@@ -224,18 +229,24 @@ async fn models_are_hot_loaded_and_bad_sets_are_refused_while_the_old_one_serves
 async fn traffic_leaves_a_slowing_backend_before_anything_ejects_it() {
     let (a, b) = (spawn("a").await, spawn("b").await);
     let dir = temp_path("models-drift");
-    publish_model(&dir, &latency_file("even", None));
+    // Trained when a was the faster one: b predicted e^2 (7.4x) slower.
+    publish_model(&dir, &latency_file_with("a-first", Some(&b), 2.0));
     let proxy = start_proxy(&predictive_pool(&dir, &a, &b)).await;
     let client = client();
-    wait_for_version(&client, &proxy, "even").await;
-    // a now answers in 150 ms; the models, trained before, still say 10 ms for both.
+    wait_for_version(&client, &proxy, "a-first").await;
+    assert_eq!(counts(&client, &proxy, 10).await["a"], 10);
+    // a now answers in 150 ms, 15x what the models say: its online correction grows with each answer
+    // until b's prediction is the better one.
     a.set_delay(Duration::from_millis(150));
-    let first = counts(&client, &proxy, 30).await;
-    let last = counts(&client, &proxy, 30).await;
-    assert!(first["a"] >= 1, "a was tried: {first:?}");
+    let learning = counts(&client, &proxy, 40).await;
+    let after = counts(&client, &proxy, 20).await;
     assert!(
-        last["a"] <= 2,
-        "the online correction moved traffic to b: {last:?}"
+        learning["a"] >= 5,
+        "a kept its traffic while the error built up: {learning:?}"
+    );
+    assert_eq!(
+        after["a"], 0,
+        "the online correction moved traffic to b: {after:?}"
     );
     // Nothing failed, so nothing was ejected: the prediction did it.
     let pools = admin(&client, &proxy, "GET", "/admin/backends").await.json();
