@@ -82,6 +82,21 @@ async fn drive(proxy: &Running, clients: usize, length: Duration) -> Vec<(f64, S
     Arc::try_unwrap(answers).unwrap().into_inner().unwrap()
 }
 
+/// GET `path` on the admin API, as JSON.
+async fn admin_json(proxy: &Running, path: &str) -> serde_json::Value {
+    let client: Client<HttpConnector, Full<Bytes>> =
+        Client::builder(TokioExecutor::new()).build(HttpConnector::new());
+    let request = hyper::Request::get(format!("http://{}{path}", proxy.admin.unwrap()))
+        .header("authorization", format!("Bearer {TOKEN}"))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let response = tokio::time::timeout(Duration::from_secs(10), client.request(request))
+        .await
+        .expect("bounded exchange")
+        .expect("the admin API answers");
+    serde_json::from_slice(&response.into_body().collect().await.unwrap().to_bytes()).unwrap()
+}
+
 fn share(answers: &[(f64, String, u16)], from: f64, to: f64, backend: &str) -> (f64, usize) {
     let window: Vec<_> = answers.iter().filter(|a| a.0 >= from && a.0 < to).collect();
     let hits = window.iter().filter(|a| a.1 == backend).count();
@@ -154,36 +169,10 @@ async fn trained_models_hot_loaded_move_traffic_off_a_slowing_backend_before_any
     );
 
     // Scored by the models, and nobody ejected anybody.
-    let client: Client<HttpConnector, Full<Bytes>> =
-        Client::builder(TokioExecutor::new()).build(HttpConnector::new());
-    let admin = |path: &str| {
-        hyper::Request::get(format!("http://{}{path}", proxy_b.admin.unwrap()))
-            .header("authorization", format!("Bearer {TOKEN}"))
-            .body(Full::new(Bytes::new()))
-            .unwrap()
-    };
-    let body = client
-        .request(admin("/admin/models"))
-        .await
-        .unwrap()
-        .into_body()
-        .collect()
-        .await
-        .unwrap()
-        .to_bytes();
-    let models: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let models = admin_json(&proxy_b, "/admin/models").await;
     assert_eq!(models["active"]["version"], trained.version.as_str());
     assert_eq!(models["predictive_pools"]["p"]["scoring_with_models"], true);
-    let body = client
-        .request(admin("/admin/backends"))
-        .await
-        .unwrap()
-        .into_body()
-        .collect()
-        .await
-        .unwrap()
-        .to_bytes();
-    let pools: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let pools = admin_json(&proxy_b, "/admin/backends").await;
     for backend in pools["pools"][0]["backends"].as_array().unwrap() {
         assert!(backend["ejected_for_s"].is_null(), "{backend:#}");
     }

@@ -8,7 +8,7 @@
 //! Counts and sizes enter as `ln(1 + x)`: latency is modelled in log space, where a queue that doubles
 //! adds a constant, and the logarithm keeps one huge request from dominating a fit.
 
-use crate::telemetry::{ScrapedMetrics, TelemetryRow};
+use crate::telemetry::ScrapedMetrics;
 
 /// Number of features.
 pub const FEATURE_COUNT: usize = 15;
@@ -56,22 +56,6 @@ pub struct DispatchState {
     pub prompt_tokens: Option<u32>,
     /// `max_tokens` the request asked for.
     pub max_tokens: Option<u32>,
-}
-
-impl DispatchState {
-    /// The dispatch state a telemetry row recorded.
-    pub fn of_row(row: &TelemetryRow) -> Self {
-        Self {
-            backend_ewma_us: row.backend_ewma_us,
-            backend_in_flight: row.backend_in_flight.unwrap_or(0),
-            backend_tokens_in_flight: row.backend_tokens_in_flight.unwrap_or(0),
-            pool_in_flight: row.pool_in_flight,
-            scraped: row.scraped,
-            body_bytes: row.body_bytes,
-            prompt_tokens: row.prompt_tokens,
-            max_tokens: row.max_tokens,
-        }
-    }
 }
 
 /// Encodes `state` into `out`, in the order of [`FEATURE_NAMES`]. Missing values become 0 and raise

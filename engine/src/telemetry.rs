@@ -156,6 +156,50 @@ pub struct TelemetryRow {
     pub client_hash: u64,
 }
 
+impl TelemetryRow {
+    /// A row with its identity set and everything measured at dispatch or after still empty: the
+    /// template the proxy and the simulator fill in for each attempt.
+    pub fn new(
+        proxy_id: Arc<str>,
+        route: Arc<str>,
+        pool: Arc<str>,
+        method: Arc<str>,
+        policy: &'static str,
+    ) -> Self {
+        Self {
+            start_time_us: 0,
+            request_id: String::new(),
+            proxy_id,
+            route,
+            pool,
+            backend: None,
+            method,
+            status: None,
+            outcome: Outcome::Ok,
+            latency_us: 0,
+            ttfb_us: None,
+            bytes_in: 0,
+            bytes_out: 0,
+            attempt: 0,
+            backend_in_flight: None,
+            backend_tokens_in_flight: None,
+            pool_in_flight: 0,
+            backend_ewma_us: None,
+            scraped: ScrapedMetrics::default(),
+            model: None,
+            body_bytes: None,
+            prompt_tokens: None,
+            max_tokens: None,
+            policy,
+            predicted_latency_us: None,
+            predicted_failure_prob: None,
+            propensity: None,
+            model_version: None,
+            client_hash: 0,
+        }
+    }
+}
+
 /// Physical type of a column.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ColumnType {

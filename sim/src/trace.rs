@@ -119,11 +119,27 @@ struct Row {
     value: Option<f64>,
 }
 
-fn pick_value(names: &[String], given: Option<&str>) -> Result<Option<usize>, String> {
-    given
-        .map(|g| pick(names, Some(g), &[], "value"))
-        .transpose()
-        .map(Option::flatten)
+/// The positions of the columns a trace is read from.
+struct Picked {
+    time: usize,
+    prompt: Option<usize>,
+    output: Option<usize>,
+    value: Option<usize>,
+}
+
+impl Picked {
+    fn of(names: &[String], columns: &TraceColumns) -> Result<Self, String> {
+        let value = columns.value.as_deref();
+        Ok(Self {
+            time: pick(names, columns.time.as_deref(), &TIME_COLUMNS, "time")?.expect("time is required"),
+            prompt: pick(names, columns.size.as_deref(), &PROMPT_COLUMNS, "size")?,
+            output: pick(names, None, &OUTPUT_COLUMNS, "size")?,
+            value: value
+                .map(|v| pick(names, Some(v), &[], "value"))
+                .transpose()?
+                .flatten(),
+        })
+    }
 }
 
 fn pick(
@@ -160,10 +176,12 @@ fn read_csv(path: &Path, columns: &TraceColumns) -> Result<Vec<Row>, String> {
         .iter()
         .map(str::to_owned)
         .collect();
-    let time = pick(&names, columns.time.as_deref(), &TIME_COLUMNS, "time")?.expect("time is required");
-    let prompt = pick(&names, columns.size.as_deref(), &PROMPT_COLUMNS, "size")?;
-    let output = pick(&names, None, &OUTPUT_COLUMNS, "size")?;
-    let value = pick_value(&names, columns.value.as_deref())?;
+    let Picked {
+        time,
+        prompt,
+        output,
+        value,
+    } = Picked::of(&names, columns)?;
     let mut rows = Vec::new();
     for (i, record) in reader.records().enumerate() {
         let line = i + 2;
@@ -215,10 +233,12 @@ fn read_parquet(path: &Path, columns: &TraceColumns) -> Result<Vec<Row>, String>
         .iter()
         .map(|f| f.name().clone())
         .collect();
-    let time = pick(&names, columns.time.as_deref(), &TIME_COLUMNS, "time")?.expect("time is required");
-    let prompt = pick(&names, columns.size.as_deref(), &PROMPT_COLUMNS, "size")?;
-    let output = pick(&names, None, &OUTPUT_COLUMNS, "size")?;
-    let value = pick_value(&names, columns.value.as_deref())?;
+    let Picked {
+        time,
+        prompt,
+        output,
+        value,
+    } = Picked::of(&names, columns)?;
     let mut rows = Vec::new();
     let mut row = 0;
     for batch in builder.build().map_err(|e| e.to_string())? {

@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use augur_engine::model::{DemandModel, HorizonModel};
 use serde::Serialize;
 
-use crate::demand::{refit, seasonal_naive, seasonal_period, spec_for, DemandOptions, Series};
-use crate::metrics::{mean, quantile, smape_term};
+use crate::demand::{refit, seasonal_period, spec_for, DemandOptions, ForecastErrors, Series, FORECASTERS};
+use crate::metrics::{mean, quantile};
 
 /// How a spike and a timely hint are defined; the numbers appear in the report.
 #[derive(Debug, Clone, Copy)]
@@ -193,8 +193,7 @@ pub fn run(series: &Series, options: &BacktestOptions) -> Result<BacktestReport,
     };
     let mut scratch = vec![0.0; spec.len()];
     let mut residuals: Vec<Vec<f64>> = vec![Vec::new(); horizons.len()];
-    let mut errors: Vec<[Vec<f64>; 3]> = vec![Default::default(); horizons.len()];
-    let mut smapes: Vec<[Vec<f64>; 3]> = vec![Default::default(); horizons.len()];
+    let mut errors = vec![ForecastErrors::default(); horizons.len()];
     let mut covered: Vec<Vec<f64>> = vec![Vec::new(); horizons.len()];
     let mut hint_origins = Vec::new();
     let mut period = None;
@@ -216,13 +215,8 @@ pub fn run(series: &Series, options: &BacktestOptions) -> Result<BacktestReport,
                     upper_residual,
                 });
             }
-            period = seasonal_period(
-                &Series {
-                    values: series.values[..=t].to_vec(),
-                    ..series.clone()
-                },
-                series.origin_unix_s(t),
-            );
+            // Only the history up to now: the cutoff keeps the future out.
+            period = seasonal_period(series, series.origin_unix_s(t));
             refits += 1;
         }
         let scale = spec
@@ -243,15 +237,7 @@ pub fn run(series: &Series, options: &BacktestOptions) -> Result<BacktestReport,
             };
             residuals[k].push((truth - forecast.mean) / scale);
             covered[k].push(f64::from(u8::from(truth <= forecast.upper)));
-            let predictions = [
-                forecast.mean,
-                series.values[t],
-                seasonal_naive(series, t, h, period),
-            ];
-            for (j, p) in predictions.into_iter().enumerate() {
-                errors[k][j].push((truth - p).abs());
-                smapes[k][j].push(smape_term(truth, p));
-            }
+            errors[k].add(series, t, h, period, forecast.mean);
         }
         if hint {
             hint_origins.push(t);
@@ -261,20 +247,24 @@ pub fn run(series: &Series, options: &BacktestOptions) -> Result<BacktestReport,
         .iter()
         .enumerate()
         .map(|(k, &h)| {
-            let score = |j: usize| Score {
-                mae: mean(errors[k][j].iter().copied()),
-                smape: mean(smapes[k][j].iter().copied()),
-            };
+            let e = &errors[k];
             HorizonScore {
                 horizon_s: h as u32 * bucket_s,
-                forecasts: errors[k][0].len(),
-                mae: score(0).mae,
-                smape: score(0).smape,
+                forecasts: e.len(),
+                mae: e.mae(0),
+                smape: e.smape(0),
                 upper_coverage: mean(covered[k].iter().copied()),
-                baselines: BTreeMap::from([
-                    ("last_value".to_string(), score(1)),
-                    ("seasonal_naive".to_string(), score(2)),
-                ]),
+                baselines: (1..FORECASTERS.len())
+                    .map(|j| {
+                        (
+                            FORECASTERS[j].to_string(),
+                            Score {
+                                mae: e.mae(j),
+                                smape: e.smape(j),
+                            },
+                        )
+                    })
+                    .collect(),
             }
         })
         .collect();

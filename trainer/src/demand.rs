@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use augur_engine::model::{DemandFeatureSpec, DemandForecast, DemandModel, Evaluation, HorizonModel, Linear};
+use augur_engine::model::{DemandFeatureSpec, DemandModel, Evaluation, HorizonModel, Linear};
 use ndarray::Array1;
 
 use crate::fit::{design, ridge_selected};
@@ -144,7 +144,13 @@ pub fn train(series: &[Series], options: &DemandOptions) -> Result<Fitted<Demand
         .fold(0.0, f64::max);
     let spec = spec_for(span_s, bucket_s);
     let needed = spec.history_needed();
-    let mut horizons = Vec::new();
+    let mut model = DemandModel {
+        bucket_s,
+        feature_names: spec.feature_names(),
+        spec: spec.clone(),
+        upper_level: options.upper_level,
+        horizons: Vec::new(),
+    };
     let mut evaluation = Evaluation {
         decisive_metric: "mae_mean".into(),
         model: BTreeMap::new(),
@@ -155,7 +161,9 @@ pub fn train(series: &[Series], options: &DemandOptions) -> Result<Fitted<Demand
         .map(|s| seasonal_period(s, s.cutoff_unix_s()))
         .collect();
     let (mut training_rows, mut validation_rows) = (0, 0);
-    let mut maes = (Vec::new(), Vec::new(), Vec::new());
+    // Per forecaster (the model, then each baseline), its MAE at each horizon.
+    let mut maes: [Vec<f64>; 3] = Default::default();
+    let mut scratch = vec![0.0; spec.len()];
     for &horizon_s in &options.horizons_s {
         if horizon_s == 0 || !horizon_s.is_multiple_of(bucket_s) {
             return Err(format!(
@@ -175,81 +183,96 @@ pub fn train(series: &[Series], options: &DemandOptions) -> Result<Fitted<Demand
                 ((needed + h) as u32 * bucket_s * 5 / 4).div_ceil(60) + 5,
             ));
         }
-        let log1p_ratio = fit_ratio(series, &spec, &train_origins, h, horizon_s)?;
         let mut horizon = HorizonModel {
             horizon_buckets: h as u32,
-            log1p_ratio,
+            log1p_ratio: fit_ratio(series, &spec, &train_origins, h, horizon_s)?,
             upper_residual: 0.0,
         };
-
-        let model = DemandModel {
-            bucket_s,
-            spec: spec.clone(),
-            feature_names: spec.feature_names(),
-            upper_level: options.upper_level,
-            horizons: vec![horizon.clone()],
-        };
-        let mut scratch = vec![0.0; spec.len()];
         let mut residuals = Vec::with_capacity(valid_origins.0.len());
-        let mut errors = [Vec::new(), Vec::new(), Vec::new()];
-        let mut smapes = [Vec::new(), Vec::new(), Vec::new()];
+        let mut errors = ForecastErrors::default();
         for &(s, t) in &valid_origins.0 {
             let one = &series[s];
-            let truth = one.values[t + h];
-            let forecast = forecast_at(&model, &horizon, one, t, &mut scratch).expect("origin has history");
             let scale = spec
                 .encode(&one.values[..=t], one.origin_unix_s(t), &mut scratch)
-                .expect("history");
-            residuals.push((truth - forecast.mean) / scale);
-            let predictions = [
-                forecast.mean,
-                one.values[t],
-                seasonal_naive(one, t, h, periods[s]),
-            ];
-            for (k, p) in predictions.into_iter().enumerate() {
-                errors[k].push((truth - p).abs());
-                smapes[k].push(smape_term(truth, p));
-            }
+                .expect("origin has history");
+            let forecast = model.forecast(&horizon, &scratch, scale);
+            residuals.push((one.values[t + h] - forecast.mean) / scale);
+            errors.add(one, t, h, periods[s], forecast.mean);
         }
         horizon.upper_residual = quantile(&mut residuals, options.upper_level)
             .unwrap_or(0.0)
             .max(0.0);
-        horizons.push(horizon);
-        for (k, name) in ["model", "last_value", "seasonal_naive"].into_iter().enumerate() {
-            let metrics = if k == 0 {
-                &mut evaluation.model
-            } else {
-                evaluation.baselines.entry(name.into()).or_default()
-            };
-            let mae = mean(errors[k].iter().copied());
-            metrics.insert(format!("mae_{horizon_s}s"), mae);
-            metrics.insert(format!("smape_{horizon_s}s"), mean(smapes[k].iter().copied()));
-            [&mut maes.0, &mut maes.1, &mut maes.2][k].push(mae);
+        model.horizons.push(horizon);
+        for (k, name) in FORECASTERS.into_iter().enumerate() {
+            let metrics = metrics_of(&mut evaluation, name);
+            metrics.insert(format!("mae_{horizon_s}s"), errors.mae(k));
+            metrics.insert(format!("smape_{horizon_s}s"), errors.smape(k));
+            maes[k].push(errors.mae(k));
         }
         training_rows = training_rows.max(train_origins.0.len() as u64);
         validation_rows = validation_rows.max(valid_origins.0.len() as u64);
     }
-    evaluation.model.insert("mae_mean".into(), mean(maes.0));
-    for (name, values) in [("last_value", maes.1), ("seasonal_naive", maes.2)] {
-        evaluation
-            .baselines
-            .get_mut(name)
-            .expect("filled above")
-            .insert("mae_mean".into(), mean(values));
+    for (name, values) in FORECASTERS.into_iter().zip(maes) {
+        metrics_of(&mut evaluation, name).insert("mae_mean".into(), mean(values));
     }
-    let model = DemandModel {
-        bucket_s,
-        feature_names: spec.feature_names(),
-        spec,
-        upper_level: options.upper_level,
-        horizons,
-    };
     Ok(Fitted {
         model,
         evaluation,
         training_rows,
         validation_rows,
     })
+}
+
+/// The forecasters scored at each horizon: the model, then the baselines.
+pub const FORECASTERS: [&str; 3] = ["model", "last_value", "seasonal_naive"];
+
+/// The errors of each of [`FORECASTERS`] at one horizon, on the same forecast origins.
+#[derive(Debug, Clone, Default)]
+pub struct ForecastErrors {
+    absolute: [Vec<f64>; 3],
+    smape: [Vec<f64>; 3],
+}
+
+impl ForecastErrors {
+    /// Scores the forecasts of bucket `t + h` made at bucket `t`: the model's `model_mean`, the last
+    /// value, and the seasonal naive forecast over `period`.
+    pub fn add(&mut self, series: &Series, t: usize, h: usize, period: Option<usize>, model_mean: f64) {
+        let truth = series.values[t + h];
+        let forecasts = [model_mean, series.values[t], seasonal_naive(series, t, h, period)];
+        for (k, forecast) in forecasts.into_iter().enumerate() {
+            self.absolute[k].push((truth - forecast).abs());
+            self.smape[k].push(smape_term(truth, forecast));
+        }
+    }
+
+    /// Forecasts scored.
+    pub fn len(&self) -> usize {
+        self.absolute[0].len()
+    }
+
+    /// Whether none was.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Mean absolute error of forecaster `k`.
+    pub fn mae(&self, k: usize) -> f64 {
+        mean(self.absolute[k].iter().copied())
+    }
+
+    /// sMAPE of forecaster `k`, in percent.
+    pub fn smape(&self, k: usize) -> f64 {
+        mean(self.smape[k].iter().copied())
+    }
+}
+
+/// Where the metrics of forecaster `name` go.
+fn metrics_of<'a>(evaluation: &'a mut Evaluation, name: &str) -> &'a mut BTreeMap<String, f64> {
+    if name == FORECASTERS[0] {
+        &mut evaluation.model
+    } else {
+        evaluation.baselines.entry(name.into()).or_default()
+    }
 }
 
 /// Fits the forecaster of horizon `h` (buckets) on `origins`: `ln(1 + demand / scale)` on the
@@ -295,23 +318,9 @@ pub fn refit(
     fit_ratio(one, spec, &origins, h, h as u32 * series.bucket_s).map(Some)
 }
 
-/// The forecast of `horizon` from `series` up to bucket `t`, or `None` with too little history.
-pub fn forecast_at(
-    model: &DemandModel,
-    horizon: &HorizonModel,
-    series: &Series,
-    t: usize,
-    scratch: &mut [f64],
-) -> Option<DemandForecast> {
-    let scale = model
-        .spec
-        .encode(&series.values[..=t], series.origin_unix_s(t), scratch)?;
-    Some(model.forecast(horizon, scratch, scale))
-}
-
 /// The seasonal naive forecast of bucket `t + h`: the value one period (or a whole number of periods)
 /// earlier; the last value when no period was found.
-pub fn seasonal_naive(series: &Series, t: usize, h: usize, period: Option<usize>) -> f64 {
+fn seasonal_naive(series: &Series, t: usize, h: usize, period: Option<usize>) -> f64 {
     match period {
         Some(p) => {
             let back = h.div_ceil(p) * p;

@@ -1,6 +1,7 @@
 //! Writes models, the manifest and the run report into the models directory: every file atomically
 //! (temporary file, fsync, rename, directory fsync), old versions pruned.
 
+use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -43,20 +44,20 @@ pub fn current_manifest(dir: &Path) -> Option<Manifest> {
 }
 
 /// Writes each model file of `promoted` and a manifest that names them (keeping the current entries
-/// of other kinds). Returns the files written.
+/// of other kinds). Returns the file written for each kind.
 pub fn promote(
     dir: &Path,
     version: &str,
     now_unix_s: i64,
     promoted: &[ModelFile],
-) -> Result<Vec<PathBuf>, TrainError> {
+) -> Result<BTreeMap<ModelKind, PathBuf>, TrainError> {
     let mut manifest = current_manifest(dir).unwrap_or(Manifest {
         format_version: FORMAT_VERSION,
         version: version.to_owned(),
         created_unix_s: now_unix_s,
         models: Default::default(),
     });
-    let mut written = Vec::new();
+    let mut written = BTreeMap::new();
     for file in promoted {
         let kind = file.model.kind();
         let name = format!("{kind}-{version}.json");
@@ -71,7 +72,7 @@ pub fn promote(
                 version: version.to_owned(),
             },
         );
-        written.push(path);
+        written.insert(kind, path);
     }
     manifest.format_version = FORMAT_VERSION;
     manifest.version = version.to_owned();

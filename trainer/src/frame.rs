@@ -26,27 +26,20 @@ const STATE_COLUMNS: [&str; 12] = [
     "max_tokens",
 ];
 
-/// Every column the trainer reads.
-pub const REQUIRED_COLUMNS: [&str; 18] = [
+/// The columns the trainer reads besides [`STATE_COLUMNS`].
+const KEY_COLUMNS: [&str; 6] = [
     "start_time",
     "pool",
     "backend",
     "outcome",
     "latency_us",
     "attempt",
-    STATE_COLUMNS[0],
-    STATE_COLUMNS[1],
-    STATE_COLUMNS[2],
-    STATE_COLUMNS[3],
-    STATE_COLUMNS[4],
-    STATE_COLUMNS[5],
-    STATE_COLUMNS[6],
-    STATE_COLUMNS[7],
-    STATE_COLUMNS[8],
-    STATE_COLUMNS[9],
-    STATE_COLUMNS[10],
-    STATE_COLUMNS[11],
 ];
+
+/// Every column the trainer reads.
+pub fn required_columns() -> Vec<&'static str> {
+    KEY_COLUMNS.into_iter().chain(STATE_COLUMNS).collect()
+}
 
 /// Interned strings: each distinct name once, rows hold its index.
 #[derive(Debug, Default, Clone)]

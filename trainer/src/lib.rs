@@ -122,6 +122,22 @@ pub struct ModelResult {
     pub file: Option<PathBuf>,
 }
 
+impl ModelResult {
+    /// A model kind that could not be fitted, or whose fit the engine would refuse; the previous
+    /// model stays active.
+    fn skipped(kind: ModelKind, reason: String, evaluation: Option<Evaluation>) -> Self {
+        Self {
+            kind,
+            status: ModelStatus::Skipped,
+            reason,
+            evaluation,
+            training_rows: 0,
+            validation_rows: 0,
+            file: None,
+        }
+    }
+}
+
 /// How a run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -172,7 +188,7 @@ pub fn train(options: &Options) -> Result<RunSummary, TrainError> {
     std::fs::create_dir_all(out).map_err(TrainError::io(out))?;
     let _lock = lock::RunLock::take(out)?;
     let version = run_version();
-    let source = source::resolve(&options.telemetry, &frame::REQUIRED_COLUMNS)?;
+    let source = source::resolve(&options.telemetry, &frame::required_columns())?;
     let state = RunState {
         fingerprint: source.fingerprint.clone(),
         since_us: options.window.since_us,
@@ -222,18 +238,7 @@ pub fn train(options: &Options) -> Result<RunSummary, TrainError> {
     let mut decide = |kind: ModelKind, fitted: Result<Fitted<Model>, String>| {
         let fitted = match fitted {
             Ok(fitted) => fitted,
-            Err(reason) => {
-                results.push(ModelResult {
-                    kind,
-                    status: ModelStatus::Skipped,
-                    reason,
-                    evaluation: None,
-                    training_rows: 0,
-                    validation_rows: 0,
-                    file: None,
-                });
-                return;
-            }
+            Err(reason) => return results.push(ModelResult::skipped(kind, reason, None)),
         };
         let file = ModelFile {
             format_version: FORMAT_VERSION,
@@ -246,16 +251,7 @@ pub fn train(options: &Options) -> Result<RunSummary, TrainError> {
         // The engine will refuse what it cannot evaluate; never write such a file.
         if let Err(e) = file.validate() {
             let reason = format!("the fit produced a model the engine would refuse: {e}");
-            results.push(ModelResult {
-                kind,
-                status: ModelStatus::Skipped,
-                reason,
-                evaluation: Some(fitted.evaluation),
-                training_rows: 0,
-                validation_rows: 0,
-                file: None,
-            });
-            return;
+            return results.push(ModelResult::skipped(kind, reason, Some(fitted.evaluation)));
         }
         let (status, reason) = verdict(&fitted.evaluation, options.force);
         if matches!(status, ModelStatus::Promoted | ModelStatus::Forced) {
@@ -313,19 +309,13 @@ pub fn train(options: &Options) -> Result<RunSummary, TrainError> {
         )));
     }
     let now_unix_s = time::OffsetDateTime::now_utc().unix_timestamp();
-    let written = if promoted.is_empty() {
-        Vec::new()
+    let mut written = if promoted.is_empty() {
+        Default::default()
     } else {
         export::promote(out, &version, now_unix_s, &promoted)?
     };
     for result in &mut results {
-        result.file = written
-            .iter()
-            .find(|p| {
-                p.file_name()
-                    .is_some_and(|n| n.to_string_lossy().starts_with(&format!("{}-", result.kind)))
-            })
-            .cloned();
+        result.file = written.remove(&result.kind);
     }
     let not_promoted = results.iter().any(|r| r.status == ModelStatus::NotPromoted);
     let mut summary = RunSummary {

@@ -33,13 +33,6 @@ pub struct BackendCapacity {
 }
 
 impl CapacityModel {
-    /// The median capacity over the backends: the per-replica capacity of a pool of like replicas.
-    pub fn typical_rps(&self) -> Option<f64> {
-        let mut rates: Vec<f64> = self.backends.values().map(|b| b.capacity_rps).collect();
-        rates.sort_by(f64::total_cmp);
-        rates.get(rates.len() / 2).copied()
-    }
-
     /// Checks the numbers.
     pub fn validate(&self) -> Result<(), ModelError> {
         check_finite("objective_ms", &[self.objective_ms])?;

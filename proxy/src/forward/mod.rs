@@ -77,10 +77,6 @@ pub async fn handle(
     let pool = route.pick_pool();
     let active = pool.begin_request();
     log.route = route.name.to_string();
-    let record = shared
-        .telemetry
-        .as_ref()
-        .map(|t| RequestRecord::new(t, &request, &route.name, pool, &downstream, &hints));
     let size = SizeHints {
         body_bytes: request
             .headers()
@@ -90,6 +86,16 @@ pub async fn handle(
         prompt_tokens: hints.prompt_tokens,
         max_tokens: hints.max_tokens,
     };
+    let record = shared.telemetry.as_ref().map(|t| {
+        RequestRecord::new(
+            t,
+            &request,
+            &route.name,
+            pool,
+            &downstream,
+            (&hints, size.body_bytes),
+        )
+    });
     let response = match forward(
         active.pool(),
         request,

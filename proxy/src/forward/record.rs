@@ -5,9 +5,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use augur_engine::telemetry::{Outcome, ScrapedMetrics, TelemetryRow};
+use augur_engine::telemetry::{Outcome, TelemetryRow};
 use augur_telemetry::TelemetrySink;
-use http::header::CONTENT_LENGTH;
 use http::Request;
 
 use super::body::{BodyObserver, BoxError, IdleTimeoutError};
@@ -25,50 +24,30 @@ pub struct RequestRecord {
 }
 
 impl RequestRecord {
-    /// The request-level fields of `request`, routed by `route` to `pool`.
+    /// The request-level fields of `request`, routed by `route` to `pool`; `body_bytes` is its
+    /// declared length.
     pub fn new<B>(
         telemetry: &Telemetry,
         request: &Request<B>,
         route: &Arc<str>,
         pool: &Pool,
         downstream: &Forwarded<'_>,
-        hints: &RequestHints,
+        (hints, body_bytes): (&RequestHints, Option<u64>),
     ) -> Self {
-        let body_bytes = request
-            .headers()
-            .get(CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse().ok());
         let template = TelemetryRow {
-            start_time_us: 0,
             request_id: downstream.request_id.to_str().unwrap_or_default().to_owned(),
-            proxy_id: telemetry.proxy_id.clone(),
-            route: route.clone(),
-            pool: pool.name.clone(),
-            backend: None,
-            method: Arc::from(request.method().as_str()),
-            status: None,
-            outcome: Outcome::Ok,
-            latency_us: 0,
-            ttfb_us: None,
-            bytes_in: 0,
-            bytes_out: 0,
-            attempt: 0,
-            backend_in_flight: None,
-            backend_tokens_in_flight: None,
-            pool_in_flight: 0,
-            backend_ewma_us: None,
-            scraped: ScrapedMetrics::default(),
             model: hints.model.clone(),
             body_bytes,
             prompt_tokens: hints.prompt_tokens,
             max_tokens: hints.max_tokens,
-            policy: pool.config.policy.name(),
-            predicted_latency_us: None,
-            predicted_failure_prob: None,
-            propensity: None,
-            model_version: None,
             client_hash: telemetry.hasher.hash(downstream.client_ip),
+            ..TelemetryRow::new(
+                telemetry.proxy_id.clone(),
+                route.clone(),
+                pool.name.clone(),
+                Arc::from(request.method().as_str()),
+                pool.config.policy.name(),
+            )
         };
         Self {
             sink: telemetry.sink.clone(),

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use augur_engine::telemetry::{Outcome, ScrapedMetrics, TelemetryRow};
+use augur_engine::telemetry::{Outcome, TelemetryRow};
 use augur_engine::PolicySpec;
 
 use super::Simulation;
@@ -19,37 +19,13 @@ pub trait RowSink {
 /// fills in the rest.
 pub(super) fn row_template(scenario: &Scenario, spec: &PolicySpec) -> TelemetryRow {
     let name: Arc<str> = Arc::from(scenario.name);
-    TelemetryRow {
-        start_time_us: 0,
-        request_id: String::new(),
-        proxy_id: Arc::from("sim"),
-        route: name.clone(),
-        pool: name,
-        backend: None,
-        method: Arc::from("GET"),
-        status: None,
-        outcome: Outcome::Ok,
-        latency_us: 0,
-        ttfb_us: None,
-        bytes_in: 0,
-        bytes_out: 0,
-        attempt: 0,
-        backend_in_flight: None,
-        backend_tokens_in_flight: None,
-        pool_in_flight: 0,
-        backend_ewma_us: None,
-        scraped: ScrapedMetrics::default(),
-        model: None,
-        body_bytes: None,
-        prompt_tokens: None,
-        max_tokens: None,
-        policy: spec.name(),
-        predicted_latency_us: None,
-        predicted_failure_prob: None,
-        propensity: None,
-        model_version: None,
-        client_hash: 0,
-    }
+    TelemetryRow::new(
+        Arc::from("sim"),
+        name.clone(),
+        name,
+        Arc::from("GET"),
+        spec.name(),
+    )
 }
 
 impl Simulation<'_> {
