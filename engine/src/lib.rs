@@ -19,6 +19,7 @@ pub mod outlier;
 pub mod policy;
 pub mod pool_health;
 pub mod retry_budget;
+pub mod scaling;
 pub mod telemetry;
 
 pub use endpoint::{Endpoint, SlowStart};
