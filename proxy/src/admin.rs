@@ -24,6 +24,8 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/admin/config/reload", post(reload))
         .route("/admin/models", get(models))
         .route("/admin/models/reload", post(reload_models))
+        .route("/admin/hints", get(hints))
+        .route("/admin/hints/{pool}", get(pool_hint))
         .route_layer(middleware::from_fn_with_state(shared.clone(), require_token));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
@@ -210,6 +212,38 @@ async fn reload_models(State(shared): State<Arc<Shared>>) -> Response {
         }
         Ok(outcome) => Json(outcome).into_response(),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+    }
+}
+
+/// Every pool's latest forecast and decision, and the sinks' queues.
+async fn hints(State(shared): State<Arc<Shared>>) -> Response {
+    let Some(hints) = &shared.hints else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "autoscaling hints are off: add a [hints] section",
+        );
+    };
+    Json(json!({ "pools": hints.status(), "queued": hints.queued() })).into_response()
+}
+
+/// One pool's latest forecast and decision: the document KEDA's `metrics-api` scaler reads
+/// (`valueLocation: desired_replicas`).
+async fn pool_hint(State(shared): State<Arc<Shared>>, Path(pool): Path<String>) -> Response {
+    let Some(hints) = &shared.hints else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "autoscaling hints are off: add a [hints] section",
+        );
+    };
+    match hints.pool(&pool) {
+        Some(status) => Json(status).into_response(),
+        None if shared.router.load().pools.contains_key(&pool) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &format!(
+                "pool `{pool}` has no forecast yet: the first comes at the end of its first full bucket"
+            ),
+        ),
+        None => error(StatusCode::NOT_FOUND, &format!("no pool named `{pool}`")),
     }
 }
 

@@ -11,6 +11,7 @@ pub mod clock;
 pub mod config;
 pub mod error;
 pub mod forward;
+pub mod hints;
 pub mod metrics;
 pub mod models;
 pub mod pool;
@@ -91,6 +92,9 @@ async fn start_inner(
     let shutdown = CancellationToken::new();
     if let Some(interval) = models_check {
         models::spawn_watcher(shared.models.clone(), interval, shutdown.clone());
+    }
+    if let Some(hints) = &shared.hints {
+        hints.spawn(shared.clone(), shutdown.clone());
     }
     let mut tasks = JoinSet::new();
     let mut listeners = Vec::new();

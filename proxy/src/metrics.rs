@@ -8,6 +8,8 @@ use std::sync::Arc;
 use augur_engine::telemetry::Outcome;
 use augur_telemetry::TelemetryStats;
 
+pub use crate::hints::HintMetrics;
+
 use prometheus::core::Collector;
 use prometheus::{
     exponential_buckets, Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
@@ -87,6 +89,7 @@ fn class_index(status: u16) -> usize {
 pub struct Metrics {
     registry: Registry,
     requests: IntCounterVec,
+    arrivals: IntCounterVec,
     duration: HistogramVec,
     attempts: IntCounterVec,
     retries: IntCounterVec,
@@ -108,12 +111,16 @@ pub struct Metrics {
     model_reloads: IntCounterVec,
     prediction_error: HistogramVec,
     predictive_fallback: IntGaugeVec,
+    /// Autoscaling hints' forecasts, decisions and deliveries.
+    pub hints: HintMetrics,
 }
 
 /// Hot-path handles of one pool.
 #[derive(Clone)]
 pub struct PoolMetrics {
     requests: [IntCounter; 5],
+    /// Requests that arrived for the pool (counted before they are served: the demand).
+    pub arrivals: IntCounter,
     /// Time from a request's arrival to the end of its response body, in seconds.
     pub duration: Histogram,
     /// Retries started.
@@ -172,7 +179,10 @@ pub struct BackendGauges<'a> {
 
 /// Registers a freshly built metric and hands it back. Definitions are constants of this file, so a
 /// failure is a programming error caught by every test that starts a proxy.
-fn registered<M: Collector + Clone + 'static>(registry: &Registry, metric: prometheus::Result<M>) -> M {
+pub(crate) fn registered<M: Collector + Clone + 'static>(
+    registry: &Registry,
+    metric: prometheus::Result<M>,
+) -> M {
     let metric = metric.expect("metric definitions are valid");
     registry
         .register(Box::new(metric.clone()))
@@ -180,11 +190,11 @@ fn registered<M: Collector + Clone + 'static>(registry: &Registry, metric: prome
     metric
 }
 
-fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+pub(crate) fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     registered(registry, IntCounterVec::new(Opts::new(name, help), labels))
 }
 
-fn gauge(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+pub(crate) fn gauge(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
     registered(registry, IntGaugeVec::new(Opts::new(name, help), labels))
 }
 
@@ -200,6 +210,12 @@ impl Metrics {
                 "augur_requests_total",
                 "Responses sent to clients, by pool and status class",
                 &["pool", "class"],
+            ),
+            arrivals: counter(
+                &r,
+                "augur_requests_arrived_total",
+                "Requests that arrived for each pool, counted on arrival (the demand hints forecast)",
+                &["pool"],
             ),
             duration: registered(
                 &r,
@@ -335,6 +351,7 @@ impl Metrics {
                 "1 while a predictive pool routes by P2C over Peak-EWMA because no usable model is loaded",
                 &["pool"],
             ),
+            hints: HintMetrics::register(&r),
             registry: r,
         })
     }
@@ -367,6 +384,7 @@ impl Metrics {
     pub fn pool(&self, pool: &str) -> PoolMetrics {
         PoolMetrics {
             requests: CLASSES.map(|class| self.requests.with_label_values(&[pool, class])),
+            arrivals: self.arrivals.with_label_values(&[pool]),
             duration: self.duration.with_label_values(&[pool]),
             retries: self.retries.with_label_values(&[pool]),
             retries_refused: self.retries_refused.with_label_values(&[pool]),

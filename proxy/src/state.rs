@@ -9,6 +9,7 @@ use arc_swap::ArcSwap;
 use augur_telemetry::TelemetryWriter;
 
 use crate::config::{Config, ConfigError};
+use crate::hints::Hints;
 use crate::metrics::Metrics;
 use crate::models::ModelStore;
 use crate::router::Router;
@@ -38,8 +39,10 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     /// Per-request telemetry, when configured.
     pub telemetry: Option<Arc<Telemetry>>,
-    /// The trainer's models in force, for predictive pools.
+    /// The trainer's models in force, for predictive pools and demand forecasts.
     pub models: Arc<ModelStore>,
+    /// Autoscaling hints, when configured.
+    pub hints: Option<Arc<Hints>>,
     telemetry_writer: Mutex<Option<TelemetryWriter>>,
     config_path: Option<PathBuf>,
     reload: tokio::sync::Mutex<()>,
@@ -65,7 +68,12 @@ impl Shared {
             }
             (None, None) => (None, None),
         };
+        let hints = config
+            .hints
+            .as_ref()
+            .map(|h| Hints::new(h, config.proxy.id.as_str(), &metrics));
         Arc::new(Self {
+            hints,
             router: ArcSwap::from_pointee(router),
             config: ArcSwap::from_pointee(config),
             metrics,
@@ -117,6 +125,9 @@ impl Shared {
         }
         if config.models != current.models {
             return Err(ReloadError::RestartNeeded("[models]", file()));
+        }
+        if config.hints != current.hints {
+            return Err(ReloadError::RestartNeeded("[hints]", file()));
         }
         let old = self.router.load_full();
         let generation = old.generation + 1;

@@ -3,6 +3,7 @@
 mod backtest;
 mod check_config;
 mod demo;
+mod hints;
 mod logging;
 mod proxy;
 mod replay;
@@ -61,6 +62,9 @@ enum Command {
     /// The simulator's HTTP backends and sample telemetry.
     #[command(subcommand)]
     Sim(sim::SimCommand),
+    /// Autoscaling hints: a receiver that verifies and prints them.
+    #[command(subcommand)]
+    Hints(hints::HintsCommand),
 }
 
 /// Runs the command line; the process exits with the returned code.
@@ -76,6 +80,7 @@ pub fn main() -> ExitCode {
         Command::Replay(args) => replay::run(args),
         Command::Sim(command) => sim::run(command),
         Command::Backtest(args) => backtest::run(args),
+        Command::Hints(command) => hints::run(command),
         Command::Train(args) => {
             logging::init(cli.log_format);
             train::run(args)

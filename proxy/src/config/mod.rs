@@ -3,6 +3,7 @@
 //! Values that can be checked alone are checked while parsing (so the TOML error names the line);
 //! cross-references are checked in [`validate`] with the spans kept for them.
 
+mod hints;
 mod load;
 mod models;
 mod pool;
@@ -17,6 +18,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
+pub use hints::{HintsConfig, PoolScalingConfig, SinkConfig};
 pub use load::ConfigError;
 pub use models::{ModelsConfig, DEFAULT_CHECK_INTERVAL};
 pub use pool::{
@@ -43,8 +45,10 @@ pub struct Config {
     pub pools: BTreeMap<String, PoolConfig>,
     /// Per-request telemetry to Parquet; absent means none is written.
     pub telemetry: Option<TelemetryConfig>,
-    /// The trainer's models, for predictive pools; absent means none are loaded.
+    /// The trainer's models, for predictive pools and demand forecasts; absent means none are loaded.
     pub models: Option<ModelsConfig>,
+    /// Autoscaling hints; absent means none are computed or sent.
+    pub hints: Option<HintsConfig>,
 }
 
 /// `[proxy]`: process-wide settings.

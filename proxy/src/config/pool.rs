@@ -8,6 +8,7 @@ use augur_engine::PolicySpec;
 use serde::Deserialize;
 use toml::Spanned;
 
+use super::hints::PoolScalingConfig;
 use super::types::{BackendAddress, Fraction, MethodName};
 
 /// `[pools.NAME]`: a set of interchangeable backends and how to balance over them.
@@ -43,6 +44,9 @@ pub struct PoolConfig {
     /// Below this share of healthy backends, route to all of them (Envoy's panic threshold).
     #[serde(default = "default_panic_threshold")]
     pub panic_threshold: Fraction,
+    /// Replica bounds and capacity for autoscaling hints (used when `[hints]` is on).
+    #[serde(default)]
+    pub scaling: PoolScalingConfig,
 }
 
 /// One backend of a pool.

@@ -124,10 +124,14 @@ impl Config {
                     ));
                 }
             }
+            pool.scaling.check(name).map_err(|e| (None, e))?;
             let t = &pool.timeouts;
             if t.connect.is_zero() || t.request.is_zero() || t.idle.is_zero() {
                 return Err((None, format!("pools.{name}.timeouts: every timeout must be > 0")));
             }
+        }
+        if let Some(hints) = &self.hints {
+            hints.check().map_err(|e| (None, e))?;
         }
         if let Some(t) = &self.telemetry {
             if t.queue_rows == 0 || t.batch_rows == 0 || t.rotate_rows == 0 || t.rotate_bytes == 0 {

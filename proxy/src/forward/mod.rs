@@ -75,6 +75,7 @@ pub async fn handle(
         return unserved(&shared, log, started, &err, &request_id);
     };
     let pool = route.pick_pool();
+    pool.metrics.arrivals.inc();
     let active = pool.begin_request();
     log.route = route.name.to_string();
     let size = SizeHints {

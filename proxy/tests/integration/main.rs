@@ -7,6 +7,7 @@ mod harness;
 mod gpu;
 mod headers;
 mod health;
+mod hints;
 mod lifecycle;
 mod models;
 mod policies;

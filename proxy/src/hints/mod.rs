@@ -1,0 +1,127 @@
+//! Autoscaling hints. Every bucket a ticker reads each pool's arrivals counter, forecasts its demand
+//! (with the trainer's demand model, or the trend-and-level fallback), decides the desired replicas
+//! with the engine's [`Scaler`](augur_engine::scaling::Scaler), publishes the gauges and the status
+//! the admin API serves (KEDA's `metrics-api` scaler reads it), and queues a signed CloudEvent for
+//! every sink when the desired replicas change.
+//!
+//! The request path's only part in this is one counter increment per request.
+
+pub mod event;
+mod metrics;
+pub mod receiver;
+pub mod signature;
+mod sink;
+mod ticker;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use augur_engine::scaling::ForecastSource;
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+pub use event::{CloudEvent, Hint, HorizonForecast};
+pub use metrics::{DeliveryOutcome, HintMetrics};
+pub use sink::Sink;
+
+use crate::config::HintsConfig;
+use crate::metrics::Metrics;
+use crate::state::Shared;
+
+/// A pool's latest forecast and decision, as `GET /admin/hints/{pool}` serves it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PoolStatus {
+    /// The pool.
+    pub pool: String,
+    /// When this was computed, RFC 3339.
+    pub time: String,
+    /// Bucket width in seconds.
+    pub bucket_s: u32,
+    /// Request rate over the newest bucket.
+    pub current_rps: f64,
+    /// Backends the pool routes to now (healthy and not drained).
+    pub current_replicas: u32,
+    /// Replicas the hints ask for; `None` while no per-replica capacity is known.
+    pub desired_replicas: Option<u32>,
+    /// Replicas the demand alone asks for now, before hysteresis.
+    pub recommended_replicas: Option<u32>,
+    /// The per-replica capacity planned with, requests per second.
+    pub capacity_rps: Option<f64>,
+    /// Where the capacity came from: `config` or `model`.
+    pub capacity_source: Option<&'static str>,
+    /// The forecast per horizon.
+    pub forecast: Vec<HorizonForecast>,
+    /// Which forecaster made it, and why the model was not used when it was not.
+    pub forecaster: ForecastSource,
+    /// The decision's reason, or why there is none.
+    pub reason: String,
+    /// Hints raised for this pool so far.
+    pub hints: u64,
+}
+
+/// The hints component: sinks and the latest status of every pool.
+pub struct Hints {
+    config: HintsConfig,
+    source: String,
+    sinks: Vec<Arc<Sink>>,
+    status: Mutex<BTreeMap<String, PoolStatus>>,
+}
+
+impl Hints {
+    /// The component for `config`, raising hints as `augur://{proxy_id}` unless the config names a
+    /// source. A sink whose secret cannot be read is left out, with an error logged.
+    pub fn new(config: &HintsConfig, proxy_id: &str, metrics: &Arc<Metrics>) -> Arc<Self> {
+        let sinks = config
+            .sinks
+            .iter()
+            .filter_map(|sink| match Sink::new(sink, metrics.clone()) {
+                Ok(sink) => Some(sink),
+                Err(e) => {
+                    tracing::error!(error = %e, "hints sink left out");
+                    None
+                }
+            })
+            .collect();
+        Arc::new(Self {
+            config: config.clone(),
+            source: config
+                .source
+                .clone()
+                .unwrap_or_else(|| format!("augur://{proxy_id}")),
+            sinks,
+            status: Mutex::new(BTreeMap::new()),
+        })
+    }
+
+    /// Every pool's latest status.
+    pub fn status(&self) -> Vec<PoolStatus> {
+        self.lock_status().values().cloned().collect()
+    }
+
+    /// One pool's latest status.
+    pub fn pool(&self, pool: &str) -> Option<PoolStatus> {
+        self.lock_status().get(pool).cloned()
+    }
+
+    /// Hints waiting per sink URL.
+    pub fn queued(&self) -> BTreeMap<String, usize> {
+        self.config
+            .sinks
+            .iter()
+            .zip(&self.sinks)
+            .map(|(config, sink)| (config.url.clone(), sink.depth()))
+            .collect()
+    }
+
+    fn lock_status(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, PoolStatus>> {
+        self.status.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Starts the sinks' delivery tasks and the ticker.
+    pub fn spawn(self: &Arc<Self>, shared: Arc<Shared>, stop: CancellationToken) {
+        for sink in &self.sinks {
+            tokio::spawn(sink.clone().run(stop.clone()));
+        }
+        tokio::spawn(ticker::run(self.clone(), shared, stop));
+    }
+}
