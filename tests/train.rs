@@ -396,6 +396,13 @@ fn backtest_on_the_azure_trace_reports_every_horizon_and_the_spikes() {
         .contains("a spike starts when"));
     assert!(spikes["count"].as_u64().unwrap() > 0, "{spikes:#}");
     assert!(spikes["recall"].as_f64().is_some() && spikes["false_alarm_rate"].as_f64().is_some());
+    assert!(spikes["covered"].as_u64().unwrap() <= spikes["count"].as_u64().unwrap());
+    let scaling = &report["scaling"];
+    assert!(scaling["scale_ups"].as_u64().unwrap() > 0, "{scaling:#}");
+    assert_eq!(spikes["hints"], scaling["scale_ups"], "every scale-up is a hint");
+    assert!(scaling["capacity_rps"].as_f64().unwrap() > 0.0);
+    let overloaded = scaling["overloaded_share"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&overloaded), "{scaling:#}");
 }
 
 #[test]

@@ -29,9 +29,14 @@ pub struct BacktestArgs {
     /// Forecast horizons, comma-separated, each a whole number of buckets.
     #[arg(long, default_value = "30s,60s,120s,300s")]
     horizons: String,
-    /// Instance warm-up: a hint is timely only if it comes at least this long before its spike.
-    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    /// Instance warm-up: the scaler plans on the forecast this far ahead, and a hint is timely only if
+    /// it comes at least this long before its spike.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     warm_up: Duration,
+    /// Requests per second one replica serves (default: the mean demand of the first fit's history
+    /// fills four replicas to the target utilisation).
+    #[arg(long)]
+    capacity_rps: Option<f64>,
     /// How often the forecaster is refitted during the walk (a scheduled trainer's period).
     #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
     refit_every: Duration,
@@ -86,6 +91,12 @@ fn report(args: &BacktestArgs) -> Result<BacktestReport, String> {
             warm_up_s: whole_seconds("--warm-up", args.warm_up)?,
             ..SpikeRule::default()
         },
+        capacity_rps: match args.capacity_rps {
+            Some(c) if !(c.is_finite() && c > 0.0) => {
+                return Err(format!("--capacity-rps must be a positive number, got {c}"))
+            }
+            c => c,
+        },
         ..BacktestOptions::default()
     };
     backtest(&series, &options).map_err(|e| format!("{name}: {e}"))
@@ -115,15 +126,25 @@ fn print_report(report: &BacktestReport) {
     }
     let s = &report.spikes;
     let percent = |v: Option<f64>| v.map_or("n/a".to_string(), |v| format!("{:.0}%", v * 100.0));
+    let c = &report.scaling;
     println!(
-        "spikes: {} found, {} caught (recall {}), median lead {}, {} hint runs ({} of the time), {} false (rate {})",
+        "hints: {} scale-ups and {} scale-downs at {:.2} req/s per replica; mean {:.1} replicas asked for, {:.1} needed in hindsight; demand over the replicas asked for a warm-up earlier in {} of buckets",
+        c.scale_ups,
+        c.scale_downs,
+        c.capacity_rps,
+        c.mean_desired,
+        c.mean_needed,
+        percent(Some(c.overloaded_share))
+    );
+    println!(
+        "spikes: {} found, {} caught by a timely scale-up (recall {}), {} within the replicas already asked for; median lead {}; {} false alarms of {} scale-ups (rate {})",
         s.count,
         s.caught,
         percent(s.recall),
+        s.covered,
         s.median_lead_s.map_or("n/a".to_string(), |l| format!("{l:.0}s")),
-        s.hints,
-        percent(Some(s.hint_time_share)),
         s.false_alarms,
+        s.hints,
         percent(s.false_alarm_rate)
     );
     println!("definition: {}", s.definition);

@@ -1,10 +1,12 @@
 //! `augur backtest`: walk-forward evaluation of the demand forecaster on a request trace, as a
-//! scheduled trainer would run it, with spike recall, lead time and false alarms of the hints its
-//! forecasts would raise.
+//! scheduled trainer would run it, and of the autoscaling hints the proxy would raise from those
+//! forecasts (the engine's [`Scaler`], the proxy's very decision code): spike recall, lead time, false
+//! alarms and how well the replicas asked for covered the demand.
 
 use std::collections::BTreeMap;
 
 use augur_engine::model::{DemandModel, HorizonModel};
+use augur_engine::scaling::{Direction, Scaler, ScalingPolicy};
 use serde::Serialize;
 
 use crate::demand::{refit, seasonal_period, spec_for, DemandOptions, ForecastErrors, Series, FORECASTERS};
@@ -23,7 +25,8 @@ pub struct SpikeRule {
     pub min_excess: f64,
     /// After a spike starts, no new one is counted for this long.
     pub refractory_s: u32,
-    /// A hint is timely when it comes at least this long before the spike (instance warm-up).
+    /// A hint is timely when it comes at least this long before the spike (instance warm-up; also
+    /// the scaling policy's).
     pub warm_up_s: u32,
     /// ...and at most this long before it.
     pub max_lead_s: u32,
@@ -37,7 +40,7 @@ impl Default for SpikeRule {
             factor: 2.0,
             min_excess: 10.0,
             refractory_s: 300,
-            warm_up_s: 30,
+            warm_up_s: 60,
             max_lead_s: 300,
         }
     }
@@ -47,7 +50,7 @@ impl SpikeRule {
     /// The definition in words, as the report prints it.
     pub fn describe(&self) -> String {
         format!(
-            "a spike starts when the requests in a {w}s window reach {f}x the median {w}s demand of the {r}s before it and exceed it by at least {m} requests (one spike per {rf}s); a hint is raised at a forecast origin when the forecast at a horizon of {w}s or more, as a {w}s rate, meets the same test against the reference at that origin; a hint is timely when it comes between {max}s and {warm}s (the warm-up) before the spike starts; a false alarm is a run of hints with no spike starting within {max}s of its first hint",
+            "a spike starts when the requests in a {w}s window reach {f}x the median {w}s demand of the {r}s before it and exceed it by at least {m} requests (one spike per {rf}s); a hint is a scale-up decided by the proxy's scaler on the forecasts; it is timely when it comes between {max}s and {warm}s (the warm-up) before the spike starts; a false alarm is a scale-up neither within {max}s before a spike start nor within {rf}s after one",
             w = self.window_s,
             f = self.factor,
             r = self.reference_s,
@@ -70,7 +73,15 @@ pub struct BacktestOptions {
     pub refit_every_s: u32,
     /// Spike and hint definitions.
     pub spikes: SpikeRule,
+    /// The scaling policy (its warm-up is taken from `spikes`).
+    pub scaling: ScalingPolicy,
+    /// Requests per second one replica serves; `None` sizes replicas so that the mean demand of the
+    /// first fit's history fills [`TYPICAL_REPLICAS`] of them to the target utilisation.
+    pub capacity_rps: Option<f64>,
 }
+
+/// Replicas the typical demand fills when no capacity is given.
+pub const TYPICAL_REPLICAS: f64 = 4.0;
 
 impl Default for BacktestOptions {
     fn default() -> Self {
@@ -79,6 +90,8 @@ impl Default for BacktestOptions {
             initial_share: 0.4,
             refit_every_s: 300,
             spikes: SpikeRule::default(),
+            scaling: ScalingPolicy::default(),
+            capacity_rps: None,
         }
     }
 }
@@ -120,19 +133,35 @@ pub struct SpikeScore {
     pub caught: usize,
     /// `caught / count`.
     pub recall: Option<f64>,
+    /// Spikes whose demand never exceeded the replicas asked for a warm-up earlier (at full load),
+    /// whether or not a scale-up came for them.
+    pub covered: usize,
     /// Median time from the first timely hint to the spike.
     pub median_lead_s: Option<f64>,
-    /// Runs of hints raised.
+    /// Scale-up hints raised.
     pub hints: usize,
-    /// Share of scored forecast origins at which a hint was raised: hints that are always on would
-    /// catch every spike and mean nothing.
-    pub hint_time_share: f64,
-    /// Runs of hints with no spike after them.
+    /// Scale-up hints with no spike about them.
     pub false_alarms: usize,
     /// `false_alarms / hints`.
     pub false_alarm_rate: Option<f64>,
 }
 
+/// How the replicas asked for covered the demand.
+#[derive(Debug, Clone, Serialize)]
+pub struct ScalingScore {
+    /// Requests per second per replica planned with.
+    pub capacity_rps: f64,
+    /// Scale-ups decided.
+    pub scale_ups: usize,
+    /// Scale-downs decided.
+    pub scale_downs: usize,
+    /// Mean replicas asked for.
+    pub mean_desired: f64,
+    /// Mean replicas the demand that came needed at the target utilisation (hindsight).
+    pub mean_needed: f64,
+    /// Share of buckets whose demand exceeded the replicas asked for `warm_up` earlier, at full load.
+    pub overloaded_share: f64,
+}
 /// The backtest's result (`augur backtest --json` prints it).
 #[derive(Debug, Clone, Serialize)]
 pub struct BacktestReport {
@@ -148,8 +177,10 @@ pub struct BacktestReport {
     pub refits: usize,
     /// Scores per horizon.
     pub horizons: Vec<HorizonScore>,
-    /// Spike detection.
+    /// Spike detection by the hints.
     pub spikes: SpikeScore,
+    /// The hints' replicas against the demand.
+    pub scaling: ScalingScore,
 }
 
 /// Walks forward over `series`: fits on the first part, then at every bucket forecasts each horizon
@@ -195,7 +226,26 @@ pub fn run(series: &Series, options: &BacktestOptions) -> Result<BacktestReport,
     let mut residuals: Vec<Vec<f64>> = vec![Vec::new(); horizons.len()];
     let mut errors = vec![ForecastErrors::default(); horizons.len()];
     let mut covered: Vec<Vec<f64>> = vec![Vec::new(); horizons.len()];
-    let mut hint_origins = Vec::new();
+    let bucket = f64::from(bucket_s);
+    let target = options.scaling.target_utilisation;
+    let capacity_rps = match options.capacity_rps {
+        Some(c) => c,
+        None => {
+            let typical = mean(series.values[..start].iter().copied()) / bucket;
+            (typical / (target * TYPICAL_REPLICAS)).max(f64::MIN_POSITIVE)
+        }
+    };
+    let policy = ScalingPolicy {
+        warm_up_s: f64::from(options.spikes.warm_up_s),
+        ..options.scaling.clone()
+    };
+    let needed = |rps: f64| {
+        ((rps / (capacity_rps * target)).ceil() as u32).clamp(policy.min_replicas, policy.max_replicas)
+    };
+    let mut scaler = Scaler::new(policy.clone(), needed(series.values[start - 1] / bucket));
+    let mut forecasts = Vec::with_capacity(horizons.len());
+    let mut desired = Vec::with_capacity(n - start);
+    let (mut scale_ups, mut scale_downs) = (Vec::new(), 0);
     let mut period = None;
     let mut refits = 0;
     for t in start..n {
@@ -222,16 +272,11 @@ pub fn run(series: &Series, options: &BacktestOptions) -> Result<BacktestReport,
         let scale = spec
             .encode(&series.values[..=t], series.origin_unix_s(t), &mut scratch)
             .expect("start leaves enough history");
-        let reference = reference(series, t, options.spikes, per_bucket);
-        let mut hint = false;
+        forecasts.clear();
         for (k, horizon) in model.horizons.iter().enumerate() {
             let h = horizons[k];
             let forecast = model.forecast(horizon, &scratch, scale);
-            if h as f64 * f64::from(bucket_s) >= f64::from(options.spikes.window_s) {
-                if let Some(reference) = reference {
-                    hint |= is_spike(forecast.mean * per_bucket, reference, options.spikes);
-                }
-            }
+            forecasts.push(forecast);
             let Some(&truth) = series.values.get(t + h) else {
                 continue;
             };
@@ -239,9 +284,19 @@ pub fn run(series: &Series, options: &BacktestOptions) -> Result<BacktestReport,
             covered[k].push(f64::from(u8::from(truth <= forecast.upper)));
             errors[k].add(series, t, h, period, forecast.mean);
         }
-        if hint {
-            hint_origins.push(t);
+        let decision = scaler.decide(
+            series.origin_unix_s(t),
+            capacity_rps,
+            series.values[t] / bucket,
+            &forecasts,
+            bucket_s,
+        );
+        match decision.direction {
+            Direction::Up => scale_ups.push(t),
+            Direction::Down => scale_downs += 1,
+            Direction::Hold => {}
         }
+        desired.push(decision.desired);
     }
     let scores = horizons
         .iter()
@@ -268,7 +323,28 @@ pub fn run(series: &Series, options: &BacktestOptions) -> Result<BacktestReport,
             }
         })
         .collect();
-    let spikes = score_spikes(series, start, &hint_origins, options.spikes, per_bucket);
+    // Replicas asked for at t serve from t + warm-up on.
+    let warm_up = (options.spikes.warm_up_s / bucket_s) as usize;
+    let overloaded: Vec<bool> = (0..n)
+        .map(|t| {
+            t >= start + warm_up
+                && series.values[t] / bucket > f64::from(desired[t - warm_up - start]) * capacity_rps
+        })
+        .collect();
+    let spikes = score_spikes(series, start, &scale_ups, &overloaded, options.spikes, per_bucket);
+    let overloaded = overloaded.iter().filter(|&&o| o).count();
+    let scaling = ScalingScore {
+        capacity_rps,
+        scale_ups: scale_ups.len(),
+        scale_downs,
+        mean_desired: mean(desired.iter().map(|&d| f64::from(d))),
+        mean_needed: mean(
+            series.values[start..]
+                .iter()
+                .map(|&v| f64::from(needed(v / bucket))),
+        ),
+        overloaded_share: overloaded as f64 / (n - start).saturating_sub(warm_up).max(1) as f64,
+    };
     Ok(BacktestReport {
         trace: series.name.clone(),
         bucket_s,
@@ -277,6 +353,7 @@ pub fn run(series: &Series, options: &BacktestOptions) -> Result<BacktestReport,
         refits,
         horizons: scores,
         spikes,
+        scaling,
     })
 }
 
@@ -307,6 +384,7 @@ fn score_spikes(
     series: &Series,
     start: usize,
     hints: &[usize],
+    overloaded: &[bool],
     rule: SpikeRule,
     per_bucket: f64,
 ) -> SpikeScore {
@@ -337,32 +415,31 @@ fn score_spikes(
             leads.push(lead_s(o, spike));
         }
     }
-    // Runs of consecutive hints count once.
-    let runs: Vec<usize> = hints
-        .iter()
-        .enumerate()
-        .filter(|(i, &o)| *i == 0 || hints[i - 1] + 1 < o)
-        .map(|(_, &o)| o)
-        .collect();
-    let false_alarms = runs
+    let refractory_s = f64::from(rule.refractory_s);
+    let false_alarms = hints
         .iter()
         .filter(|&&o| {
             !spike_starts.iter().any(|&s| {
                 let lead = lead_s(o, s);
-                lead >= -bucket_s && lead <= f64::from(rule.max_lead_s)
+                lead <= f64::from(rule.max_lead_s) && lead >= -refractory_s
             })
         })
         .count();
+    let covered = spike_starts
+        .iter()
+        .zip(&spikes)
+        .filter(|&(&first, &last)| !overloaded[first..=last].iter().any(|&o| o))
+        .count();
     let caught = leads.len();
     SpikeScore {
+        covered,
         definition: rule.describe(),
         count: spike_starts.len(),
         caught,
         recall: (!spike_starts.is_empty()).then(|| caught as f64 / spike_starts.len() as f64),
         median_lead_s: quantile(&mut leads, 0.5),
-        hints: runs.len(),
-        hint_time_share: hints.len() as f64 / (series.values.len() - start) as f64,
+        hints: hints.len(),
         false_alarms,
-        false_alarm_rate: (!runs.is_empty()).then(|| false_alarms as f64 / runs.len() as f64),
+        false_alarm_rate: (!hints.is_empty()).then(|| false_alarms as f64 / hints.len() as f64),
     }
 }
