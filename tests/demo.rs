@@ -1,5 +1,6 @@
 //! `augur demo`, end to end through the real binary in its short mode: the table lists every policy,
-//! the telemetry holds one row per request, and the HTML report is written.
+//! the telemetry holds one row per request, the hint arrives ahead of its crowd, and the HTML report
+//! is written.
 
 use std::process::Command;
 
@@ -44,6 +45,19 @@ fn the_short_demo_prints_its_table_and_writes_telemetry_and_a_report() {
     })
     .expect("the demo's models load in the engine");
     assert!(set.latency().is_some());
+    let hint = stdout
+        .lines()
+        .find(|l| l.trim_start().starts_with("hint #1 received at"))
+        .unwrap_or_else(|| panic!("no hint in: {stdout}"));
+    assert!(hint.contains("signature verified: up 4 -> "), "{hint}");
+    let verdict = stdout
+        .lines()
+        .find(|l| l.contains("the crowd outgrew 4 replicas"))
+        .unwrap_or_else(|| panic!("no verdict in: {stdout}"));
+    assert!(
+        verdict.contains("ahead"),
+        "the hint comes before the crowd outgrows the replicas: {verdict}"
+    );
     let expected = format!("telemetry: {} rows in", 5 * requests);
     assert!(
         stdout.contains(&expected),

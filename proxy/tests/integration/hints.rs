@@ -241,3 +241,59 @@ async fn the_admin_api_and_metrics_publish_each_pools_forecast_and_desired_repli
     assert!(metrics.contains("augur_requests_arrived_total{pool=\"api\"} 60"));
     proxy.shutdown().await;
 }
+
+#[test]
+fn bad_hints_configs_say_what_is_wrong() {
+    let pool = "[[routes]]\npool = \"p\"\n[pools.p]\nbackends = [{ address = \"127.0.0.1:1\" }]\n";
+    let sink = "[[hints.sinks]]\nurl = \"http://127.0.0.1:9400/\"\nsecret = \"s\"\n";
+    let cases = [
+        (
+            format!("{pool}[hints]\nwarm_up = \"10m\"\n"),
+            "hints.horizons: none is at least the warm-up (600s)",
+        ),
+        (
+            format!("{pool}[hints]\nbucket = \"10s\"\nhorizons = [\"15s\"]\nwarm_up = \"10s\"\n"),
+            "hints.horizons: 15s is not a whole number of 10s buckets",
+        ),
+        (
+            format!("{pool}[hints]\nbucket = \"1500ms\"\n"),
+            "hints.bucket must be a whole number of seconds",
+        ),
+        (
+            format!("{pool}[hints]\ntarget_utilisation = 1.5\n"),
+            "hints.target_utilisation must be in (0, 1], got 1.5",
+        ),
+        (
+            format!("{pool}[hints]\n{}", sink.replace("http://", "https://")),
+            "only http:// URLs",
+        ),
+        (
+            format!(
+                "{pool}[hints]\n{}",
+                sink.replace("secret = \"s\"", "secret_env = \"AUGUR_TEST_UNSET_SECRET\"")
+            ),
+            "environment variable `AUGUR_TEST_UNSET_SECRET` (secret_env) is not set",
+        ),
+        (
+            format!("{pool}[hints]\n{}", sink.replace("secret = \"s\"\n", "")),
+            "give exactly one of `secret` (non-empty) or `secret_env`",
+        ),
+        (
+            format!("{pool}scaling = {{ min_replicas = 5, max_replicas = 2 }}\n"),
+            "pools.p.scaling: need 1 <= min_replicas <= max_replicas, got 5 and 2",
+        ),
+        (
+            format!("{pool}scaling = {{ capacity_rps = -1.0 }}\n"),
+            "pools.p.scaling.capacity_rps must be a positive number, got -1",
+        ),
+    ];
+    for (rest, expected) in cases {
+        let error = augur_proxy::Config::parse(
+            &crate::harness::config_text(&rest),
+            std::path::Path::new("bad.toml"),
+        )
+        .expect_err("config must be refused")
+        .to_string();
+        assert!(error.contains(expected), "expected `{expected}` in: {error}");
+    }
+}

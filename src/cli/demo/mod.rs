@@ -1,8 +1,10 @@
 //! `augur demo`: the whole loop on one machine, with no config. A simulated cluster on loopback, the
 //! real proxy in front of it with telemetry on, trace-shaped load with a spike and a degrading backend,
-//! one phase per classic policy, then the trainer on that telemetry and a phase routed by its models;
-//! then a side-by-side table, where the telemetry went, and an HTML report.
+//! one phase per classic policy, then the trainer on that telemetry and a phase routed by its models,
+//! then a crowd building up and the autoscaling hint that comes ahead of it; then a side-by-side
+//! table, where the telemetry went, and an HTML report.
 
+mod hints;
 mod html;
 mod load;
 
@@ -171,6 +173,11 @@ async fn demo(args: &DemoArgs) -> Result<(), String> {
         )
         .await?,
     );
+    println!("\n{}", hints::describe(args.short));
+    let hints = hints::run(args.short, args.seed).await?;
+    for line in &hints.lines {
+        println!("  {line}");
+    }
     let table = table(&results);
     println!("\n{table}");
     let (rows, files) = count_rows(&telemetry_dir);
@@ -187,7 +194,9 @@ async fn demo(args: &DemoArgs) -> Result<(), String> {
             "Telemetry: {rows} rows in {files} files under {}.",
             telemetry_dir.display()
         ),
+        hints::describe(args.short),
     ];
+    let notes: Vec<String> = notes.into_iter().chain(hints.lines).collect();
     let report = args.out.join("report.html");
     std::fs::write(&report, html::report("augur demo", &notes, &table, &results))
         .map_err(|e| format!("cannot write {}: {e}", report.display()))?;
