@@ -128,6 +128,8 @@ impl HintMetrics {
         for kind in ["model", "fallback"] {
             let _ = self.forecaster.remove_label_values(&[pool, kind]);
         }
+        // The forecast series are keyed by horizon too; clearing them all is simpler than knowing
+        // every horizon, and the ticker sets the remaining pools' again in the same tick.
         self.forecast.reset();
     }
 
