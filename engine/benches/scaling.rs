@@ -25,6 +25,10 @@ fn tick(c: &mut Criterion) {
         for i in 0..400 {
             forecaster.observe(1000.0 + f64::from(i % 17) * 10.0, 1);
         }
+        let source = forecaster
+            .forecast(with_model.then_some((model, "v")), 4000.0)
+            .source;
+        assert_eq!(source.label(), name, "the case measures what it names");
         let mut scaler = Scaler::new(ScalingPolicy::default(), 4);
         let mut now = 4000.0;
         group.bench_function(name, |b| {

@@ -77,12 +77,19 @@ async fn reload_swaps_a_good_config_and_refuses_a_bad_one() {
         "the old config keeps serving"
     );
 
+    // Hints' delivery tasks and ticker start with the process: adding them needs a restart.
+    std::fs::write(&path, config_text(&format!("{}[hints]\n", pool_of(&b)))).unwrap();
+    let hints = admin(&client, &proxy, "POST", "/admin/config/reload").await;
+    assert_eq!(hints.status, 400);
+    let reason = hints.json()["error"].as_str().unwrap().to_owned();
+    assert!(reason.contains("[hints] changed"), "{reason}");
+
     let metrics = get(&client, &format!("http://{}/metrics", proxy.admin.unwrap()), &[])
         .await
         .body;
     assert!(metrics.contains("augur_config_generation 2"), "{metrics}");
     assert!(
-        metrics.contains("augur_config_reloads_total{result=\"failure\"} 1"),
+        metrics.contains("augur_config_reloads_total{result=\"failure\"} 2"),
         "{metrics}"
     );
     proxy.shutdown().await;
