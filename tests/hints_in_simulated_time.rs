@@ -131,7 +131,7 @@ fn a_flash_crowd_gets_its_scale_up_hint_at_least_the_warm_up_before_it_arrives()
         for (i, crowd) in spikes.iter().enumerate() {
             let crowd = Spike {
                 start: Duration::from_secs(600),
-                ..crowd.clone()
+                ..*crowd
             };
             let length = crowd.start + crowd.ramp + crowd.duration;
             let traffic = Traffic::FlashCrowd {
