@@ -98,6 +98,14 @@ impl Sink {
 
     /// Delivers queued hints, oldest first, until `stop`.
     pub async fn run(self: Arc<Self>, stop: CancellationToken) {
+        self.deliver_until(&stop).await;
+        let left = self.depth();
+        if left > 0 {
+            tracing::warn!(sink = %self.label, hints = left, "stopping with hints undelivered");
+        }
+    }
+
+    async fn deliver_until(&self, stop: &CancellationToken) {
         let client: Client<HttpConnector, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
         loop {
             let head = self
