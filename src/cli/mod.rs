@@ -37,8 +37,8 @@ enum Command {
     /// Run the whole loop on this machine with no config: a simulated cluster, the real proxy with
     /// telemetry, trace-shaped load with a spike and a degrading backend, one phase per classic policy,
     /// then models trained on that telemetry and a phase routed by them, then a building crowd whose
-    /// autoscaling hint arrives ahead of it; then a side-by-side table and an HTML report. About three
-    /// minutes.
+    /// autoscaling hint arrives ahead of it; then a side-by-side table and an HTML report. About two and
+    /// a half minutes.
     Demo(demo::DemoArgs),
     /// Run the proxy. SIGHUP reloads the config; SIGTERM or Ctrl-C drains and stops.
     Proxy {
