@@ -331,7 +331,7 @@ impl Metrics {
             model_reloads: counter(
                 &r,
                 "augur_model_reload_total",
-                "Model set loads, by result (loaded, refused)",
+                "Model sets judged, by result (loaded, refused); each distinct manifest counts once",
                 &["result"],
             ),
             prediction_error: registered(

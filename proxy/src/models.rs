@@ -98,10 +98,15 @@ impl ModelStore {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && self.active().is_none() => {
                 return CheckOutcome::Unchanged;
             }
-            Err(e) => return self.refuse(None, format!("{}: {e}", manifest_path.display())),
+            Err(e) => {
+                self.metrics.count_model_reload(false);
+                return self.refuse(None, format!("{}: {e}", manifest_path.display()));
+            }
         };
         let digest = sha256_hex(&manifest);
-        if !force && lock(&self.seen).as_deref() == Some(digest.as_str()) {
+        // The watcher and a forced check may both judge one manifest; it counts once.
+        let new_candidate = lock(&self.seen).as_deref() != Some(digest.as_str());
+        if !force && !new_candidate {
             return CheckOutcome::Unchanged;
         }
         match ModelSet::load(&manifest, |file| {
@@ -110,19 +115,26 @@ impl ModelStore {
             Ok(set) => {
                 let version = set.version.clone();
                 self.metrics.record_models(Some(&set));
-                self.metrics.count_model_reload(true);
+                if new_candidate {
+                    self.metrics.count_model_reload(true);
+                }
                 self.active.store(Some(Arc::new(set)));
                 *lock(&self.seen) = Some(digest);
                 self.generation.send_modify(|g| *g += 1);
                 tracing::info!(version, dir = %dir.display(), "model set loaded");
                 CheckOutcome::Loaded { version }
             }
-            Err(e) => self.refuse(Some(digest), format!("{}: {e}", dir.display())),
+            Err(e) => {
+                if new_candidate {
+                    self.metrics.count_model_reload(false);
+                }
+                self.refuse(Some(digest), format!("{}: {e}", dir.display()))
+            }
         }
     }
 
+    /// Records a refusal of the manifest with `digest` (`None`: none could be read).
     fn refuse(&self, digest: Option<String>, reason: String) -> CheckOutcome {
-        self.metrics.count_model_reload(false);
         tracing::warn!(%reason, "model set refused; the previous set keeps serving");
         if digest.is_some() {
             *lock(&self.seen) = digest;
