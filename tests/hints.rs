@@ -93,20 +93,15 @@ async fn the_hint_arrives_before_the_crowd_outgrows_the_replicas() {
         .unwrap();
     let replicas = cluster.backends.len();
     let capacity_rps = 25.0;
-    let backends: Vec<String> = cluster
-        .backends
-        .iter()
-        .map(|b| format!("{{ address = \"{}\" }}", b.addr))
-        .collect();
     let config = support::temp_path("hints.toml");
     std::fs::write(
         &config,
         format!(
             "[[listeners]]\naddress = \"127.0.0.1:0\"\n[[routes]]\npool = \"api\"\n\
-             [pools.api]\nbackends = [{}]\nscaling = {{ capacity_rps = {capacity_rps}, max_replicas = 20 }}\n\
+             [pools.api]\nbackends = {}\nscaling = {{ capacity_rps = {capacity_rps}, max_replicas = 20 }}\n\
              [hints]\nbucket = \"1s\"\nwarm_up = \"2s\"\nhorizons = [\"1s\", \"2s\", \"3s\", \"5s\"]\n\
              [[hints.sinks]]\nurl = \"http://{}/hints\"\nsecret = \"{SECRET}\"\n",
-            backends.join(", "),
+            cluster.backends_toml(),
             listener.address
         ),
     )

@@ -26,16 +26,11 @@ async fn proxy(
     telemetry: &Path,
     models: Option<&Path>,
 ) -> Running {
-    let backends: Vec<String> = cluster
-        .backends
-        .iter()
-        .map(|b| format!("{{ address = \"{}\" }}", b.addr))
-        .collect();
     let text = format!(
         "[[listeners]]\naddress = \"127.0.0.1:0\"\n[admin]\naddress = \"127.0.0.1:0\"\ntoken = \"{TOKEN}\"\n\
-         [[routes]]\npool = \"p\"\n[pools.p]\npolicy = {policy}\nbackends = [{}]\ntimeouts = {{ request = \"5s\" }}\n\
+         [[routes]]\npool = \"p\"\n[pools.p]\npolicy = {policy}\nbackends = {}\ntimeouts = {{ request = \"5s\" }}\n\
          [telemetry]\ndir = \"{}\"\nflush_interval = \"50ms\"\n{}",
-        backends.join(", "),
+        cluster.backends_toml(),
         telemetry.display(),
         models.map_or(String::new(), |d| format!("[models]\ndir = \"{}\"\ncheck_interval = \"100ms\"\n", d.display()))
     );

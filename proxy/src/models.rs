@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
 use augur_engine::model::{sha256_hex, ModelSet, MANIFEST_FILE};
@@ -139,9 +139,7 @@ impl ModelStore {
         if digest.is_some() {
             *lock(&self.seen) = digest;
         }
-        let at_unix_s = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
+        let at_unix_s = crate::clock::unix_now().as_secs();
         *lock(&self.last_refusal) = Some(Refusal {
             at_unix_s,
             reason: reason.clone(),

@@ -74,7 +74,12 @@ async fn listen(args: ListenArgs) -> ExitCode {
         let (stop, accepted, json, count) = (stop.clone(), accepted.clone(), args.json, args.count);
         move |received: Received| match received {
             Received::Hint(event) => {
-                println!("{}", if json { to_json(&event) } else { describe(&event) });
+                let line = if json {
+                    serde_json::to_string(&event).expect("events serialise")
+                } else {
+                    describe(&event)
+                };
+                println!("{line}");
                 let n = accepted.fetch_add(1, Ordering::Relaxed) + 1;
                 if count.is_some_and(|c| n >= c) {
                     stop.cancel();
@@ -103,12 +108,8 @@ async fn listen(args: ListenArgs) -> ExitCode {
     }
 }
 
-fn to_json(event: &CloudEvent) -> String {
-    serde_json::to_string(event).expect("events serialise")
-}
-
 /// One line: when, which pool, from how many to how many, and why.
-pub fn describe(event: &CloudEvent) -> String {
+fn describe(event: &CloudEvent) -> String {
     let hint = &event.data;
     let model = hint
         .model_version

@@ -3,7 +3,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use augur_engine::telemetry::{Outcome, TelemetryRow};
 use augur_telemetry::TelemetrySink;
@@ -59,9 +59,7 @@ impl RequestRecord {
     pub fn dispatch(&self, attempt: u32, pool: &Pool, backend: Option<&Backend>) -> AttemptRow {
         let now = clock::now();
         let mut row = self.template.clone();
-        row.start_time_us = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_micros() as i64);
+        row.start_time_us = clock::unix_now().as_micros() as i64;
         row.attempt = u16::try_from(attempt).unwrap_or(u16::MAX);
         // Counts exclude this request itself: the state it found, not the state it made.
         row.pool_in_flight = pool.active_requests().saturating_sub(1);

@@ -108,8 +108,8 @@ impl HintMetrics {
     }
 
     /// Publishes a pool's replicas and forecaster.
-    pub fn set_pool(&self, pool: &str, current: usize, desired: Option<u32>, forecaster: &str) {
-        self.current.with_label_values(&[pool]).set(current as i64);
+    pub fn set_pool(&self, pool: &str, current: u32, desired: Option<u32>, forecaster: &str) {
+        self.current.with_label_values(&[pool]).set(i64::from(current));
         if let Some(desired) = desired {
             self.desired.with_label_values(&[pool]).set(i64::from(desired));
         }

@@ -105,11 +105,9 @@ impl Hints {
 
     /// Hints waiting per sink URL.
     pub fn queued(&self) -> BTreeMap<String, usize> {
-        self.config
-            .sinks
+        self.sinks
             .iter()
-            .zip(&self.sinks)
-            .map(|(config, sink)| (config.url.clone(), sink.depth()))
+            .map(|sink| (sink.url().to_owned(), sink.depth()))
             .collect()
     }
 

@@ -5,7 +5,7 @@
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{header, Request, StatusCode, Uri};
@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use super::event::CONTENT_TYPE;
 use super::metrics::{DeliveryOutcome, HintMetrics};
 use super::signature::{sign, SIGNATURE_HEADER, TIMESTAMP_HEADER};
+use crate::clock;
 use crate::config::SinkConfig;
 use crate::metrics::Metrics;
 use crate::rng::with_rng;
@@ -89,6 +90,11 @@ impl Sink {
         };
         self.hint_metrics().set_queue_depth(&self.label, depth);
         self.ready.notify_one();
+    }
+
+    /// The receiver's URL, as configured (also the `sink` label of the metrics).
+    pub fn url(&self) -> &str {
+        &self.label
     }
 
     /// Hints waiting.
@@ -198,9 +204,7 @@ impl Sink {
         client: &Client<HttpConnector, Full<Bytes>>,
         body: Bytes,
     ) -> Result<StatusCode, String> {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
+        let now = clock::unix_now().as_secs();
         let request = Request::post(self.url.clone())
             .header(header::CONTENT_TYPE, CONTENT_TYPE)
             .header(TIMESTAMP_HEADER, now.to_string())

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use augur_engine::model::ModelSet;
 use augur_engine::scaling::{Direction, ForecastSource, Forecaster, Scaler};
@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::event::{model_version, rfc3339, CloudEvent, Hint, HorizonForecast};
 use super::{HintMetrics, Hints, PoolStatus};
+use crate::clock;
 use crate::config::{HintsConfig, PoolConfig};
 use crate::pool::Pool;
 use crate::state::Shared;
@@ -31,16 +32,12 @@ struct PoolState {
     forecaster_label: &'static str,
 }
 
-fn unix_now() -> Duration {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default()
-}
-
 /// Ticks until `stop`.
 pub(super) async fn run(hints: Arc<Hints>, shared: Arc<Shared>, stop: CancellationToken) {
     let bucket_s = u64::from(hints.config.bucket_s());
     let mut pools: BTreeMap<String, PoolState> = BTreeMap::new();
     loop {
-        let now = unix_now();
+        let now = clock::unix_now();
         let next_s = now.as_secs() / bucket_s * bucket_s + bucket_s;
         let wait = Duration::from_secs(next_s).saturating_sub(now);
         tokio::select! {
@@ -93,7 +90,7 @@ fn tick(hints: &Hints, shared: &Shared, pools: &mut BTreeMap<String, PoolState>,
         );
         metrics.set_pool(
             name,
-            status.current_replicas as usize,
+            status.current_replicas,
             status.desired_replicas,
             status.forecaster.label(),
         );

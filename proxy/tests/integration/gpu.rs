@@ -51,15 +51,10 @@ fn completion(url: &str, max_tokens: u32) -> Request<Full<Bytes>> {
 }
 
 fn gpu_pool(cluster: &Cluster, extra: &str) -> String {
-    let backends: Vec<String> = cluster
-        .backends
-        .iter()
-        .map(|b| format!("{{ address = \"{}\" }}", b.addr))
-        .collect();
     format!(
-        "[[routes]]\npool = \"gpu\"\n[pools.gpu]\npolicy = {{ kind = \"least_queue\" }}\nbackends = [{}]\n\
+        "[[routes]]\npool = \"gpu\"\n[pools.gpu]\npolicy = {{ kind = \"least_queue\" }}\nbackends = {}\n\
          retries = {{ max_retries = 0 }}\nmetrics = {{ preset = \"vllm\", interval = \"100ms\" }}\n{extra}",
-        backends.join(", ")
+        cluster.backends_toml()
     )
 }
 

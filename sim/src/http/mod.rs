@@ -66,6 +66,18 @@ pub struct Cluster {
     _tasks: JoinSet<()>,
 }
 
+impl Cluster {
+    /// The backends as a proxy config's `backends` array: `[{ address = "127.0.0.1:40001" }, ...]`.
+    pub fn backends_toml(&self) -> String {
+        let items: Vec<String> = self
+            .backends
+            .iter()
+            .map(|b| format!("{{ address = \"{}\" }}", b.addr))
+            .collect();
+        format!("[{}]", items.join(", "))
+    }
+}
+
 /// Serves every backend of `scenario` on `ip`, each on a free port.
 pub async fn serve(scenario: &Scenario, ip: IpAddr, seed: u64) -> std::io::Result<Cluster> {
     let mut tasks = JoinSet::new();

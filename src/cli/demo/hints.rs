@@ -93,17 +93,12 @@ pub async fn run(short: bool, seed: u64) -> Result<HintsOutcome, String> {
         },
         stop.clone(),
     ));
-    let backends: Vec<String> = cluster
-        .backends
-        .iter()
-        .map(|b| format!("{{ address = \"{}\" }}", b.addr))
-        .collect();
     let config = format!(
         "[proxy]\nid = \"demo-hints\"\n[[listeners]]\naddress = \"127.0.0.1:0\"\n[[routes]]\npool = \"demo\"\n\
-         [pools.demo]\nbackends = [{}]\nscaling = {{ capacity_rps = {CAPACITY_RPS}, max_replicas = 20 }}\n\
+         [pools.demo]\nbackends = {}\nscaling = {{ capacity_rps = {CAPACITY_RPS}, max_replicas = 20 }}\n\
          [hints]\nbucket = \"1s\"\nwarm_up = \"{WARM_UP}\"\nhorizons = [\"1s\", \"2s\", \"3s\", \"5s\"]\n\
          [[hints.sinks]]\nurl = \"http://{receiver_address}/hints\"\nsecret = \"{SECRET}\"\n",
-        backends.join(", ")
+        cluster.backends_toml()
     );
     let config = augur_proxy::Config::parse(&config, Path::new("<demo>")).map_err(|e| e.to_string())?;
     let proxy = augur_proxy::start(config, None)

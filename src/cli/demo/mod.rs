@@ -216,16 +216,11 @@ async fn run_phase(
     let cluster = augur_sim::http::serve(&scenario, [127, 0, 0, 1].into(), seed)
         .await
         .map_err(|e| e.to_string())?;
-    let backends: Vec<String> = cluster
-        .backends
-        .iter()
-        .map(|b| format!("{{ address = \"{}\" }}", b.addr))
-        .collect();
     let config = format!(
         "[proxy]\nid = \"demo-{policy}\"\n[[listeners]]\naddress = \"127.0.0.1:0\"\n[[routes]]\npool = \"demo\"\n\
-         [pools.demo]\npolicy = {{ kind = \"{policy}\" }}\nbackends = [{}]\ntimeouts = {{ request = \"5s\" }}\n\
+         [pools.demo]\npolicy = {{ kind = \"{policy}\" }}\nbackends = {}\ntimeouts = {{ request = \"5s\" }}\n\
          [telemetry]\ndir = \"{}\"\nclient_hash_key = \"augur-demo\"\n{}",
-        backends.join(", "),
+        cluster.backends_toml(),
         telemetry_dir.display(),
         models_dir.map_or(String::new(), |d| format!("[models]\ndir = \"{}\"\n", d.display()))
     );
