@@ -157,7 +157,10 @@ async fn trained_models_hot_loaded_move_traffic_off_a_slowing_backend_before_any
         n_before > 100 && n_after > 100,
         "{n_before} and {n_after} answers"
     );
-    assert!(before > 0.15, "cpu-3 had its share before it slowed: {before:.3}");
+    // Between identical backends the greedy choice follows small differences in the scores, so the
+    // split before the slowdown is uneven; cpu-3 need only have been in the greedy rotation, well
+    // above the 1% that exploration spreads over four backends.
+    assert!(before > 0.05, "cpu-3 had a share before it slowed: {before:.3}");
     assert!(
         after < before / 3.0,
         "traffic left cpu-3: {before:.3} before, {after:.3} after"

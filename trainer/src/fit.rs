@@ -47,9 +47,28 @@ impl Standardizer {
     }
 }
 
-/// Ridge regression of `y` on `x` with the default penalty.
-pub fn ridge(x: Array2<f64>, y: Array1<f64>, what: &str) -> Result<Linear, TrainError> {
-    ridge_with_penalty(x, y, RIDGE_PENALTY, what)
+/// Ridge regression of `y` on `x` with the default penalty, the weights of the `nonnegative`
+/// columns held at 0 or above. Active set: a column whose weight comes out negative is left out
+/// (weight 0) and the rest refitted, the most negative first, until none is negative.
+pub fn ridge(
+    mut x: Array2<f64>,
+    y: Array1<f64>,
+    nonnegative: &[usize],
+    what: &str,
+) -> Result<Linear, TrainError> {
+    loop {
+        let fit = ridge_with_penalty(x.clone(), y.clone(), RIDGE_PENALTY, what)?;
+        let most_negative = nonnegative
+            .iter()
+            .copied()
+            .filter(|&column| fit.weights[column] < 0.0)
+            .min_by(|&a, &b| fit.weights[a].total_cmp(&fit.weights[b]));
+        match most_negative {
+            // A constant column gets no weight: the column is left out.
+            Some(column) => x.column_mut(column).fill(0.0),
+            None => return Ok(fit),
+        }
+    }
 }
 
 /// Ridge regression of `y` on `x` with the penalty, among `penalties`, whose fit on the older
@@ -143,4 +162,43 @@ pub fn design(rows: usize, columns: usize, mut fill: impl FnMut(usize, &mut [f64
         );
     }
     x
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Rows where `y = 1 + 2·x0 − 0.5·x1` exactly, over a grid.
+    fn plane() -> (Array2<f64>, Array1<f64>) {
+        let x = design(400, 2, |k, row| {
+            row[0] = (k % 20) as f64 / 10.0;
+            row[1] = (k / 20) as f64 / 10.0;
+        });
+        let y = x
+            .rows()
+            .into_iter()
+            .map(|r| 1.0 + 2.0 * r[0] - 0.5 * r[1])
+            .collect();
+        (x, y)
+    }
+
+    #[test]
+    fn ridge_recovers_a_plane_and_holds_a_constrained_weight_at_zero() {
+        let (x, y) = plane();
+        let free = ridge(x.clone(), y.clone(), &[], "test").unwrap();
+        assert!(
+            (free.weights[0] - 2.0).abs() < 1e-2 && (free.weights[1] + 0.5).abs() < 1e-2,
+            "{free:?}"
+        );
+        let held = ridge(x, y, &[1], "test").unwrap();
+        assert_eq!(held.weights[1], 0.0, "{held:?}");
+        // The grid's columns are uncorrelated: the other weight is the same, the intercept absorbs
+        // the mean of what the held column explained.
+        assert!((held.weights[0] - 2.0).abs() < 1e-2, "{held:?}");
+        let at_mean = held.eval(&[0.95, 0.95]);
+        assert!(
+            (at_mean - (1.0 + 2.0 * 0.95 - 0.5 * 0.95)).abs() < 1e-2,
+            "{held:?}"
+        );
+    }
 }

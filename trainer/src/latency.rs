@@ -3,13 +3,14 @@
 use std::collections::BTreeMap;
 
 use augur_engine::features::{encode, Features, FEATURE_COUNT, FEATURE_NAMES};
-use augur_engine::model::{Evaluation, LatencyModel, ResidualQuantiles};
+use augur_engine::model::{Evaluation, LatencyModel, Linear, ResidualQuantiles};
 use augur_engine::telemetry::Outcome;
-use ndarray::Array1;
+use ndarray::{Array1, Array2};
 
 use crate::fit::{design, ridge};
 use crate::frame::{Telemetry, NO_BACKEND};
 use crate::metrics::{mean, pinball, quantile};
+use crate::pooling::{quantile_estimate, shrink_toward, Estimate};
 use crate::split::Split;
 use crate::{Fitted, Options};
 
@@ -45,7 +46,7 @@ pub fn train(
         row.copy_from_slice(&features(telemetry, sample[k]))
     });
     let y: Array1<f64> = sample.iter().map(|&i| log_ms(telemetry.latency_ms[i])).collect();
-    let log_ms_fit = ridge(x, y.clone(), "latency").map_err(|e| e.to_string())?;
+    let log_ms_fit = fit_nondecreasing_in_load(x, y.clone())?;
 
     // Residual quantiles, per backend and overall, from the training sample.
     let mut by_backend: BTreeMap<u32, Vec<f64>> = BTreeMap::new();
@@ -55,15 +56,16 @@ pub fn train(
         by_backend.entry(telemetry.backend[i]).or_default().push(residual);
         all.push(residual);
     }
-    let quantiles = |values: &mut Vec<f64>| LEVELS.map(|q| quantile(values, q).expect("non-empty")).to_vec();
+    let global = LEVELS.map(|q| quantile(&mut all, q).expect("non-empty")).to_vec();
+    let backends = by_backend
+        .into_iter()
+        .filter(|(_, v)| v.len() >= MIN_BACKEND_ROWS)
+        .map(|(b, v)| (telemetry.backends.get(b).to_owned(), v))
+        .collect();
     let residuals = ResidualQuantiles {
         levels: LEVELS.to_vec(),
-        global: quantiles(&mut all),
-        backends: by_backend
-            .into_iter()
-            .filter(|(_, v)| v.len() >= MIN_BACKEND_ROWS)
-            .map(|(b, mut v)| (telemetry.backends.get(b).to_owned(), quantiles(&mut v)))
-            .collect(),
+        backends: pooled_backend_quantiles(&global, backends),
+        global,
     };
     let model = LatencyModel {
         feature_names: FEATURE_NAMES.map(String::from).to_vec(),
@@ -77,6 +79,71 @@ pub fn train(
         training_rows: sample.len() as u64,
         validation_rows: split.validation.len() as u64,
     })
+}
+
+/// The backend signals in which predicted latency must not fall: a busier backend is never
+/// predicted faster. Fitted freely on telemetry where little queued, the model reads noise as, say,
+/// "one request in flight is faster than none", and the predictive policy, which takes the model at
+/// its word, piles traffic onto whichever backend the noise favours. The in-flight pair is
+/// constrained apart, in [`fit_nondecreasing_in_load`].
+const NONDECREASING: [&str; 6] = [
+    "ln1p_ewma_ms",
+    "ln1p_ktokens_in_flight",
+    "ln1p_queue_depth",
+    "ln1p_running_requests",
+    "kv_cache_usage",
+    "gpu_utilization",
+];
+
+fn feature_index(name: &str) -> usize {
+    FEATURE_NAMES
+        .iter()
+        .position(|&n| n == name)
+        .unwrap_or_else(|| panic!("`{name}` is a feature"))
+}
+
+/// Ridge regression of log latency on `x` whose prediction does not decrease in any load signal.
+/// In-flight enters as `a·ln(1+n) + b·n`, nondecreasing for n ≥ 0 exactly when `b ≥ 0` and
+/// `a + b ≥ 0`: the fit runs on the columns `ln(1+n)` and `n − ln(1+n)`, whose weights are those
+/// two sums, held at 0 or above, and maps them back.
+fn fit_nondecreasing_in_load(mut x: Array2<f64>, y: Array1<f64>) -> Result<Linear, String> {
+    let (log, linear) = (
+        feature_index("ln1p_backend_in_flight"),
+        feature_index("backend_in_flight"),
+    );
+    for mut row in x.rows_mut() {
+        row[linear] -= row[log];
+    }
+    let mut nonnegative: Vec<usize> = NONDECREASING.iter().map(|name| feature_index(name)).collect();
+    nonnegative.extend([log, linear]);
+    let mut fit = ridge(x, y, &nonnegative, "latency").map_err(|e| e.to_string())?;
+    fit.weights[log] -= fit.weights[linear];
+    Ok(fit)
+}
+
+/// Each backend's residual quantiles, partially pooled toward the `global` ones level by level: a
+/// backend keeps its own tail only as far as it stands out from the others by more than the noise
+/// of its sample.
+fn pooled_backend_quantiles(global: &[f64], backends: Vec<(String, Vec<f64>)>) -> BTreeMap<String, Vec<f64>> {
+    let estimates: Vec<Vec<Estimate>> = backends
+        .iter()
+        .map(|(_, residuals)| {
+            let mut sorted = residuals.clone();
+            sorted.sort_by(f64::total_cmp);
+            LEVELS.map(|q| quantile_estimate(&sorted, q)).to_vec()
+        })
+        .collect();
+    let by_level: Vec<Vec<f64>> = (0..LEVELS.len())
+        .map(|level| {
+            let at_level: Vec<Estimate> = estimates.iter().map(|e| e[level]).collect();
+            shrink_toward(global[level], &at_level)
+        })
+        .collect();
+    backends
+        .into_iter()
+        .enumerate()
+        .map(|(k, (name, _))| (name, by_level.iter().map(|level| level[k]).collect()))
+        .collect()
 }
 
 fn log_ms(latency_ms: f64) -> f64 {
@@ -189,5 +256,64 @@ impl Errors {
             ("coverage_p90".to_string(), mean(self.below_p90)),
             ("coverage_p99".to_string(), mean(self.below_p99)),
         ])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Latency (log ms) at each in-flight count `n` from `curve`, over a spread of EWMA values, as
+    /// rows of features.
+    fn rows(curve: impl Fn(f64) -> f64) -> (Array2<f64>, Array1<f64>) {
+        let mut states = Vec::new();
+        for n in 0..8u32 {
+            for ewma_ms in [5.0, 10.0, 20.0, 40.0] {
+                states.push((n, ewma_ms));
+            }
+        }
+        let x = design(states.len(), FEATURE_COUNT, |k, row| {
+            let (n, ewma_ms) = states[k];
+            let state = augur_engine::features::DispatchState {
+                backend_in_flight: n,
+                backend_ewma_us: Some(ewma_ms * 1e3),
+                ..Default::default()
+            };
+            encode(&state, row.try_into().unwrap());
+        });
+        let y = states.iter().map(|&(n, _)| curve(f64::from(n))).collect();
+        (x, y)
+    }
+
+    fn in_flight_effect(fit: &Linear, n: f64) -> f64 {
+        let (log, linear) = (
+            feature_index("ln1p_backend_in_flight"),
+            feature_index("backend_in_flight"),
+        );
+        fit.weights[log] * n.ln_1p() + fit.weights[linear] * n
+    }
+
+    #[test]
+    fn a_dip_at_one_request_in_flight_is_not_learned() {
+        // Faster with one request in flight than with none, slower from three on: the shape a free
+        // fit of `a·ln(1+n) + b·n` takes from noise where nothing queues.
+        let (x, y) = rows(|n| 3.0 - 0.6 * n.ln_1p() + 0.25 * n);
+        let fit = fit_nondecreasing_in_load(x, y).unwrap();
+        for n in 0..64 {
+            let (here, next) = (
+                in_flight_effect(&fit, f64::from(n)),
+                in_flight_effect(&fit, f64::from(n + 1)),
+            );
+            assert!(next >= here - 1e-12, "{n}: {here} then {next}: {fit:?}");
+        }
+    }
+
+    #[test]
+    fn a_rise_with_load_is_kept() {
+        // Queueing: 30% slower per request in flight, in log terms, and nothing to constrain.
+        let (x, y) = rows(|n| 3.0 + 0.3 * n);
+        let fit = fit_nondecreasing_in_load(x, y).unwrap();
+        let rise = in_flight_effect(&fit, 7.0) - in_flight_effect(&fit, 0.0);
+        assert!((rise - 2.1).abs() < 0.05, "{rise}: {fit:?}");
     }
 }

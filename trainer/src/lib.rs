@@ -15,6 +15,7 @@ mod frame;
 mod latency;
 mod lock;
 mod metrics;
+mod pooling;
 mod report;
 mod source;
 mod split;

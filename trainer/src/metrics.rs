@@ -16,9 +16,17 @@ pub fn quantile(values: &mut [f64], q: f64) -> Option<f64> {
         return None;
     }
     values.sort_by(f64::total_cmp);
-    let pos = q.clamp(0.0, 1.0) * (values.len() - 1) as f64;
-    let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
-    Some(values[lo] + (values[hi] - values[lo]) * (pos - lo as f64))
+    Some(interpolated(
+        values,
+        q.clamp(0.0, 1.0) * (values.len() - 1) as f64,
+    ))
+}
+
+/// The value at fractional rank `position` (in `0..=len-1`) of `sorted`, interpolated linearly
+/// between its neighbours.
+pub fn interpolated(sorted: &[f64], position: f64) -> f64 {
+    let (below, above) = (position.floor() as usize, position.ceil() as usize);
+    sorted[below] + (sorted[above] - sorted[below]) * (position - below as f64)
 }
 
 /// Pinball (quantile) loss of predicting `predicted` for the `q` quantile when `observed` happened.
