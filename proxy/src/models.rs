@@ -45,6 +45,9 @@ pub struct Refusal {
 pub struct ModelStore {
     dir: Option<PathBuf>,
     active: ArcSwapOption<ModelSet>,
+    /// Held for the whole of a check: the watcher and a forced check may be called at once, and a
+    /// manifest must be judged, and counted, once.
+    judging: Mutex<()>,
     /// sha256 of the manifest last loaded or refused, so an unchanged file is not re-validated.
     seen: Mutex<Option<String>>,
     last_refusal: Mutex<Option<Refusal>>,
@@ -58,6 +61,7 @@ impl ModelStore {
         Arc::new(Self {
             dir,
             active: ArcSwapOption::empty(),
+            judging: Mutex::new(()),
             seen: Mutex::new(None),
             last_refusal: Mutex::new(None),
             generation: watch::channel(0).0,
@@ -91,6 +95,7 @@ impl ModelStore {
         let Some(dir) = &self.dir else {
             return CheckOutcome::Unchanged;
         };
+        let _judging = lock(&self.judging);
         let manifest_path = dir.join(MANIFEST_FILE);
         let manifest = match std::fs::read(&manifest_path) {
             Ok(bytes) => bytes,
@@ -104,7 +109,7 @@ impl ModelStore {
             }
         };
         let digest = sha256_hex(&manifest);
-        // The watcher and a forced check may both judge one manifest; it counts once.
+        // A forced check of the manifest the watcher already judged does not count it again.
         let new_candidate = lock(&self.seen).as_deref() != Some(digest.as_str());
         if !force && !new_candidate {
             return CheckOutcome::Unchanged;

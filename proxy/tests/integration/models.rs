@@ -76,8 +76,13 @@ fn publish(dir: &Path, version: &str, bytes: &[u8], file: &str) {
             },
         )]),
     };
+    write_manifest(dir, &manifest);
+}
+
+/// Replaces the manifest whole, as the trainer does: a torn manifest would be a refusal of its own.
+fn write_manifest(dir: &Path, manifest: &Manifest) {
     let tmp = dir.join(".manifest.tmp");
-    std::fs::write(&tmp, serde_json::to_vec(&manifest).unwrap()).unwrap();
+    std::fs::write(&tmp, serde_json::to_vec(manifest).unwrap()).unwrap();
     std::fs::rename(tmp, dir.join(MANIFEST_FILE)).unwrap();
 }
 
@@ -188,7 +193,7 @@ async fn models_are_hot_loaded_and_bad_sets_are_refused_while_the_old_one_serves
     let mut manifest: Manifest =
         serde_json::from_slice(&std::fs::read(dir.join(MANIFEST_FILE)).unwrap()).unwrap();
     manifest.models.get_mut(&ModelKind::Latency).unwrap().file = "latency-gone.json".into();
-    std::fs::write(dir.join(MANIFEST_FILE), serde_json::to_vec(&manifest).unwrap()).unwrap();
+    write_manifest(&dir, &manifest);
     let reply = admin(&client, &proxy, "POST", "/admin/models/reload").await;
     assert_eq!(reply.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert!(
