@@ -120,24 +120,14 @@ fn endpoints(n: usize) -> Vec<Endpoint> {
 }
 
 fn spec(exploration: f64) -> PolicySpec {
-    match PolicySpec::predictive() {
-        PolicySpec::Predictive {
-            quantile,
-            failure_penalty,
-            cost_weight,
-            max_candidates,
-            decay,
-            ..
-        } => PolicySpec::Predictive {
-            quantile,
-            failure_penalty,
-            cost_weight,
-            exploration,
-            max_candidates,
-            decay,
-        },
-        _ => unreachable!(),
+    let mut spec = PolicySpec::predictive();
+    if let PolicySpec::Predictive {
+        exploration: share, ..
+    } = &mut spec
+    {
+        *share = exploration;
     }
+    spec
 }
 
 fn active() -> Arc<ActiveModels> {

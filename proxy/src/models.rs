@@ -45,10 +45,9 @@ pub struct Refusal {
 pub struct ModelStore {
     dir: Option<PathBuf>,
     active: ArcSwapOption<ModelSet>,
-    /// Held for the whole of a check: the watcher and a forced check may be called at once, and a
+    /// sha256 of the manifest last loaded or refused, so an unchanged file is not re-validated. Held
+    /// for the whole of a check: the watcher and a forced check may be called at once, and a
     /// manifest must be judged, and counted, once.
-    judging: Mutex<()>,
-    /// sha256 of the manifest last loaded or refused, so an unchanged file is not re-validated.
     seen: Mutex<Option<String>>,
     last_refusal: Mutex<Option<Refusal>>,
     generation: watch::Sender<u64>,
@@ -61,7 +60,6 @@ impl ModelStore {
         Arc::new(Self {
             dir,
             active: ArcSwapOption::empty(),
-            judging: Mutex::new(()),
             seen: Mutex::new(None),
             last_refusal: Mutex::new(None),
             generation: watch::channel(0).0,
@@ -95,7 +93,7 @@ impl ModelStore {
         let Some(dir) = &self.dir else {
             return CheckOutcome::Unchanged;
         };
-        let _judging = lock(&self.judging);
+        let mut seen = lock(&self.seen);
         let manifest_path = dir.join(MANIFEST_FILE);
         let manifest = match std::fs::read(&manifest_path) {
             Ok(bytes) => bytes,
@@ -105,45 +103,38 @@ impl ModelStore {
             }
             Err(e) => {
                 self.metrics.count_model_reload(false);
-                return self.refuse(None, format!("{}: {e}", manifest_path.display()));
+                return self.refuse(format!("{}: {e}", manifest_path.display()));
             }
         };
         let digest = sha256_hex(&manifest);
         // A forced check of the manifest the watcher already judged does not count it again.
-        let new_candidate = lock(&self.seen).as_deref() != Some(digest.as_str());
+        let new_candidate = seen.as_deref() != Some(digest.as_str());
         if !force && !new_candidate {
             return CheckOutcome::Unchanged;
         }
-        match ModelSet::load(&manifest, |file| {
+        let loaded = ModelSet::load(&manifest, |file| {
             std::fs::read(dir.join(file)).map_err(|e| e.to_string())
-        }) {
+        });
+        if new_candidate {
+            self.metrics.count_model_reload(loaded.is_ok());
+        }
+        *seen = Some(digest);
+        match loaded {
             Ok(set) => {
                 let version = set.version.clone();
                 self.metrics.record_models(Some(&set));
-                if new_candidate {
-                    self.metrics.count_model_reload(true);
-                }
                 self.active.store(Some(Arc::new(set)));
-                *lock(&self.seen) = Some(digest);
                 self.generation.send_modify(|g| *g += 1);
                 tracing::info!(version, dir = %dir.display(), "model set loaded");
                 CheckOutcome::Loaded { version }
             }
-            Err(e) => {
-                if new_candidate {
-                    self.metrics.count_model_reload(false);
-                }
-                self.refuse(Some(digest), format!("{}: {e}", dir.display()))
-            }
+            Err(e) => self.refuse(format!("{}: {e}", dir.display())),
         }
     }
 
-    /// Records a refusal of the manifest with `digest` (`None`: none could be read).
-    fn refuse(&self, digest: Option<String>, reason: String) -> CheckOutcome {
+    /// Records a refusal, for `GET /admin/models`.
+    fn refuse(&self, reason: String) -> CheckOutcome {
         tracing::warn!(%reason, "model set refused; the previous set keeps serving");
-        if digest.is_some() {
-            *lock(&self.seen) = digest;
-        }
         let at_unix_s = crate::clock::unix_now().as_secs();
         *lock(&self.last_refusal) = Some(Refusal {
             at_unix_s,

@@ -5,7 +5,7 @@ use augur_engine::model::Linear;
 use linfa::prelude::*;
 use linfa_elasticnet::ElasticNet;
 use linfa_logistic::LogisticRegression;
-use ndarray::{Array1, Array2, Axis, ShapeBuilder};
+use ndarray::{Array1, Array2, ArrayView1, ArrayView2, Axis, ShapeBuilder};
 
 use crate::error::TrainError;
 
@@ -23,18 +23,16 @@ struct Standardizer {
 }
 
 impl Standardizer {
-    fn fit(x: &Array2<f64>) -> Self {
+    fn fit(x: ArrayView2<f64>) -> Self {
         let mean = x.mean_axis(Axis(0)).expect("rows");
         let scale = x.std_axis(Axis(0), 0.0).mapv(|s| if s > 1e-12 { s } else { 1.0 });
         Self { mean, scale }
     }
 
-    fn apply(&self, mut x: Array2<f64>) -> Array2<f64> {
-        for mut row in x.rows_mut() {
-            row -= &self.mean;
-            row /= &self.scale;
+    fn apply(&self, x: &mut Array2<f64>) {
+        for ((mut column, mean), scale) in x.columns_mut().into_iter().zip(&self.mean).zip(&self.scale) {
+            column.mapv_inplace(|v| (v - mean) / scale);
         }
-        x
     }
 
     /// The function of raw inputs equal to `intercept + weights · standardised(x)`.
@@ -52,12 +50,12 @@ impl Standardizer {
 /// (weight 0) and the rest refitted, the most negative first, until none is negative.
 pub fn ridge(
     mut x: Array2<f64>,
-    y: Array1<f64>,
+    y: ArrayView1<f64>,
     nonnegative: &[usize],
     what: &str,
 ) -> Result<Linear, TrainError> {
     loop {
-        let fit = ridge_with_penalty(x.clone(), y.clone(), RIDGE_PENALTY, what)?;
+        let fit = ridge_with_penalty(x.view(), y, RIDGE_PENALTY, what)?;
         let most_negative = nonnegative
             .iter()
             .copied()
@@ -88,8 +86,8 @@ pub fn ridge_selected(
     if fit_rows >= 10 && n - fit_rows >= 5 {
         for &penalty in penalties {
             let fit = ridge_with_penalty(
-                x.slice(ndarray::s![..fit_rows, ..]).to_owned(),
-                y.slice(ndarray::s![..fit_rows]).to_owned(),
+                x.slice(ndarray::s![..fit_rows, ..]),
+                y.slice(ndarray::s![..fit_rows]),
                 penalty,
                 what,
             )?;
@@ -101,22 +99,21 @@ pub fn ridge_selected(
             }
         }
     }
-    Ok((ridge_with_penalty(x, y, best.1, what)?, best.1))
+    Ok((ridge_with_penalty(x.view(), y.view(), best.1, what)?, best.1))
 }
 
 fn ridge_with_penalty(
-    x: Array2<f64>,
-    y: Array1<f64>,
+    x: ArrayView2<f64>,
+    y: ArrayView1<f64>,
     penalty: f64,
     what: &str,
 ) -> Result<Linear, TrainError> {
-    let standardizer = Standardizer::fit(&x);
+    let standardizer = Standardizer::fit(x);
     // Coordinate descent walks the matrix column by column: give it columns that are contiguous.
-    let standardized = standardizer.apply(x);
-    let mut columns = Array2::zeros(standardized.raw_dim().f());
-    columns.assign(&standardized);
-    drop(standardized);
-    let data = Dataset::new(columns, y);
+    let mut columns = Array2::zeros(x.raw_dim().f());
+    columns.assign(&x);
+    standardizer.apply(&mut columns);
+    let data = Dataset::new(columns, y.to_owned());
     let fitted = ElasticNet::params()
         .penalty(penalty)
         .l1_ratio(0.0)
@@ -131,13 +128,13 @@ fn ridge_with_penalty(
 /// corrected by `-ln(class_weight)` afterwards (King and Zeng's prior correction) and the
 /// probabilities stay calibrated.
 pub fn logistic(
-    x: Array2<f64>,
+    mut x: Array2<f64>,
     positive: &[bool],
     class_weight: f64,
     what: &str,
 ) -> Result<Linear, TrainError> {
-    let standardizer = Standardizer::fit(&x);
-    let x = standardizer.apply(x);
+    let standardizer = Standardizer::fit(x.view());
+    standardizer.apply(&mut x);
     let y: Array1<usize> = positive.iter().map(|&p| usize::from(p)).collect();
     let fitted = LogisticRegression::default()
         .alpha(LOGISTIC_PENALTY)
@@ -185,12 +182,12 @@ mod tests {
     #[test]
     fn ridge_recovers_a_plane_and_holds_a_constrained_weight_at_zero() {
         let (x, y) = plane();
-        let free = ridge(x.clone(), y.clone(), &[], "test").unwrap();
+        let free = ridge(x.clone(), y.view(), &[], "test").unwrap();
         assert!(
             (free.weights[0] - 2.0).abs() < 1e-2 && (free.weights[1] + 0.5).abs() < 1e-2,
             "{free:?}"
         );
-        let held = ridge(x, y, &[1], "test").unwrap();
+        let held = ridge(x, y.view(), &[1], "test").unwrap();
         assert_eq!(held.weights[1], 0.0, "{held:?}");
         // The grid's columns are uncorrelated: the other weight is the same, the intercept absorbs
         // the mean of what the held column explained.

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use augur_engine::features::{encode, Features, FEATURE_COUNT, FEATURE_NAMES};
 use augur_engine::model::{Evaluation, LatencyModel, Linear, ResidualQuantiles};
 use augur_engine::telemetry::Outcome;
-use ndarray::{Array1, Array2};
+use ndarray::{Array1, Array2, ArrayView1};
 
 use crate::fit::{design, ridge};
 use crate::frame::{Telemetry, NO_BACKEND};
@@ -46,7 +46,7 @@ pub fn train(
         row.copy_from_slice(&features(telemetry, sample[k]))
     });
     let y: Array1<f64> = sample.iter().map(|&i| log_ms(telemetry.latency_ms[i])).collect();
-    let log_ms_fit = fit_nondecreasing_in_load(x, y.clone())?;
+    let log_ms_fit = fit_nondecreasing_in_load(x, y.view())?;
 
     // Residual quantiles, per backend and overall, from the training sample.
     let mut by_backend: BTreeMap<u32, Vec<f64>> = BTreeMap::new();
@@ -103,7 +103,7 @@ fn feature_index(name: &str) -> usize {
 /// In-flight enters as `a·ln(1+n) + b·n`, nondecreasing for n ≥ 0 exactly when `b ≥ 0` and
 /// `a + b ≥ 0`: the fit runs on the columns `ln(1+n)` and `n − ln(1+n)`, whose weights are those
 /// two sums, held at 0 or above, and maps them back.
-fn fit_nondecreasing_in_load(mut x: Array2<f64>, y: Array1<f64>) -> Result<Linear, String> {
+fn fit_nondecreasing_in_load(mut x: Array2<f64>, y: ArrayView1<f64>) -> Result<Linear, String> {
     let (log, linear) = (
         feature_index("ln1p_backend_in_flight"),
         feature_index("backend_in_flight"),
@@ -122,24 +122,23 @@ fn fit_nondecreasing_in_load(mut x: Array2<f64>, y: Array1<f64>) -> Result<Linea
 /// backend keeps its own tail only as far as it stands out from the others by more than the noise
 /// of its sample.
 fn pooled_backend_quantiles(global: &[f64], backends: Vec<(String, Vec<f64>)>) -> BTreeMap<String, Vec<f64>> {
-    let estimates: Vec<Vec<Estimate>> = backends
-        .iter()
-        .map(|(_, residuals)| {
-            let mut sorted = residuals.clone();
-            sorted.sort_by(f64::total_cmp);
-            LEVELS.map(|q| quantile_estimate(&sorted, q)).to_vec()
+    let (names, estimates): (Vec<String>, Vec<Vec<Estimate>>) = backends
+        .into_iter()
+        .map(|(name, mut residuals)| {
+            residuals.sort_by(f64::total_cmp);
+            (name, LEVELS.map(|q| quantile_estimate(&residuals, q)).to_vec())
         })
-        .collect();
+        .unzip();
     let by_level: Vec<Vec<f64>> = (0..LEVELS.len())
         .map(|level| {
             let at_level: Vec<Estimate> = estimates.iter().map(|e| e[level]).collect();
             shrink_toward(global[level], &at_level)
         })
         .collect();
-    backends
+    names
         .into_iter()
         .enumerate()
-        .map(|(k, (name, _))| (name, by_level.iter().map(|level| level[k]).collect()))
+        .map(|(k, name)| (name, by_level.iter().map(|level| level[k]).collect()))
         .collect()
 }
 
@@ -295,7 +294,7 @@ mod tests {
         // Faster with one request in flight than with none, slower from three on: the shape a free
         // fit of `a·ln(1+n) + b·n` takes from noise where nothing queues.
         let (x, y) = rows(|n| 3.0 - 0.6 * n.ln_1p() + 0.25 * n);
-        let fit = fit_nondecreasing_in_load(x, y).unwrap();
+        let fit = fit_nondecreasing_in_load(x, y.view()).unwrap();
         for n in 0..64 {
             let (here, next) = (
                 in_flight_effect(&fit, f64::from(n)),
@@ -309,7 +308,7 @@ mod tests {
     fn a_rise_with_load_is_kept() {
         // Queueing: 30% slower per request in flight, in log terms, and nothing to constrain.
         let (x, y) = rows(|n| 3.0 + 0.3 * n);
-        let fit = fit_nondecreasing_in_load(x, y).unwrap();
+        let fit = fit_nondecreasing_in_load(x, y.view()).unwrap();
         let rise = in_flight_effect(&fit, 7.0) - in_flight_effect(&fit, 0.0);
         assert!((rise - 2.1).abs() < 0.05, "{rise}: {fit:?}");
     }

@@ -202,15 +202,17 @@ async fn forward(
     let mut _retry = None;
     for attempt in 1..=max_attempts {
         log.attempts = attempt;
-        // Other requests active in the pool, as the telemetry row records it.
+        // Other requests active in the pool: the state this request found, not the one it made.
         pick.pool_in_flight = pool.active_requests().saturating_sub(1);
         let mut in_flight = match pool.pick(&pick, &tried) {
             Ok(in_flight) => in_flight,
             Err(err) => {
                 if let Some(record) = record {
-                    record
-                        .dispatch(attempt, pool, None)
-                        .finish(outcome_of_pick_error(&err), 0, 0);
+                    record.dispatch(attempt, pick.pool_in_flight, pool, None).finish(
+                        outcome_of_pick_error(&err),
+                        0,
+                        0,
+                    );
                 }
                 return Err(err);
             }
@@ -218,7 +220,7 @@ async fn forward(
         let backend = in_flight.backend().clone();
         tried.push(backend.id);
         log.backend = backend.address.to_string();
-        let mut row = record.map(|r| r.dispatch(attempt, pool, Some(&backend)));
+        let mut row = record.map(|r| r.dispatch(attempt, pick.pool_in_flight, pool, Some(&backend)));
         if let (Some(row), Some(prediction)) = (row.as_mut(), in_flight.prediction()) {
             row.predicted(prediction);
         }

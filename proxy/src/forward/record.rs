@@ -55,14 +55,21 @@ impl RequestRecord {
         }
     }
 
-    /// A row for attempt number `attempt`, with the pool's and the backend's state now, at dispatch.
-    pub fn dispatch(&self, attempt: u32, pool: &Pool, backend: Option<&Backend>) -> AttemptRow {
+    /// A row for attempt number `attempt`, with the pool's and the backend's state now, at dispatch;
+    /// `pool_in_flight` is the count of the pool's other requests that the pick was made with.
+    pub fn dispatch(
+        &self,
+        attempt: u32,
+        pool_in_flight: u32,
+        pool: &Pool,
+        backend: Option<&Backend>,
+    ) -> AttemptRow {
         let now = clock::now();
         let mut row = self.template.clone();
         row.start_time_us = clock::unix_now().as_micros() as i64;
         row.attempt = u16::try_from(attempt).unwrap_or(u16::MAX);
+        row.pool_in_flight = pool_in_flight;
         // Counts exclude this request itself: the state it found, not the state it made.
-        row.pool_in_flight = pool.active_requests().saturating_sub(1);
         if let Some(backend) = backend {
             row.backend = Some(backend.label.clone());
             row.backend_in_flight = Some(backend.load.in_flight().saturating_sub(1));
