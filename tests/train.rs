@@ -9,9 +9,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::Arc;
 
-use augur_engine::features::{encode, DispatchState, FEATURE_COUNT};
+use augur_engine::features::{encode, FEATURE_COUNT};
 use augur_engine::model::{ModelKind, ModelSet, MANIFEST_FILE};
 use augur_engine::telemetry::{Outcome, TelemetryRow};
+use augur_engine::DispatchState;
 use augur_telemetry::WriterConfig;
 
 const AUGUR: &str = env!("CARGO_BIN_EXE_augur");
@@ -242,7 +243,7 @@ fn write_perfect_ewma_telemetry(dir: &Path) {
     for i in 0..4_000u32 {
         let latency_us = 5_000 + u64::from((i * 7_919) % 40_000);
         sink.record_waiting(TelemetryRow {
-            start_time_us: start + i64::from(i) * 10_000,
+            start_time: start + i64::from(i) * 10_000,
             request_id: format!("r{i}"),
             proxy_id: text("test"),
             route: text("r"),
@@ -264,7 +265,6 @@ fn write_perfect_ewma_telemetry(dir: &Path) {
             backend_tokens_in_flight: None,
             pool_in_flight: i % 9,
             backend_ewma_us: Some(latency_us as f64),
-            scraped: Default::default(),
             model: None,
             body_bytes: None,
             prompt_tokens: None,
@@ -275,6 +275,7 @@ fn write_perfect_ewma_telemetry(dir: &Path) {
             propensity: None,
             model_version: None,
             client_hash: 0,
+            ..TelemetryRow::default()
         });
     }
     writer.close();

@@ -8,7 +8,7 @@
 //! Counts and sizes enter as `ln(1 + x)`: latency is modelled in log space, where a queue that doubles
 //! adds a constant, and the logarithm keeps one huge request from dominating a fit.
 
-use crate::telemetry::ScrapedMetrics;
+use crate::dispatch::DispatchState;
 
 /// Number of features.
 pub const FEATURE_COUNT: usize = 15;
@@ -35,28 +35,6 @@ pub const FEATURE_NAMES: [&str; FEATURE_COUNT] = [
 
 /// A feature vector.
 pub type Features = [f64; FEATURE_COUNT];
-
-/// What is known about a backend when a request is about to be dispatched to it: the raw inputs the
-/// telemetry row stores, before encoding.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct DispatchState {
-    /// The backend's Peak-EWMA round-trip estimate, in microseconds.
-    pub backend_ewma_us: Option<f64>,
-    /// Other requests in flight to the backend.
-    pub backend_in_flight: u32,
-    /// Estimated tokens (prompt plus `max_tokens`) in flight to the backend.
-    pub backend_tokens_in_flight: u64,
-    /// Other requests in flight in the pool.
-    pub pool_in_flight: u32,
-    /// The backend's scraped metrics; fields are `None` when unknown or stale.
-    pub scraped: ScrapedMetrics,
-    /// Request body length in bytes.
-    pub body_bytes: Option<u64>,
-    /// Prompt length in tokens.
-    pub prompt_tokens: Option<u32>,
-    /// `max_tokens` the request asked for.
-    pub max_tokens: Option<u32>,
-}
 
 /// Encodes `state` into `out`, in the order of [`FEATURE_NAMES`]. Missing values become 0 and raise
 /// their `*_missing` indicator, so a model learns what "unknown" means instead of reading it as zero.
@@ -120,6 +98,7 @@ fn indicator(flag: bool) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::scraped::ScrapedMetrics;
 
     #[test]
     fn missing_values_raise_their_indicator_and_encode_as_zero() {

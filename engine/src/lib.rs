@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod dispatch;
 pub mod endpoint;
 pub mod ewma;
 pub mod features;
@@ -15,14 +16,14 @@ pub mod hash;
 pub mod health;
 pub mod load;
 pub mod model;
-pub mod outlier;
 pub mod policy;
-pub mod pool_health;
 pub mod retry_budget;
 pub mod scaling;
+pub mod scraped;
 pub mod telemetry;
 
+pub use dispatch::{DispatchState, RequestSize};
 pub use endpoint::{Endpoint, SlowStart};
 pub use ewma::PeakEwma;
 pub use load::BackendLoad;
-pub use policy::{PickRequest, PolicySpec, Selector, SizeHints};
+pub use policy::{PickRequest, PolicySpec, Selector};

@@ -7,7 +7,7 @@ use std::time::Duration;
 use arc_swap::ArcSwapOption;
 
 use crate::ewma::PeakEwma;
-use crate::telemetry::ScrapedMetrics;
+use crate::scraped::ScrapedMetrics;
 
 /// Metrics scraped from a backend, and until when they count as current.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -7,14 +7,14 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use augur_engine::features::{FEATURE_COUNT, FEATURE_NAMES};
+use augur_engine::features::{encode, FEATURE_COUNT, FEATURE_NAMES};
 use augur_engine::model::{
     Evaluation, FailureModel, FailurePriors, LatencyModel, Linear, Model, ModelFile, ModelKind, ModelSet,
     ResidualQuantiles, TrainingWindow, FORMAT_VERSION,
 };
 use augur_engine::policy::ActiveModels;
 use augur_engine::telemetry::SCHEMA_VERSION;
-use augur_engine::{hash, BackendLoad, Endpoint, PickRequest, PolicySpec, Selector};
+use augur_engine::{hash, BackendLoad, DispatchState, Endpoint, PickRequest, PolicySpec, RequestSize, Selector};
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
 
@@ -264,4 +264,58 @@ fn a_pick_allocates_nothing() {
     COUNTING.with(|c| c.set(false));
     assert!(picked > 0);
     assert_eq!(ALLOCATIONS.with(Cell::get), 0, "predictive picks allocated");
+}
+
+/// Training and serving see the same features: the latency the policy predicts for the backend it
+/// picks is exactly the model's prediction on the state recorded for that pick
+/// ([`DispatchState::of_request`] and [`DispatchState::at_backend`], which the proxy's pool and the
+/// simulator record in telemetry and the trainer reads back). A policy that built its features any
+/// other way (a count off by one, another decay, stale scraped metrics) would fail here.
+#[test]
+fn the_prediction_is_the_models_on_the_state_telemetry_records() {
+    let eps = endpoints(4);
+    let now = Duration::from_secs(3);
+    let decay = Duration::from_secs(10);
+    for (i, e) in eps.iter().enumerate() {
+        e.load.observe_rtt(Duration::from_millis(4 + 3 * i as u64), now, decay);
+        for _ in 0..i {
+            assert!(e.load.try_start(None));
+        }
+        e.load.add_tokens(500 * i as u64);
+        e.load.set_scraped(
+            augur_engine::scraped::ScrapedMetrics {
+                queue_depth: Some(i as f64),
+                kv_cache_usage: Some(0.1 * i as f64),
+                ..Default::default()
+            },
+            now + Duration::from_secs(1),
+        );
+    }
+    let models = models();
+    let latency = models.latency().unwrap();
+    let selector = Selector::build_with_models(&spec(0.0), &eps, Some(active()));
+    let request = PickRequest {
+        pool_in_flight: 6,
+        size: RequestSize {
+            body_bytes: Some(2_048),
+            prompt_tokens: Some(300),
+            max_tokens: Some(64),
+        },
+        ..PickRequest::default()
+    };
+    let (i, prediction) = selector
+        .pick_predicted(&eps, &request, &[], now, &mut SmallRng::seed_from_u64(9))
+        .unwrap();
+    let prediction = prediction.unwrap();
+    let recorded = DispatchState::of_request(request.pool_in_flight, request.size).at_backend(&eps[i].load, now, decay);
+    let mut x = [0.0; FEATURE_COUNT];
+    encode(&recorded, &mut x);
+    let level = latency.residuals.level_index(0.9).unwrap();
+    let residual = latency.residuals.of_backend(&format!("b{i}"))[level];
+    let served = (latency.log_ms.eval(&x) + residual + eps[i].load.prediction_correction()).exp();
+    assert!(
+        (prediction.latency_ms - served).abs() <= 1e-9 * served,
+        "policy predicted {} ms, the models on the recorded state {served} ms",
+        prediction.latency_ms
+    );
 }

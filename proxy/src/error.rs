@@ -1,8 +1,8 @@
 //! What can go wrong with one proxied request, which side it came from, and whether a retry may help.
 
-use std::time::Duration;
-
 use http::StatusCode;
+
+use crate::outcome::UpstreamError;
 
 /// Why the proxy answered a request itself instead of relaying a backend's response.
 #[derive(Debug, thiserror::Error)]
@@ -29,30 +29,9 @@ pub enum ProxyError {
         /// Pool name.
         pool: String,
     },
-    /// The TCP connection to the backend could not be made (upstream; the backend never saw it).
-    #[error("could not connect to backend {backend}: {reason}")]
-    Connect {
-        /// Backend address.
-        backend: String,
-        /// The underlying error.
-        reason: String,
-    },
-    /// The backend sent no response head in time (upstream).
-    #[error("backend {backend} sent no response within {timeout:?}")]
-    Timeout {
-        /// Backend address.
-        backend: String,
-        /// The request timeout.
-        timeout: Duration,
-    },
-    /// The connection broke or the backend spoke invalid HTTP (upstream).
-    #[error("backend {backend} closed or broke the connection: {reason}")]
-    Reset {
-        /// Backend address.
-        backend: String,
-        /// The underlying error.
-        reason: String,
-    },
+    /// The attempt got no response head from its backend (upstream).
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
     /// The request asks for a `model` no route serves (downstream).
     #[error("no route serves model `{model}`")]
     UnknownModel {
@@ -70,8 +49,8 @@ impl ProxyError {
         match self {
             Self::NoRoute { .. } | Self::UnknownModel { .. } => StatusCode::NOT_FOUND,
             Self::NoBackend { .. } | Self::AtCapacity { .. } => StatusCode::SERVICE_UNAVAILABLE,
-            Self::Connect { .. } | Self::Reset { .. } => StatusCode::BAD_GATEWAY,
-            Self::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            Self::Upstream(UpstreamError::Timeout { .. }) => StatusCode::GATEWAY_TIMEOUT,
+            Self::Upstream(_) => StatusCode::BAD_GATEWAY,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
         }
     }
@@ -83,9 +62,9 @@ impl ProxyError {
             Self::UnknownModel { .. } => "model_not_found",
             Self::NoBackend { .. } => "no_backend",
             Self::AtCapacity { .. } => "backends_at_capacity",
-            Self::Connect { .. } => "connect_error",
-            Self::Timeout { .. } => "upstream_timeout",
-            Self::Reset { .. } => "upstream_reset",
+            Self::Upstream(UpstreamError::Connect { .. }) => "connect_error",
+            Self::Upstream(UpstreamError::Timeout { .. }) => "upstream_timeout",
+            Self::Upstream(UpstreamError::Reset { .. }) => "upstream_reset",
             Self::BadRequest(_) => "bad_request",
         }
     }

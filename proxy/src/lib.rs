@@ -12,12 +12,13 @@ pub mod config;
 pub mod error;
 pub mod forward;
 pub mod hints;
+pub mod message;
 pub mod metrics;
 pub mod models;
+pub mod outcome;
 pub mod pool;
 pub mod rng;
 pub mod router;
-pub mod scrape;
 pub mod server;
 pub mod state;
 pub mod telemetry;
@@ -94,7 +95,7 @@ async fn start_inner(
         models::spawn_watcher(shared.models.clone(), interval, shutdown.clone());
     }
     if let Some(hints) = &shared.hints {
-        hints.spawn(shared.clone(), shutdown.clone());
+        hints.spawn(shared.router.clone(), shared.models.clone(), shutdown.clone());
     }
     let mut tasks = JoinSet::new();
     let mut listeners = Vec::new();

@@ -5,10 +5,9 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use augur_engine::telemetry::Outcome;
 use augur_telemetry::TelemetryStats;
 
-pub use crate::hints::HintMetrics;
+use crate::outcome::{status_class_index, AttemptOutcome, ATTEMPT_LABELS};
 
 use prometheus::core::Collector;
 use prometheus::{
@@ -18,52 +17,6 @@ use prometheus::{
 
 /// Status classes of responses, as label values.
 const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
-
-/// What became of one attempt at a backend.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AttemptOutcome {
-    /// The backend answered with this status.
-    Status(u16),
-    /// No TCP connection.
-    ConnectError,
-    /// No response head in time.
-    Timeout,
-    /// The connection broke.
-    Reset,
-}
-
-/// Label values of [`AttemptOutcome`], indexed by [`AttemptOutcome::index`].
-const OUTCOMES: [&str; 8] = [
-    "1xx",
-    "2xx",
-    "3xx",
-    "4xx",
-    "5xx",
-    "connect_error",
-    "timeout",
-    "reset",
-];
-
-impl AttemptOutcome {
-    /// The same outcome as telemetry (and outlier detection) classify it.
-    pub fn telemetry(self) -> Outcome {
-        match self {
-            Self::Status(status) => Outcome::of_status(status),
-            Self::ConnectError => Outcome::ConnectError,
-            Self::Timeout => Outcome::Timeout,
-            Self::Reset => Outcome::Reset,
-        }
-    }
-
-    fn index(self) -> usize {
-        match self {
-            Self::Status(code) => class_index(code),
-            Self::ConnectError => 5,
-            Self::Timeout => 6,
-            Self::Reset => 7,
-        }
-    }
-}
 
 /// What became of one metrics scrape.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,10 +33,6 @@ pub enum ScrapeResult {
 
 /// Label values of [`ScrapeResult`], in declaration order.
 const SCRAPE_RESULTS: [&str; 4] = ["ok", "error", "timeout", "parse_error"];
-
-fn class_index(status: u16) -> usize {
-    usize::from(status / 100).clamp(1, 5) - 1
-}
 
 /// Every metric the proxy exports.
 pub struct Metrics {
@@ -111,8 +60,6 @@ pub struct Metrics {
     model_reloads: IntCounterVec,
     prediction_error: HistogramVec,
     predictive_fallback: IntGaugeVec,
-    /// Autoscaling hints' forecasts, decisions and deliveries.
-    pub hints: HintMetrics,
 }
 
 /// Hot-path handles of one pool.
@@ -132,7 +79,7 @@ pub struct PoolMetrics {
 impl PoolMetrics {
     /// Counts one response sent to a client.
     pub fn count_response(&self, status: u16) {
-        self.requests[class_index(status)].inc();
+        self.requests[status_class_index(status)].inc();
     }
 }
 
@@ -151,7 +98,7 @@ pub struct BackendMetrics {
 impl BackendMetrics {
     /// Counts one attempt at this backend.
     pub fn count_attempt(&self, outcome: AttemptOutcome) {
-        self.attempts[outcome.index()].inc();
+        self.attempts[outcome.label_index()].inc();
     }
 
     /// Counts one active health check.
@@ -351,9 +298,13 @@ impl Metrics {
                 "1 while a predictive pool routes by P2C over Peak-EWMA because no usable model is loaded",
                 &["pool"],
             ),
-            hints: HintMetrics::register(&r),
             registry: r,
         })
+    }
+
+    /// The registry, where each subsystem registers the metrics it owns.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
     }
 
     /// Publishes the active model set (`None`: no models).
@@ -394,7 +345,8 @@ impl Metrics {
     /// Handles for `backend` of `pool`.
     pub fn backend(&self, pool: &str, backend: &str) -> BackendMetrics {
         BackendMetrics {
-            attempts: OUTCOMES.map(|outcome| self.attempts.with_label_values(&[pool, backend, outcome])),
+            attempts: ATTEMPT_LABELS
+                .map(|outcome| self.attempts.with_label_values(&[pool, backend, outcome])),
             prediction_error: self.prediction_error.with_label_values(&[pool]),
             ejections: self.ejections.with_label_values(&[pool, backend]),
             health_checks: ["failed", "passed"]
@@ -406,7 +358,7 @@ impl Metrics {
     /// Counts responses sent for requests that matched no route (pool label empty).
     pub fn count_unrouted(&self, status: u16) {
         self.requests
-            .with_label_values(&["", CLASSES[class_index(status)]])
+            .with_label_values(&["", CLASSES[status_class_index(status)]])
             .inc();
     }
 

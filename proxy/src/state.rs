@@ -32,7 +32,7 @@ pub enum ReloadError {
 /// Everything the request path and the admin API share.
 pub struct Shared {
     /// The routing table in force.
-    pub router: ArcSwap<Router>,
+    pub router: Arc<ArcSwap<Router>>,
     /// The config in force.
     pub config: ArcSwap<Config>,
     /// Metrics.
@@ -71,10 +71,10 @@ impl Shared {
         let hints = config
             .hints
             .as_ref()
-            .map(|h| Hints::new(h, config.proxy.id.as_str(), &metrics));
+            .map(|h| Hints::new(h, config.proxy.id.as_str(), metrics.registry()));
         Arc::new(Self {
             hints,
-            router: ArcSwap::from_pointee(router),
+            router: Arc::new(ArcSwap::from_pointee(router)),
             config: ArcSwap::from_pointee(config),
             metrics,
             telemetry,

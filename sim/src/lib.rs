@@ -4,10 +4,10 @@
 //! HTTP servers on loopback ([`http`]).
 #![forbid(unsafe_code)]
 
+pub mod behaviour;
 pub mod des;
 pub mod faults;
 pub mod http;
-pub mod model;
 pub mod report;
 pub mod scenario;
 pub mod trace;

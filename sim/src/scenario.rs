@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
+use crate::behaviour::{BackendBehaviour, CpuBehaviour, GpuBehaviour, RequestTokens, ServiceTime};
 use crate::faults::{Fault, FaultKind};
-use crate::model::{BackendModel, CpuModel, GpuModel, RequestSize, ServiceTime};
 use crate::traffic::{Sizes, Spike, Traffic};
 
 /// One simulated backend.
@@ -13,7 +13,7 @@ pub struct SimBackend {
     /// Name (also its address in telemetry).
     pub name: String,
     /// Behaviour.
-    pub model: BackendModel,
+    pub behaviour: BackendBehaviour,
     /// Weight for weighted policies.
     pub weight: u32,
 }
@@ -56,7 +56,7 @@ const S: Duration = Duration::from_secs(1);
 /// 2026-01-05 09:58:00 UTC: a Monday, two minutes before the noisy neighbour's hour.
 const EPOCH: u64 = 1_767_607_080;
 /// CPU requests carry no size.
-const NO_SIZE: Sizes = Sizes::Fixed(RequestSize {
+const NO_SIZE: Sizes = Sizes::Fixed(RequestTokens {
     prompt_tokens: 0,
     output_tokens: 1,
 });
@@ -67,7 +67,7 @@ fn cpu(name: &str, workers: u32, mean_ms: u64) -> SimBackend {
     };
     SimBackend {
         name: name.into(),
-        model: BackendModel::Cpu(CpuModel { workers, service }),
+        behaviour: BackendBehaviour::Cpu(CpuBehaviour { workers, service }),
         weight: 1,
     }
 }
@@ -85,7 +85,7 @@ fn gpu(
     tpot_us: f64,
     per_running_us: f64,
 ) -> SimBackend {
-    let model = GpuModel {
+    let model = GpuBehaviour {
         max_batch,
         kv_capacity_tokens: kv,
         prefill_us_per_token: prefill_us,
@@ -94,7 +94,7 @@ fn gpu(
     };
     SimBackend {
         name: name.into(),
-        model: BackendModel::Gpu(model),
+        behaviour: BackendBehaviour::Gpu(model),
         weight: 1,
     }
 }

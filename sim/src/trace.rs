@@ -12,7 +12,7 @@ use time::format_description::well_known::Rfc3339;
 use time::macros::format_description;
 use time::{OffsetDateTime, PrimitiveDateTime};
 
-use crate::model::RequestSize;
+use crate::behaviour::RequestTokens;
 
 /// Time column names tried, in order, when none is given.
 const TIME_COLUMNS: [&str; 5] = ["timestamp", "time", "ts", "arrival_time", "datetime"];
@@ -34,7 +34,7 @@ pub struct Trace {
     /// Arrival times, from the first request, in order.
     pub offsets: Vec<Duration>,
     /// Sizes, where the trace has them.
-    pub sizes: Vec<Option<RequestSize>>,
+    pub sizes: Vec<Option<RequestTokens>>,
     /// The value column's numbers (missing ones as 0), when [`TraceColumns::value`] names one: for
     /// traces whose rows are rate samples rather than single requests.
     pub values: Option<Vec<f64>>,
@@ -115,7 +115,7 @@ pub fn load(path: &Path, columns: &TraceColumns) -> Result<Trace, TraceError> {
 
 struct Row {
     at: i64,
-    size: Option<RequestSize>,
+    size: Option<RequestTokens>,
     value: Option<f64>,
 }
 
@@ -213,10 +213,10 @@ fn read_csv(path: &Path, columns: &TraceColumns) -> Result<Vec<Row>, String> {
     Ok(rows)
 }
 
-fn sizes(prompt: Option<u32>, output: Option<u32>) -> Option<RequestSize> {
+fn sizes(prompt: Option<u32>, output: Option<u32>) -> Option<RequestTokens> {
     match (prompt, output) {
         (None, None) => None,
-        (p, o) => Some(RequestSize {
+        (p, o) => Some(RequestTokens {
             prompt_tokens: p.unwrap_or(0),
             output_tokens: o.unwrap_or(1),
         }),

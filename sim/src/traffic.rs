@@ -5,7 +5,7 @@ use std::time::Duration;
 use rand::Rng;
 use rand_distr::{Distribution, Exp, LogNormal};
 
-use crate::model::RequestSize;
+use crate::behaviour::RequestTokens;
 use crate::trace::Trace;
 
 /// A burst of extra traffic.
@@ -69,7 +69,7 @@ pub enum Traffic {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Sizes {
     /// Every request the same.
-    Fixed(RequestSize),
+    Fixed(RequestTokens),
     /// Log-normal prompt and output lengths.
     LogNormal {
         /// Median prompt tokens.
@@ -82,7 +82,7 @@ pub enum Sizes {
 }
 
 impl Sizes {
-    fn sample<R: Rng + ?Sized>(&self, rng: &mut R) -> RequestSize {
+    fn sample<R: Rng + ?Sized>(&self, rng: &mut R) -> RequestTokens {
         match *self {
             Self::Fixed(size) => size,
             Self::LogNormal {
@@ -96,7 +96,7 @@ impl Sizes {
                         .round()
                         .max(1.0) as u32
                 };
-                RequestSize {
+                RequestTokens {
                     prompt_tokens: draw(prompt_median, rng),
                     output_tokens: draw(output_median, rng),
                 }
@@ -111,7 +111,7 @@ pub struct Arrival {
     /// Arrival time, from the start of the run.
     pub at: Duration,
     /// Its size.
-    pub size: RequestSize,
+    pub size: RequestTokens,
 }
 
 impl Traffic {
@@ -191,7 +191,7 @@ mod tests {
     use rand::rngs::SmallRng;
     use rand::SeedableRng;
 
-    const FIXED: Sizes = Sizes::Fixed(RequestSize {
+    const FIXED: Sizes = Sizes::Fixed(RequestTokens {
         prompt_tokens: 1,
         output_tokens: 1,
     });

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use augur_engine::telemetry::{Outcome, TelemetryRow};
 use augur_engine::PolicySpec;
+use augur_sim::behaviour::{BackendBehaviour, CpuBehaviour, RequestTokens, ServiceTime};
 use augur_sim::faults::{Fault, FaultKind};
-use augur_sim::model::{BackendModel, CpuModel, RequestSize, ServiceTime};
 use augur_sim::scenario::SimBackend;
 use augur_sim::trace::{load, TraceColumns};
 use augur_sim::traffic::{Sizes, Traffic};
@@ -24,11 +24,11 @@ fn queue(workers: u32, mean: Duration, rate: f64, duration: Duration) -> Scenari
         description: "",
         backends: vec![SimBackend {
             name: "only".into(),
-            model: BackendModel::Cpu(CpuModel { workers, service }),
+            behaviour: BackendBehaviour::Cpu(CpuBehaviour { workers, service }),
             weight: 1,
         }],
         traffic: Traffic::Poisson { rate },
-        sizes: Sizes::Fixed(RequestSize::default()),
+        sizes: Sizes::Fixed(RequestTokens::default()),
         faults: vec![],
         duration,
         request_timeout: Duration::from_secs(3600),
@@ -115,7 +115,7 @@ fn each_fault_happens_when_scheduled() {
     };
     s.backends.push(SimBackend {
         name: "other".into(),
-        model: BackendModel::Cpu(CpuModel { workers: 64, service }),
+        behaviour: BackendBehaviour::Cpu(CpuBehaviour { workers: 64, service }),
         weight: 1,
     });
     s.request_timeout = 2 * S;
@@ -154,7 +154,7 @@ fn each_fault_happens_when_scheduled() {
         .arrivals(s.duration, &s.sizes, &mut SmallRng::seed_from_u64(1));
     let mut rows = Rows::default();
     simulate(&s, &arrivals, &PolicySpec::RoundRobin, 1, Some(&mut rows));
-    let at = |r: &TelemetryRow| Duration::from_micros(r.start_time_us as u64);
+    let at = |r: &TelemetryRow| Duration::from_micros(r.start_time as u64);
     let on = |r: &TelemetryRow, name: &str| r.backend.as_deref() == Some(name);
     let window = |outcome: Outcome| {
         let times: Vec<Duration> = rows.0.iter().filter(|r| r.outcome == outcome).map(at).collect();
@@ -322,7 +322,7 @@ fn a_parquet_trace_reads_timestamps_of_any_type() {
     assert_eq!(trace.offsets, vec![Duration::ZERO, Duration::from_millis(1500)]);
     assert_eq!(
         trace.sizes[0],
-        Some(RequestSize {
+        Some(RequestTokens {
             prompt_tokens: 10,
             output_tokens: 2
         })
@@ -372,7 +372,7 @@ fn a_failing_backend_is_ejected_as_the_proxy_would() {
         .0
         .iter()
         .filter(|r| r.backend.as_deref() == Some("b0") && r.outcome == Outcome::Http5xx)
-        .map(|r| Duration::from_micros(r.start_time_us as u64))
+        .map(|r| Duration::from_micros(r.start_time as u64))
         .collect();
     // Five consecutive failures eject it for 30 s (the proxy's defaults); back, five more eject it for
     // 60 s; back, five more: 15 in 120 s, in three bursts.

@@ -3,9 +3,9 @@
 
 use std::time::{Duration, Instant};
 
+use augur_sim::behaviour::{BackendBehaviour, CpuBehaviour, GpuBehaviour, RequestTokens, ServiceTime};
 use augur_sim::faults::{Fault, FaultKind};
 use augur_sim::http::{serve, Cluster};
-use augur_sim::model::{BackendModel, CpuModel, GpuModel, RequestSize, ServiceTime};
 use augur_sim::scenario::SimBackend;
 use augur_sim::traffic::{Sizes, Traffic};
 use augur_sim::Scenario;
@@ -17,17 +17,17 @@ use hyper_util::rt::TokioExecutor;
 
 const LIMIT: Duration = Duration::from_secs(10);
 
-fn one(model: BackendModel, faults: Vec<Fault>) -> Scenario {
+fn one(behaviour: BackendBehaviour, faults: Vec<Fault>) -> Scenario {
     Scenario {
         name: "test",
         description: "",
         backends: vec![SimBackend {
             name: "node".into(),
-            model,
+            behaviour,
             weight: 1,
         }],
         traffic: Traffic::Poisson { rate: 1.0 },
-        sizes: Sizes::Fixed(RequestSize::default()),
+        sizes: Sizes::Fixed(RequestTokens::default()),
         faults,
         duration: Duration::from_secs(1),
         request_timeout: Duration::from_secs(5),
@@ -35,8 +35,8 @@ fn one(model: BackendModel, faults: Vec<Fault>) -> Scenario {
     }
 }
 
-fn gpu(max_batch: u32, tpot_ms: f64) -> BackendModel {
-    BackendModel::Gpu(GpuModel {
+fn gpu(max_batch: u32, tpot_ms: f64) -> BackendBehaviour {
+    BackendBehaviour::Gpu(GpuBehaviour {
         max_batch,
         kv_capacity_tokens: 100_000,
         prefill_us_per_token: 10.0,
@@ -182,7 +182,10 @@ async fn a_cpu_node_queues_behind_its_workers_and_fails_on_schedule() {
         kind: FaultKind::ErrorBurst { error_rate: 1.0 },
     }];
     let cluster = serve(
-        &one(BackendModel::Cpu(CpuModel { workers: 1, service }), faults),
+        &one(
+            BackendBehaviour::Cpu(CpuBehaviour { workers: 1, service }),
+            faults,
+        ),
         "127.0.0.1".parse().unwrap(),
         1,
     )

@@ -8,7 +8,7 @@ use std::hint::black_box;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use augur_engine::telemetry::{Outcome, ScrapedMetrics, TelemetryRow};
+use augur_engine::telemetry::{Outcome, TelemetryRow};
 use augur_telemetry::{start, BatchBuilder, PartFile, WriterConfig};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
@@ -20,7 +20,7 @@ fn rows() -> Vec<TelemetryRow> {
     let backends: Vec<Arc<str>> = (0..16).map(|i| Arc::from(format!("10.0.0.{i}:8080"))).collect();
     (0..ROWS as u64)
         .map(|i| TelemetryRow {
-            start_time_us: 1_763_800_000_000_000 + (i * 137) as i64,
+            start_time: 1_763_800_000_000_000 + (i * 137) as i64,
             request_id: format!("{:032x}", i.wrapping_mul(0x9E37_79B9_7F4A_7C15)),
             proxy_id: proxy.clone(),
             route: route.clone(),
@@ -42,7 +42,6 @@ fn rows() -> Vec<TelemetryRow> {
             backend_tokens_in_flight: Some(i % 5000),
             pool_in_flight: (i % 40) as u32,
             backend_ewma_us: Some(3_000.0 + (i % 100) as f64),
-            scraped: ScrapedMetrics::default(),
             model: None,
             body_bytes: Some(0),
             prompt_tokens: None,
@@ -53,6 +52,7 @@ fn rows() -> Vec<TelemetryRow> {
             propensity: None,
             model_version: None,
             client_hash: i.wrapping_mul(0xff51_afd7_ed55_8ccd),
+            ..TelemetryRow::default()
         })
         .collect()
 }

@@ -1,4 +1,4 @@
-//! augur's telemetry writer: rows of schema v1 ([`augur_engine::telemetry`]) to Hive-partitioned
+//! augur's telemetry writer: rows of the engine's schema ([`augur_engine::telemetry`]) to Hive-partitioned
 //! Parquet (`<dir>/date=YYYY-MM-DD/hour=HH/<proxy_id>-<seq>.parquet`, zstd), written off the request
 //! path by one background thread.
 //!
@@ -14,6 +14,7 @@ mod part_file;
 mod recovery;
 mod schema;
 mod sink;
+mod stats;
 mod tree;
 mod writer;
 
@@ -23,9 +24,10 @@ pub use part_file::{FinishedFile, PartFile};
 pub use recovery::{recover, Recovery};
 pub use schema::arrow_schema;
 pub use sink::{Message, TelemetrySink};
+pub use stats::TelemetryStats;
 pub use tree::files_in_tree;
 pub use writer::{
-    start, TelemetryStats, TelemetryWriter, WriterConfig, DEFAULT_BATCH_ROWS, DEFAULT_FLUSH_INTERVAL,
+    start, TelemetryWriter, WriterConfig, DEFAULT_BATCH_ROWS, DEFAULT_FLUSH_INTERVAL,
     DEFAULT_MAX_PENDING_ROWS, DEFAULT_QUEUE_ROWS, DEFAULT_ROTATE_AGE, DEFAULT_ROTATE_BYTES,
     DEFAULT_ROTATE_ROWS,
 };

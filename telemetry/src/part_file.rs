@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
 use arrow_array::RecordBatch;
-use augur_engine::telemetry::{SCHEMA_VERSION, SCHEMA_VERSION_KEY};
+use augur_engine::telemetry::{Encoding, COLUMNS, SCHEMA_VERSION, SCHEMA_VERSION_KEY};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::metadata::KeyValue;
@@ -24,21 +24,6 @@ const ZSTD_LEVEL: i32 = 1;
 /// Suffix of a file still being written.
 pub(crate) const TMP_SUFFIX: &str = ".tmp";
 
-/// Columns with few distinct values, where a dictionary pays. Every other column is nearly unique per
-/// row (ids, times, latencies, hashes): a dictionary would be tried, overflow and be thrown away, which
-/// cost about a third of the writer's time.
-const DICTIONARY_COLUMNS: [&str; 9] = [
-    "proxy_id",
-    "route",
-    "pool",
-    "backend",
-    "method",
-    "outcome",
-    "model",
-    "policy",
-    "model_version",
-];
-
 fn writer_properties() -> WriterProperties {
     let mut builder = WriterProperties::builder()
         .set_compression(Compression::ZSTD(
@@ -53,8 +38,8 @@ fn writer_properties() -> WriterProperties {
             SCHEMA_VERSION_KEY.to_owned(),
             SCHEMA_VERSION.to_string(),
         )]));
-    for column in DICTIONARY_COLUMNS {
-        builder = builder.set_column_dictionary_enabled(ColumnPath::from(column), true);
+    for column in COLUMNS.iter().filter(|c| c.encoding == Encoding::Dictionary) {
+        builder = builder.set_column_dictionary_enabled(ColumnPath::from(column.name), true);
     }
     builder.build()
 }

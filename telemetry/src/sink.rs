@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use augur_engine::telemetry::TelemetryRow;
 
-use crate::writer::TelemetryStats;
+use crate::stats::TelemetryStats;
 
 /// What the writer thread receives.
 pub enum Message {

@@ -3,7 +3,6 @@
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TryRecvError};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -15,6 +14,7 @@ use augur_engine::telemetry::TelemetryRow;
 use crate::batch::BatchBuilder;
 use crate::part_file::{partition_dir, PartFile};
 use crate::sink::{Message, TelemetrySink};
+use crate::stats::TelemetryStats;
 use crate::TelemetryError;
 
 /// How long the writer naps when the queue is empty. The queue must hold this long's rows: 64K rows
@@ -81,29 +81,6 @@ impl WriterConfig {
             retry_interval: Duration::from_secs(1),
             error_log_interval: Duration::from_secs(10),
         }
-    }
-}
-
-/// Counters the writer keeps, read by the proxy's metrics.
-#[derive(Debug, Default)]
-pub struct TelemetryStats {
-    /// Rows in completed (renamed) files.
-    pub rows_written: AtomicU64,
-    /// Rows dropped because the queue was full (the writer fell behind) or closed.
-    pub rows_dropped_queue_full: AtomicU64,
-    /// Rows dropped because they could not be written (disk errors, beyond the pending buffer).
-    pub rows_dropped_write_failed: AtomicU64,
-    /// Completed files.
-    pub files_written: AtomicU64,
-    /// Bytes of completed files.
-    pub bytes_written: AtomicU64,
-    /// Failed file operations (create, write, close, rename).
-    pub write_errors: AtomicU64,
-}
-
-impl TelemetryStats {
-    fn add(counter: &AtomicU64, n: u64) {
-        counter.fetch_add(n, Ordering::Relaxed);
     }
 }
 

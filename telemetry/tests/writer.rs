@@ -10,7 +10,7 @@ use std::time::Duration;
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Float64Type, TimestampMicrosecondType, UInt16Type, UInt32Type, UInt64Type};
 use arrow_array::RecordBatch;
-use augur_engine::telemetry::{Outcome, ScrapedMetrics, TelemetryRow, COLUMNS, SCHEMA_VERSION_KEY};
+use augur_engine::telemetry::{Outcome, TelemetryRow, COLUMNS, SCHEMA_VERSION_KEY};
 use augur_telemetry::{
     arrow_schema, files_in_tree, recover, start, PartFile, TelemetrySink, TelemetryStats, WriterConfig,
 };
@@ -25,7 +25,7 @@ fn temp_dir(name: &str) -> PathBuf {
 /// A row whose every column holds a value that identifies it, so a swapped column cannot pass.
 fn row(i: u64) -> TelemetryRow {
     TelemetryRow {
-        start_time_us: 1_763_800_000_000_000 + i as i64,
+        start_time: 1_763_800_000_000_000 + i as i64,
         request_id: format!("req-{i}"),
         proxy_id: Arc::from("proxy-a"),
         route: Arc::from("route-r"),
@@ -43,14 +43,12 @@ fn row(i: u64) -> TelemetryRow {
         backend_tokens_in_flight: Some(12_000),
         pool_in_flight: 7,
         backend_ewma_us: Some(1234.5),
-        scraped: ScrapedMetrics {
-            queue_depth: Some(4.0),
-            running_requests: Some(5.0),
-            kv_cache_usage: Some(0.25),
-            gpu_utilization: None,
-            gpu_memory_fraction: Some(0.5),
-        },
-        model: Some("llama".into()),
+        queue_depth: Some(4.0),
+        running_requests: Some(5.0),
+        kv_cache_usage: Some(0.25),
+        gpu_utilization: None,
+        gpu_memory_fraction: Some(0.5),
+        model: Some(Arc::from("llama")),
         body_bytes: Some(99),
         prompt_tokens: Some(42),
         max_tokens: None,

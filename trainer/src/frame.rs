@@ -4,41 +4,29 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use augur_engine::features::DispatchState;
-use augur_engine::telemetry::{Outcome, ScrapedMetrics};
+use augur_engine::telemetry::{column as telemetry_column, Outcome, COLUMN, DISPATCH_COLUMNS};
+use augur_engine::DispatchState;
 use polars::prelude::*;
 
 use crate::error::TrainError;
+use crate::source::TelemetryFile;
 
-/// The numeric dispatch-state columns, read as `f64` (null as NaN).
-const STATE_COLUMNS: [&str; 12] = [
-    "backend_ewma_us",
-    "backend_in_flight",
-    "backend_tokens_in_flight",
-    "pool_in_flight",
-    "queue_depth",
-    "running_requests",
-    "kv_cache_usage",
-    "gpu_utilization",
-    "gpu_memory_fraction",
-    "body_bytes",
-    "prompt_tokens",
-    "max_tokens",
-];
-
-/// The columns the trainer reads besides [`STATE_COLUMNS`].
+/// The columns the trainer reads besides the dispatch state's ([`DISPATCH_COLUMNS`]).
 const KEY_COLUMNS: [&str; 6] = [
-    "start_time",
-    "pool",
-    "backend",
-    "outcome",
-    "latency_us",
-    "attempt",
+    COLUMN.start_time,
+    COLUMN.pool,
+    COLUMN.backend,
+    COLUMN.outcome,
+    COLUMN.latency_us,
+    COLUMN.attempt,
 ];
 
 /// Every column the trainer reads.
 pub fn required_columns() -> Vec<&'static str> {
-    KEY_COLUMNS.into_iter().chain(STATE_COLUMNS).collect()
+    KEY_COLUMNS
+        .into_iter()
+        .chain(DISPATCH_COLUMNS.iter().map(|(name, _)| *name))
+        .collect()
 }
 
 /// Interned strings: each distinct name once, rows hold its index.
@@ -97,8 +85,8 @@ pub struct Telemetry {
     pub first_attempt: Vec<bool>,
     /// Latency in milliseconds.
     pub latency_ms: Vec<f64>,
-    /// [`STATE_COLUMNS`], in that order, NaN for null.
-    state: [Vec<f64>; 12],
+    /// Each row's state at dispatch, as the proxy recorded it.
+    state: Vec<DispatchState>,
 }
 
 impl Telemetry {
@@ -114,32 +102,17 @@ impl Telemetry {
 
     /// Row `i`'s dispatch state, as the proxy knew it.
     pub fn dispatch_state(&self, i: usize) -> DispatchState {
-        let value = |c: usize| {
-            let v = self.state[c][i];
-            (!v.is_nan()).then_some(v)
-        };
-        DispatchState {
-            backend_ewma_us: value(0),
-            backend_in_flight: value(1).unwrap_or(0.0) as u32,
-            backend_tokens_in_flight: value(2).unwrap_or(0.0) as u64,
-            pool_in_flight: value(3).unwrap_or(0.0) as u32,
-            scraped: ScrapedMetrics {
-                queue_depth: value(4),
-                running_requests: value(5),
-                kv_cache_usage: value(6),
-                gpu_utilization: value(7),
-                gpu_memory_fraction: value(8),
-            },
-            body_bytes: value(9).map(|v| v as u64),
-            prompt_tokens: value(10).map(|v| v as u32),
-            max_tokens: value(11).map(|v| v as u32),
-        }
+        self.state[i]
     }
 
     /// Row `i`'s backend EWMA at dispatch, in milliseconds.
     pub fn ewma_ms(&self, i: usize) -> Option<f64> {
-        let v = self.state[0][i];
-        (!v.is_nan()).then_some(v / 1000.0)
+        self.state[i].backend_ewma_us.map(|us| us / 1000.0)
+    }
+
+    /// The first and last dispatch time, µs since the Unix epoch; `None` without rows.
+    pub fn start_range(&self) -> Option<(i64, i64)> {
+        Some((*self.start_us.iter().min()?, *self.start_us.iter().max()?))
     }
 
     /// The `q` quantile of the start times (for the time split).
@@ -159,15 +132,16 @@ pub struct Window {
     pub until_us: Option<i64>,
 }
 
-/// Reads `files` into one [`Telemetry`], calling `progress` after each file.
+/// Reads `files` (each with its schema version) into one [`Telemetry`], calling `progress` after
+/// each file.
 pub fn read(
-    files: &[std::path::PathBuf],
+    files: &[TelemetryFile],
     window: Window,
     mut progress: impl FnMut(u64),
 ) -> Result<Telemetry, TrainError> {
     let mut telemetry = Telemetry::default();
-    for file in files {
-        let frame = scan(file, window).map_err(|e| {
+    for TelemetryFile { path: file, version } in files {
+        let frame = scan(file, *version, window).map_err(|e| {
             TrainError::BadInput(format!("{}: cannot read the telemetry: {e}", file.display()))
         })?;
         append(&mut telemetry, &frame, file)?;
@@ -176,11 +150,22 @@ pub fn read(
     Ok(telemetry)
 }
 
-fn scan(file: &Path, window: Window) -> PolarsResult<DataFrame> {
+/// Column `name` of a file of schema `version`, as `dtype`: null throughout when the file's version
+/// predates the column.
+fn column_of(name: &'static str, version: u32, dtype: DataType) -> Expr {
+    let present = telemetry_column(name).is_some_and(|c| c.since <= version);
+    if present {
+        col(name).cast(dtype)
+    } else {
+        lit(NULL).cast(dtype).alias(name)
+    }
+}
+
+fn scan(file: &Path, version: u32, window: Window) -> PolarsResult<DataFrame> {
     let mut args = ScanArgsParquet::default();
     args.hive_options.enabled = Some(false);
     let mut frame = LazyFrame::scan_parquet(PlRefPath::try_from_path(file)?, args)?;
-    let start = || col("start_time").cast(DataType::Int64);
+    let start = || col(COLUMN.start_time).cast(DataType::Int64);
     if let Some(since) = window.since_us {
         frame = frame.filter(start().gt_eq(lit(since)));
     }
@@ -189,24 +174,40 @@ fn scan(file: &Path, window: Window) -> PolarsResult<DataFrame> {
     }
     let mut columns = vec![
         start().alias("start_us"),
-        col("pool"),
-        col("backend"),
-        col("outcome"),
-        col("latency_us").cast(DataType::Float64),
-        col("attempt").cast(DataType::UInt32),
+        column_of(COLUMN.pool, version, DataType::String),
+        column_of(COLUMN.backend, version, DataType::String),
+        column_of(COLUMN.outcome, version, DataType::String),
+        column_of(COLUMN.latency_us, version, DataType::Float64),
+        column_of(COLUMN.attempt, version, DataType::UInt32),
     ];
-    columns.extend(STATE_COLUMNS.iter().map(|c| col(*c).cast(DataType::Float64)));
+    columns.extend(
+        DISPATCH_COLUMNS
+            .iter()
+            .map(|(name, _)| column_of(name, version, DataType::Float64)),
+    );
     frame.select(columns).collect()
 }
 
 fn append(telemetry: &mut Telemetry, frame: &DataFrame, file: &Path) -> Result<(), TrainError> {
     let polars = |e: PolarsError| TrainError::BadInput(format!("{}: {e}", file.display()));
     let start = frame.column("start_us").and_then(|c| c.i64()).map_err(polars)?;
-    let pool = frame.column("pool").and_then(|c| c.str()).map_err(polars)?;
-    let backend = frame.column("backend").and_then(|c| c.str()).map_err(polars)?;
-    let outcome = frame.column("outcome").and_then(|c| c.str()).map_err(polars)?;
-    let latency = frame.column("latency_us").and_then(|c| c.f64()).map_err(polars)?;
-    let attempt = frame.column("attempt").and_then(|c| c.u32()).map_err(polars)?;
+    let pool = frame.column(COLUMN.pool).and_then(|c| c.str()).map_err(polars)?;
+    let backend = frame
+        .column(COLUMN.backend)
+        .and_then(|c| c.str())
+        .map_err(polars)?;
+    let outcome = frame
+        .column(COLUMN.outcome)
+        .and_then(|c| c.str())
+        .map_err(polars)?;
+    let latency = frame
+        .column(COLUMN.latency_us)
+        .and_then(|c| c.f64())
+        .map_err(polars)?;
+    let attempt = frame
+        .column(COLUMN.attempt)
+        .and_then(|c| c.u32())
+        .map_err(polars)?;
     let first_row = telemetry.len();
     for (i, (((((start, pool), backend), outcome), latency), attempt)) in start
         .iter()
@@ -220,7 +221,7 @@ fn append(telemetry: &mut Telemetry, frame: &DataFrame, file: &Path) -> Result<(
         let null = |column: &str| {
             TrainError::BadInput(format!("{}: row {}: `{column}` is null", file.display(), i + 1))
         };
-        let outcome = outcome.ok_or_else(|| null("outcome"))?;
+        let outcome = outcome.ok_or_else(|| null(COLUMN.outcome))?;
         let outcome = Outcome::ALL
             .into_iter()
             .find(|o| o.as_str() == outcome)
@@ -232,8 +233,10 @@ fn append(telemetry: &mut Telemetry, frame: &DataFrame, file: &Path) -> Result<(
                     Outcome::ALL.map(Outcome::as_str)
                 ))
             })?;
-        telemetry.start_us.push(start.ok_or_else(|| null("start_time"))?);
-        let pool = telemetry.pools.intern(pool.ok_or_else(|| null("pool"))?);
+        telemetry
+            .start_us
+            .push(start.ok_or_else(|| null(COLUMN.start_time))?);
+        let pool = telemetry.pools.intern(pool.ok_or_else(|| null(COLUMN.pool))?);
         telemetry.pool.push(pool);
         let backend = backend.map_or(NO_BACKEND, |b| telemetry.backends.intern(b));
         telemetry.backend.push(backend);
@@ -241,12 +244,16 @@ fn append(telemetry: &mut Telemetry, frame: &DataFrame, file: &Path) -> Result<(
         telemetry.first_attempt.push(attempt.unwrap_or(1) <= 1);
         telemetry
             .latency_ms
-            .push(latency.ok_or_else(|| null("latency_us"))? / 1000.0);
+            .push(latency.ok_or_else(|| null(COLUMN.latency_us))? / 1000.0);
     }
-    for (c, name) in STATE_COLUMNS.iter().enumerate() {
+    telemetry
+        .state
+        .resize(first_row + frame.height(), DispatchState::default());
+    for (name, set) in DISPATCH_COLUMNS {
         let values = frame.column(name).and_then(|c| c.f64()).map_err(polars)?;
-        telemetry.state[c].extend(values.iter().map(|v| v.unwrap_or(f64::NAN)));
-        debug_assert_eq!(telemetry.state[c].len() - first_row, frame.height());
+        for (state, value) in telemetry.state[first_row..].iter_mut().zip(values.iter()) {
+            set(state, value);
+        }
     }
     Ok(())
 }

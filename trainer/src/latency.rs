@@ -10,7 +10,7 @@ use ndarray::{Array1, Array2, ArrayView1};
 use crate::fit::{design, ridge};
 use crate::frame::{Telemetry, NO_BACKEND};
 use crate::metrics::{mean, pinball, quantile};
-use crate::pooling::{quantile_estimate, shrink_toward, Estimate};
+use crate::shrinkage::{quantile_estimate, shrink_toward, Estimate};
 use crate::split::Split;
 use crate::{Fitted, Options};
 
@@ -270,7 +270,7 @@ mod tests {
         }
         let x = design(states.len(), FEATURE_COUNT, |k, row| {
             let (n, ewma_ms) = states[k];
-            let state = augur_engine::features::DispatchState {
+            let state = augur_engine::DispatchState {
                 backend_in_flight: n,
                 backend_ewma_us: Some(ewma_ms * 1e3),
                 ..Default::default()

@@ -15,19 +15,24 @@ mod frame;
 mod latency;
 mod lock;
 mod metrics;
-mod pooling;
+mod promotion;
 mod report;
+mod run_state;
+mod shrinkage;
 mod source;
 mod split;
 
 pub mod backtest;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use augur_engine::model::{Evaluation, Model, ModelFile, ModelKind, TrainingWindow, FORMAT_VERSION};
-use augur_engine::telemetry::SCHEMA_VERSION;
+use augur_engine::model::{Evaluation, Model, ModelKind};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
+
+use frame::Telemetry;
+use promotion::Judge;
+use run_state::RunState;
 
 pub use capacity::CapacityOptions;
 pub use demand::DemandOptions;
@@ -172,16 +177,21 @@ pub struct RunSummary {
     pub exit_code: u8,
 }
 
-/// What the last run saw, to recognise a run with no new data.
-#[derive(Debug, Serialize, Deserialize, PartialEq)]
-struct RunState {
-    fingerprint: String,
-    since_us: Option<i64>,
-    until_us: Option<i64>,
-    version: String,
+impl RunSummary {
+    /// The summary of a run that found the telemetry unchanged since run `version`.
+    fn no_new_data(version: String, files: usize) -> Self {
+        Self {
+            status: RunStatus::NoNewData,
+            version,
+            files,
+            rows: 0,
+            data_window_us: None,
+            models: Vec::new(),
+            report: None,
+            exit_code: EXIT_PROMOTED,
+        }
+    }
 }
-
-const STATE_FILE: &str = ".trainer-state.json";
 
 /// Runs one training: read, fit, evaluate, promote what beats its baseline, report.
 pub fn train(options: &Options) -> Result<RunSummary, TrainError> {
@@ -190,114 +200,23 @@ pub fn train(options: &Options) -> Result<RunSummary, TrainError> {
     let _lock = lock::RunLock::take(out)?;
     let version = run_version();
     let source = source::resolve(&options.telemetry, &frame::required_columns())?;
-    let state = RunState {
-        fingerprint: source.fingerprint.clone(),
-        since_us: options.window.since_us,
-        until_us: options.window.until_us,
-        version: version.clone(),
-    };
-    if let Some(last) = last_state(out).filter(|_| !options.force).filter(|last| {
-        last.fingerprint == state.fingerprint
-            && last.since_us == state.since_us
-            && last.until_us == state.until_us
-    }) {
-        return Ok(RunSummary {
-            status: RunStatus::NoNewData,
-            version: last.version,
-            files: source.files.len(),
-            rows: 0,
-            data_window_us: None,
-            models: Vec::new(),
-            report: None,
-            exit_code: EXIT_PROMOTED,
-        });
+    let state = RunState::new(&source, options.window, &version);
+    if let Some(last) = state.unchanged_in(out).filter(|_| !options.force) {
+        return Ok(RunSummary::no_new_data(last.version, source.files.len()));
     }
-
     let bar = progress_bar(options.progress, source.rows);
     bar.set_message("reading telemetry");
     let telemetry = frame::read(&source.files, options.window, |rows| bar.inc(rows))?;
-    if telemetry.is_empty() {
+    let Some(data_window) = telemetry.start_range() else {
         return Err(TrainError::BadInput(format!(
             "{}: no rows in the time window",
             options.telemetry
         )));
-    }
-    let data_window = (
-        *telemetry.start_us.iter().min().expect("rows"),
-        *telemetry.start_us.iter().max().expect("rows"),
-    );
-    let cutoff_us = telemetry.start_quantile(1.0 - split::VALIDATION_SHARE);
-    let window = |fitted_rows: u64, validation_rows: u64| TrainingWindow {
-        start_us: data_window.0,
-        end_us: data_window.1,
-        training_rows: fitted_rows,
-        validation_rows,
     };
-
-    let mut results = Vec::new();
-    let mut promoted = Vec::new();
-    let mut decide = |kind: ModelKind, fitted: Result<Fitted<Model>, String>| {
-        let fitted = match fitted {
-            Ok(fitted) => fitted,
-            Err(reason) => return results.push(ModelResult::skipped(kind, reason, None)),
-        };
-        let file = ModelFile {
-            format_version: FORMAT_VERSION,
-            version: version.clone(),
-            telemetry_schema_version: SCHEMA_VERSION,
-            training: window(fitted.training_rows, fitted.validation_rows),
-            evaluation: fitted.evaluation.clone(),
-            model: fitted.model,
-        };
-        // The engine will refuse what it cannot evaluate; never write such a file.
-        if let Err(e) = file.validate() {
-            let reason = format!("the fit produced a model the engine would refuse: {e}");
-            return results.push(ModelResult::skipped(kind, reason, Some(fitted.evaluation)));
-        }
-        let (status, reason) = verdict(&fitted.evaluation, options.force);
-        if matches!(status, ModelStatus::Promoted | ModelStatus::Forced) {
-            promoted.push(file);
-        }
-        results.push(ModelResult {
-            kind,
-            status,
-            reason,
-            evaluation: Some(fitted.evaluation),
-            training_rows: fitted.training_rows,
-            validation_rows: fitted.validation_rows,
-            file: None,
-        });
-    };
-    let started = std::time::Instant::now();
-    let stage = |name: &str| {
-        tracing::debug!(
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            "fitting the {name} model"
-        );
-        bar.set_message(format!("fitting the {name} model"))
-    };
-    stage("latency");
-    decide(
-        ModelKind::Latency,
-        latency::train(&telemetry, cutoff_us, options).map(|f| f.map(Model::Latency)),
-    );
-    stage("failure");
-    decide(
-        ModelKind::Failure,
-        failure::train(&telemetry, cutoff_us, options).map(|f| f.map(Model::Failure)),
-    );
-    stage("demand");
-    let series = demand::pool_series(&telemetry, options.demand.bucket_s);
-    let demand = demand::train(&series, &options.demand);
-    decide(ModelKind::Demand, demand.map(|f| f.map(Model::Demand)));
-    stage("capacity");
-    decide(
-        ModelKind::Capacity,
-        capacity::train(&telemetry, options.capacity).map(|f| f.map(Model::Capacity)),
-    );
+    let mut judge = Judge::new(&version, data_window, options.force);
+    fit_every_model(&telemetry, options, &bar, &mut judge);
     bar.finish_and_clear();
-    tracing::debug!(elapsed_ms = started.elapsed().as_millis() as u64, "models fitted");
-
+    let (mut results, promoted) = judge.into_parts();
     if results.iter().all(|r| r.status == ModelStatus::Skipped) {
         let reasons: Vec<String> = results
             .iter()
@@ -343,10 +262,42 @@ pub fn train(options: &Options) -> Result<RunSummary, TrainError> {
         report::render(&summary, &options.telemetry).as_bytes(),
     )?;
     summary.report = Some(report_path);
-    let state_bytes = serde_json::to_vec_pretty(&state).expect("state serialises");
-    export::write_atomically(&out.join(STATE_FILE), &state_bytes)?;
+    state.save(out)?;
     export::prune(out, options.keep_versions)?;
     Ok(summary)
+}
+
+/// Fits each model kind in turn on `telemetry` and has `judge` judge it, showing the stage on `bar`.
+fn fit_every_model(telemetry: &Telemetry, options: &Options, bar: &ProgressBar, judge: &mut Judge<'_>) {
+    let cutoff_us = telemetry.start_quantile(1.0 - split::VALIDATION_SHARE);
+    let started = std::time::Instant::now();
+    let stage = |name: &str| {
+        tracing::debug!(
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "fitting the {name} model"
+        );
+        bar.set_message(format!("fitting the {name} model"))
+    };
+    stage("latency");
+    judge.judge(
+        ModelKind::Latency,
+        latency::train(telemetry, cutoff_us, options).map(|f| f.map(Model::Latency)),
+    );
+    stage("failure");
+    judge.judge(
+        ModelKind::Failure,
+        failure::train(telemetry, cutoff_us, options).map(|f| f.map(Model::Failure)),
+    );
+    stage("demand");
+    let series = demand::pool_series(telemetry, options.demand.bucket_s);
+    let demand = demand::train(&series, &options.demand);
+    judge.judge(ModelKind::Demand, demand.map(|f| f.map(Model::Demand)));
+    stage("capacity");
+    judge.judge(
+        ModelKind::Capacity,
+        capacity::train(telemetry, options.capacity).map(|f| f.map(Model::Capacity)),
+    );
+    tracing::debug!(elapsed_ms = started.elapsed().as_millis() as u64, "models fitted");
 }
 
 impl<M> Fitted<M> {
@@ -358,34 +309,6 @@ impl<M> Fitted<M> {
             validation_rows: self.validation_rows,
         }
     }
-}
-
-/// Whether a fitted model is promoted, and why.
-fn verdict(evaluation: &Evaluation, force: bool) -> (ModelStatus, String) {
-    let metric = &evaluation.decisive_metric;
-    let model = evaluation.model.get(metric).copied().unwrap_or(f64::NAN);
-    match evaluation.best_baseline() {
-        None => (
-            ModelStatus::Promoted,
-            format!("{metric} {model:.4}; no baseline to beat"),
-        ),
-        Some((name, best)) if evaluation.beats_baselines() => (
-            ModelStatus::Promoted,
-            format!("{metric} {model:.4} beats {name}'s {best:.4}"),
-        ),
-        Some((name, best)) if force => (
-            ModelStatus::Forced,
-            format!("{metric} {model:.4} does not beat {name}'s {best:.4}; promoted by --force"),
-        ),
-        Some((name, best)) => (
-            ModelStatus::NotPromoted,
-            format!("{metric} {model:.4} does not beat {name}'s {best:.4}; the previous model stays active"),
-        ),
-    }
-}
-
-fn last_state(dir: &Path) -> Option<RunState> {
-    serde_json::from_slice(&std::fs::read(dir.join(STATE_FILE)).ok()?).ok()
 }
 
 /// A version that sorts by time: UTC, to the millisecond.

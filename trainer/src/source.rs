@@ -1,20 +1,30 @@
 //! Which telemetry files a run reads: a directory (Hive layout) or a glob, each file's footer checked
-//! for readability, schema version and the columns the trainer needs before any data is read.
+//! for readability, a schema version this trainer reads and the columns the trainer needs at that
+//! version, before any data is read.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use augur_engine::model::sha256_hex;
-use augur_engine::telemetry::{SCHEMA_VERSION, SCHEMA_VERSION_KEY};
+use augur_engine::telemetry::{self, OLDEST_READABLE_SCHEMA_VERSION, SCHEMA_VERSION, SCHEMA_VERSION_KEY};
 use parquet::file::reader::{FileReader, SerializedFileReader};
 
 use crate::error::TrainError;
+
+/// One telemetry file, checked.
+#[derive(Debug, Clone)]
+pub struct TelemetryFile {
+    /// Where it is.
+    pub path: PathBuf,
+    /// The telemetry schema version it was written with.
+    pub version: u32,
+}
 
 /// The files of one run, checked.
 #[derive(Debug, Clone)]
 pub struct Source {
     /// Parquet files, sorted.
-    pub files: Vec<PathBuf>,
+    pub files: Vec<TelemetryFile>,
     /// Rows in them, from their footers.
     pub rows: u64,
     /// Identifies the set of files and their sizes and times: an unchanged fingerprint means no new
@@ -53,25 +63,37 @@ pub fn resolve(spec: &str, required: &[&str]) -> Result<Source, TrainError> {
     };
     let mut rows = 0;
     let mut fingerprint = String::new();
-    for file in &files {
-        rows += check_footer(file, required)?;
-        let meta = std::fs::metadata(file).map_err(TrainError::io(file))?;
+    let mut checked = Vec::with_capacity(files.len());
+    for file in files {
+        let footer = check_footer(&file, required)?;
+        rows += footer.rows;
+        let meta = std::fs::metadata(&file).map_err(TrainError::io(&file))?;
         let modified = meta
             .modified()
             .ok()
             .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok());
         fingerprint.push_str(&format!("{}\t{}\t{:?}\n", file.display(), meta.len(), modified));
+        checked.push(TelemetryFile {
+            path: file,
+            version: footer.version,
+        });
     }
     Ok(Source {
-        files,
+        files: checked,
         rows,
         fingerprint: sha256_hex(fingerprint.as_bytes()),
     })
 }
 
-/// Reads `file`'s footer: a readable Parquet file of augur telemetry at this schema version, with the
-/// required columns. Returns its row count.
-fn check_footer(file: &Path, required: &[&str]) -> Result<u64, TrainError> {
+/// What a file's footer says.
+struct Footer {
+    rows: u64,
+    version: u32,
+}
+
+/// Reads `file`'s footer: a readable Parquet file of augur telemetry at a schema version this trainer
+/// reads, with the required columns that version has.
+fn check_footer(file: &Path, required: &[&str]) -> Result<Footer, TrainError> {
     let bad = |what: String| TrainError::BadInput(format!("{}: {what}", file.display()));
     let handle = File::open(file).map_err(TrainError::io(file))?;
     let reader = SerializedFileReader::new(handle).map_err(|e| {
@@ -83,25 +105,53 @@ fn check_footer(file: &Path, required: &[&str]) -> Result<u64, TrainError> {
     let version = meta
         .key_value_metadata()
         .and_then(|kv| kv.iter().find(|e| e.key == SCHEMA_VERSION_KEY))
-        .and_then(|e| e.value.clone());
-    match version {
-        None => {
-            return Err(bad(format!(
+        .and_then(|e| e.value.clone())
+        .ok_or_else(|| {
+            bad(format!(
                 "no `{SCHEMA_VERSION_KEY}` in the file metadata; not augur telemetry"
-            )))
-        }
-        Some(v) if v != SCHEMA_VERSION.to_string() => {
-            return Err(bad(format!(
-                "telemetry schema version {v}; this trainer reads version {SCHEMA_VERSION}"
-            )))
-        }
-        Some(_) => {}
-    }
+            ))
+        })?;
+    let version = readable_version(&version).map_err(bad)?;
     let columns: Vec<&str> = meta.schema_descr().columns().iter().map(|c| c.name()).collect();
-    if let Some(missing) = required.iter().find(|c| !columns.contains(c)) {
-        return Err(bad(format!(
-            "no column `{missing}`, which schema v{SCHEMA_VERSION} has"
-        )));
+    let expected = required
+        .iter()
+        .filter(|name| telemetry::column(name).is_some_and(|c| c.since <= version));
+    if let Some(missing) = expected.into_iter().find(|c| !columns.contains(c)) {
+        return Err(bad(format!("no column `{missing}`, which schema v{version} has")));
     }
-    Ok(meta.num_rows().max(0) as u64)
+    Ok(Footer {
+        rows: meta.num_rows().max(0) as u64,
+        version,
+    })
+}
+
+/// The schema version a file declares, if this trainer reads it.
+fn readable_version(declared: &str) -> Result<u32, String> {
+    let supported = if OLDEST_READABLE_SCHEMA_VERSION == SCHEMA_VERSION {
+        format!("this trainer reads version {SCHEMA_VERSION}")
+    } else {
+        format!("this trainer reads versions {OLDEST_READABLE_SCHEMA_VERSION} to {SCHEMA_VERSION}")
+    };
+    match declared.parse::<u32>() {
+        Ok(v) if (OLDEST_READABLE_SCHEMA_VERSION..=SCHEMA_VERSION).contains(&v) => Ok(v),
+        Ok(v) if v > SCHEMA_VERSION => Err(format!(
+            "telemetry schema version {v} is newer than this trainer; {supported} (upgrade augur)"
+        )),
+        _ => Err(format!("telemetry schema version `{declared}`; {supported}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_outside_the_readable_range_are_refused_by_name() {
+        assert_eq!(readable_version(&SCHEMA_VERSION.to_string()), Ok(SCHEMA_VERSION));
+        let newer = readable_version(&(SCHEMA_VERSION + 1).to_string()).unwrap_err();
+        assert!(newer.contains("newer than this trainer"), "{newer}");
+        let older = readable_version(&(OLDEST_READABLE_SCHEMA_VERSION - 1).to_string()).unwrap_err();
+        assert!(older.contains("this trainer reads version"), "{older}");
+        assert!(readable_version("one").is_err());
+    }
 }

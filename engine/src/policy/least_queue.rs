@@ -30,7 +30,7 @@ pub(super) fn pick<R: Rng + ?Sized>(endpoints: &[Endpoint], now: Duration, rng: 
 mod tests {
     use super::*;
     use crate::policy::test_support::endpoints;
-    use crate::telemetry::ScrapedMetrics;
+    use crate::scraped::ScrapedMetrics;
     use rand::rngs::SmallRng;
     use rand::SeedableRng;
 

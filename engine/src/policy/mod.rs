@@ -22,6 +22,7 @@ use std::time::Duration;
 
 use rand::Rng;
 
+use crate::dispatch::RequestSize;
 use crate::endpoint::Endpoint;
 
 pub use maglev::MAGLEV_TABLE_SIZE;
@@ -43,18 +44,7 @@ pub struct PickRequest {
     /// Other requests in flight in the pool (a predictive feature).
     pub pool_in_flight: u32,
     /// What the request says of its size (predictive features).
-    pub size: SizeHints,
-}
-
-/// A request's size, as far as it is known before it is sent.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct SizeHints {
-    /// Body length in bytes.
-    pub body_bytes: Option<u64>,
-    /// Prompt length in tokens (OpenAI-style bodies).
-    pub prompt_tokens: Option<u32>,
-    /// `max_tokens` the request asked for.
-    pub max_tokens: Option<u32>,
+    pub size: RequestSize,
 }
 
 /// A policy instantiated over one snapshot of a pool's endpoints.

@@ -15,8 +15,9 @@ use rand::Rng;
 
 use super::p2c_ewma::P2cEwma;
 use super::PickRequest;
+use crate::dispatch::DispatchState;
 use crate::endpoint::Endpoint;
-use crate::features::{encode_backend, encode_request, DispatchState, Features, FEATURE_COUNT};
+use crate::features::{encode_backend, encode_request, Features, FEATURE_COUNT};
 use crate::hash;
 use crate::model::{FailureModel, LatencyModel, ModelSet};
 
@@ -265,7 +266,10 @@ impl Predictive {
         let candidates = &candidates[..k];
         // The request's part of the predictions is the same for every candidate: computed once.
         let mut x = [0.0; FEATURE_COUNT];
-        encode_request(&self.request_state(request), &mut x);
+        encode_request(
+            &DispatchState::of_request(request.pool_in_flight, request.size),
+            &mut x,
+        );
         let request_latency = dot(&models.latency.log_ms.weights, &x).exp();
         let request_odds = models
             .failure
@@ -336,16 +340,6 @@ impl Predictive {
         (chosen.index, Some(prediction))
     }
 
-    fn request_state(&self, request: &PickRequest) -> DispatchState {
-        DispatchState {
-            pool_in_flight: request.pool_in_flight,
-            body_bytes: request.size.body_bytes,
-            prompt_tokens: request.size.prompt_tokens,
-            max_tokens: request.size.max_tokens,
-            ..DispatchState::default()
-        }
-    }
-
     /// Endpoint `i`'s part of the predictions, from its live state.
     fn backend_part(
         &self,
@@ -355,13 +349,8 @@ impl Predictive {
         now: Duration,
     ) -> BackendPart {
         let load = &endpoint.load;
-        let state = DispatchState {
-            backend_ewma_us: Some(load.rtt_estimate_ns(now, self.settings.decay) / 1e3),
-            backend_in_flight: load.in_flight(),
-            backend_tokens_in_flight: load.tokens_in_flight(),
-            scraped: load.scraped(now),
-            ..DispatchState::default()
-        };
+        // The backend's part of the state this request would find there, as telemetry records it.
+        let state = DispatchState::default().at_backend(load, now, self.settings.decay);
         let mut x = [0.0; FEATURE_COUNT];
         encode_backend(&state, &mut x);
         let tables = self.tables[i];

@@ -255,7 +255,7 @@ pub struct OutlierConfig {
 
 impl Default for OutlierConfig {
     fn default() -> Self {
-        let engine = augur_engine::outlier::OutlierPolicy::default();
+        let engine = augur_engine::health::outlier::OutlierPolicy::default();
         Self {
             consecutive_failures: engine.consecutive_failures,
             base_ejection: engine.base_ejection,
@@ -267,8 +267,8 @@ impl Default for OutlierConfig {
 
 impl OutlierConfig {
     /// The engine's view of these settings.
-    pub fn policy(&self) -> augur_engine::outlier::OutlierPolicy {
-        augur_engine::outlier::OutlierPolicy {
+    pub fn policy(&self) -> augur_engine::health::outlier::OutlierPolicy {
+        augur_engine::health::outlier::OutlierPolicy {
             consecutive_failures: self.consecutive_failures,
             base_ejection: self.base_ejection,
             max_ejection: self.max_ejection,
@@ -281,7 +281,7 @@ fn yes() -> bool {
     true
 }
 fn default_panic_threshold() -> Fraction {
-    Fraction(augur_engine::pool_health::DEFAULT_PANIC_THRESHOLD)
+    Fraction(augur_engine::health::pool::DEFAULT_PANIC_THRESHOLD)
 }
 fn one() -> NonZeroU32 {
     NonZeroU32::MIN

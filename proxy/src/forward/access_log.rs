@@ -1,14 +1,10 @@
-//! The access log: one line per request, written when its response body ends, with its latency
-//! recorded in the pool's histogram at the same moment.
+//! The access log: one line per request, written when its response body ends.
 
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use http::header::HeaderValue;
 use http::Request;
-
-use super::body::BodyObserver;
-use crate::pool::ActiveRequest;
 
 /// What the access log says of one request.
 pub struct AccessLog {
@@ -44,26 +40,6 @@ impl AccessLog {
             status: 0,
             error: None,
         }
-    }
-}
-
-/// Alive until the client's response body ends: records latency and writes the access log line.
-pub struct RequestDone {
-    /// The request, counted active in its pool until now.
-    pub active: ActiveRequest,
-    /// When the request arrived.
-    pub started: Instant,
-    /// The line to write.
-    pub log: AccessLog,
-}
-
-impl BodyObserver for RequestDone {}
-
-impl Drop for RequestDone {
-    fn drop(&mut self) {
-        let elapsed = self.started.elapsed();
-        self.active.pool().metrics.duration.observe(elapsed.as_secs_f64());
-        self.log.write(elapsed);
     }
 }
 

@@ -3,11 +3,10 @@
 
 mod access_log;
 pub mod affinity;
-pub mod body;
+mod body_peek;
+mod done;
 pub mod headers;
-mod hints;
 mod record;
-pub mod reply;
 mod upgrade;
 mod upstream;
 
@@ -16,20 +15,22 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use augur_engine::telemetry::Outcome;
-use augur_engine::SizeHints;
+use augur_engine::{DispatchState, PickRequest, RequestSize};
 use http::header::{HeaderValue, CONTENT_TYPE, SET_COOKIE};
 use http::{Request, Response};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
-use self::access_log::{AccessLog, RequestDone};
-use self::body::{BoxError, Guarded, IdleTimeout, ProxyBody};
-use self::hints::RequestHints;
-use self::record::{outcome_of_pick_error, AttemptDone, AttemptRow, BytesIn, RequestRecord};
+use self::access_log::AccessLog;
+use self::body_peek::PeekedBody;
+use self::done::{RequestDone, ResponseDone};
+use self::record::{AttemptDone, AttemptRow, BytesIn, RequestRecord};
 use self::upstream::{RequestBody, UpstreamHead};
 use crate::clock;
 use crate::error::ProxyError;
-use crate::metrics::AttemptOutcome;
+use crate::message::body::{BoxError, Guarded, IdleTimeout, ProxyBody};
+use crate::message::{reply, X_REQUEST_ID};
+use crate::outcome::{AttemptOutcome, UpstreamError};
 use crate::pool::{backoff, InFlight, Pool};
 use crate::router::Router;
 use crate::state::Shared;
@@ -55,70 +56,75 @@ pub async fn handle(
     };
     let mut log = AccessLog::new(&request, client, request_id.clone(), access_log);
     let router = shared.router.load_full();
-    let (request, hints) = match read_hints(request, &router, &shared, peek_bytes).await {
+    let (request, peeked) = match peek_body(request, &router, &shared, peek_bytes).await {
         Ok(read) => read,
         Err(err) => return unserved(&shared, log, started, &err, &request_id),
     };
-    let Some(route) = router.route(&request, downstream.host, hints.model.as_deref()) else {
-        let err = match &hints.model {
-            Some(model) if router.routes_by_model => ProxyError::UnknownModel { model: model.clone() },
-            _ => ProxyError::NoRoute {
-                method: request.method().to_string(),
-                host: downstream
-                    .host
-                    .and_then(|h| h.to_str().ok())
-                    .unwrap_or_default()
-                    .to_owned(),
-                path: request.uri().path().to_owned(),
-            },
-        };
+    let Some(route) = router.route(&request, downstream.host, peeked.model.as_deref()) else {
+        let err = no_route(&router, &request, &downstream, &peeked);
         return unserved(&shared, log, started, &err, &request_id);
     };
     let pool = route.pick_pool();
     pool.metrics.arrivals.inc();
     let active = pool.begin_request();
     log.route = route.name.to_string();
-    let size = SizeHints {
+    let size = RequestSize {
         body_bytes: request
             .headers()
             .get(http::header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse().ok()),
-        prompt_tokens: hints.prompt_tokens,
-        max_tokens: hints.max_tokens,
+        prompt_tokens: peeked.prompt_tokens,
+        max_tokens: peeked.max_tokens,
     };
-    let record = shared.telemetry.as_ref().map(|t| {
-        RequestRecord::new(
-            t,
-            &request,
-            &route.name,
-            pool,
-            &downstream,
-            (&hints, size.body_bytes),
-        )
-    });
-    let response = match forward(
+    let record = shared
+        .telemetry
+        .as_ref()
+        .map(|t| RequestRecord::new(t, &request, &route.name, pool, &downstream, &peeked));
+    let tokens = peeked.estimated_tokens();
+    let (response, attempt) = match forward(
         active.pool(),
         request,
         &downstream,
         record.as_ref(),
-        (hints.estimated_tokens(), size),
+        (tokens, size),
         &mut log,
     )
     .await
     {
-        Ok(response) => response,
+        Ok(relayed) => relayed,
         Err(err) => {
             log.error = Some(err.code());
-            reply::error(&err, &request_id)
+            (reply::error(&err, &request_id), None)
         }
     };
     log.status = response.status().as_u16();
     active.pool().metrics.count_response(log.status);
     // The request is done when its response body is: keep the accounting alive until then.
     let (parts, body) = response.into_parts();
-    let done = RequestDone { active, started, log };
+    let done = ResponseDone::new(attempt, RequestDone { active, started, log });
     Response::from_parts(parts, Guarded::new(body, done).boxed())
+}
+
+/// Why no route took the request.
+fn no_route(
+    router: &Router,
+    request: &Request<ProxyBody>,
+    downstream: &headers::Forwarded<'_>,
+    peeked: &PeekedBody,
+) -> ProxyError {
+    match &peeked.model {
+        Some(model) if router.routes_by_model => ProxyError::UnknownModel { model: model.clone() },
+        _ => ProxyError::NoRoute {
+            method: request.method().to_string(),
+            host: downstream
+                .host
+                .and_then(|h| h.to_str().ok())
+                .unwrap_or_default()
+                .to_owned(),
+            path: request.uri().path().to_owned(),
+        },
+    }
 }
 
 /// The answer to a request that never reached a pool (no route, unreadable body): counted, logged
@@ -141,14 +147,14 @@ fn unserved(
 /// How long peeking at a body may wait for each of its frames.
 const PEEK_IDLE: Duration = Duration::from_secs(30);
 
-/// Boxes the body and, for a JSON body when routing by model or telemetry wants them, reads its hints
-/// (the body goes on unchanged).
-async fn read_hints(
+/// Boxes the body and, for a JSON body when routing by model or telemetry wants them, reads what it
+/// says about itself (the body goes on unchanged).
+async fn peek_body(
     request: Request<Incoming>,
     router: &Router,
     shared: &Shared,
     limit: usize,
-) -> Result<(Request<ProxyBody>, RequestHints), ProxyError> {
+) -> Result<(Request<ProxyBody>, PeekedBody), ProxyError> {
     let (parts, body) = request.into_parts();
     let body: ProxyBody = body.map_err(|e| -> BoxError { Box::new(e) }).boxed();
     let json = parts
@@ -160,23 +166,25 @@ async fn read_hints(
         || !json
         || !(router.routes_by_model || router.scores_requests || shared.telemetry.is_some())
     {
-        return Ok((Request::from_parts(parts, body), RequestHints::default()));
+        return Ok((Request::from_parts(parts, body), PeekedBody::default()));
     }
-    let (hints, body) = hints::peek(body, limit, PEEK_IDLE).await?;
-    Ok((Request::from_parts(parts, body), hints))
+    let (peeked, body) = body_peek::peek(body, limit, PEEK_IDLE).await?;
+    Ok((Request::from_parts(parts, body), peeked))
 }
 
 /// Sends the request to a backend of `pool`, retrying where the config and the budget allow. Every
 /// attempt gets a telemetry row when `record` is set; `tokens` is the request's estimated size,
 /// counted in flight at its backend, and `size` what it says of its size (predictive features).
+/// Returns the client's response and, when it relays a backend's body, the attempt that body
+/// finishes.
 async fn forward(
     pool: &Arc<Pool>,
     mut request: Request<ProxyBody>,
     downstream: &headers::Forwarded<'_>,
     record: Option<&RequestRecord>,
-    (tokens, size): (u64, SizeHints),
+    (tokens, size): (u64, RequestSize),
     log: &mut AccessLog,
-) -> Result<Response<ProxyBody>, ProxyError> {
+) -> Result<(Response<ProxyBody>, Option<AttemptDone>), ProxyError> {
     let client_upgrade = upgrade::take_client_upgrade(&mut request);
     let mut pick = affinity::pick_request(&pool.config.policy, request.headers(), downstream.client_ip);
     pick.size = size;
@@ -197,77 +205,45 @@ async fn forward(
     } else {
         1
     };
-    let decay = pool.config.policy.decay();
     let mut tried = Vec::new();
     let mut _retry = None;
     for attempt in 1..=max_attempts {
         log.attempts = attempt;
         // Other requests active in the pool: the state this request found, not the one it made.
         pick.pool_in_flight = pool.active_requests().saturating_sub(1);
-        let mut in_flight = match pool.pick(&pick, &tried) {
-            Ok(in_flight) => in_flight,
-            Err(err) => {
-                if let Some(record) = record {
-                    record.dispatch(attempt, pick.pool_in_flight, pool, None).finish(
-                        outcome_of_pick_error(&err),
-                        0,
-                        0,
-                    );
-                }
-                return Err(err);
-            }
+        let target = Target {
+            pool,
+            pick: &pick,
+            head: &head,
+            record,
+            attempt,
+            tokens,
         };
-        let backend = in_flight.backend().clone();
-        tried.push(backend.id);
-        log.backend = backend.address.to_string();
-        let mut row = record.map(|r| r.dispatch(attempt, pick.pool_in_flight, pool, Some(&backend)));
-        if let (Some(row), Some(prediction)) = (row.as_mut(), in_flight.prediction()) {
-            row.predicted(prediction);
-        }
-        // After the row, which records what the other requests hold.
-        in_flight.count_tokens(tokens);
-        let sent = Instant::now();
-        let (attempt_body, bytes_in) = body.for_attempt();
-        let result = upstream::send(pool, &backend, &head, attempt_body).await;
-        let outcome = match &result {
-            Ok(response) => AttemptOutcome::Status(response.status().as_u16()),
-            Err(failure) => failure.outcome(),
-        };
-        if let (Some(row), AttemptOutcome::Status(status)) = (row.as_mut(), outcome) {
-            row.responded(status);
-        }
-        if matches!(outcome, AttemptOutcome::Status(_) | AttemptOutcome::Timeout) {
-            backend.load.observe_rtt(sent.elapsed(), clock::now(), decay);
-        }
-        if backend.record_attempt(outcome, &pool.outlier) {
-            pool.report_failing(&backend);
-        }
-        let retryable = attempt < max_attempts && retries.on.iter().any(|on| upstream::covers(*on, outcome));
+        let mut sent = target.send(&mut tried, &mut body, log).await?;
+        let retryable = attempt < max_attempts && retries.on.iter().any(|on| sent.outcome.retried_on(*on));
         let retry = if retryable { pool.begin_retry() } else { None };
-        if retry.is_some() || result.is_err() {
+        if retry.is_some() || sent.result.is_err() {
             // This attempt ends here, without relaying a body: its row is complete now.
-            if let Some(row) = row.take() {
-                row.finish(outcome.telemetry(), bytes_in.get(), 0);
+            if let Some(row) = sent.row.take() {
+                row.finish(sent.outcome.telemetry(), sent.bytes_in.get(), 0, clock::now());
             }
         }
         if let Some(retry) = retry {
             _retry = Some(retry);
-            drop(result);
-            drop(in_flight);
+            drop(sent);
             tokio::time::sleep(backoff(retries.backoff, attempt)).await;
             continue;
         }
-        let response =
-            result.map_err(|failure| failure.into_error(&backend, pool.config.timeouts.request))?;
-        let sticky = sticky_cookie(pool, &pick, backend.id);
-        let attempt = Relayed {
-            in_flight,
-            row,
-            bytes_in,
+        let response = sent.result?;
+        let sticky = sticky_cookie(pool, &pick, sent.in_flight.backend().id);
+        let relayed = Relayed {
+            in_flight: sent.in_flight,
+            row: sent.row,
+            bytes_in: sent.bytes_in,
         };
         return Ok(relay(
             response,
-            attempt,
+            relayed,
             pool,
             downstream.request_id,
             client_upgrade,
@@ -275,6 +251,78 @@ async fn forward(
         ));
     }
     unreachable!("the last attempt always returns")
+}
+
+/// Where one attempt goes and what it carries.
+struct Target<'a> {
+    pool: &'a Pool,
+    pick: &'a PickRequest,
+    head: &'a UpstreamHead,
+    record: Option<&'a RequestRecord>,
+    attempt: u32,
+    tokens: u64,
+}
+
+/// One attempt sent, as far as the backend's response head (or its failure).
+struct Sent {
+    in_flight: InFlight,
+    row: Option<AttemptRow>,
+    bytes_in: BytesIn,
+    outcome: AttemptOutcome,
+    result: Result<Response<Incoming>, UpstreamError>,
+}
+
+impl Target<'_> {
+    /// Picks a backend (avoiding the `tried` ones while others remain), sends it the attempt, and
+    /// learns from its answer: the round-trip estimate, outlier detection, the attempt metrics and
+    /// the row's status and time to first byte.
+    async fn send(
+        &self,
+        tried: &mut Vec<u64>,
+        body: &mut RequestBody,
+        log: &mut AccessLog,
+    ) -> Result<Sent, ProxyError> {
+        let pool = self.pool;
+        let mut in_flight = match pool.pick(self.pick, tried) {
+            Ok(in_flight) => in_flight,
+            Err(err) => {
+                if let Some(record) = self.record {
+                    let asked = DispatchState::of_request(self.pick.pool_in_flight, self.pick.size);
+                    record.unplaced(self.attempt, &asked, &err);
+                }
+                return Err(err);
+            }
+        };
+        let backend = in_flight.backend().clone();
+        tried.push(backend.id);
+        log.backend = backend.address.to_string();
+        let mut row = self.record.map(|r| r.dispatch(self.attempt, &in_flight));
+        in_flight.count_tokens(self.tokens);
+        let (attempt_body, bytes_in) = body.for_attempt();
+        let result = upstream::send(pool, &backend, self.head, attempt_body).await;
+        let outcome = match &result {
+            Ok(response) => AttemptOutcome::Status(response.status().as_u16()),
+            Err(failure) => failure.outcome(),
+        };
+        let now = clock::now();
+        if let (Some(row), AttemptOutcome::Status(status)) = (row.as_mut(), outcome) {
+            row.responded(status, now);
+        }
+        if outcome.measures_rtt() {
+            let rtt = now.saturating_sub(in_flight.dispatched());
+            backend.load.observe_rtt(rtt, now, pool.config.policy.decay());
+        }
+        if backend.record_attempt(outcome, &pool.outlier) {
+            pool.report_failing(&backend);
+        }
+        Ok(Sent {
+            in_flight,
+            row,
+            bytes_in,
+            outcome,
+            result,
+        })
+    }
 }
 
 /// The attempt whose response goes to the client.
@@ -285,7 +333,8 @@ struct Relayed {
 }
 
 /// Turns a backend's response into the client's: hop-by-hop headers out, request id and sticky cookie
-/// in, body streamed frame by frame under the idle timeout, the attempt accounted for until it ends.
+/// in, body streamed frame by frame under the idle timeout. Returns it with the attempt that its body
+/// finishes (none for an upgrade, whose tunnel holds the backend instead).
 fn relay(
     response: Response<Incoming>,
     attempt: Relayed,
@@ -293,19 +342,19 @@ fn relay(
     request_id: &HeaderValue,
     client_upgrade: Option<hyper::upgrade::OnUpgrade>,
     sticky: Option<HeaderValue>,
-) -> Response<ProxyBody> {
+) -> (Response<ProxyBody>, Option<AttemptDone>) {
     let (mut parts, body) = response.into_parts();
     if let Some(cookie) = sticky {
         parts.headers.append(SET_COOKIE, cookie);
     }
-    parts.headers.insert(headers::X_REQUEST_ID, request_id.clone());
+    parts.headers.insert(X_REQUEST_ID, request_id.clone());
     if parts.status == http::StatusCode::SWITCHING_PROTOCOLS {
         headers::strip_hop_by_hop(&mut parts.headers, true);
         let mut response = Response::from_parts(parts, body);
         // An upgrade's row ends at the switch (the tunnel that follows is not a request); the backend
         // stays counted in flight while the tunnel is open.
         if let Some(row) = attempt.row {
-            row.finish(Outcome::Ok, attempt.bytes_in.get(), 0);
+            row.finish(Outcome::Ok, attempt.bytes_in.get(), 0, clock::now());
         }
         if let Some(client_upgrade) = client_upgrade {
             upgrade::spawn_tunnel(
@@ -315,16 +364,19 @@ fn relay(
             );
         }
         let (parts, _) = response.into_parts();
-        return Response::from_parts(parts, reply::full(bytes::Bytes::new()));
+        return (
+            Response::from_parts(parts, reply::full(bytes::Bytes::new())),
+            None,
+        );
     }
     headers::strip_hop_by_hop(&mut parts.headers, false);
     let done = AttemptDone::new(attempt.in_flight, attempt.row, attempt.bytes_in);
-    let body = Guarded::new(IdleTimeout::new(body, pool.config.timeouts.idle), done);
-    Response::from_parts(parts, body.boxed())
+    let body = IdleTimeout::new(body, pool.config.timeouts.idle);
+    (Response::from_parts(parts, body.boxed()), Some(done))
 }
 
 /// The cookie to set when the sticky policy placed a client that was not already pinned there.
-fn sticky_cookie(pool: &Pool, pick: &augur_engine::PickRequest, backend_id: u64) -> Option<HeaderValue> {
+fn sticky_cookie(pool: &Pool, pick: &PickRequest, backend_id: u64) -> Option<HeaderValue> {
     match &pool.config.policy {
         augur_engine::PolicySpec::StickyCookie { cookie, .. } if pick.sticky_endpoint != Some(backend_id) => {
             affinity::sticky_cookie(cookie, backend_id)

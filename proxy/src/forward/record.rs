@@ -3,18 +3,19 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::Duration;
 
 use augur_engine::telemetry::{Outcome, TelemetryRow};
+use augur_engine::DispatchState;
 use augur_telemetry::TelemetrySink;
 use http::Request;
 
-use super::body::{BodyObserver, BoxError, IdleTimeoutError};
+use super::body_peek::PeekedBody;
 use super::headers::Forwarded;
-use super::hints::RequestHints;
 use crate::clock;
 use crate::error::ProxyError;
-use crate::pool::{Backend, InFlight, Pool};
+use crate::message::body::{BodyObserver, BoxError, IdleTimeoutError};
+use crate::pool::{InFlight, Pool};
 use crate::telemetry::Telemetry;
 
 /// The part of every attempt's row that belongs to the request.
@@ -24,22 +25,18 @@ pub struct RequestRecord {
 }
 
 impl RequestRecord {
-    /// The request-level fields of `request`, routed by `route` to `pool`; `body_bytes` is its
-    /// declared length.
+    /// The request-level fields of `request`, routed by `route` to `pool`.
     pub fn new<B>(
         telemetry: &Telemetry,
         request: &Request<B>,
         route: &Arc<str>,
         pool: &Pool,
         downstream: &Forwarded<'_>,
-        (hints, body_bytes): (&RequestHints, Option<u64>),
+        peeked: &PeekedBody,
     ) -> Self {
         let template = TelemetryRow {
             request_id: downstream.request_id.to_str().unwrap_or_default().to_owned(),
-            model: hints.model.clone(),
-            body_bytes,
-            prompt_tokens: hints.prompt_tokens,
-            max_tokens: hints.max_tokens,
+            model: peeked.model.as_deref().map(Arc::from),
             client_hash: telemetry.hasher.hash(downstream.client_ip),
             ..TelemetryRow::new(
                 telemetry.proxy_id.clone(),
@@ -55,68 +52,70 @@ impl RequestRecord {
         }
     }
 
-    /// A row for attempt number `attempt`, with the pool's and the backend's state now, at dispatch;
-    /// `pool_in_flight` is the count of the pool's other requests that the pick was made with.
-    pub fn dispatch(
-        &self,
-        attempt: u32,
-        pool_in_flight: u32,
-        pool: &Pool,
-        backend: Option<&Backend>,
-    ) -> AttemptRow {
-        let now = clock::now();
-        let mut row = self.template.clone();
-        row.start_time_us = clock::unix_now().as_micros() as i64;
-        row.attempt = u16::try_from(attempt).unwrap_or(u16::MAX);
-        row.pool_in_flight = pool_in_flight;
-        // Counts exclude this request itself: the state it found, not the state it made.
-        if let Some(backend) = backend {
-            row.backend = Some(backend.label.clone());
-            row.backend_in_flight = Some(backend.load.in_flight().saturating_sub(1));
-            row.backend_tokens_in_flight = Some(backend.load.tokens_in_flight());
-            row.backend_ewma_us = Some(backend.load.rtt_estimate_ns(now, pool.config.policy.decay()) / 1e3);
-            row.scraped = backend.load.scraped(now);
+    /// A row for attempt number `attempt`, dispatched to the backend `in_flight` holds, with the
+    /// state it found there.
+    pub fn dispatch(&self, attempt: u32, in_flight: &InFlight) -> AttemptRow {
+        let mut row = self.row(attempt, in_flight.dispatched());
+        row.record_dispatch(in_flight.found(), Some(in_flight.backend().label.clone()));
+        if let Some(prediction) = in_flight.prediction() {
+            row.predicted_latency_us = Some(prediction.latency_ms * 1000.0);
+            row.predicted_failure_prob = Some(prediction.failure_prob);
+            row.propensity = Some(prediction.propensity);
+            row.model_version = Some(prediction.model_version.clone());
         }
         AttemptRow {
             row,
-            dispatched: Instant::now(),
+            dispatched: in_flight.dispatched(),
             sink: self.sink.clone(),
         }
+    }
+
+    /// Records attempt number `attempt`, which the pool could not place: `asked` is what the request
+    /// brought (the backend's part stays empty).
+    pub fn unplaced(&self, attempt: u32, asked: &DispatchState, error: &ProxyError) {
+        let mut row = self.row(attempt, clock::now());
+        row.record_dispatch(asked, None);
+        row.outcome = outcome_of_pick_error(error);
+        self.sink.record(row);
+    }
+
+    fn row(&self, attempt: u32, dispatched: Duration) -> TelemetryRow {
+        let mut row = self.template.clone();
+        row.start_time = clock::unix_at(dispatched).as_micros() as i64;
+        row.attempt = u16::try_from(attempt).unwrap_or(u16::MAX);
+        row
     }
 }
 
 /// One attempt's row, written when the attempt ends.
 pub struct AttemptRow {
     row: TelemetryRow,
-    dispatched: Instant,
+    dispatched: Duration,
     sink: TelemetrySink,
 }
 
 impl AttemptRow {
-    /// The backend's response head arrived: time to first byte until a body byte arrives.
-    pub fn responded(&mut self, status: u16) {
-        self.row.status = Some(status);
-        self.row.ttfb_us = Some(self.dispatched.elapsed().as_micros() as u64);
+    /// Microseconds from dispatch to `now` ([`clock::now`]).
+    fn since_dispatch_us(&self, now: Duration) -> u64 {
+        now.saturating_sub(self.dispatched).as_micros() as u64
     }
 
-    /// What the models predicted for this attempt's backend.
-    pub fn predicted(&mut self, prediction: &augur_engine::policy::Prediction) {
-        self.row.predicted_latency_us = Some(prediction.latency_ms * 1000.0);
-        self.row.predicted_failure_prob = Some(prediction.failure_prob);
-        self.row.propensity = Some(prediction.propensity);
-        self.row.model_version = Some(prediction.model_version.clone());
+    /// The backend's response head arrived at `now`: time to first byte until a body byte arrives.
+    pub fn responded(&mut self, status: u16, now: Duration) {
+        self.row.status = Some(status);
+        self.row.ttfb_us = Some(self.since_dispatch_us(now));
     }
 
     /// The first byte of the response body arrived. For a streamed LLM response this is the time to
     /// first token, which is what the head's time would understate.
     fn first_body_byte(&mut self) {
-        self.row.ttfb_us = Some(self.dispatched.elapsed().as_micros() as u64);
+        self.row.ttfb_us = Some(self.since_dispatch_us(clock::now()));
     }
 
-    /// Completes the row and hands it to the writer.
-    pub fn finish(mut self, outcome: Outcome, bytes_in: u64, bytes_out: u64) {
+    /// Completes the row, the attempt having ended at `now`, and hands it to the writer.
+    pub fn finish(mut self, outcome: Outcome, bytes_in: u64, bytes_out: u64, now: Duration) {
         self.row.outcome = outcome;
-        self.row.latency_us = self.dispatched.elapsed().as_micros() as u64;
+        self.row.latency_us = self.since_dispatch_us(now);
         self.row.bytes_in = bytes_in;
         self.row.bytes_out = bytes_out;
         self.sink.record(self.row);
@@ -124,7 +123,7 @@ impl AttemptRow {
 }
 
 /// The outcome of a request the pool could not place.
-pub fn outcome_of_pick_error(error: &ProxyError) -> Outcome {
+fn outcome_of_pick_error(error: &ProxyError) -> Outcome {
     match error {
         ProxyError::AtCapacity { .. } => Outcome::RateLimited,
         _ => Outcome::NoBackend,
@@ -159,10 +158,10 @@ impl BodyObserver for ByteCounter {
     }
 }
 
-/// Alive while the last attempt's response body streams: keeps the backend counted in flight, counts
+/// The relayed attempt while its response body streams: keeps the backend counted in flight, counts
 /// the bytes, and writes the attempt's row when the body is done.
 pub struct AttemptDone {
-    _in_flight: InFlight,
+    in_flight: InFlight,
     row: Option<AttemptRow>,
     bytes_in: BytesIn,
     bytes_out: u64,
@@ -173,17 +172,16 @@ impl AttemptDone {
     /// Accounting for a response whose body is about to stream.
     pub fn new(in_flight: InFlight, row: Option<AttemptRow>, bytes_in: BytesIn) -> Self {
         Self {
-            _in_flight: in_flight,
+            in_flight,
             row,
             bytes_in,
             bytes_out: 0,
             failure: None,
         }
     }
-}
 
-impl BodyObserver for AttemptDone {
-    fn data(&mut self, len: usize) {
+    /// `len` more body bytes reached the client.
+    pub fn data(&mut self, len: usize) {
         if self.bytes_out == 0 && len > 0 {
             if let Some(row) = self.row.as_mut() {
                 row.first_body_byte();
@@ -192,25 +190,27 @@ impl BodyObserver for AttemptDone {
         self.bytes_out += len as u64;
     }
 
-    fn failed(&mut self, error: &BoxError) {
+    /// The body failed: stalled past the idle timeout, or broken.
+    pub fn failed(&mut self, error: &BoxError) {
         self.failure = Some(if error.is::<IdleTimeoutError>() {
             Outcome::Timeout
         } else {
             Outcome::Reset
         });
     }
-}
 
-impl Drop for AttemptDone {
-    fn drop(&mut self) {
+    /// The body is done (ended, failed, or dropped by the client): the online correction learns from
+    /// a body that arrived whole, and the row is written. The backend stops counting the request in
+    /// flight when this returns.
+    pub fn finish(mut self) {
         if self.failure.is_none() {
-            self._in_flight.learn();
+            self.in_flight.learn();
         }
         if let Some(row) = self.row.take() {
             let outcome = self
                 .failure
                 .unwrap_or_else(|| Outcome::of_status(row.row.status.unwrap_or(200)));
-            row.finish(outcome, self.bytes_in.get(), self.bytes_out);
+            row.finish(outcome, self.bytes_in.get(), self.bytes_out, clock::now());
         }
     }
 }

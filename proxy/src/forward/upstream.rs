@@ -11,12 +11,12 @@ use http_body::Body as _;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
-use super::body::{Guarded, IdleTimeout, ProxyBody};
+use super::headers;
 use super::record::{ByteCounter, BytesIn};
-use super::{headers, reply};
-use crate::config::RetryOn;
 use crate::error::ProxyError;
-use crate::metrics::AttemptOutcome;
+use crate::message::body::{Guarded, IdleTimeout, ProxyBody};
+use crate::message::reply;
+use crate::outcome::UpstreamError;
 use crate::pool::{Backend, Pool};
 
 /// The parts of the upstream request that stay the same across attempts.
@@ -77,7 +77,7 @@ impl RequestBody {
             return Ok(Self::Streaming(Some(body), idle));
         }
         // Known to be at most `max_bytes`: read it whole.
-        let prefix = super::hints::read_prefix(body, max_bytes + 1, idle).await?;
+        let prefix = super::body_peek::read_prefix(body, max_bytes + 1, idle).await?;
         match prefix.rest {
             None => Ok(Self::Replayable(prefix.bytes)),
             // Longer than its Content-Length claimed: send what is there and stream the rest, once.
@@ -106,51 +106,24 @@ impl RequestBody {
     }
 }
 
-/// Why an attempt produced no response.
-pub enum Attempt {
-    /// No TCP connection.
-    Connect(String),
-    /// No response head within the request timeout.
-    Timeout,
-    /// The connection broke or the answer was not HTTP.
-    Reset(String),
-}
-
-impl Attempt {
-    /// The outcome as metrics and outlier detection count it.
-    pub fn outcome(&self) -> AttemptOutcome {
-        match self {
-            Self::Connect(_) => AttemptOutcome::ConnectError,
-            Self::Timeout => AttemptOutcome::Timeout,
-            Self::Reset(_) => AttemptOutcome::Reset,
-        }
-    }
-
-    /// The error the client gets when this was the last attempt.
-    pub fn into_error(self, backend: &Backend, timeout: Duration) -> ProxyError {
-        let backend = backend.address.to_string();
-        match self {
-            Self::Connect(reason) => ProxyError::Connect { backend, reason },
-            Self::Timeout => ProxyError::Timeout { backend, timeout },
-            Self::Reset(reason) => ProxyError::Reset { backend, reason },
-        }
-    }
-}
-
 /// Sends one attempt to `backend` over the pool's pooled connections.
 pub async fn send(
     pool: &Pool,
     backend: &Backend,
     head: &UpstreamHead,
     body: ProxyBody,
-) -> Result<Response<Incoming>, Attempt> {
+) -> Result<Response<Incoming>, UpstreamError> {
+    let address = || backend.address.to_string();
     let uri = format!("http://{}{}", backend.address, head.path_and_query);
     let mut request = Request::builder()
         .method(head.method.clone())
         .uri(uri)
         .version(Version::HTTP_11)
         .body(body)
-        .map_err(|e| Attempt::Connect(format!("cannot build the upstream request: {e}")))?;
+        .map_err(|e| UpstreamError::Connect {
+            backend: address(),
+            reason: format!("cannot build the upstream request: {e}"),
+        })?;
     *request.headers_mut() = head.headers.clone();
     let host = head
         .host
@@ -159,23 +132,21 @@ pub async fn send(
     if let Some(host) = host {
         request.headers_mut().insert(HOST, host);
     }
-    match tokio::time::timeout(pool.config.timeouts.request, pool.client.request(request)).await {
-        Err(_) => Err(Attempt::Timeout),
+    let timeout = pool.config.timeouts.request;
+    match tokio::time::timeout(timeout, pool.client.request(request)).await {
+        Err(_) => Err(UpstreamError::Timeout {
+            backend: address(),
+            timeout,
+        }),
         Ok(Ok(response)) => Ok(response),
-        Ok(Err(e)) if e.is_connect() => Err(Attempt::Connect(error_chain(&e))),
-        Ok(Err(e)) => Err(Attempt::Reset(error_chain(&e))),
-    }
-}
-
-/// Whether `on` allows retrying `outcome`.
-pub fn covers(on: RetryOn, outcome: AttemptOutcome) -> bool {
-    match (on, outcome) {
-        (RetryOn::ConnectFailure, AttemptOutcome::ConnectError)
-        | (RetryOn::Reset, AttemptOutcome::Reset)
-        | (RetryOn::Timeout, AttemptOutcome::Timeout) => true,
-        (RetryOn::GatewayError, AttemptOutcome::Status(s)) => matches!(s, 502..=504),
-        (RetryOn::ServerError, AttemptOutcome::Status(s)) => (500..600).contains(&s),
-        _ => false,
+        Ok(Err(e)) if e.is_connect() => Err(UpstreamError::Connect {
+            backend: address(),
+            reason: error_chain(&e),
+        }),
+        Ok(Err(e)) => Err(UpstreamError::Reset {
+            backend: address(),
+            reason: error_chain(&e),
+        }),
     }
 }
 

@@ -16,6 +16,7 @@ mod ticker;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
+use arc_swap::ArcSwap;
 use augur_engine::scaling::ForecastSource;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
@@ -25,8 +26,8 @@ pub use metrics::{DeliveryOutcome, HintMetrics};
 pub use sink::Sink;
 
 use crate::config::HintsConfig;
-use crate::metrics::Metrics;
-use crate::state::Shared;
+use crate::models::ModelStore;
+use crate::router::Router;
 
 /// A pool's latest forecast and decision, as `GET /admin/hints/{pool}` serves it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -65,12 +66,14 @@ pub struct Hints {
     source: String,
     sinks: Vec<Arc<Sink>>,
     status: Mutex<BTreeMap<String, PoolStatus>>,
+    metrics: Arc<HintMetrics>,
 }
 
 impl Hints {
     /// The component for `config`, raising hints as `augur://{proxy_id}` unless the config names a
     /// source. A sink whose secret cannot be read is left out, with an error logged.
-    pub fn new(config: &HintsConfig, proxy_id: &str, metrics: &Arc<Metrics>) -> Arc<Self> {
+    pub fn new(config: &HintsConfig, proxy_id: &str, registry: &prometheus::Registry) -> Arc<Self> {
+        let metrics = Arc::new(HintMetrics::register(registry));
         let sinks = config
             .sinks
             .iter()
@@ -90,6 +93,7 @@ impl Hints {
                 .unwrap_or_else(|| format!("augur://{proxy_id}")),
             sinks,
             status: Mutex::new(BTreeMap::new()),
+            metrics,
         })
     }
 
@@ -115,11 +119,17 @@ impl Hints {
         self.status.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Starts the sinks' delivery tasks and the ticker.
-    pub fn spawn(self: &Arc<Self>, shared: Arc<Shared>, stop: CancellationToken) {
+    /// Starts the sinks' delivery tasks and the ticker, which reads the demand of the pools of the
+    /// routing table in force and forecasts with the models in force.
+    pub fn spawn(
+        self: &Arc<Self>,
+        router: Arc<ArcSwap<Router>>,
+        models: Arc<ModelStore>,
+        stop: CancellationToken,
+    ) {
         for sink in &self.sinks {
             tokio::spawn(sink.clone().run(stop.clone()));
         }
-        tokio::spawn(ticker::run(self.clone(), shared, stop));
+        tokio::spawn(ticker::run(self.clone(), router, models, stop));
     }
 }

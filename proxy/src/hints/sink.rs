@@ -22,7 +22,6 @@ use super::metrics::{DeliveryOutcome, HintMetrics};
 use super::signature::{sign, SIGNATURE_HEADER, TIMESTAMP_HEADER};
 use crate::clock;
 use crate::config::SinkConfig;
-use crate::metrics::Metrics;
 use crate::rng::with_rng;
 
 /// A hint waiting for delivery.
@@ -40,12 +39,12 @@ pub struct Sink {
     config: SinkConfig,
     queue: Mutex<VecDeque<Queued>>,
     ready: Notify,
-    metrics: Arc<Metrics>,
+    metrics: Arc<HintMetrics>,
 }
 
 impl Sink {
     /// A sink for `config` (already validated: its URL parses and its secret resolves).
-    pub fn new(config: &SinkConfig, metrics: Arc<Metrics>) -> Result<Arc<Self>, String> {
+    pub fn new(config: &SinkConfig, metrics: Arc<HintMetrics>) -> Result<Arc<Self>, String> {
         let url: Uri = config
             .url
             .parse()
@@ -61,10 +60,6 @@ impl Sink {
         }))
     }
 
-    fn hint_metrics(&self) -> &HintMetrics {
-        &self.metrics.hints
-    }
-
     fn queue(&self) -> std::sync::MutexGuard<'_, VecDeque<Queued>> {
         self.queue.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -77,7 +72,7 @@ impl Sink {
             if queue.len() >= self.config.queue {
                 if let Some(old) = queue.pop_front() {
                     tracing::warn!(sink = %self.label, id = %old.id, "hint queue full; dropped the oldest hint");
-                    self.hint_metrics()
+                    self.metrics
                         .count_delivery(&self.label, DeliveryOutcome::DroppedQueueFull);
                 }
             }
@@ -88,7 +83,7 @@ impl Sink {
             });
             queue.len()
         };
-        self.hint_metrics().set_queue_depth(&self.label, depth);
+        self.metrics.set_queue_depth(&self.label, depth);
         self.ready.notify_one();
     }
 
@@ -128,7 +123,7 @@ impl Sink {
                 outcome = self.deliver(&client, &id, body, decided) => outcome,
                 () = stop.cancelled() => return,
             };
-            self.hint_metrics().count_delivery(&self.label, outcome);
+            self.metrics.count_delivery(&self.label, outcome);
             let depth = {
                 let mut queue = self.queue();
                 // The head may have been dropped for room meanwhile; pop only the hint just settled.
@@ -137,7 +132,7 @@ impl Sink {
                 }
                 queue.len()
             };
-            self.hint_metrics().set_queue_depth(&self.label, depth);
+            self.metrics.set_queue_depth(&self.label, depth);
         }
     }
 
@@ -177,8 +172,7 @@ impl Sink {
                         return DeliveryOutcome::Expired;
                     }
                     tracing::warn!(sink = %self.label, id, error = %why, retry_in = ?delay, "hint delivery failed; retrying");
-                    self.hint_metrics()
-                        .count_delivery(&self.label, DeliveryOutcome::Retried);
+                    self.metrics.count_delivery(&self.label, DeliveryOutcome::Retried);
                     tokio::time::sleep(delay).await;
                     attempt = attempt.saturating_add(1);
                 }

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use augur_engine::model::ModelSet;
 use augur_engine::scaling::{Direction, ForecastSource, Forecaster, Scaler};
 use bytes::Bytes;
@@ -13,9 +14,10 @@ use tokio_util::sync::CancellationToken;
 use super::event::{model_version, rfc3339, CloudEvent, Hint, HorizonForecast};
 use super::{HintMetrics, Hints, PoolStatus};
 use crate::clock;
-use crate::config::{HintsConfig, PoolConfig};
+use crate::config::PoolConfig;
+use crate::models::ModelStore;
 use crate::pool::Pool;
-use crate::state::Shared;
+use crate::router::Router;
 
 /// What the ticker keeps per pool between ticks.
 struct PoolState {
@@ -33,7 +35,12 @@ struct PoolState {
 }
 
 /// Ticks until `stop`.
-pub(super) async fn run(hints: Arc<Hints>, shared: Arc<Shared>, stop: CancellationToken) {
+pub(super) async fn run(
+    hints: Arc<Hints>,
+    router: Arc<ArcSwap<Router>>,
+    models: Arc<ModelStore>,
+    stop: CancellationToken,
+) {
     let bucket_s = u64::from(hints.config.bucket_s());
     let mut pools: BTreeMap<String, PoolState> = BTreeMap::new();
     loop {
@@ -44,14 +51,19 @@ pub(super) async fn run(hints: Arc<Hints>, shared: Arc<Shared>, stop: Cancellati
             () = tokio::time::sleep(wait) => {}
             () = stop.cancelled() => return,
         }
-        tick(&hints, &shared, &mut pools, next_s);
+        tick(&hints, &router.load_full(), &models, &mut pools, next_s);
     }
 }
 
-fn tick(hints: &Hints, shared: &Shared, pools: &mut BTreeMap<String, PoolState>, tick_unix_s: u64) {
-    let router = shared.router.load_full();
-    let models = shared.models.active();
-    let metrics = &shared.metrics.hints;
+fn tick(
+    hints: &Hints,
+    router: &Router,
+    models: &ModelStore,
+    pools: &mut BTreeMap<String, PoolState>,
+    tick_unix_s: u64,
+) {
+    let models = models.active();
+    let metrics = &hints.metrics;
     let gone: Vec<String> = pools
         .keys()
         .filter(|name| !router.pools.contains_key(*name))
@@ -127,6 +139,8 @@ fn capacity(config: &PoolConfig, models: Option<&ModelSet>) -> Option<(f64, &'st
     (!known.is_empty()).then(|| (known.iter().sum::<f64>() / known.len() as f64, "model"))
 }
 
+/// One pool's tick: count the bucket's demand, forecast, decide, and raise a hint when the decision
+/// changes the replicas asked for.
 fn tick_pool(
     hints: &Hints,
     metrics: &HintMetrics,
@@ -136,54 +150,34 @@ fn tick_pool(
     arrivals: u64,
     tick_unix_s: u64,
 ) -> PoolStatus {
-    let config: &HintsConfig = &hints.config;
-    let bucket_s = config.bucket_s();
-    let requests = arrivals.saturating_sub(state.arrivals) as f64;
-    let buckets = ((tick_unix_s.saturating_sub(state.tick_unix_s)) as f64 / f64::from(bucket_s))
-        .round()
-        .max(1.0) as usize;
-    state.arrivals = arrivals;
-    state.tick_unix_s = tick_unix_s;
-    state.forecaster.observe(requests, buckets);
-    let demand = models.and_then(|m| m.demand().map(|d| (d, m.version.as_str())));
+    let bucket_s = hints.config.bucket_s();
+    let (requests, buckets) = state.count(arrivals, tick_unix_s, bucket_s);
     let now_s = tick_unix_s as f64;
+    let demand = models.and_then(|m| m.demand().map(|d| (d, m.version.as_str())));
     let forecast = state.forecaster.forecast(demand, now_s);
-    let label = forecast.source.label();
-    if label != state.forecaster_label {
-        match &forecast.source {
-            ForecastSource::Fallback { why } => {
-                tracing::info!(pool = %pool.name, reason = %why, "forecasting demand with the trend-and-level fallback");
-            }
-            ForecastSource::Model { version } => {
-                tracing::info!(pool = %pool.name, %version, "forecasting demand with the trained model");
-            }
-        }
-        state.forecaster_label = label;
-    }
+    state.log_forecaster_change(&pool.name, &forecast.source);
     let per_second = |requests: f64| requests / f64::from(bucket_s);
-    let horizons: Vec<HorizonForecast> = forecast
-        .horizons
-        .iter()
-        .map(|f| HorizonForecast {
-            horizon_s: f.horizon_s,
-            mean_rps: per_second(f.mean),
-            upper_rps: per_second(f.upper),
-            upper_level: forecast.upper_level,
-        })
-        .collect();
-    let current_rps = per_second(requests / buckets as f64);
     let current = current_replicas(pool);
     let mut status = PoolStatus {
         pool: pool.name.to_string(),
         time: rfc3339(tick_unix_s as i64 * 1000),
         bucket_s,
-        current_rps,
+        current_rps: per_second(requests / buckets as f64),
         current_replicas: current,
         desired_replicas: None,
         recommended_replicas: None,
         capacity_rps: None,
         capacity_source: None,
-        forecast: horizons,
+        forecast: forecast
+            .horizons
+            .iter()
+            .map(|f| HorizonForecast {
+                horizon_s: f.horizon_s,
+                mean_rps: per_second(f.mean),
+                upper_rps: per_second(f.upper),
+                upper_level: forecast.upper_level,
+            })
+            .collect(),
         forecaster: forecast.source.clone(),
         reason: String::new(),
         hints: state.sequence,
@@ -195,14 +189,20 @@ fn tick_pool(
         );
         return status;
     };
-    let policy = config.policy(&pool.config.scaling);
+    let policy = hints.config.policy(&pool.config.scaling);
     let scaler = state
         .scaler
         .get_or_insert_with(|| Scaler::new(policy.clone(), current.max(1)));
     if scaler.policy() != &policy {
         scaler.set_policy(policy);
     }
-    let decision = scaler.decide(now_s, capacity_rps, current_rps, &forecast.horizons, bucket_s);
+    let decision = scaler.decide(
+        now_s,
+        capacity_rps,
+        status.current_rps,
+        &forecast.horizons,
+        bucket_s,
+    );
     status.desired_replicas = Some(decision.desired);
     status.recommended_replicas = Some(decision.recommended);
     status.capacity_rps = Some(capacity_rps);
@@ -221,23 +221,64 @@ fn tick_pool(
             reason: decision.reason,
             capacity_rps,
             forecast: status.forecast.clone(),
-            forecaster: label.to_owned(),
+            forecaster: forecast.source.label().to_owned(),
             model_version: model_version(&forecast.source),
         };
-        let event = CloudEvent::new(&hints.source, tick_unix_s as i64 * 1000, hint);
-        tracing::info!(
-            pool = %pool.name,
-            id = %event.id,
-            from = decision.previous,
-            to = decision.desired,
-            reason = %event.data.reason,
-            "autoscaling hint"
+        publish(
+            hints,
+            metrics,
+            CloudEvent::new(&hints.source, tick_unix_s as i64 * 1000, hint),
         );
-        metrics.count_change(&pool.name, decision.direction.as_str());
-        let body = Bytes::from(serde_json::to_vec(&event).expect("events serialise"));
-        for sink in &hints.sinks {
-            sink.enqueue(&event.id, body.clone());
-        }
     }
     status
+}
+
+impl PoolState {
+    /// Counts the requests that arrived since the last tick, and over how many buckets (a late tick
+    /// spreads them over the buckets it missed), and feeds them to the forecaster.
+    fn count(&mut self, arrivals: u64, tick_unix_s: u64, bucket_s: u32) -> (f64, usize) {
+        let requests = arrivals.saturating_sub(self.arrivals) as f64;
+        let buckets = ((tick_unix_s.saturating_sub(self.tick_unix_s)) as f64 / f64::from(bucket_s))
+            .round()
+            .max(1.0) as usize;
+        self.arrivals = arrivals;
+        self.tick_unix_s = tick_unix_s;
+        self.forecaster.observe(requests, buckets);
+        (requests, buckets)
+    }
+
+    /// Logs which forecaster the pool's forecasts now come from, when that changed.
+    fn log_forecaster_change(&mut self, pool: &str, source: &ForecastSource) {
+        let label = source.label();
+        if label == self.forecaster_label {
+            return;
+        }
+        match source {
+            ForecastSource::Fallback { why } => {
+                tracing::info!(%pool, reason = %why, "forecasting demand with the trend-and-level fallback");
+            }
+            ForecastSource::Model { version } => {
+                tracing::info!(%pool, %version, "forecasting demand with the trained model");
+            }
+        }
+        self.forecaster_label = label;
+    }
+}
+
+/// Logs and counts a hint, and queues it at every sink.
+fn publish(hints: &Hints, metrics: &HintMetrics, event: CloudEvent) {
+    let hint = &event.data;
+    tracing::info!(
+        pool = %hint.pool,
+        id = %event.id,
+        from = hint.previous_desired_replicas,
+        to = hint.desired_replicas,
+        reason = %hint.reason,
+        "autoscaling hint"
+    );
+    metrics.count_change(&hint.pool, &hint.direction);
+    let body = Bytes::from(serde_json::to_vec(&event).expect("events serialise"));
+    for sink in &hints.sinks {
+        sink.enqueue(&event.id, body.clone());
+    }
 }

@@ -2,14 +2,16 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
+use augur_engine::health::outlier::{ConsecutiveFailures, OutlierPolicy};
 use augur_engine::policy::Prediction;
+use augur_engine::{BackendLoad, DispatchState};
 
-use augur_engine::outlier::{ConsecutiveFailures, OutlierPolicy};
-use augur_engine::BackendLoad;
-
+use crate::clock;
 use crate::config::BackendAddress;
-use crate::metrics::{AttemptOutcome, BackendMetrics};
+use crate::metrics::BackendMetrics;
+use crate::outcome::AttemptOutcome;
 
 /// A backend of a pool.
 pub struct Backend {
@@ -74,17 +76,38 @@ pub struct InFlight {
     backend: Arc<Backend>,
     tokens: u64,
     prediction: Option<Prediction>,
-    dispatched: std::time::Instant,
+    found: DispatchState,
+    dispatched: Duration,
 }
 
 impl InFlight {
-    pub(super) fn new(backend: Arc<Backend>, prediction: Option<Prediction>) -> Self {
+    /// `found` is the state the request found at `backend` before it counted itself there, at
+    /// `dispatched` ([`clock::now`]).
+    pub(super) fn new(
+        backend: Arc<Backend>,
+        prediction: Option<Prediction>,
+        found: DispatchState,
+        dispatched: Duration,
+    ) -> Self {
         Self {
             backend,
             tokens: 0,
             prediction,
-            dispatched: std::time::Instant::now(),
+            found,
+            dispatched,
         }
+    }
+
+    /// The state the request found at its backend, before it counted itself there: what its
+    /// telemetry row records.
+    pub fn found(&self) -> &DispatchState {
+        &self.found
+    }
+
+    /// When the request was dispatched ([`clock::now`]): the one timestamp its attempt's
+    /// durations are measured from.
+    pub fn dispatched(&self) -> Duration {
+        self.dispatched
     }
 
     /// What the models predicted for this request at this backend, under a predictive pool.
@@ -98,7 +121,7 @@ impl InFlight {
         let Some(prediction) = &self.prediction else {
             return;
         };
-        let observed_ms = self.dispatched.elapsed().as_secs_f64() * 1000.0;
+        let observed_ms = clock::elapsed(self.dispatched).as_secs_f64() * 1000.0;
         self.backend
             .load
             .observe_prediction(observed_ms, prediction.median_ms);

@@ -2,8 +2,8 @@
 //! the background tasks (supervisor, health checks) that rebuild it.
 
 mod backend;
-mod health_check;
-mod scraper;
+mod probes;
+mod scrape;
 mod supervisor;
 
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -11,23 +11,23 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use augur_engine::outlier::OutlierPolicy;
+use augur_engine::health::outlier::OutlierPolicy;
 use augur_engine::policy::ActiveModels;
 use augur_engine::retry_budget::RetryBudget;
-use augur_engine::{BackendLoad, Endpoint, PickRequest, Selector};
+use augur_engine::{BackendLoad, DispatchState, Endpoint, PickRequest, Selector};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-pub use augur_engine::pool_health::BackendStatus;
+pub use augur_engine::health::pool::BackendStatus;
 pub use backend::{Backend, InFlight};
 
 use crate::clock;
 use crate::config::{BackendAddress, PoolConfig};
 use crate::error::ProxyError;
-use crate::forward::body::ProxyBody;
+use crate::message::body::ProxyBody;
 use crate::metrics::{Metrics, PoolMetrics};
 use crate::models::ModelStore;
 use crate::rng::with_rng;
@@ -145,8 +145,8 @@ impl Pool {
             tasks: CancellationToken::new(),
         });
         tokio::spawn(supervisor::run(pool.clone(), events_rx));
-        health_check::spawn(&pool);
-        scraper::spawn(&pool);
+        probes::spawn(&pool);
+        scrape::spawn(&pool);
         pool
     }
 
@@ -171,17 +171,21 @@ impl Pool {
                 pool: self.name.to_string(),
             });
         }
+        let now = clock::now();
         let (mut chosen, mut prediction) = with_rng(|rng| {
             snapshot
                 .selector
-                .pick_predicted(endpoints, request, avoid, clock::now(), rng)
+                .pick_predicted(endpoints, request, avoid, now, rng)
         })
         .expect("a non-empty pool always yields a pick");
+        let asked = DispatchState::of_request(request.pool_in_flight, request.size);
+        let decay = self.config.policy.decay();
         // At its concurrency limit? Take the next candidate in line that has room.
         for _ in 0..endpoints.len() {
             let backend = &self.backends[snapshot.members[chosen]];
+            let found = asked.at_backend(&backend.load, now, decay);
             if backend.load.try_start(backend.max_concurrent) {
-                return Ok(InFlight::new(backend.clone(), prediction));
+                return Ok(InFlight::new(backend.clone(), prediction, found, now));
             }
             // The models scored another backend.
             prediction = None;

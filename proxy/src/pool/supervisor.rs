@@ -5,9 +5,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use augur_engine::health::HealthThresholds;
+use augur_engine::health::check::HealthThresholds;
+use augur_engine::health::pool::{Ejection, HealthPolicy, PoolHealth};
 use augur_engine::policy::ActiveModels;
-use augur_engine::pool_health::{Ejection, HealthPolicy, PoolHealth};
 use augur_engine::{Endpoint, PolicySpec, Selector};
 use tokio::sync::mpsc;
 

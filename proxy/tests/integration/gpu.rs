@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
+use augur_sim::behaviour::{BackendBehaviour, GpuBehaviour, RequestTokens};
 use augur_sim::http::{serve, Cluster};
-use augur_sim::model::{BackendModel, GpuModel, RequestSize};
 use augur_sim::scenario::SimBackend;
 use augur_sim::traffic::{Sizes, Traffic};
 use augur_sim::Scenario;
@@ -16,7 +16,7 @@ use crate::backends::spawn;
 use crate::harness::*;
 
 fn gpu_nodes(n: usize) -> Scenario {
-    let model = GpuModel {
+    let model = GpuBehaviour {
         max_batch: 1,
         kv_capacity_tokens: 100_000,
         prefill_us_per_token: 10.0,
@@ -29,12 +29,12 @@ fn gpu_nodes(n: usize) -> Scenario {
         backends: (0..n)
             .map(|i| SimBackend {
                 name: format!("gpu-{i}"),
-                model: BackendModel::Gpu(model),
+                behaviour: BackendBehaviour::Gpu(model),
                 weight: 1,
             })
             .collect(),
         traffic: Traffic::Poisson { rate: 1.0 },
-        sizes: Sizes::Fixed(RequestSize::default()),
+        sizes: Sizes::Fixed(RequestTokens::default()),
         faults: vec![],
         duration: Duration::from_secs(1),
         request_timeout: Duration::from_secs(30),

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use augur_proxy::config::SinkConfig;
 use augur_proxy::hints::receiver::{self, Received, ReceiverConfig};
-use augur_proxy::hints::{CloudEvent, Hint, Sink};
+use augur_proxy::hints::{CloudEvent, Hint, HintMetrics, Sink};
 use augur_proxy::metrics::Metrics;
 use axum::middleware::{self, Next};
 use bytes::Bytes;
@@ -111,7 +111,7 @@ async fn a_receiver_down_for_a_while_gets_every_hint_after_it_returns_in_order_a
     let metrics = Metrics::new();
     let sink = Sink::new(
         &sink_config(format!("http://{address}/hints"), SECRET),
-        metrics.clone(),
+        Arc::new(HintMetrics::register(metrics.registry())),
     )
     .unwrap();
     let stop = CancellationToken::new();
@@ -168,7 +168,7 @@ async fn a_wrong_secret_is_rejected_and_not_retried() {
     let metrics = Metrics::new();
     let sink = Sink::new(
         &sink_config(format!("http://{address}/"), "not-the-secret"),
-        metrics.clone(),
+        Arc::new(HintMetrics::register(metrics.registry())),
     )
     .unwrap();
     tokio::spawn(sink.clone().run(stop.clone()));

@@ -3,10 +3,11 @@
 
 use std::time::Duration;
 
-use augur_engine::telemetry::{Outcome, ScrapedMetrics};
+use augur_engine::scraped::ScrapedMetrics;
+use augur_engine::telemetry::Outcome;
 
 use super::{Kind, Simulation, SCRAPE_INTERVAL_NS};
-use crate::model::BackendModel;
+use crate::behaviour::BackendBehaviour;
 
 impl Simulation<'_> {
     /// Starts whatever the backend has room for, in arrival order.
@@ -15,14 +16,14 @@ impl Simulation<'_> {
         while let Some(&id) = self.backends[b].queue.front() {
             let size = self.requests[id as usize].size;
             let state = &mut self.backends[b];
-            let service_s = match state.model {
-                BackendModel::Cpu(cpu) => {
+            let service_s = match state.behaviour {
+                BackendBehaviour::Cpu(cpu) => {
                     if state.busy >= cpu.workers {
                         return;
                     }
                     cpu.service.sample(&mut self.rng)
                 }
-                BackendModel::Gpu(gpu) => {
+                BackendBehaviour::Gpu(gpu) => {
                     let tokens = gpu.tokens(size);
                     if state.busy >= gpu.max_batch || state.kv_used + tokens > gpu.kv_capacity_tokens {
                         return;
@@ -49,7 +50,7 @@ impl Simulation<'_> {
         };
         let state = &mut self.backends[b];
         state.busy -= 1;
-        if let BackendModel::Gpu(gpu) = state.model {
+        if let BackendBehaviour::Gpu(gpu) = state.behaviour {
             state.kv_used -= gpu.tokens(size);
         }
         self.start_queued(b, now_ns);
@@ -60,7 +61,7 @@ impl Simulation<'_> {
     /// intervals.
     pub(super) fn scrape(&mut self, now_ns: u64) {
         for (b, state) in self.backends.iter().enumerate() {
-            if let BackendModel::Gpu(gpu) = state.model {
+            if let BackendBehaviour::Gpu(gpu) = state.behaviour {
                 let metrics = ScrapedMetrics {
                     queue_depth: Some(state.queue.len() as f64),
                     running_requests: Some(f64::from(state.busy)),

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use augur_engine::pool_health::{Ejection, HealthPolicy};
+use augur_engine::health::pool::{Ejection, HealthPolicy};
 use augur_engine::{hash, Endpoint, Selector};
 
 use super::Simulation;

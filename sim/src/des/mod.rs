@@ -6,11 +6,13 @@ use std::collections::{BinaryHeap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
-use augur_engine::outlier::ConsecutiveFailures;
+use augur_engine::health::outlier::ConsecutiveFailures;
+use augur_engine::health::pool::{HealthPolicy, PoolHealth};
 use augur_engine::policy::{ActiveModels, Prediction};
-use augur_engine::pool_health::{HealthPolicy, PoolHealth};
 use augur_engine::telemetry::{Outcome, TelemetryRow};
-use augur_engine::{hash, BackendLoad, Endpoint, PickRequest, PolicySpec, Selector, SizeHints};
+use augur_engine::{
+    hash, BackendLoad, DispatchState, Endpoint, PickRequest, PolicySpec, RequestSize, Selector,
+};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
@@ -20,8 +22,8 @@ mod rows;
 
 pub use rows::RowSink;
 
+use crate::behaviour::{BackendBehaviour, RequestTokens};
 use crate::faults::FaultSchedule;
-use crate::model::{BackendModel, RequestSize};
 use crate::report::{PolicyReport, Tally};
 use crate::scenario::Scenario;
 use crate::traffic::Arrival;
@@ -60,30 +62,21 @@ struct Event {
 
 struct Request {
     arrived_ns: u64,
-    size: RequestSize,
+    size: RequestTokens,
     client: u64,
     attempt: u8,
     backend: u32,
     first_backend: u32,
     dispatched_ns: u64,
     attempt_open: bool,
-    /// The state the attempt found at dispatch, as the proxy records it.
-    found: Found,
+    /// The state the attempt found at dispatch, before it counted itself: what telemetry records.
+    found: DispatchState,
     /// What the models predicted for the attempt's backend, under the predictive policy.
     prediction: Option<Prediction>,
 }
 
-/// A backend's and its pool's state when an attempt is dispatched, before it counts itself.
-#[derive(Clone, Copy, Default)]
-struct Found {
-    backend_in_flight: u32,
-    backend_tokens_in_flight: u64,
-    pool_in_flight: u32,
-    backend_ewma_us: f64,
-}
-
 struct BackendState {
-    model: BackendModel,
+    behaviour: BackendBehaviour,
     faults: FaultSchedule,
     busy: u32,
     kv_used: u32,
@@ -170,7 +163,7 @@ impl<'a> Simulation<'a> {
             .iter()
             .enumerate()
             .map(|(i, b)| BackendState {
-                model: b.model,
+                behaviour: b.behaviour,
                 faults: FaultSchedule::for_backend(&scenario.faults, i, scenario.epoch_unix_s),
                 busy: 0,
                 kv_used: 0,
@@ -234,7 +227,7 @@ impl<'a> Simulation<'a> {
         }
     }
 
-    fn arrive(&mut self, id: u32, at_ns: u64, size: RequestSize) {
+    fn arrive(&mut self, id: u32, at_ns: u64, size: RequestTokens) {
         let client = self.rng.random_range(0..CLIENTS);
         self.requests.push(Request {
             arrived_ns: at_ns,
@@ -245,7 +238,7 @@ impl<'a> Simulation<'a> {
             first_backend: u32::MAX,
             dispatched_ns: at_ns,
             attempt_open: false,
-            found: Found::default(),
+            found: DispatchState::default(),
             prediction: None,
         });
         self.dispatch(id, at_ns);
@@ -264,12 +257,12 @@ impl<'a> Simulation<'a> {
             let r = &self.requests[id as usize];
             (r.client, r.first_backend)
         };
-        let gpu = self.backends.iter().any(|b| b.model.is_gpu());
+        let gpu = self.backends.iter().any(|b| b.behaviour.is_gpu());
         let size = self.requests[id as usize].size;
         let pick = PickRequest {
             hash_key: Some(hash::key(&client.to_le_bytes())),
             pool_in_flight: self.loads.iter().map(|l| l.in_flight()).sum(),
-            size: SizeHints {
+            size: RequestSize {
                 body_bytes: None,
                 prompt_tokens: gpu.then_some(size.prompt_tokens),
                 max_tokens: gpu.then_some(size.output_tokens),
@@ -286,12 +279,11 @@ impl<'a> Simulation<'a> {
             .pick_predicted(&self.endpoints, &pick, tried, now, &mut self.rng)
             .expect("a pool always has candidates");
         let b = self.members[i];
-        let found = Found {
-            backend_in_flight: self.loads[b].in_flight(),
-            backend_tokens_in_flight: self.loads[b].tokens_in_flight(),
-            pool_in_flight: pick.pool_in_flight,
-            backend_ewma_us: self.loads[b].rtt_estimate_ns(now, self.spec.decay()) / 1e3,
-        };
+        let found = DispatchState::of_request(pick.pool_in_flight, pick.size).at_backend(
+            &self.loads[b],
+            now,
+            self.spec.decay(),
+        );
         self.loads[b].try_start(None);
         self.loads[b].add_tokens(u64::from(size.prompt_tokens + size.output_tokens));
         let r = &mut self.requests[id as usize];

@@ -1,7 +1,6 @@
 //! Telemetry from the simulation: each attempt as a schema-v1 row, exactly as the proxy writes it.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use augur_engine::telemetry::{Outcome, TelemetryRow};
 use augur_engine::PolicySpec;
@@ -31,26 +30,15 @@ pub(super) fn row_template(scenario: &Scenario, spec: &PolicySpec) -> TelemetryR
 impl Simulation<'_> {
     pub(super) fn write_row(&mut self, id: u32, outcome: Outcome, status: Option<u16>, latency_ns: u64) {
         let r = &self.requests[id as usize];
-        let b = r.backend as usize;
         let epoch_us = self.scenario.epoch_unix_s as i64 * 1_000_000;
-        // What the proxy would have known at dispatch: the last scrape, not the node's exact state.
-        let scraped = self.loads[b].scraped(Duration::from_nanos(r.dispatched_ns));
-        let row = TelemetryRow {
-            start_time_us: epoch_us + (r.dispatched_ns / 1_000) as i64,
+        let mut row = TelemetryRow {
+            start_time: epoch_us + (r.dispatched_ns / 1_000) as i64,
             request_id: format!("sim-{id}"),
-            backend: Some(self.labels[b].clone()),
             status,
             outcome,
             latency_us: latency_ns / 1_000,
             ttfb_us: status.map(|_| latency_ns / 1_000),
             attempt: u16::from(r.attempt),
-            backend_in_flight: Some(r.found.backend_in_flight),
-            backend_tokens_in_flight: Some(r.found.backend_tokens_in_flight),
-            pool_in_flight: r.found.pool_in_flight,
-            backend_ewma_us: Some(r.found.backend_ewma_us),
-            scraped,
-            prompt_tokens: self.backends[b].model.is_gpu().then_some(r.size.prompt_tokens),
-            max_tokens: self.backends[b].model.is_gpu().then_some(r.size.output_tokens),
             client_hash: r.client,
             predicted_latency_us: r.prediction.as_ref().map(|p| p.latency_ms * 1e3),
             predicted_failure_prob: r.prediction.as_ref().map(|p| p.failure_prob),
@@ -58,6 +46,7 @@ impl Simulation<'_> {
             model_version: r.prediction.as_ref().map(|p| p.model_version.clone()),
             ..self.row_template.clone()
         };
+        row.record_dispatch(&r.found, Some(self.labels[r.backend as usize].clone()));
         if let Some(rows) = self.rows.as_deref_mut() {
             rows.row(row);
         }

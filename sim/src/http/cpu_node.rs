@@ -9,21 +9,21 @@ use rand::{Rng, SeedableRng};
 use tokio::sync::Semaphore;
 
 use super::{full, Schedule, SimBody};
-use crate::model::CpuModel;
+use crate::behaviour::CpuBehaviour;
 
 /// One simulated CPU service.
 pub struct CpuNode {
-    model: CpuModel,
+    behaviour: CpuBehaviour,
     schedule: Schedule,
     workers: Semaphore,
     rng: Mutex<SmallRng>,
 }
 
 impl CpuNode {
-    pub(crate) fn new(model: CpuModel, schedule: Schedule, seed: u64) -> Self {
+    pub(crate) fn new(behaviour: CpuBehaviour, schedule: Schedule, seed: u64) -> Self {
         Self {
-            workers: Semaphore::new(model.workers as usize),
-            model,
+            workers: Semaphore::new(behaviour.workers as usize),
+            behaviour,
             schedule,
             rng: Mutex::new(SmallRng::seed_from_u64(seed)),
         }
@@ -38,7 +38,7 @@ impl CpuNode {
             let mut rng = self.rng.lock().unwrap_or_else(|p| p.into_inner());
             (
                 rng.random::<f64>() < self.schedule.faults.error_rate(now),
-                self.model.service.sample(&mut *rng),
+                self.behaviour.service.sample(&mut *rng),
             )
         };
         if fail {

@@ -21,7 +21,7 @@ use serde_json::{json, Value};
 use tokio::sync::{mpsc, Notify};
 
 use super::{full, Schedule, SimBody};
-use crate::model::{GpuModel, RequestSize};
+use crate::behaviour::{GpuBehaviour, RequestTokens};
 
 /// Output tokens when a request names no `max_tokens` (OpenAI's legacy completions default).
 const DEFAULT_MAX_TOKENS: u32 = 16;
@@ -38,7 +38,7 @@ struct Batch {
 /// One simulated GPU node.
 pub struct GpuNode {
     name: String,
-    model: GpuModel,
+    behaviour: GpuBehaviour,
     schedule: Schedule,
     batch: Mutex<Batch>,
     freed: Notify,
@@ -62,10 +62,10 @@ impl Drop for Slot<'_> {
 }
 
 impl GpuNode {
-    pub(crate) fn new(name: &str, model: GpuModel, schedule: Schedule, seed: u64) -> Self {
+    pub(crate) fn new(name: &str, behaviour: GpuBehaviour, schedule: Schedule, seed: u64) -> Self {
         Self {
             name: name.to_owned(),
-            model,
+            behaviour,
             schedule,
             batch: Mutex::new(Batch::default()),
             freed: Notify::new(),
@@ -104,7 +104,7 @@ impl GpuNode {
     /// vLLM's gauges, under vLLM's names.
     fn metrics(&self) -> String {
         let b = self.lock();
-        let usage = f64::from(b.kv_used) / f64::from(self.model.kv_capacity_tokens);
+        let usage = f64::from(b.kv_used) / f64::from(self.behaviour.kv_capacity_tokens);
         let label = format!("model_name=\"{}\"", self.name);
         format!(
             "# HELP vllm:num_requests_waiting Number of requests waiting to be processed.\n\
@@ -129,7 +129,7 @@ impl GpuNode {
                 _ => 0,
             }
         };
-        let size = RequestSize {
+        let size = RequestTokens {
             prompt_tokens: (prompt_chars / CHARS_PER_TOKEN).max(1) as u32,
             output_tokens: json["max_tokens"]
                 .as_u64()
@@ -177,7 +177,7 @@ impl GpuNode {
     /// an SSE event into `events` (if anyone listens) and returns the whole text.
     async fn generate(
         &self,
-        size: RequestSize,
+        size: RequestTokens,
         chat: bool,
         model: &str,
         events: mpsc::Sender<String>,
@@ -188,8 +188,8 @@ impl GpuNode {
             tokio::time::sleep(end.saturating_sub(started)).await;
         }
         let slowdown = || self.schedule.faults.slowdown(self.schedule.now());
-        let (prefill, _) = self.model.timing(
-            RequestSize {
+        let (prefill, _) = self.behaviour.timing(
+            RequestTokens {
                 output_tokens: 0,
                 ..size
             },
@@ -200,8 +200,9 @@ impl GpuNode {
         for i in 0..size.output_tokens {
             if i > 0 {
                 let running = self.lock().running.saturating_sub(1);
-                let step =
-                    (self.model.tpot_base_us + self.model.tpot_per_running_us * f64::from(running)) / 1e6;
+                let step = (self.behaviour.tpot_base_us
+                    + self.behaviour.tpot_per_running_us * f64::from(running))
+                    / 1e6;
                 tokio::time::sleep(Duration::from_secs_f64(step * slowdown())).await;
             }
             let token = format!(" tok{i}");
@@ -220,15 +221,17 @@ impl GpuNode {
         text
     }
 
-    async fn admit(&self, size: RequestSize) -> Slot<'_> {
-        let tokens = self.model.tokens(size);
+    async fn admit(&self, size: RequestTokens) -> Slot<'_> {
+        let tokens = self.behaviour.tokens(size);
         let mut counted_waiting = false;
         loop {
             // Register for a wake-up before looking, so a slot freed in between is not missed.
             let freed = self.freed.notified();
             {
                 let mut b = self.lock();
-                if b.running < self.model.max_batch && b.kv_used + tokens <= self.model.kv_capacity_tokens {
+                if b.running < self.behaviour.max_batch
+                    && b.kv_used + tokens <= self.behaviour.kv_capacity_tokens
+                {
                     b.running += 1;
                     b.kv_used += tokens;
                     b.waiting -= u32::from(counted_waiting);

@@ -19,8 +19,8 @@ use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
+use crate::behaviour::BackendBehaviour;
 use crate::faults::FaultSchedule;
-use crate::model::BackendModel;
 use crate::scenario::Scenario;
 
 pub use cpu_node::CpuNode;
@@ -90,11 +90,11 @@ pub async fn serve(scenario: &Scenario, ip: IpAddr, seed: u64) -> std::io::Resul
             started,
             faults: FaultSchedule::for_backend(&scenario.faults, i, scenario.epoch_unix_s),
         };
-        let node = match backend.model {
-            BackendModel::Cpu(model) => {
+        let node = match backend.behaviour {
+            BackendBehaviour::Cpu(model) => {
                 Node::Cpu(Arc::new(CpuNode::new(model, schedule.clone(), seed ^ i as u64)))
             }
-            BackendModel::Gpu(model) => Node::Gpu(Arc::new(GpuNode::new(
+            BackendBehaviour::Gpu(model) => Node::Gpu(Arc::new(GpuNode::new(
                 &backend.name,
                 model,
                 schedule.clone(),

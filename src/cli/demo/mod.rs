@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
+use augur_sim::behaviour::{BackendBehaviour, CpuBehaviour, RequestTokens, ServiceTime};
 use augur_sim::faults::{Fault, FaultKind};
-use augur_sim::model::{BackendModel, CpuModel, RequestSize, ServiceTime};
 use augur_sim::report::{percentile_ms, Tally};
 use augur_sim::scenario::SimBackend;
 use augur_sim::traffic::{Sizes, Traffic};
@@ -83,12 +83,12 @@ fn cluster(phase: Duration) -> Scenario {
         backends: (0..4)
             .map(|i| SimBackend {
                 name: format!("cpu-{i}"),
-                model: BackendModel::Cpu(CpuModel { workers: 2, service }),
+                behaviour: BackendBehaviour::Cpu(CpuBehaviour { workers: 2, service }),
                 weight: 1,
             })
             .collect(),
         traffic: Traffic::Poisson { rate: 0.0 },
-        sizes: Sizes::Fixed(RequestSize::default()),
+        sizes: Sizes::Fixed(RequestTokens::default()),
         faults: vec![Fault {
             backend: DEGRADING,
             start: phase.mul_f64(0.2),

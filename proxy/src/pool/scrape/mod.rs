@@ -3,19 +3,21 @@
 //! endpoints never pile up. Failures are counted in metrics and logged when the state changes, not on
 //! every attempt.
 
+mod exposition;
+
 use std::sync::Arc;
 
-use augur_engine::telemetry::ScrapedMetrics;
+use augur_engine::scraped::ScrapedMetrics;
 use http::header::{HOST, USER_AGENT};
 use http::{HeaderValue, Request};
 use http_body_util::{BodyExt, Limited};
 use rand::Rng;
 
-use super::Pool;
 use crate::clock;
 use crate::config::MetricsConfig;
-use crate::forward::reply;
+use crate::message::reply;
 use crate::metrics::ScrapeResult;
+use crate::pool::Pool;
 use crate::rng::with_rng;
 
 /// Scraped values count as current for this many intervals, then as missing.
@@ -93,7 +95,7 @@ async fn scrape(
             .to_bytes();
         let text =
             std::str::from_utf8(&body).map_err(|_| (ScrapeResult::ParseError, "not UTF-8".to_owned()))?;
-        crate::scrape::extract(text, config).map_err(|e| (ScrapeResult::ParseError, e))
+        exposition::extract(text, config).map_err(|e| (ScrapeResult::ParseError, e))
     };
     let timeout = config.timeout.unwrap_or(config.interval);
     match tokio::time::timeout(timeout, exchange).await {

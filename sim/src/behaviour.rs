@@ -8,7 +8,7 @@ use rand_distr::{Distribution, Exp, LogNormal};
 
 /// The size of one request, in tokens (CPU services ignore it).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct RequestSize {
+pub struct RequestTokens {
     /// Prompt (context) tokens.
     pub prompt_tokens: u32,
     /// Tokens to generate.
@@ -58,7 +58,7 @@ impl ServiceTime {
 
 /// A CPU service: a FIFO queue in front of `workers` identical workers.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct CpuModel {
+pub struct CpuBehaviour {
     /// Requests served at once.
     pub workers: u32,
     /// Time one request takes on one worker.
@@ -71,7 +71,7 @@ pub struct CpuModel {
 /// KV cache; otherwise it waits. Time to first token is prefill (proportional to the prompt) after
 /// admission; each output token then takes longer the larger the batch.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct GpuModel {
+pub struct GpuBehaviour {
     /// Most requests in the running batch.
     pub max_batch: u32,
     /// KV-cache capacity, in tokens (prompt plus output of every running request).
@@ -84,15 +84,15 @@ pub struct GpuModel {
     pub tpot_per_running_us: f64,
 }
 
-impl GpuModel {
+impl GpuBehaviour {
     /// KV-cache tokens a request holds while running (capped at capacity, so any request can run).
-    pub fn tokens(&self, size: RequestSize) -> u32 {
+    pub fn tokens(&self, size: RequestTokens) -> u32 {
         (size.prompt_tokens + size.output_tokens).clamp(1, self.kv_capacity_tokens)
     }
 
     /// Time to first token and total time of a request admitted with `running` others in the batch,
     /// in seconds.
-    pub fn timing(&self, size: RequestSize, running: u32) -> (f64, f64) {
+    pub fn timing(&self, size: RequestTokens, running: u32) -> (f64, f64) {
         let ttft = f64::from(size.prompt_tokens) * self.prefill_us_per_token / 1e6;
         let tpot = (self.tpot_base_us + self.tpot_per_running_us * f64::from(running)) / 1e6;
         (ttft, ttft + f64::from(size.output_tokens.max(1)) * tpot)
@@ -101,14 +101,14 @@ impl GpuModel {
 
 /// A backend's behaviour.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub enum BackendModel {
+pub enum BackendBehaviour {
     /// A CPU service.
-    Cpu(CpuModel),
+    Cpu(CpuBehaviour),
     /// A GPU inference node.
-    Gpu(GpuModel),
+    Gpu(GpuBehaviour),
 }
 
-impl BackendModel {
+impl BackendBehaviour {
     /// Whether the GPU model applies.
     pub fn is_gpu(&self) -> bool {
         matches!(self, Self::Gpu(_))
@@ -142,14 +142,14 @@ mod tests {
 
     #[test]
     fn gpu_tokens_take_longer_in_a_bigger_batch() {
-        let gpu = GpuModel {
+        let gpu = GpuBehaviour {
             max_batch: 8,
             kv_capacity_tokens: 10_000,
             prefill_us_per_token: 100.0,
             tpot_base_us: 10_000.0,
             tpot_per_running_us: 2_000.0,
         };
-        let size = RequestSize {
+        let size = RequestTokens {
             prompt_tokens: 1000,
             output_tokens: 10,
         };

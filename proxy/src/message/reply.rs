@@ -6,7 +6,7 @@ use http::Response;
 use http_body_util::{BodyExt, Full};
 
 use super::body::ProxyBody;
-use super::headers::X_REQUEST_ID;
+use super::X_REQUEST_ID;
 use crate::error::ProxyError;
 
 /// `{"error": code, "message": ..., "request_id": ...}` with the error's status.

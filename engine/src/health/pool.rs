@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use super::check::{HealthThresholds, HealthTracker};
+use super::outlier::OutlierPolicy;
 use crate::endpoint::SlowStart;
-use crate::health::{HealthThresholds, HealthTracker};
-use crate::outlier::OutlierPolicy;
 
 /// Share of healthy backends below which a pool routes to all of them (Envoy's default, 50%).
 pub const DEFAULT_PANIC_THRESHOLD: f64 = 0.5;

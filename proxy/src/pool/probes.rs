@@ -9,7 +9,7 @@ use http_body_util::BodyExt;
 use rand::Rng;
 
 use super::{Pool, PoolEvent};
-use crate::forward::reply;
+use crate::message::reply;
 use crate::rng::with_rng;
 
 /// Starts one check loop per backend, if the pool has checks configured. Each loop stops with the pool.

@@ -12,15 +12,15 @@ use http_body_util::BodyExt;
 use pin_project_lite::pin_project;
 use serde_json::Value;
 
-use super::body::{BoxError, ProxyBody};
 use crate::error::ProxyError;
+use crate::message::body::{BoxError, ProxyBody};
 
 /// Characters per prompt token, the usual rule of thumb for English text and code.
 const CHARS_PER_TOKEN: usize = 4;
 
-/// Size and model hints of one request.
+/// What one request's body says about itself.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RequestHints {
+pub struct PeekedBody {
     /// The `model` asked for.
     pub model: Option<String>,
     /// Estimated prompt tokens (characters / 4 of `prompt` or the messages' contents).
@@ -37,7 +37,7 @@ pub struct Prefix {
     pub rest: Option<ProxyBody>,
 }
 
-impl RequestHints {
+impl PeekedBody {
     /// Estimated tokens the request occupies at its backend: prompt plus `max_tokens`, where known.
     pub fn estimated_tokens(&self) -> u64 {
         u64::from(self.prompt_tokens.unwrap_or(0)) + u64::from(self.max_tokens.unwrap_or(0))
@@ -88,22 +88,22 @@ pub async fn peek(
     body: ProxyBody,
     limit: usize,
     idle: Duration,
-) -> Result<(RequestHints, ProxyBody), ProxyError> {
+) -> Result<(PeekedBody, ProxyBody), ProxyError> {
     let prefix = read_prefix(body, limit, idle).await?;
     let hints = match prefix.rest {
         None => parse(&prefix.bytes),
-        Some(_) => RequestHints {
+        Some(_) => PeekedBody {
             model: scan_model(&prefix.bytes),
-            ..RequestHints::default()
+            ..PeekedBody::default()
         },
     };
     Ok((hints, prefix.into_body()))
 }
 
 /// Hints from a whole JSON body; a body that is not JSON has none.
-fn parse(body: &[u8]) -> RequestHints {
+fn parse(body: &[u8]) -> PeekedBody {
     let Ok(json) = serde_json::from_slice::<Value>(body) else {
-        return RequestHints::default();
+        return PeekedBody::default();
     };
     let text_len = |v: &Value| match v {
         Value::String(s) => s.chars().count(),
@@ -125,7 +125,7 @@ fn parse(body: &[u8]) -> RequestHints {
     let max_tokens = json["max_tokens"]
         .as_u64()
         .or_else(|| json["max_completion_tokens"].as_u64());
-    RequestHints {
+    PeekedBody {
         model: json["model"].as_str().map(str::to_owned),
         prompt_tokens: prompt_chars.map(|c: usize| (c / CHARS_PER_TOKEN) as u32),
         max_tokens: max_tokens.map(|n| n.min(u64::from(u32::MAX)) as u32),
@@ -207,7 +207,7 @@ mod tests {
         let completion = br#"{"model": "llama-3-8b", "prompt": "12345678", "max_tokens": 64}"#;
         assert_eq!(
             parse(completion),
-            RequestHints {
+            PeekedBody {
                 model: Some("llama-3-8b".into()),
                 prompt_tokens: Some(2),
                 max_tokens: Some(64)
@@ -216,13 +216,13 @@ mod tests {
         let chat = br#"{"model":"m","messages":[{"role":"system","content":"abcd"},{"role":"user","content":[{"type":"text","text":"efgh"}]}],"max_completion_tokens":5}"#;
         assert_eq!(
             parse(chat),
-            RequestHints {
+            PeekedBody {
                 model: Some("m".into()),
                 prompt_tokens: Some(2),
                 max_tokens: Some(5)
             }
         );
-        assert_eq!(parse(b"not json"), RequestHints::default());
+        assert_eq!(parse(b"not json"), PeekedBody::default());
     }
 
     #[test]

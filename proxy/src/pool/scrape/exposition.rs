@@ -2,7 +2,7 @@
 //! DCGM, or a custom mapping. Counts (queue, running) add up over series; shares (cache, utilisation,
 //! memory) average over them, so a node with several GPUs reads as their mean.
 
-use augur_engine::telemetry::ScrapedMetrics;
+use augur_engine::scraped::ScrapedMetrics;
 use openmetrics_parser::prometheus::parse_prometheus;
 use openmetrics_parser::{MetricsExposition, PrometheusType, PrometheusValue};
 

@@ -1,0 +1,183 @@
+//! Telemetry schema: one row per request attempt, declared once here and written by the proxy (and
+//! the simulator) to Parquet, read by the trainer.
+//!
+//! The raw inputs at dispatch time are stored, not encoded features: the trainer re-encodes them with
+//! the same engine code the proxy uses, so training and serving cannot disagree.
+//!
+//! Adding a column is one entry in the [`telemetry_columns!`] list below: the row, the column list,
+//! the Arrow schema and builders, and the trainer's reader all follow from it. A new column gets the
+//! next [`SCHEMA_VERSION`] as its `since`, and readers of older files see it as null.
+
+mod column;
+mod dispatch;
+mod outcome;
+
+use std::sync::Arc;
+
+use column::telemetry_columns;
+pub use column::{Cell, Column, ColumnType, ColumnValue, Encoding};
+pub use dispatch::{SetDispatchField, DISPATCH_COLUMNS};
+pub use outcome::Outcome;
+
+/// Version of the columns below; written into every file's metadata.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// The oldest schema version the trainer still reads (columns added since read as null).
+pub const OLDEST_READABLE_SCHEMA_VERSION: u32 = 1;
+
+/// Parquet key-value metadata key that carries [`SCHEMA_VERSION`].
+pub const SCHEMA_VERSION_KEY: &str = "augur.telemetry.schema_version";
+
+/// The column called `name`, if the schema has one.
+pub fn column(name: &str) -> Option<&'static Column> {
+    COLUMNS.iter().find(|c| c.name == name)
+}
+
+/// The columns a file of schema `version` has.
+pub fn columns_of_version(version: u32) -> impl Iterator<Item = &'static Column> {
+    COLUMNS.iter().filter(move |c| c.since <= version)
+}
+
+telemetry_columns! {
+    /// When the attempt was dispatched, microseconds since the Unix epoch (UTC).
+    #[column(since = 1)]
+    start_time: i64,
+    /// The request id (`X-Request-Id`), shared by every attempt of a request.
+    #[column(since = 1)]
+    request_id: String,
+    /// Which proxy wrote the row.
+    #[column(since = 1, encoding = Dictionary)]
+    proxy_id: Arc<str>,
+    /// Route name.
+    #[column(since = 1, encoding = Dictionary)]
+    route: Arc<str>,
+    /// Pool name.
+    #[column(since = 1, encoding = Dictionary)]
+    pool: Arc<str>,
+    /// Backend address; null when no backend was picked.
+    #[column(since = 1, encoding = Dictionary)]
+    backend: Option<Arc<str>>,
+    /// HTTP method.
+    #[column(since = 1, encoding = Dictionary)]
+    method: Arc<str>,
+    /// Status the backend answered; null when it did not answer.
+    #[column(since = 1)]
+    status: Option<u16>,
+    /// What became of the attempt.
+    #[column(since = 1, encoding = Dictionary)]
+    outcome: Outcome,
+    /// Dispatch to the end of the response body (or to the failure), in microseconds.
+    #[column(since = 1)]
+    latency_us: u64,
+    /// Dispatch to the first byte of the response body (the head, for an empty body), in
+    /// microseconds: for a streamed LLM response, the time to first token.
+    #[column(since = 1)]
+    ttfb_us: Option<u64>,
+    /// Request body bytes sent to the backend.
+    #[column(since = 1)]
+    bytes_in: u64,
+    /// Response body bytes relayed to the client.
+    #[column(since = 1)]
+    bytes_out: u64,
+    /// 1 for the first attempt, 2 for the first retry, ...
+    #[column(since = 1)]
+    attempt: u16,
+    /// Other requests in flight to the chosen backend at dispatch.
+    #[column(since = 1)]
+    backend_in_flight: Option<u32>,
+    /// Estimated tokens (prompt plus `max_tokens`) of the other requests in flight to the chosen
+    /// backend at dispatch.
+    #[column(since = 1)]
+    backend_tokens_in_flight: Option<u64>,
+    /// Other requests in flight in the pool at dispatch.
+    #[column(since = 1)]
+    pool_in_flight: u32,
+    /// The backend's Peak-EWMA round-trip estimate at dispatch, in microseconds.
+    #[column(since = 1)]
+    backend_ewma_us: Option<f64>,
+    /// Requests waiting in the backend's queue, as last scraped.
+    #[column(since = 1)]
+    queue_depth: Option<f64>,
+    /// Requests the backend is running, as last scraped.
+    #[column(since = 1)]
+    running_requests: Option<f64>,
+    /// The backend's KV-cache usage, 0 to 1, as last scraped.
+    #[column(since = 1)]
+    kv_cache_usage: Option<f64>,
+    /// The backend's GPU utilisation, 0 to 1, as last scraped.
+    #[column(since = 1)]
+    gpu_utilization: Option<f64>,
+    /// The backend's GPU memory in use, 0 to 1, as last scraped.
+    #[column(since = 1)]
+    gpu_memory_fraction: Option<f64>,
+    /// The OpenAI-style `model` the request asked for.
+    #[column(since = 1, encoding = Dictionary)]
+    model: Option<Arc<str>>,
+    /// Request body length, when known up front.
+    #[column(since = 1)]
+    body_bytes: Option<u64>,
+    /// Prompt length in tokens, when known.
+    #[column(since = 1)]
+    prompt_tokens: Option<u32>,
+    /// `max_tokens` the request asked for.
+    #[column(since = 1)]
+    max_tokens: Option<u32>,
+    /// Routing policy that chose the backend.
+    #[column(since = 1, encoding = Dictionary)]
+    policy: &'static str,
+    /// Latency the models predicted for this backend, in microseconds.
+    #[column(since = 1)]
+    predicted_latency_us: Option<f64>,
+    /// Failure probability the models predicted.
+    #[column(since = 1)]
+    predicted_failure_prob: Option<f64>,
+    /// Probability with which the policy chose this backend (for off-policy evaluation).
+    #[column(since = 1)]
+    propensity: Option<f64>,
+    /// Version of the model set that scored the candidates.
+    #[column(since = 1, encoding = Dictionary)]
+    model_version: Option<Arc<str>>,
+    /// Keyed hash of the client address (never the address itself).
+    #[column(since = 1)]
+    client_hash: u64,
+}
+
+impl TelemetryRow {
+    /// A row with its identity set and everything measured at dispatch or after still empty: the
+    /// template the proxy and the simulator fill in for each attempt.
+    pub fn new(
+        proxy_id: Arc<str>,
+        route: Arc<str>,
+        pool: Arc<str>,
+        method: Arc<str>,
+        policy: &'static str,
+    ) -> Self {
+        Self {
+            proxy_id,
+            route,
+            pool,
+            method,
+            policy,
+            ..Self::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn column_names_are_unique_and_outcomes_round_trip() {
+        let mut names: Vec<&str> = COLUMNS.iter().map(|c| c.name).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), COLUMNS.len());
+        let labels: std::collections::HashSet<&str> = Outcome::ALL.iter().map(|o| o.as_str()).collect();
+        assert_eq!(labels.len(), Outcome::ALL.len());
+        assert_eq!(Outcome::of_status(204), Outcome::Ok);
+        assert_eq!(Outcome::of_status(404), Outcome::Http4xx);
+        assert_eq!(Outcome::of_status(503), Outcome::Http5xx);
+        assert!(Outcome::Timeout.is_failure() && !Outcome::Http4xx.is_failure());
+    }
+}

@@ -1,0 +1,11 @@
+//! The parts of HTTP messages that the request path and the background tasks (health checks,
+//! scrapes) share: the body type and its wrappers, and the answers the proxy writes itself. It sits
+//! below both, so neither reaches into the other for them.
+
+pub mod body;
+pub mod reply;
+
+use http::HeaderName;
+
+/// The request id header, set on every request forwarded and every response returned.
+pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
