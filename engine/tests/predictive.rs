@@ -14,7 +14,9 @@ use augur_engine::model::{
 };
 use augur_engine::policy::ActiveModels;
 use augur_engine::telemetry::SCHEMA_VERSION;
-use augur_engine::{hash, BackendLoad, DispatchState, Endpoint, PickRequest, PolicySpec, RequestSize, Selector};
+use augur_engine::{
+    hash, BackendLoad, DispatchState, Endpoint, PickRequest, PolicySpec, RequestSize, Selector,
+};
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
 
@@ -277,7 +279,8 @@ fn the_prediction_is_the_models_on_the_state_telemetry_records() {
     let now = Duration::from_secs(3);
     let decay = Duration::from_secs(10);
     for (i, e) in eps.iter().enumerate() {
-        e.load.observe_rtt(Duration::from_millis(4 + 3 * i as u64), now, decay);
+        e.load
+            .observe_rtt(Duration::from_millis(4 + 3 * i as u64), now, decay);
         for _ in 0..i {
             assert!(e.load.try_start(None));
         }
@@ -307,7 +310,8 @@ fn the_prediction_is_the_models_on_the_state_telemetry_records() {
         .pick_predicted(&eps, &request, &[], now, &mut SmallRng::seed_from_u64(9))
         .unwrap();
     let prediction = prediction.unwrap();
-    let recorded = DispatchState::of_request(request.pool_in_flight, request.size).at_backend(&eps[i].load, now, decay);
+    let recorded =
+        DispatchState::of_request(request.pool_in_flight, request.size).at_backend(&eps[i].load, now, decay);
     let mut x = [0.0; FEATURE_COUNT];
     encode(&recorded, &mut x);
     let level = latency.residuals.level_index(0.9).unwrap();

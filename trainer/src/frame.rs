@@ -257,3 +257,70 @@ fn append(telemetry: &mut Telemetry, frame: &DataFrame, file: &Path) -> Result<(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use augur_engine::scraped::ScrapedMetrics;
+    use augur_engine::telemetry::TelemetryRow;
+    use augur_telemetry::WriterConfig;
+
+    use super::*;
+
+    /// What the proxy records at dispatch is what the trainer reads back, through a real Parquet
+    /// file: the two directions of the mapping cannot drift apart unnoticed.
+    #[test]
+    fn the_dispatch_state_written_is_the_one_read_back() {
+        let dir = std::env::temp_dir().join(format!("augur-frame-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let states = [
+            DispatchState {
+                backend_ewma_us: Some(1_500.25),
+                backend_in_flight: 3,
+                backend_tokens_in_flight: 4_096,
+                pool_in_flight: 9,
+                scraped: ScrapedMetrics {
+                    queue_depth: Some(2.0),
+                    running_requests: Some(7.0),
+                    kv_cache_usage: Some(0.5),
+                    gpu_utilization: Some(0.75),
+                    gpu_memory_fraction: None,
+                },
+                body_bytes: Some(10_000),
+                prompt_tokens: Some(1_200),
+                max_tokens: Some(256),
+            },
+            // No backend was picked: only the request's part is recorded.
+            DispatchState {
+                pool_in_flight: 4,
+                max_tokens: Some(32),
+                ..DispatchState::default()
+            },
+        ];
+        let (sink, writer) = augur_telemetry::start(WriterConfig::new(dir.clone(), "test".into()));
+        for (i, state) in states.iter().enumerate() {
+            let mut row = TelemetryRow {
+                start_time: 1_767_607_080_000_000 + i as i64,
+                attempt: 1,
+                ..TelemetryRow::new(
+                    Arc::from("test"),
+                    Arc::from("r"),
+                    Arc::from("p"),
+                    Arc::from("GET"),
+                    "random",
+                )
+            };
+            row.record_dispatch(state, (i == 0).then(|| Arc::from("b")));
+            assert!(sink.record_waiting(row));
+        }
+        writer.close();
+        let source = crate::source::resolve(dir.to_str().unwrap(), &required_columns()).unwrap();
+        let telemetry = read(&source.files, Window::default(), |_| {}).unwrap();
+        let read_back: Vec<DispatchState> = (0..telemetry.len())
+            .map(|i| telemetry.dispatch_state(i))
+            .collect();
+        assert_eq!(read_back, states);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

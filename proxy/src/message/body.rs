@@ -134,3 +134,65 @@ where
         self.inner.size_hint()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use http_body_util::BodyExt;
+
+    use super::*;
+
+    /// A body that yields a frame every `gap`, `frames` times, then ends.
+    struct Trickle {
+        gap: Duration,
+        frames: u32,
+        timer: Pin<Box<Sleep>>,
+    }
+
+    impl Trickle {
+        fn new(gap: Duration, frames: u32) -> Self {
+            Self {
+                gap,
+                frames,
+                timer: Box::pin(tokio::time::sleep(gap)),
+            }
+        }
+    }
+
+    impl Body for Trickle {
+        type Data = Bytes;
+        type Error = BoxError;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+            if self.frames == 0 {
+                return Poll::Ready(None);
+            }
+            ready!(self.timer.as_mut().poll(cx));
+            self.frames -= 1;
+            let next = Instant::now() + self.gap;
+            self.timer.as_mut().reset(next);
+            Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(b"x")))))
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_body_that_keeps_coming_never_idles_out() {
+        let body = IdleTimeout::new(Trickle::new(Duration::from_secs(20), 5), Duration::from_secs(30));
+        let collected = body.collect().await.expect("no gap reaches the idle timeout");
+        assert_eq!(collected.to_bytes().len(), 5);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_body_that_stalls_fails_once_the_idle_time_has_passed() {
+        let started = Instant::now();
+        let mut body = Box::pin(IdleTimeout::new(
+            Trickle::new(Duration::from_secs(40), 1),
+            Duration::from_secs(30),
+        ));
+        let error = body.frame().await.expect("a frame or an error").unwrap_err();
+        assert!(error.is::<IdleTimeoutError>(), "{error}");
+        assert_eq!(started.elapsed(), Duration::from_secs(30));
+    }
+}

@@ -100,6 +100,57 @@ fn metric(metrics: &Metrics, line_start: &str) -> f64 {
         .map_or(0.0, |v| v.parse().unwrap())
 }
 
+/// A receiver that stays down past `max_age`: the hint is retried with growing backoff, then dropped
+/// as expired and counted so. Paused time: ten simulated minutes pass in a moment.
+#[tokio::test(start_paused = true)]
+async fn a_hint_undelivered_within_max_age_is_retried_then_dropped_and_counted() {
+    let address = TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let max_age = Duration::from_secs(600);
+    let config = SinkConfig {
+        backoff: Duration::from_secs(1),
+        max_backoff: Duration::from_secs(60),
+        timeout: Duration::from_secs(2),
+        max_age,
+        ..sink_config(format!("http://{address}/hints"), SECRET)
+    };
+    let metrics = Metrics::new();
+    let sink = Sink::new(&config, Arc::new(HintMetrics::register(metrics.registry()))).unwrap();
+    let stop = CancellationToken::new();
+    tokio::spawn(sink.clone().run(stop.clone()));
+    let started = tokio::time::Instant::now();
+    let (id, body) = event(1);
+    sink.enqueue(&id, body);
+    let expired = "augur_hint_deliveries_total{outcome=\"expired\"";
+    eventually(2 * max_age, "the hint expires", async || {
+        metric(&metrics, expired) == 1.0
+    })
+    .await;
+    let waited = started.elapsed();
+    stop.cancel();
+    assert_eq!(sink.depth(), 0);
+    // It gives up when the next wait would pass max_age, so no later than max_age itself...
+    assert!(
+        waited <= max_age + Duration::from_secs(1),
+        "expired after {waited:?}"
+    );
+    // ...and no earlier than max_age less the longest wait and an attempt's timeout.
+    assert!(
+        waited >= max_age - Duration::from_secs(62),
+        "expired after {waited:?}"
+    );
+    // Waits of at least half of 1, 2, 4, ... 60 s (equal jitter) fit this many times into 600 s.
+    let retried = metric(&metrics, "augur_hint_deliveries_total{outcome=\"retried\"");
+    assert!((8.0..=40.0).contains(&retried), "{retried} retries");
+    assert_eq!(
+        metric(&metrics, "augur_hint_deliveries_total{outcome=\"delivered\""),
+        0.0
+    );
+}
+
 #[tokio::test]
 async fn a_receiver_down_for_a_while_gets_every_hint_after_it_returns_in_order_and_acts_once() {
     // Reserve a port, then close it: the receiver is down.
