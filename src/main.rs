@@ -1,4 +1,5 @@
 //! The `augur` command: one binary for every part of augur.
+#![forbid(unsafe_code)]
 
 mod cli;
 

@@ -40,10 +40,8 @@ fn the_short_demo_prints_its_table_and_writes_telemetry_and_a_report() {
         "{stdout}"
     );
     let manifest = std::fs::read(out.join("models/manifest.json")).expect("the demo trains models");
-    let set = augur_engine::model::ModelSet::load(&manifest, |f| {
-        std::fs::read(out.join("models").join(f)).map_err(|e| e.to_string())
-    })
-    .expect("the demo's models load in the engine");
+    let set = augur_engine::model::ModelSet::load(&manifest, |f| std::fs::read(out.join("models").join(f)))
+        .expect("the demo's models load in the engine");
     assert!(set.latency().is_some());
     let hint = stdout
         .lines()

@@ -67,10 +67,7 @@ fn generate(out: &Path, scenarios: &str, sample: &str) {
 
 fn load_models(dir: &Path) -> ModelSet {
     let manifest = fs::read(dir.join(MANIFEST_FILE)).expect("a manifest");
-    ModelSet::load(&manifest, |file| {
-        fs::read(dir.join(file)).map_err(|e| e.to_string())
-    })
-    .expect("the engine accepts the set")
+    ModelSet::load(&manifest, |file| fs::read(dir.join(file))).expect("the engine accepts the set")
 }
 
 #[test]

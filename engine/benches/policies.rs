@@ -107,10 +107,7 @@ fn pick(c: &mut Criterion) {
 fn committed_models() -> Arc<ActiveModels> {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models");
     let manifest = std::fs::read(dir.join(MANIFEST_FILE)).expect("models/manifest.json");
-    let set = ModelSet::load(&manifest, |f| {
-        std::fs::read(dir.join(f)).map_err(|e| e.to_string())
-    })
-    .expect("a valid set");
+    let set = ModelSet::load(&manifest, |f| std::fs::read(dir.join(f))).expect("a valid set");
     Arc::new(ActiveModels::new(&set, 0.9).expect("a latency model"))
 }
 

@@ -13,10 +13,7 @@ use criterion::{criterion_group, criterion_main, Criterion};
 fn tick(c: &mut Criterion) {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models");
     let manifest = std::fs::read(dir.join(MANIFEST_FILE)).expect("models/manifest.json");
-    let set = ModelSet::load(&manifest, |f| {
-        std::fs::read(dir.join(f)).map_err(|e| e.to_string())
-    })
-    .expect("the committed models load");
+    let set = ModelSet::load(&manifest, |f| std::fs::read(dir.join(f))).expect("the committed models load");
     let model = set.demand().expect("the committed set has a demand model");
     let bucket_s = model.bucket_s;
     let mut group = c.benchmark_group("hint_tick");

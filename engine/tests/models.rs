@@ -62,10 +62,15 @@ fn directory(file: &[u8], manifest_sha: Option<String>) -> (Vec<u8>, HashMap<Str
     )
 }
 
+/// What reading a file that is not there gives.
+fn no_such_file() -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::NotFound, "No such file or directory")
+}
+
 fn load(file: &[u8]) -> Result<ModelSet, ModelError> {
     let (manifest, files) = directory(file, None);
     ModelSet::load(&manifest, |name| {
-        files.get(name).cloned().ok_or_else(|| "no such file".to_string())
+        files.get(name).cloned().ok_or_else(no_such_file)
     })
 }
 
@@ -136,14 +141,11 @@ fn bad_files_are_refused_naming_the_file_and_field() {
 fn the_manifest_is_checked_against_the_files() {
     let bytes = serde_json::to_vec(&latency_file()).unwrap();
     let (manifest, files) = directory(&bytes, Some("00".repeat(32)));
-    let error = ModelSet::load(&manifest, |n| {
-        files.get(n).cloned().ok_or_else(|| "no such file".into())
-    })
-    .unwrap_err();
+    let error = ModelSet::load(&manifest, |n| files.get(n).cloned().ok_or_else(no_such_file)).unwrap_err();
     assert!(matches!(error, ModelError::Checksum { .. }), "{error}");
 
     let (manifest, _) = directory(&bytes, None);
-    let error = ModelSet::load(&manifest, |_| Err("No such file or directory".into()))
+    let error = ModelSet::load(&manifest, |_| Err(no_such_file()))
         .unwrap_err()
         .to_string();
     assert!(

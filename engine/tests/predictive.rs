@@ -237,9 +237,11 @@ fn without_models_it_is_p2c_over_peak_ewma() {
     };
     assert!(ActiveModels::new(&no_latency, 0.9)
         .unwrap_err()
+        .to_string()
         .contains("no latency model"));
     assert!(ActiveModels::new(&models(), 0.75)
         .unwrap_err()
+        .to_string()
         .contains("no 0.75 quantile"));
 }
 

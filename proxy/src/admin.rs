@@ -81,8 +81,10 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
                 available: status.available,
             })
     });
-    let telemetry = shared.telemetry.as_ref().map(|t| t.sink.stats().as_ref());
-    let body = shared.metrics.render(gauges, telemetry);
+    if let Some(telemetry) = &shared.telemetry {
+        shared.telemetry_metrics.sync(telemetry.sink.stats());
+    }
+    let body = shared.metrics.render(gauges);
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
         body,

@@ -2,10 +2,7 @@
 //! `promtool check metrics` all accept). Hot-path handles are resolved once per pool and backend, so a
 //! request touches only atomics, never the registry's label maps.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-
-use augur_telemetry::TelemetryStats;
 
 use crate::outcome::{status_class_index, AttemptOutcome, ATTEMPT_LABELS};
 
@@ -51,13 +48,6 @@ pub struct Metrics {
     pool_events_dropped: IntCounter,
     config_generation: IntGauge,
     config_reloads: IntCounterVec,
-    telemetry_rows_written: IntCounter,
-    telemetry_rows_dropped: IntCounterVec,
-    telemetry_files_written: IntCounter,
-    telemetry_bytes_written: IntCounter,
-    telemetry_write_errors: IntCounter,
-    model_info: IntGaugeVec,
-    model_reloads: IntCounterVec,
     prediction_error: HistogramVec,
     predictive_fallback: IntGaugeVec,
 }
@@ -238,49 +228,6 @@ impl Metrics {
                 "Config reloads, by result",
                 &["result"],
             ),
-            telemetry_rows_written: registered(
-                &r,
-                IntCounter::new(
-                    "augur_telemetry_rows_written_total",
-                    "Telemetry rows in completed Parquet files",
-                ),
-            ),
-            telemetry_rows_dropped: counter(
-                &r,
-                "augur_telemetry_rows_dropped_total",
-                "Telemetry rows dropped: queue_full (the writer fell behind) or write_failed (disk errors)",
-                &["reason"],
-            ),
-            telemetry_files_written: registered(
-                &r,
-                IntCounter::new("augur_telemetry_files_written_total", "Completed telemetry files"),
-            ),
-            telemetry_bytes_written: registered(
-                &r,
-                IntCounter::new(
-                    "augur_telemetry_bytes_written_total",
-                    "Bytes of completed telemetry files",
-                ),
-            ),
-            telemetry_write_errors: registered(
-                &r,
-                IntCounter::new(
-                    "augur_telemetry_write_errors_total",
-                    "Failed telemetry file operations",
-                ),
-            ),
-            model_info: gauge(
-                &r,
-                "augur_model_info",
-                "1 for each model in the active set, by kind and version",
-                &["kind", "version"],
-            ),
-            model_reloads: counter(
-                &r,
-                "augur_model_reload_total",
-                "Model sets judged, by result (loaded, refused); each distinct manifest counts once",
-                &["result"],
-            ),
             prediction_error: registered(
                 &r,
                 HistogramVec::new(
@@ -305,23 +252,6 @@ impl Metrics {
     /// The registry, where each subsystem registers the metrics it owns.
     pub fn registry(&self) -> &Registry {
         &self.registry
-    }
-
-    /// Publishes the active model set (`None`: no models).
-    pub fn record_models(&self, set: Option<&augur_engine::model::ModelSet>) {
-        self.model_info.reset();
-        for (kind, file) in set.map(|s| s.files.iter()).into_iter().flatten() {
-            self.model_info
-                .with_label_values(&[kind.as_str(), file.version.as_str()])
-                .set(1);
-        }
-    }
-
-    /// Counts one model set load.
-    pub fn count_model_reload(&self, loaded: bool) {
-        self.model_reloads
-            .with_label_values(&[if loaded { "loaded" } else { "refused" }])
-            .inc();
     }
 
     /// Whether predictive pool `pool` is falling back to P2C.
@@ -374,31 +304,9 @@ impl Metrics {
         self.config_reloads.with_label_values(&[result]).inc();
     }
 
-    /// Sets the live backend gauges from `backends` (all of them: backends gone since are dropped) and
-    /// the telemetry counters from the writer's, then encodes everything in the Prometheus text format.
-    pub fn render<'a>(
-        &self,
-        backends: impl Iterator<Item = BackendGauges<'a>>,
-        telemetry: Option<&TelemetryStats>,
-    ) -> String {
-        if let Some(stats) = telemetry {
-            let sync = |counter: &IntCounter, value: &AtomicU64| {
-                // The writer's counters only grow: adding the difference keeps both equal.
-                counter.inc_by(value.load(Ordering::Relaxed).saturating_sub(counter.get()));
-            };
-            sync(&self.telemetry_rows_written, &stats.rows_written);
-            sync(
-                &self.telemetry_rows_dropped.with_label_values(&["queue_full"]),
-                &stats.rows_dropped_queue_full,
-            );
-            sync(
-                &self.telemetry_rows_dropped.with_label_values(&["write_failed"]),
-                &stats.rows_dropped_write_failed,
-            );
-            sync(&self.telemetry_files_written, &stats.files_written);
-            sync(&self.telemetry_bytes_written, &stats.bytes_written);
-            sync(&self.telemetry_write_errors, &stats.write_errors);
-        }
+    /// Sets the live backend gauges from `backends` (all of them: backends gone since are dropped),
+    /// then encodes every metric of the registry in the Prometheus text format.
+    pub fn render<'a>(&self, backends: impl Iterator<Item = BackendGauges<'a>>) -> String {
         self.in_flight.reset();
         self.available.reset();
         for b in backends {

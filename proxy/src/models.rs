@@ -12,7 +12,7 @@ use serde::Serialize;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::metrics::Metrics;
+use crate::metrics::{counter, gauge};
 
 /// What one check of the models directory found.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -51,19 +51,19 @@ pub struct ModelStore {
     seen: Mutex<Option<String>>,
     last_refusal: Mutex<Option<Refusal>>,
     generation: watch::Sender<u64>,
-    metrics: Arc<Metrics>,
+    metrics: ModelMetrics,
 }
 
 impl ModelStore {
     /// A store reading `dir` (none: no models, predictive pools fall back).
-    pub fn new(dir: Option<PathBuf>, metrics: Arc<Metrics>) -> Arc<Self> {
+    pub fn new(dir: Option<PathBuf>, registry: &prometheus::Registry) -> Arc<Self> {
         Arc::new(Self {
             dir,
             active: ArcSwapOption::empty(),
             seen: Mutex::new(None),
             last_refusal: Mutex::new(None),
             generation: watch::channel(0).0,
-            metrics,
+            metrics: ModelMetrics::register(registry),
         })
     }
 
@@ -102,7 +102,7 @@ impl ModelStore {
                 return CheckOutcome::Unchanged;
             }
             Err(e) => {
-                self.metrics.count_model_reload(false);
+                self.metrics.count_reload(false);
                 return self.refuse(format!("{}: {e}", manifest_path.display()));
             }
         };
@@ -112,17 +112,15 @@ impl ModelStore {
         if !force && !new_candidate {
             return CheckOutcome::Unchanged;
         }
-        let loaded = ModelSet::load(&manifest, |file| {
-            std::fs::read(dir.join(file)).map_err(|e| e.to_string())
-        });
+        let loaded = ModelSet::load(&manifest, |file| std::fs::read(dir.join(file)));
         if new_candidate {
-            self.metrics.count_model_reload(loaded.is_ok());
+            self.metrics.count_reload(loaded.is_ok());
         }
         *seen = Some(digest);
         match loaded {
             Ok(set) => {
                 let version = set.version.clone();
-                self.metrics.record_models(Some(&set));
+                self.metrics.record(Some(&set));
                 self.active.store(Some(Arc::new(set)));
                 self.generation.send_modify(|g| *g += 1);
                 tracing::info!(version, dir = %dir.display(), "model set loaded");
@@ -190,5 +188,47 @@ fn file_events(dir: &Path, tx: mpsc::Sender<()>) -> Option<notify::RecommendedWa
             tracing::warn!(dir = %dir.display(), error = %e, "cannot watch the models directory; checking periodically");
             None
         }
+    }
+}
+
+/// The model store's metrics: which set is active, and how the candidates were judged.
+struct ModelMetrics {
+    info: prometheus::IntGaugeVec,
+    reloads: prometheus::IntCounterVec,
+}
+
+impl ModelMetrics {
+    fn register(registry: &prometheus::Registry) -> Self {
+        Self {
+            info: gauge(
+                registry,
+                "augur_model_info",
+                "1 for each model in the active set, by kind and version",
+                &["kind", "version"],
+            ),
+            reloads: counter(
+                registry,
+                "augur_model_reload_total",
+                "Model sets judged, by result (loaded, refused); each distinct manifest counts once",
+                &["result"],
+            ),
+        }
+    }
+
+    /// Publishes the active model set (`None`: no models).
+    fn record(&self, set: Option<&ModelSet>) {
+        self.info.reset();
+        for (kind, file) in set.map(|s| s.files.iter()).into_iter().flatten() {
+            self.info
+                .with_label_values(&[kind.as_str(), file.version.as_str()])
+                .set(1);
+        }
+    }
+
+    /// Counts one model set judged.
+    fn count_reload(&self, loaded: bool) {
+        self.reloads
+            .with_label_values(&[if loaded { "loaded" } else { "refused" }])
+            .inc();
     }
 }

@@ -13,7 +13,7 @@ use crate::hints::Hints;
 use crate::metrics::Metrics;
 use crate::models::ModelStore;
 use crate::router::Router;
-use crate::telemetry::Telemetry;
+use crate::telemetry::{Telemetry, TelemetryMetrics};
 
 /// Why a reload was refused; the config in force keeps serving.
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +39,8 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     /// Per-request telemetry, when configured.
     pub telemetry: Option<Arc<Telemetry>>,
+    /// The telemetry writer's counters, as metrics.
+    pub telemetry_metrics: TelemetryMetrics,
     /// The trainer's models in force, for predictive pools and demand forecasts.
     pub models: Arc<ModelStore>,
     /// Autoscaling hints, when configured.
@@ -55,7 +57,7 @@ impl Shared {
     /// config's `[telemetry]`, if any.
     pub fn new(config: Config, config_path: Option<PathBuf>, telemetry: Option<Arc<Telemetry>>) -> Arc<Self> {
         let metrics = Metrics::new();
-        let models = ModelStore::new(config.models.as_ref().map(|m| m.dir.clone()), metrics.clone());
+        let models = ModelStore::new(config.models.as_ref().map(|m| m.dir.clone()), metrics.registry());
         // The first check before the pools exist, so they start with the models if there are any.
         models.check(false);
         let router = Router::build(&config, None, &metrics, &models, 1);
@@ -72,12 +74,14 @@ impl Shared {
             .hints
             .as_ref()
             .map(|h| Hints::new(h, config.proxy.id.as_str(), metrics.registry()));
+        let telemetry_metrics = TelemetryMetrics::register(metrics.registry());
         Arc::new(Self {
             hints,
             router: Arc::new(ArcSwap::from_pointee(router)),
             config: ArcSwap::from_pointee(config),
             metrics,
             telemetry,
+            telemetry_metrics,
             models,
             telemetry_writer: Mutex::new(writer),
             config_path,

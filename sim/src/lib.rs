@@ -1,4 +1,4 @@
-//! augur's simulator: backend behaviour models (CPU services, GPU inference nodes with continuous
+//! augur's simulator: backend behaviours (CPU services, GPU inference nodes with continuous
 //! batching), scheduled faults, and traffic (synthetic or replayed from a real trace), run as a
 //! discrete-event simulation that drives the engine's policies in simulated time ([`des`]), or as real
 //! HTTP servers on loopback ([`http`]).

@@ -205,11 +205,9 @@ fn train_models(scenario: &Scenario, seed: u64, quantile: f64) -> Result<Arc<Act
         augur_trainer::train(&options).map_err(|e| format!("training the predictive policy's models: {e}"));
     let loaded = trained.and_then(|_| {
         let manifest = std::fs::read(models.join(MANIFEST_FILE)).map_err(|e| e.to_string())?;
-        let set = ModelSet::load(&manifest, |file| {
-            std::fs::read(models.join(file)).map_err(|e| e.to_string())
-        })
-        .map_err(|e| e.to_string())?;
-        ActiveModels::new(&set, quantile)
+        let set =
+            ModelSet::load(&manifest, |file| std::fs::read(models.join(file))).map_err(|e| e.to_string())?;
+        ActiveModels::new(&set, quantile).map_err(|e| e.to_string())
     });
     let _ = std::fs::remove_dir_all(&dir);
     let models = loaded?;

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use augur_engine::model::{BackendCapacity, CapacityModel, Evaluation};
 use augur_engine::telemetry::Outcome;
 
+use crate::error::FitError;
 use crate::frame::{Telemetry, NO_BACKEND};
 use crate::metrics::{mean, quantile};
 use crate::Fitted;
@@ -38,7 +39,7 @@ impl Default for CapacityOptions {
 /// Estimates each backend's capacity from windows of its traffic: the windows are sorted by request
 /// rate into bins, and the capacity is where the bins' latency quantile first crosses the objective
 /// (interpolated between bins), or the highest rate seen when it never does.
-pub fn train(telemetry: &Telemetry, options: CapacityOptions) -> Result<Fitted<CapacityModel>, String> {
+pub fn train(telemetry: &Telemetry, options: CapacityOptions) -> Result<Fitted<CapacityModel>, FitError> {
     let window_us = i64::from(options.window_s) * 1_000_000;
     // (backend, window) -> (requests, latencies of answered requests)
     let mut windows: BTreeMap<(u32, i64), (f64, Vec<f64>)> = BTreeMap::new();
@@ -70,10 +71,10 @@ pub fn train(telemetry: &Telemetry, options: CapacityOptions) -> Result<Fitted<C
         }
     }
     if backends.is_empty() {
-        return Err(format!(
+        return Err(FitError::TooLittleData(format!(
             "too few rows for the capacity model: no backend has {MIN_WINDOWS} windows of {}s with answered requests",
             options.window_s
-        ));
+        )));
     }
     let crossed = backends.values().filter(|b: &&BackendCapacity| b.crossed).count();
     let evaluation = Evaluation {

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use augur_engine::model::{DemandFeatureSpec, DemandModel, Evaluation, HorizonModel, Linear};
 use ndarray::Array1;
 
+use crate::error::FitError;
 use crate::fit::{design, ridge_selected};
 
 /// Ridge penalties tried for each horizon: demand history is short and noisy, and the longer the
@@ -136,7 +137,7 @@ impl Origins {
 /// Fits one forecaster per horizon on origins whose target ends before its series' cutoff (the newest
 /// 20% of each series validates) and evaluates all of them on origins from the cutoff on. `Err` says
 /// why it could not be fitted.
-pub fn train(series: &[Series], options: &DemandOptions) -> Result<Fitted<DemandModel>, String> {
+pub fn train(series: &[Series], options: &DemandOptions) -> Result<Fitted<DemandModel>, FitError> {
     let bucket_s = options.bucket_s;
     let span_s = series
         .iter()
@@ -166,9 +167,9 @@ pub fn train(series: &[Series], options: &DemandOptions) -> Result<Fitted<Demand
     let mut scratch = vec![0.0; spec.len()];
     for &horizon_s in &options.horizons_s {
         if horizon_s == 0 || !horizon_s.is_multiple_of(bucket_s) {
-            return Err(format!(
+            return Err(FitError::BadSettings(format!(
                 "horizon {horizon_s}s is not a whole number of {bucket_s}s buckets"
-            ));
+            )));
         }
         let h = (horizon_s / bucket_s) as usize;
         let target_end = |s: &Series, t: usize| s.origin_unix_s(t + h);
@@ -176,12 +177,12 @@ pub fn train(series: &[Series], options: &DemandOptions) -> Result<Fitted<Demand
         let valid_origins = Origins::of(series, needed, h, |s, t| s.origin_unix_s(t) >= s.cutoff_unix_s());
         let (min_training, min_validation) = (50, 10);
         if train_origins.0.len() < min_training || valid_origins.0.len() < min_validation {
-            return Err(format!(
+            return Err(FitError::TooLittleData(format!(
                 "too little demand history for the {horizon_s}s horizon: {} training and {} validation forecast origins of {bucket_s}s buckets, it needs at least {min_training} and {min_validation} (a pool needs about {} minutes of telemetry)",
                 train_origins.0.len(),
                 valid_origins.0.len(),
                 ((needed + h) as u32 * bucket_s * 5 / 4).div_ceil(60) + 5,
-            ));
+            )));
         }
         let mut horizon = HorizonModel {
             horizon_buckets: h as u32,
@@ -283,7 +284,7 @@ fn fit_ratio(
     origins: &Origins,
     h: usize,
     horizon_s: u32,
-) -> Result<Linear, String> {
+) -> Result<Linear, FitError> {
     let mut targets = Vec::with_capacity(origins.0.len());
     let mut scales = Vec::with_capacity(origins.0.len());
     let x = design(origins.0.len(), spec.len(), |k, row| {
@@ -296,9 +297,7 @@ fn fit_ratio(
         scales.push(scale);
     });
     let what = format!("demand {horizon_s}s");
-    ridge_selected(x, Array1::from(targets), &scales, &DEMAND_PENALTIES, &what)
-        .map(|(fit, _)| fit)
-        .map_err(|e| e.to_string())
+    ridge_selected(x, Array1::from(targets), &scales, &DEMAND_PENALTIES, &what).map(|(fit, _)| fit)
 }
 
 /// Fits horizon `h`'s forecaster on every origin of `series` whose target bucket is before bucket
@@ -309,7 +308,7 @@ pub fn refit(
     h: usize,
     end: usize,
     min_origins: usize,
-) -> Result<Option<Linear>, String> {
+) -> Result<Option<Linear>, FitError> {
     let one = std::slice::from_ref(series);
     let origins = Origins::of(one, spec.history_needed(), h, |_, t| t + h < end);
     if origins.0.len() < min_origins {

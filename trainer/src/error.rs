@@ -1,4 +1,5 @@
-//! Why a training run stopped, and the exit code each reason maps to.
+//! Why a training run stopped, and the exit code each reason maps to; why one model could not be
+//! fitted.
 
 use std::path::PathBuf;
 
@@ -43,4 +44,27 @@ impl TrainError {
         let path = path.into();
         move |source| Self::Io { path, source }
     }
+}
+
+/// Why a model could not be fitted or backtested. A training run goes on without that model kind
+/// (the previous model of the kind stays active); a backtest stops.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum FitError {
+    /// Fewer rows, failures, windows or forecast origins than the fit needs; the message says how
+    /// many there were and how many it needs.
+    #[error("{0}")]
+    TooLittleData(String),
+    /// A setting rules the fit out (a horizon that is not a whole number of buckets, no horizons).
+    #[error("{0}")]
+    BadSettings(String),
+    /// The solver failed on data it was given.
+    #[error("{what}: the {method} fit failed: {reason}")]
+    Solver {
+        /// Which fit.
+        what: String,
+        /// `ridge` or `logistic`.
+        method: &'static str,
+        /// What the solver said.
+        reason: String,
+    },
 }

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use augur_engine::features::{encode, FEATURE_COUNT, FEATURE_NAMES};
 use augur_engine::model::{logit, sigmoid, Evaluation, FailureModel, FailurePriors};
 
+use crate::error::FitError;
 use crate::fit::{design, logistic};
 use crate::frame::{Telemetry, NO_BACKEND};
 use crate::metrics::{auc, mean};
@@ -25,7 +26,7 @@ pub fn train(
     telemetry: &Telemetry,
     cutoff_us: i64,
     options: &Options,
-) -> Result<Fitted<FailureModel>, String> {
+) -> Result<Fitted<FailureModel>, FitError> {
     let split = Split::new(telemetry, cutoff_us, |i| telemetry.backend[i] != NO_BACKEND);
     if let Some(shortfall) = split.shortfall("failure", 200, 50) {
         return Err(shortfall);
@@ -33,10 +34,10 @@ pub fn train(
     let failed = |i: usize| telemetry.outcome[i].is_failure();
     let failures = split.training.iter().filter(|&&i| failed(i)).count();
     if failures < MIN_FAILURES {
-        return Err(format!(
+        return Err(FitError::TooLittleData(format!(
             "too few failures for the failure model: {failures} in {} training rows, it needs at least {MIN_FAILURES}",
             split.training.len()
-        ));
+        )));
     }
     let priors = priors(telemetry, &split.training, failed);
     let prior_of = |i: usize| priors.of_backend(telemetry.backends.get(telemetry.backend[i]));
@@ -62,7 +63,7 @@ pub fn train(
         fill(telemetry, sample[k], prior_of(sample[k]), row)
     });
     let labels: Vec<bool> = sample.iter().map(|&i| failed(i)).collect();
-    let linear = logistic(x, &labels, class_weight, "failure").map_err(|e| e.to_string())?;
+    let linear = logistic(x, &labels, class_weight, "failure")?;
     let model = FailureModel {
         feature_names: FEATURE_NAMES.map(String::from).to_vec(),
         logit: linear,

@@ -7,7 +7,7 @@ use linfa_elasticnet::ElasticNet;
 use linfa_logistic::LogisticRegression;
 use ndarray::{Array1, Array2, ArrayView1, ArrayView2, Axis, ShapeBuilder};
 
-use crate::error::TrainError;
+use crate::error::FitError;
 
 /// Ridge penalty on standardised inputs: enough to keep collinear features (a count and its logarithm)
 /// from trading huge weights, too little to bias a fit on thousands of rows.
@@ -53,7 +53,7 @@ pub fn ridge(
     y: ArrayView1<f64>,
     nonnegative: &[usize],
     what: &str,
-) -> Result<Linear, TrainError> {
+) -> Result<Linear, FitError> {
     loop {
         let fit = ridge_with_penalty(x.view(), y, RIDGE_PENALTY, what)?;
         let most_negative = nonnegative
@@ -79,7 +79,7 @@ pub fn ridge_selected(
     weights: &[f64],
     penalties: &[f64],
     what: &str,
-) -> Result<(Linear, f64), TrainError> {
+) -> Result<(Linear, f64), FitError> {
     let n = x.nrows();
     let fit_rows = n * 3 / 4;
     let mut best = (f64::INFINITY, penalties[0]);
@@ -107,7 +107,7 @@ fn ridge_with_penalty(
     y: ArrayView1<f64>,
     penalty: f64,
     what: &str,
-) -> Result<Linear, TrainError> {
+) -> Result<Linear, FitError> {
     let standardizer = Standardizer::fit(x);
     // Coordinate descent walks the matrix column by column: give it columns that are contiguous.
     let mut columns = Array2::zeros(x.raw_dim().f());
@@ -119,7 +119,11 @@ fn ridge_with_penalty(
         .l1_ratio(0.0)
         .tolerance(1e-6)
         .fit(&data)
-        .map_err(|e| TrainError::BadInput(format!("{what}: the ridge fit failed: {e}")))?;
+        .map_err(|e| FitError::Solver {
+            what: what.to_owned(),
+            method: "ridge",
+            reason: e.to_string(),
+        })?;
     Ok(standardizer.unscale(fitted.intercept(), fitted.hyperplane()))
 }
 
@@ -132,7 +136,7 @@ pub fn logistic(
     positive: &[bool],
     class_weight: f64,
     what: &str,
-) -> Result<Linear, TrainError> {
+) -> Result<Linear, FitError> {
     let standardizer = Standardizer::fit(x.view());
     standardizer.apply(&mut x);
     let y: Array1<usize> = positive.iter().map(|&p| usize::from(p)).collect();
@@ -140,7 +144,11 @@ pub fn logistic(
         .alpha(LOGISTIC_PENALTY)
         .max_iterations(200)
         .fit(&Dataset::new(x, y))
-        .map_err(|e| TrainError::BadInput(format!("{what}: the logistic fit failed: {e}")))?;
+        .map_err(|e| FitError::Solver {
+            what: what.to_owned(),
+            method: "logistic",
+            reason: e.to_string(),
+        })?;
     // linfa models the larger label (1, a failure); flip the sign should that ever change.
     let sign = if fitted.labels().pos.class == 1 { 1.0 } else { -1.0 };
     let mut linear = standardizer.unscale(sign * fitted.intercept(), &(fitted.params() * sign));

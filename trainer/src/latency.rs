@@ -7,6 +7,7 @@ use augur_engine::model::{Evaluation, LatencyModel, Linear, ResidualQuantiles};
 use augur_engine::telemetry::Outcome;
 use ndarray::{Array1, Array2, ArrayView1};
 
+use crate::error::FitError;
 use crate::fit::{design, ridge};
 use crate::frame::{Telemetry, NO_BACKEND};
 use crate::metrics::{mean, pinball, quantile};
@@ -36,7 +37,7 @@ pub fn train(
     telemetry: &Telemetry,
     cutoff_us: i64,
     options: &Options,
-) -> Result<Fitted<LatencyModel>, String> {
+) -> Result<Fitted<LatencyModel>, FitError> {
     let split = Split::new(telemetry, cutoff_us, |i| answered(telemetry, i));
     if let Some(shortfall) = split.shortfall("latency", 200, 50) {
         return Err(shortfall);
@@ -103,7 +104,7 @@ fn feature_index(name: &str) -> usize {
 /// In-flight enters as `a·ln(1+n) + b·n`, nondecreasing for n ≥ 0 exactly when `b ≥ 0` and
 /// `a + b ≥ 0`: the fit runs on the columns `ln(1+n)` and `n − ln(1+n)`, whose weights are those
 /// two sums, held at 0 or above, and maps them back.
-fn fit_nondecreasing_in_load(mut x: Array2<f64>, y: ArrayView1<f64>) -> Result<Linear, String> {
+fn fit_nondecreasing_in_load(mut x: Array2<f64>, y: ArrayView1<f64>) -> Result<Linear, FitError> {
     let (log, linear) = (
         feature_index("ln1p_backend_in_flight"),
         feature_index("backend_in_flight"),
@@ -113,7 +114,7 @@ fn fit_nondecreasing_in_load(mut x: Array2<f64>, y: ArrayView1<f64>) -> Result<L
     }
     let mut nonnegative: Vec<usize> = NONDECREASING.iter().map(|name| feature_index(name)).collect();
     nonnegative.extend([log, linear]);
-    let mut fit = ridge(x, y, &nonnegative, "latency").map_err(|e| e.to_string())?;
+    let mut fit = ridge(x, y, &nonnegative, "latency")?;
     fit.weights[log] -= fit.weights[linear];
     Ok(fit)
 }

@@ -4,6 +4,8 @@
 //!
 //! A run is made to be scheduled: it holds a lock on the models directory, returns at once when the
 //! telemetry has not changed since the last run, and writes every file atomically.
+// `deny`, not `forbid`: ndarray's `s!` macro expands to an `allow(unsafe_code)`, which `forbid` refuses.
+#![deny(unsafe_code)]
 
 mod capacity;
 pub mod demand;
@@ -36,7 +38,7 @@ use run_state::RunState;
 
 pub use capacity::CapacityOptions;
 pub use demand::DemandOptions;
-pub use error::{TrainError, EXIT_BAD_INPUT, EXIT_FAILURE, EXIT_NOT_PROMOTED, EXIT_PROMOTED};
+pub use error::{FitError, TrainError, EXIT_BAD_INPUT, EXIT_FAILURE, EXIT_NOT_PROMOTED, EXIT_PROMOTED};
 pub use frame::Window;
 pub use lock::LOCK_FILE;
 

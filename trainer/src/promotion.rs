@@ -4,6 +4,7 @@
 use augur_engine::model::{Evaluation, Model, ModelFile, ModelKind, TrainingWindow, FORMAT_VERSION};
 use augur_engine::telemetry::SCHEMA_VERSION;
 
+use crate::error::FitError;
 use crate::{Fitted, ModelResult, ModelStatus};
 
 /// Judges each model kind's fit in turn, collecting every result and the files to promote.
@@ -30,10 +31,14 @@ impl<'a> Judge<'a> {
     }
 
     /// Judges the fit of `kind` (or why it could not be fitted).
-    pub fn judge(&mut self, kind: ModelKind, fitted: Result<Fitted<Model>, String>) {
+    pub fn judge(&mut self, kind: ModelKind, fitted: Result<Fitted<Model>, FitError>) {
         let fitted = match fitted {
             Ok(fitted) => fitted,
-            Err(reason) => return self.results.push(ModelResult::skipped(kind, reason, None)),
+            Err(why) => {
+                return self
+                    .results
+                    .push(ModelResult::skipped(kind, why.to_string(), None))
+            }
         };
         let file = ModelFile {
             format_version: FORMAT_VERSION,

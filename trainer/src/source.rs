@@ -111,7 +111,7 @@ fn check_footer(file: &Path, required: &[&str]) -> Result<Footer, TrainError> {
                 "no `{SCHEMA_VERSION_KEY}` in the file metadata; not augur telemetry"
             ))
         })?;
-    let version = readable_version(&version).map_err(bad)?;
+    let version = readable_version(&version).map_err(|e| bad(e.to_string()))?;
     let columns: Vec<&str> = meta.schema_descr().columns().iter().map(|c| c.name()).collect();
     let expected = required
         .iter()
@@ -125,19 +125,40 @@ fn check_footer(file: &Path, required: &[&str]) -> Result<Footer, TrainError> {
     })
 }
 
-/// The schema version a file declares, if this trainer reads it.
-fn readable_version(declared: &str) -> Result<u32, String> {
-    let supported = if OLDEST_READABLE_SCHEMA_VERSION == SCHEMA_VERSION {
+/// A schema version this trainer cannot read.
+#[derive(Debug, PartialEq, thiserror::Error)]
+enum UnreadableVersion {
+    /// Written by a newer augur.
+    #[error("telemetry schema version {found} is newer than this trainer; {readable} (upgrade augur)", readable = readable_versions())]
+    Newer {
+        /// The version the file declares.
+        found: u32,
+    },
+    /// Older than the oldest this trainer reads, or not a version at all.
+    #[error("telemetry schema version `{declared}`; {readable}", readable = readable_versions())]
+    Unknown {
+        /// What the file declares.
+        declared: String,
+    },
+}
+
+/// The versions this trainer reads, in words.
+fn readable_versions() -> String {
+    if OLDEST_READABLE_SCHEMA_VERSION == SCHEMA_VERSION {
         format!("this trainer reads version {SCHEMA_VERSION}")
     } else {
         format!("this trainer reads versions {OLDEST_READABLE_SCHEMA_VERSION} to {SCHEMA_VERSION}")
-    };
+    }
+}
+
+/// The schema version a file declares, if this trainer reads it.
+fn readable_version(declared: &str) -> Result<u32, UnreadableVersion> {
     match declared.parse::<u32>() {
         Ok(v) if (OLDEST_READABLE_SCHEMA_VERSION..=SCHEMA_VERSION).contains(&v) => Ok(v),
-        Ok(v) if v > SCHEMA_VERSION => Err(format!(
-            "telemetry schema version {v} is newer than this trainer; {supported} (upgrade augur)"
-        )),
-        _ => Err(format!("telemetry schema version `{declared}`; {supported}")),
+        Ok(v) if v > SCHEMA_VERSION => Err(UnreadableVersion::Newer { found: v }),
+        _ => Err(UnreadableVersion::Unknown {
+            declared: declared.to_owned(),
+        }),
     }
 }
 
@@ -148,9 +169,13 @@ mod tests {
     #[test]
     fn versions_outside_the_readable_range_are_refused_by_name() {
         assert_eq!(readable_version(&SCHEMA_VERSION.to_string()), Ok(SCHEMA_VERSION));
-        let newer = readable_version(&(SCHEMA_VERSION + 1).to_string()).unwrap_err();
+        let newer = readable_version(&(SCHEMA_VERSION + 1).to_string())
+            .unwrap_err()
+            .to_string();
         assert!(newer.contains("newer than this trainer"), "{newer}");
-        let older = readable_version(&(OLDEST_READABLE_SCHEMA_VERSION - 1).to_string()).unwrap_err();
+        let older = readable_version(&(OLDEST_READABLE_SCHEMA_VERSION - 1).to_string())
+            .unwrap_err()
+            .to_string();
         assert!(older.contains("this trainer reads version"), "{older}");
         assert!(readable_version("one").is_err());
     }

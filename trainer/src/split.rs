@@ -1,5 +1,6 @@
 //! The time split (the newest 20% of rows validate, never shuffled) and the sample the fits use.
 
+use crate::error::FitError;
 use crate::frame::Telemetry;
 
 /// Share of the newest rows held out for validation.
@@ -41,13 +42,13 @@ impl Split {
     }
 
     /// An error message when either side is smaller than needed, naming `model`.
-    pub fn shortfall(&self, model: &str, min_training: usize, min_validation: usize) -> Option<String> {
+    pub fn shortfall(&self, model: &str, min_training: usize, min_validation: usize) -> Option<FitError> {
         (self.training.len() < min_training || self.validation.len() < min_validation).then(|| {
-            format!(
+            FitError::TooLittleData(format!(
                 "too few rows for the {model} model: {} training and {} validation rows, it needs at least {min_training} and {min_validation}",
                 self.training.len(),
                 self.validation.len()
-            )
+            ))
         })
     }
 }

@@ -57,7 +57,7 @@ impl ModelSet {
     /// sha256, kind and contents, and returns the set only when every model is valid.
     pub fn load(
         manifest: &[u8],
-        mut read: impl FnMut(&str) -> Result<Vec<u8>, String>,
+        mut read: impl FnMut(&str) -> std::io::Result<Vec<u8>>,
     ) -> Result<Self, ModelError> {
         let manifest: Manifest = serde_json::from_slice(manifest)
             .map_err(|e| ModelError::Json(format!("{}: {e}", super::MANIFEST_FILE)))?;
@@ -83,9 +83,9 @@ impl ModelSet {
                 file: file.clone(),
                 error: Box::new(error),
             };
-            let bytes = read(file).map_err(|reason| ModelError::Unreadable {
+            let bytes = read(file).map_err(|e| ModelError::Unreadable {
                 file: file.clone(),
-                reason,
+                reason: e.to_string(),
             })?;
             let found = sha256_hex(&bytes);
             if found != entry.sha256 {

@@ -26,7 +26,9 @@ use crate::dispatch::RequestSize;
 use crate::endpoint::Endpoint;
 
 pub use maglev::MAGLEV_TABLE_SIZE;
-pub use predictive::{ActiveModels, Prediction, Predictive, PredictiveSettings, MAX_CANDIDATES};
+pub use predictive::{
+    ActiveModels, Prediction, Predictive, PredictiveSettings, UnusableModels, MAX_CANDIDATES,
+};
 pub use ring_hash::RING_POINTS_PER_WEIGHT;
 pub use spec::{
     HashAlgorithm, HashKey, PolicySpec, DEFAULT_EXPLORATION, DEFAULT_FAILURE_PENALTY, DEFAULT_MAX_CANDIDATES,

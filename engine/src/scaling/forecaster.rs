@@ -49,6 +49,19 @@ pub struct PoolForecast {
     pub source: ForecastSource,
 }
 
+/// Why a pool's forecast comes from the fallback rather than the trained demand model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+enum ModelNotUsed {
+    #[error("no demand model is loaded")]
+    NoModel,
+    #[error("the demand model counts {model_s}s buckets and the proxy {proxy_s}s ones")]
+    OtherBuckets { model_s: u32, proxy_s: u32 },
+    #[error("the demand model needs {needed} buckets of history and has {have}")]
+    TooLittleHistory { needed: usize, have: usize },
+    #[error("the history could not be encoded")]
+    Unencodable,
+}
+
 /// Keeps a pool's demand history and forecasts it.
 #[derive(Debug, Clone)]
 pub struct Forecaster {
@@ -89,7 +102,7 @@ impl Forecaster {
     pub fn forecast(&mut self, model: Option<(&DemandModel, &str)>, now_unix_s: f64) -> PoolForecast {
         let latest = self.history.latest().unwrap_or(0.0);
         let why_not = match model {
-            None => "no demand model is loaded".to_string(),
+            None => ModelNotUsed::NoModel,
             Some((model, version)) => match self.model_forecast(model, now_unix_s) {
                 Ok(horizons) => {
                     return PoolForecast {
@@ -121,7 +134,9 @@ impl Forecaster {
             latest,
             horizons,
             upper_level: UPPER_LEVEL,
-            source: ForecastSource::Fallback { why: why_not },
+            source: ForecastSource::Fallback {
+                why: why_not.to_string(),
+            },
         }
     }
 
@@ -129,27 +144,26 @@ impl Forecaster {
         &mut self,
         model: &DemandModel,
         now_unix_s: f64,
-    ) -> Result<Vec<DemandForecast>, String> {
+    ) -> Result<Vec<DemandForecast>, ModelNotUsed> {
         if model.bucket_s != self.bucket_s() {
-            return Err(format!(
-                "the demand model counts {}s buckets and the proxy {}s ones",
-                model.bucket_s,
-                self.bucket_s()
-            ));
+            return Err(ModelNotUsed::OtherBuckets {
+                model_s: model.bucket_s,
+                proxy_s: self.bucket_s(),
+            });
         }
         let needed = model.spec.history_needed();
         self.history.ensure_capacity(needed);
         if self.history.len() < needed {
-            return Err(format!(
-                "the demand model needs {needed} buckets of history and has {}",
-                self.history.len()
-            ));
+            return Err(ModelNotUsed::TooLittleHistory {
+                needed,
+                have: self.history.len(),
+            });
         }
         self.features.resize(model.spec.len(), 0.0);
         let scale = model
             .spec
             .encode(self.history.values(), now_unix_s, &mut self.features)
-            .ok_or("the history could not be encoded")?;
+            .ok_or(ModelNotUsed::Unencodable)?;
         Ok(model
             .horizons
             .iter()

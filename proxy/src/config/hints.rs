@@ -7,6 +7,8 @@ use augur_engine::scaling::ScalingPolicy;
 use humantime_serde::Serde;
 use serde::Deserialize;
 
+use super::validate::Invalid;
+
 /// `[hints]`: forecast each pool's demand every bucket and send scaling hints.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -76,21 +78,45 @@ pub struct SinkConfig {
 
 impl SinkConfig {
     /// The signing key: `secret`, or the value of `secret_env`.
-    pub fn resolve_secret(&self) -> Result<String, String> {
+    pub fn resolve_secret(&self) -> Result<String, SecretError> {
         match (&self.secret, &self.secret_env) {
             (Some(secret), None) if !secret.is_empty() => Ok(secret.clone()),
             (None, Some(var)) => match std::env::var(var) {
                 Ok(secret) if !secret.is_empty() => Ok(secret),
-                _ => Err(format!(
-                    "hints sink {}: environment variable `{var}` (secret_env) is not set or empty",
-                    self.url
-                )),
+                _ => Err(SecretError::EnvUnset {
+                    url: self.url.clone(),
+                    var: var.clone(),
+                }),
             },
-            _ => Err(format!(
-                "hints sink {}: give exactly one of `secret` (non-empty) or `secret_env`",
-                self.url
-            )),
+            _ => Err(SecretError::NotExactlyOne {
+                url: self.url.clone(),
+            }),
         }
+    }
+}
+
+/// A sink whose signing key cannot be had.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    /// `secret_env` names a variable that is not set, or empty.
+    #[error("hints sink {url}: environment variable `{var}` (secret_env) is not set or empty")]
+    EnvUnset {
+        /// The sink's URL.
+        url: String,
+        /// The variable.
+        var: String,
+    },
+    /// Neither or both of `secret` and `secret_env`, or an empty `secret`.
+    #[error("hints sink {url}: give exactly one of `secret` (non-empty) or `secret_env`")]
+    NotExactlyOne {
+        /// The sink's URL.
+        url: String,
+    },
+}
+
+impl From<SecretError> for Invalid {
+    fn from(e: SecretError) -> Self {
+        Invalid::new(e.to_string())
     }
 }
 
@@ -150,28 +176,30 @@ impl HintsConfig {
 
     /// Checks what serde cannot: whole-second buckets, horizons in whole buckets covering the
     /// warm-up, shares in range, sink URLs and secrets.
-    pub fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), Invalid> {
         let bucket = self.bucket_s();
         if bucket == 0 || self.bucket.subsec_nanos() != 0 {
-            return Err("hints.bucket must be a whole number of seconds, at least 1".into());
+            return Err(Invalid::new(
+                "hints.bucket must be a whole number of seconds, at least 1",
+            ));
         }
         let horizons: Vec<Duration> = self.horizons.iter().map(|h| **h).collect();
         if horizons.is_empty() {
-            return Err("hints.horizons: give at least one".into());
+            return Err(Invalid::new("hints.horizons: give at least one"));
         }
         for h in &horizons {
             if h.is_zero() || h.subsec_nanos() != 0 || h.as_secs() % u64::from(bucket) != 0 {
-                return Err(format!(
+                return Err(Invalid::new(format!(
                     "hints.horizons: {}s is not a whole number of {bucket}s buckets",
                     h.as_secs_f64()
-                ));
+                )));
             }
         }
         if !horizons.iter().any(|h| *h >= self.warm_up) {
-            return Err(format!(
+            return Err(Invalid::new(format!(
                 "hints.horizons: none is at least the warm-up ({}s), so no forecast could drive a timely scale-up",
                 self.warm_up.as_secs_f64()
-            ));
+            )));
         }
         let share = |name: &str, v: f64, lowest_open: bool| {
             let ok = if lowest_open {
@@ -182,10 +210,10 @@ impl HintsConfig {
             if ok {
                 Ok(())
             } else {
-                Err(format!(
+                Err(Invalid::new(format!(
                     "hints.{name} must be in {}, got {v}",
                     if lowest_open { "(0, 1]" } else { "[0, 1)" }
-                ))
+                )))
             }
         };
         share("target_utilisation", self.target_utilisation, true)?;
@@ -195,16 +223,19 @@ impl HintsConfig {
             let uri: http::Uri = sink
                 .url
                 .parse()
-                .map_err(|e| format!("hints sink `{}`: not a URL: {e}", sink.url))?;
+                .map_err(|e| Invalid::new(format!("hints sink `{}`: not a URL: {e}", sink.url)))?;
             if uri.scheme_str() != Some("http") || uri.host().is_none() {
-                return Err(format!(
+                return Err(Invalid::new(format!(
                     "hints sink `{}`: only http:// URLs with a host are supported (put a TLS-terminating sidecar in front of an https receiver)",
                     sink.url
-                ));
+                )));
             }
             sink.resolve_secret()?;
             if sink.queue == 0 {
-                return Err(format!("hints sink `{}`: queue must be at least 1", sink.url));
+                return Err(Invalid::new(format!(
+                    "hints sink `{}`: queue must be at least 1",
+                    sink.url
+                )));
             }
         }
         Ok(())
@@ -213,18 +244,18 @@ impl HintsConfig {
 
 impl PoolScalingConfig {
     /// Checks the bounds and capacity of pool `pool`.
-    pub fn check(&self, pool: &str) -> Result<(), String> {
+    pub fn check(&self, pool: &str) -> Result<(), Invalid> {
         if self.min_replicas == 0 || self.max_replicas < self.min_replicas {
-            return Err(format!(
+            return Err(Invalid::new(format!(
                 "pools.{pool}.scaling: need 1 <= min_replicas <= max_replicas, got {} and {}",
                 self.min_replicas, self.max_replicas
-            ));
+            )));
         }
         if let Some(capacity) = self.capacity_rps {
             if !(capacity.is_finite() && capacity > 0.0) {
-                return Err(format!(
+                return Err(Invalid::new(format!(
                     "pools.{pool}.scaling.capacity_rps must be a positive number, got {capacity}"
-                ));
+                )));
             }
         }
         Ok(())

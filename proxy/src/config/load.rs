@@ -47,7 +47,9 @@ impl Config {
             message,
         };
         let config: Config = toml::from_str(text).map_err(|e| at(e.span(), e.message().to_owned()))?;
-        config.validate().map_err(|(span, message)| at(span, message))?;
+        config
+            .validate()
+            .map_err(|invalid| at(invalid.span, invalid.message))?;
         Ok(config)
     }
 }

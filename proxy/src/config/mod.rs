@@ -10,6 +10,7 @@ mod pool;
 mod telemetry;
 mod types;
 mod validate;
+pub use validate::Invalid;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -18,7 +19,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-pub use hints::{HintsConfig, PoolScalingConfig, SinkConfig};
+pub use hints::{HintsConfig, PoolScalingConfig, SecretError, SinkConfig};
 pub use load::ConfigError;
 pub use models::{ModelsConfig, DEFAULT_CHECK_INTERVAL};
 pub use pool::{

@@ -5,13 +5,48 @@ use std::ops::Range;
 
 use super::Config;
 
-/// A failed check: where (a byte span of the source, when known) and why.
-pub type Invalid = (Option<Range<usize>>, String);
+/// A failed check: why, and where (a byte span of the source) when known.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct Invalid {
+    /// The byte span of the value at fault.
+    pub span: Option<Range<usize>>,
+    /// What is wrong, naming the field.
+    pub message: String,
+}
+
+impl Invalid {
+    /// A failed check whose place in the source is not known.
+    pub fn new(message: impl Into<String>) -> Self {
+        Self {
+            span: None,
+            message: message.into(),
+        }
+    }
+
+    /// A failed check of the value at `span`.
+    pub fn at(span: Range<usize>, message: impl Into<String>) -> Self {
+        Self {
+            span: Some(span),
+            message: message.into(),
+        }
+    }
+}
 
 impl Config {
     pub(super) fn validate(&self) -> Result<(), Invalid> {
+        self.validate_listeners()?;
+        self.validate_routes()?;
+        self.validate_pools()?;
+        if let Some(hints) = &self.hints {
+            hints.check()?;
+        }
+        self.validate_telemetry()
+    }
+
+    fn validate_listeners(&self) -> Result<(), Invalid> {
         if self.listeners.is_empty() {
-            return Err((None, "no `[[listeners]]`: at least one is needed".into()));
+            return Err(Invalid::new("no `[[listeners]]`: at least one is needed"));
         }
         // Port 0 asks the OS for any free port, so only fixed ports can clash.
         let mut addresses = BTreeSet::new();
@@ -22,34 +57,35 @@ impl Config {
             .chain(self.admin.as_ref().map(|a| a.address));
         for address in fixed.filter(|a| a.port() != 0) {
             if !addresses.insert(address) {
-                return Err((
-                    None,
-                    format!("address {address} is used by two listeners (admin included)"),
-                ));
+                return Err(Invalid::new(format!(
+                    "address {address} is used by two listeners (admin included)"
+                )));
             }
         }
+        Ok(())
+    }
+
+    fn validate_routes(&self) -> Result<(), Invalid> {
         if self.routes.is_empty() {
-            return Err((None, "no `[[routes]]`: at least one is needed".into()));
+            return Err(Invalid::new("no `[[routes]]`: at least one is needed"));
         }
         for (i, route) in self.routes.iter().enumerate() {
             let has_split = !route.split.is_empty();
             if route.pool.is_some() == has_split {
-                return Err((
-                    None,
-                    format!("routes[{i}]: give either `pool` or `split`, not both or neither"),
-                ));
+                return Err(Invalid::new(format!(
+                    "routes[{i}]: give either `pool` or `split`, not both or neither"
+                )));
             }
             if !route.split.is_empty() && route.split.iter().all(|t| t.weight == 0) {
-                return Err((
-                    None,
-                    format!("routes[{i}].split: at least one weight must be > 0"),
-                ));
+                return Err(Invalid::new(format!(
+                    "routes[{i}].split: at least one weight must be > 0"
+                )));
             }
             for (pool, _) in route.targets() {
                 if !self.pools.contains_key(pool.get_ref()) {
                     let known: Vec<&str> = self.pools.keys().map(String::as_str).collect();
-                    return Err((
-                        Some(pool.span()),
+                    return Err(Invalid::at(
+                        pool.span(),
                         format!(
                             "routes[{i}]: no pool named `{}` (pools: {})",
                             pool.get_ref(),
@@ -60,25 +96,27 @@ impl Config {
             }
             if let Some(prefix) = &route.matches.path_prefix {
                 if !prefix.starts_with('/') {
-                    return Err((
-                        None,
-                        format!("routes[{i}].match.path_prefix `{prefix}` must start with `/`"),
-                    ));
+                    return Err(Invalid::new(format!(
+                        "routes[{i}].match.path_prefix `{prefix}` must start with `/`"
+                    )));
                 }
             }
         }
+        Ok(())
+    }
+
+    fn validate_pools(&self) -> Result<(), Invalid> {
         for (name, pool) in &self.pools {
             if pool.backends.is_empty() {
-                return Err((
-                    None,
-                    format!("pools.{name}.backends: a pool needs at least one backend"),
-                ));
+                return Err(Invalid::new(format!(
+                    "pools.{name}.backends: a pool needs at least one backend"
+                )));
             }
             let mut seen = BTreeSet::new();
             for backend in &pool.backends {
                 if !seen.insert(backend.address.get_ref()) {
-                    return Err((
-                        Some(backend.address.span()),
+                    return Err(Invalid::at(
+                        backend.address.span(),
                         format!(
                             "pools.{name}: backend {} appears twice",
                             backend.address.get_ref()
@@ -86,64 +124,58 @@ impl Config {
                     ));
                 }
                 if !backend.cost.is_finite() || backend.cost < 0.0 {
-                    return Err((
-                        None,
-                        format!("pools.{name}: backend cost must be a finite number >= 0"),
-                    ));
+                    return Err(Invalid::new(format!(
+                        "pools.{name}: backend cost must be a finite number >= 0"
+                    )));
                 }
             }
             if let Some(check) = &pool.health_check {
                 if !check.path.starts_with('/') {
-                    return Err((
-                        None,
-                        format!("pools.{name}.health_check.path must start with `/`"),
-                    ));
+                    return Err(Invalid::new(format!(
+                        "pools.{name}.health_check.path must start with `/`"
+                    )));
                 }
                 if check.interval.is_zero() || check.timeout.is_zero() {
-                    return Err((
-                        None,
-                        format!("pools.{name}.health_check: interval and timeout must be > 0"),
-                    ));
+                    return Err(Invalid::new(format!(
+                        "pools.{name}.health_check: interval and timeout must be > 0"
+                    )));
                 }
             }
             if let Some(m) = &pool.metrics {
                 let has_custom = !m.custom.is_empty();
                 if m.preset.is_some() == has_custom {
-                    return Err((
-                        None,
-                        format!(
-                            "pools.{name}.metrics: give either `preset` or `custom`, not both or neither"
-                        ),
-                    ));
+                    return Err(Invalid::new(format!(
+                        "pools.{name}.metrics: give either `preset` or `custom`, not both or neither"
+                    )));
                 }
                 if !m.path.starts_with('/') || m.interval.is_zero() || m.timeout.is_some_and(|t| t.is_zero())
                 {
-                    return Err((
-                        None,
-                        format!("pools.{name}.metrics: path must start with `/` and interval/timeout be > 0"),
-                    ));
+                    return Err(Invalid::new(format!(
+                        "pools.{name}.metrics: path must start with `/` and interval/timeout be > 0"
+                    )));
                 }
             }
-            pool.scaling.check(name).map_err(|e| (None, e))?;
+            pool.scaling.check(name)?;
             let t = &pool.timeouts;
             if t.connect.is_zero() || t.request.is_zero() || t.idle.is_zero() {
-                return Err((None, format!("pools.{name}.timeouts: every timeout must be > 0")));
+                return Err(Invalid::new(format!(
+                    "pools.{name}.timeouts: every timeout must be > 0"
+                )));
             }
         }
-        if let Some(hints) = &self.hints {
-            hints.check().map_err(|e| (None, e))?;
-        }
+        Ok(())
+    }
+
+    fn validate_telemetry(&self) -> Result<(), Invalid> {
         if let Some(t) = &self.telemetry {
             if t.queue_rows == 0 || t.batch_rows == 0 || t.rotate_rows == 0 || t.rotate_bytes == 0 {
-                return Err((
-                    None,
-                    "telemetry: queue_rows, batch_rows, rotate_rows and rotate_bytes must be > 0".into(),
+                return Err(Invalid::new(
+                    "telemetry: queue_rows, batch_rows, rotate_rows and rotate_bytes must be > 0",
                 ));
             }
             if t.rotate_age.is_zero() || t.flush_interval.is_zero() {
-                return Err((
-                    None,
-                    "telemetry: rotate_age and flush_interval must be > 0".into(),
+                return Err(Invalid::new(
+                    "telemetry: rotate_age and flush_interval must be > 0",
                 ));
             }
         }

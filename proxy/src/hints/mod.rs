@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use event::{CloudEvent, Hint, HorizonForecast};
 pub use metrics::{DeliveryOutcome, HintMetrics};
-pub use sink::Sink;
+pub use sink::{Sink, SinkError};
 
 use crate::config::HintsConfig;
 use crate::models::ModelStore;

@@ -22,7 +22,7 @@ use super::event::CONTENT_TYPE;
 use super::metrics::{DeliveryOutcome, HintMetrics};
 use super::signature::{sign, SIGNATURE_HEADER, TIMESTAMP_HEADER};
 use crate::clock;
-use crate::config::SinkConfig;
+use crate::config::{SecretError, SinkConfig};
 use crate::rng::with_rng;
 
 /// A hint waiting for delivery.
@@ -43,13 +43,40 @@ pub struct Sink {
     metrics: Arc<HintMetrics>,
 }
 
+/// A sink that cannot be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    /// The URL does not parse.
+    #[error("hints sink `{url}`: {source}")]
+    Url {
+        /// The URL as configured.
+        url: String,
+        /// Why it does not parse.
+        source: http::uri::InvalidUri,
+    },
+    /// The signing key cannot be had.
+    #[error(transparent)]
+    Secret(#[from] SecretError),
+}
+
+/// Why one delivery attempt got no answer.
+#[derive(Debug, thiserror::Error)]
+enum DeliveryFailure {
+    #[error("cannot build the request: {0}")]
+    Build(http::Error),
+    #[error("request failed: {0}")]
+    Request(hyper_util::client::legacy::Error),
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+}
+
 impl Sink {
     /// A sink for `config` (already validated: its URL parses and its secret resolves).
-    pub fn new(config: &SinkConfig, metrics: Arc<HintMetrics>) -> Result<Arc<Self>, String> {
-        let url: Uri = config
-            .url
-            .parse()
-            .map_err(|e| format!("hints sink `{}`: {e}", config.url))?;
+    pub fn new(config: &SinkConfig, metrics: Arc<HintMetrics>) -> Result<Arc<Self>, SinkError> {
+        let url: Uri = config.url.parse().map_err(|e| SinkError::Url {
+            url: config.url.clone(),
+            source: e,
+        })?;
         Ok(Arc::new(Self {
             label: config.url.clone(),
             url,
@@ -165,7 +192,7 @@ impl Sink {
                 failure => {
                     let why = match failure {
                         Ok(status) => format!("status {status}"),
-                        Err(e) => e,
+                        Err(e) => e.to_string(),
                     };
                     let delay = self.backoff(attempt);
                     if decided.elapsed() + delay > self.config.max_age {
@@ -198,18 +225,18 @@ impl Sink {
         &self,
         client: &Client<HttpConnector, Full<Bytes>>,
         body: Bytes,
-    ) -> Result<StatusCode, String> {
+    ) -> Result<StatusCode, DeliveryFailure> {
         let now = clock::unix_now().as_secs();
         let request = Request::post(self.url.clone())
             .header(header::CONTENT_TYPE, CONTENT_TYPE)
             .header(TIMESTAMP_HEADER, now.to_string())
             .header(SIGNATURE_HEADER, sign(&self.secret, now, &body))
             .body(Full::new(body))
-            .map_err(|e| e.to_string())?;
+            .map_err(DeliveryFailure::Build)?;
         match tokio::time::timeout(self.config.timeout, client.request(request)).await {
             Ok(Ok(response)) => Ok(response.status()),
-            Ok(Err(e)) => Err(format!("request failed: {e}")),
-            Err(_) => Err(format!("no answer within {:?}", self.config.timeout)),
+            Ok(Err(e)) => Err(DeliveryFailure::Request(e)),
+            Err(_) => Err(DeliveryFailure::Timeout(self.config.timeout)),
         }
     }
 }

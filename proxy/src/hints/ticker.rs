@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use augur_engine::model::ModelSet;
-use augur_engine::scaling::{Direction, ForecastSource, Forecaster, Scaler};
+use augur_engine::scaling::{Direction, ForecastSource, Forecaster, PoolForecast, Scaler};
 use bytes::Bytes;
 use tokio_util::sync::CancellationToken;
 
@@ -156,32 +156,11 @@ fn tick_pool(
     let demand = models.and_then(|m| m.demand().map(|d| (d, m.version.as_str())));
     let forecast = state.forecaster.forecast(demand, now_s);
     state.log_forecaster_change(&pool.name, &forecast.source);
-    let per_second = |requests: f64| requests / f64::from(bucket_s);
     let current = current_replicas(pool);
-    let mut status = PoolStatus {
-        pool: pool.name.to_string(),
-        time: rfc3339(tick_unix_s as i64 * 1000),
-        bucket_s,
-        current_rps: per_second(requests / buckets as f64),
-        current_replicas: current,
-        desired_replicas: None,
-        recommended_replicas: None,
-        capacity_rps: None,
-        capacity_source: None,
-        forecast: forecast
-            .horizons
-            .iter()
-            .map(|f| HorizonForecast {
-                horizon_s: f.horizon_s,
-                mean_rps: per_second(f.mean),
-                upper_rps: per_second(f.upper),
-                upper_level: forecast.upper_level,
-            })
-            .collect(),
-        forecaster: forecast.source.clone(),
-        reason: String::new(),
-        hints: state.sequence,
-    };
+    let current_rps = requests / buckets as f64 / f64::from(bucket_s);
+    let mut status =
+        PoolStatus::forecast_only(pool, tick_unix_s, bucket_s, (current_rps, current), &forecast);
+    status.hints = state.sequence;
     let Some((capacity_rps, capacity_source)) = capacity(&pool.config, models) else {
         status.reason = format!(
             "no per-replica capacity: set pools.{}.scaling.capacity_rps, or train a capacity model on this pool's telemetry",
@@ -231,6 +210,44 @@ fn tick_pool(
         );
     }
     status
+}
+
+impl PoolStatus {
+    /// The status of `pool` at `tick_unix_s` with its `current` rate and replicas and its forecast,
+    /// before any decision: the forecast per horizon in requests per second.
+    fn forecast_only(
+        pool: &Pool,
+        tick_unix_s: u64,
+        bucket_s: u32,
+        (current_rps, current_replicas): (f64, u32),
+        forecast: &PoolForecast,
+    ) -> Self {
+        let per_second = |requests: f64| requests / f64::from(bucket_s);
+        Self {
+            pool: pool.name.to_string(),
+            time: rfc3339(tick_unix_s as i64 * 1000),
+            bucket_s,
+            current_rps,
+            current_replicas,
+            desired_replicas: None,
+            recommended_replicas: None,
+            capacity_rps: None,
+            capacity_source: None,
+            forecast: forecast
+                .horizons
+                .iter()
+                .map(|f| HorizonForecast {
+                    horizon_s: f.horizon_s,
+                    mean_rps: per_second(f.mean),
+                    upper_rps: per_second(f.upper),
+                    upper_level: forecast.upper_level,
+                })
+                .collect(),
+            forecaster: forecast.source.clone(),
+            reason: String::new(),
+            hints: 0,
+        }
+    }
 }
 
 impl PoolState {

@@ -68,7 +68,9 @@ fn scoring_models(
     };
     let prepared = match models.active() {
         None => Err("no model set is loaded".to_string()),
-        Some(set) => ActiveModels::new(&set, quantile).map(Arc::new),
+        Some(set) => ActiveModels::new(&set, quantile)
+            .map(Arc::new)
+            .map_err(|e| e.to_string()),
     };
     match prepared {
         Ok(active) => {

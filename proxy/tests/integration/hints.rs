@@ -93,7 +93,7 @@ fn start_receiver(listener: TcpListener, secret: &str, slow_answers: usize, stop
 }
 
 fn metric(metrics: &Metrics, line_start: &str) -> f64 {
-    let text = metrics.render(std::iter::empty(), None);
+    let text = metrics.render(std::iter::empty());
     text.lines()
         .find(|l| l.starts_with(line_start))
         .and_then(|l| l.rsplit(' ').next())

@@ -10,14 +10,19 @@ use crate::config::{MetricSource, MetricsConfig, MetricsPreset, ScrapedFeature};
 
 type Exposition = MetricsExposition<PrometheusType, PrometheusValue>;
 
+/// A metrics page that is not Prometheus text format; holds what the parser said.
+#[derive(Debug, thiserror::Error)]
+#[error("not Prometheus text format: {0}")]
+pub struct NotExposition(String);
+
 /// Parses `text` and reads the configured features from it. Every family must carry its `# TYPE`
 /// line, as vLLM, Triton and DCGM exporters do (the parser groups undeclared samples together).
-pub fn extract(text: &str, config: &MetricsConfig) -> Result<ScrapedMetrics, String> {
+pub fn extract(text: &str, config: &MetricsConfig) -> Result<ScrapedMetrics, NotExposition> {
     if text.trim().is_empty() {
         // A server with nothing to report yet: no values, not an error.
         return Ok(ScrapedMetrics::default());
     }
-    let exposition = parse_prometheus(text).map_err(|e| format!("not Prometheus text format: {e:?}"))?;
+    let exposition = parse_prometheus(text).map_err(|e| NotExposition(format!("{e:?}")))?;
     Ok(match config.preset {
         Some(MetricsPreset::Vllm) => ScrapedMetrics {
             queue_depth: sum(&exposition, "vllm:num_requests_waiting"),

@@ -53,7 +53,8 @@ pub(super) fn spawn(pool: &Arc<Pool>) {
                             tracing::info!(pool = %pool.name, backend = %backend.address, "metrics scrapes succeed again");
                         }
                     }
-                    Err((result, reason)) => {
+                    Err(failure) => {
+                        let (result, reason) = (failure.result(), failure);
                         backend.metrics.count_scrape(result);
                         if failing != Some(result) {
                             tracing::warn!(pool = %pool.name, backend = %backend.address, %reason,
@@ -67,42 +68,62 @@ pub(super) fn spawn(pool: &Arc<Pool>) {
     }
 }
 
+/// Why one scrape gave no metrics.
+#[derive(Debug, thiserror::Error)]
+enum ScrapeFailure {
+    #[error("{0}")]
+    Request(String),
+    #[error("status {0}")]
+    Status(http::StatusCode),
+    #[error("reading the body: {0}")]
+    Body(String),
+    #[error("not UTF-8")]
+    NotUtf8,
+    #[error(transparent)]
+    NotExposition(#[from] exposition::NotExposition),
+    #[error("no complete answer within {0:?}")]
+    Timeout(std::time::Duration),
+}
+
+impl ScrapeFailure {
+    /// How the scrape metric counts it.
+    fn result(&self) -> ScrapeResult {
+        match self {
+            Self::Request(_) | Self::Status(_) | Self::Body(_) => ScrapeResult::Error,
+            Self::NotUtf8 | Self::NotExposition(_) => ScrapeResult::ParseError,
+            Self::Timeout(_) => ScrapeResult::Timeout,
+        }
+    }
+}
+
 /// One scrape: a GET that must answer 2xx with Prometheus text within the timeout.
-async fn scrape(
-    pool: &Pool,
-    index: usize,
-    config: &MetricsConfig,
-) -> Result<ScrapedMetrics, (ScrapeResult, String)> {
+async fn scrape(pool: &Pool, index: usize, config: &MetricsConfig) -> Result<ScrapedMetrics, ScrapeFailure> {
     let address = pool.backends[index].address.as_str();
     let request = Request::get(format!("http://{address}{}", config.path))
         .header(HOST, address)
         .header(USER_AGENT, HeaderValue::from_static("augur-metrics-scraper"))
         .body(reply::full(bytes::Bytes::new()))
-        .map_err(|e| (ScrapeResult::Error, e.to_string()))?;
+        .map_err(|e| ScrapeFailure::Request(e.to_string()))?;
     let exchange = async {
         let response = pool
             .client
             .request(request)
             .await
-            .map_err(|e| (ScrapeResult::Error, e.to_string()))?;
+            .map_err(|e| ScrapeFailure::Request(e.to_string()))?;
         if !response.status().is_success() {
-            return Err((ScrapeResult::Error, format!("status {}", response.status())));
+            return Err(ScrapeFailure::Status(response.status()));
         }
         let body = Limited::new(response.into_body(), MAX_BODY)
             .collect()
             .await
-            .map_err(|e| (ScrapeResult::Error, e.to_string()))?
+            .map_err(|e| ScrapeFailure::Body(e.to_string()))?
             .to_bytes();
-        let text =
-            std::str::from_utf8(&body).map_err(|_| (ScrapeResult::ParseError, "not UTF-8".to_owned()))?;
-        exposition::extract(text, config).map_err(|e| (ScrapeResult::ParseError, e))
+        let text = std::str::from_utf8(&body).map_err(|_| ScrapeFailure::NotUtf8)?;
+        Ok(exposition::extract(text, config)?)
     };
     let timeout = config.timeout.unwrap_or(config.interval);
     match tokio::time::timeout(timeout, exchange).await {
         Ok(result) => result,
-        Err(_) => Err((
-            ScrapeResult::Timeout,
-            format!("no complete answer within {timeout:?}"),
-        )),
+        Err(_) => Err(ScrapeFailure::Timeout(timeout)),
     }
 }

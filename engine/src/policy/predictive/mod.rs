@@ -7,12 +7,14 @@
 //! no allocation. Without a usable latency model the policy is P2C over Peak-EWMA.
 
 use std::collections::HashMap;
-use std::sync::atomic::{fence, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use rand::Rng;
 
+mod score_cache;
+
+use self::score_cache::ScoreCache;
 use super::p2c_ewma::P2cEwma;
 use super::PickRequest;
 use crate::dispatch::DispatchState;
@@ -65,19 +67,16 @@ struct BackendTables {
 impl ActiveModels {
     /// Prepares `set` for scoring at latency quantile `quantile`. Fails, saying why, when the set has
     /// no latency model or the model lacks the quantile or the median.
-    pub fn new(set: &ModelSet, quantile: f64) -> Result<Self, String> {
-        let latency = set.latency().ok_or("the model set has no latency model")?.clone();
+    pub fn new(set: &ModelSet, quantile: f64) -> Result<Self, UnusableModels> {
+        let latency = set.latency().ok_or(UnusableModels::NoLatencyModel)?.clone();
         let failure = set.failure().cloned();
         let residuals = &latency.residuals;
-        let level = residuals.level_index(quantile).ok_or_else(|| {
-            format!(
-                "the latency model has no {quantile} quantile (it has {:?})",
-                residuals.levels
-            )
-        })?;
-        let median_level = residuals
-            .level_index(0.5)
-            .ok_or_else(|| format!("the latency model has no median (it has {:?})", residuals.levels))?;
+        let missing = |level: f64| UnusableModels::MissingQuantile {
+            level,
+            levels: residuals.levels.clone(),
+        };
+        let level = residuals.level_index(quantile).ok_or_else(|| missing(quantile))?;
+        let median_level = residuals.level_index(0.5).ok_or_else(|| missing(0.5))?;
         let tables = |name: &str| BackendTables {
             residual: residuals.of_backend(name)[level],
             median_residual: residuals.of_backend(name)[median_level],
@@ -108,6 +107,24 @@ impl ActiveModels {
     fn tables(&self, endpoint_id: u64) -> BackendTables {
         self.backends.get(&endpoint_id).copied().unwrap_or(self.unseen)
     }
+}
+
+/// Why a model set cannot drive the predictive policy (which then falls back to P2C over
+/// Peak-EWMA).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum UnusableModels {
+    /// The set has no latency model.
+    #[error("the model set has no latency model")]
+    NoLatencyModel,
+    /// The latency model's residuals lack a quantile the policy scores (or the median, which the
+    /// online correction compares with).
+    #[error("the latency model has no {level} quantile (it has {levels:?})")]
+    MissingQuantile {
+        /// The quantile asked for.
+        level: f64,
+        /// The quantiles it has.
+        levels: Vec<f64>,
+    },
 }
 
 /// What the models said about the chosen backend, for telemetry and for learning from the outcome.
@@ -159,60 +176,6 @@ struct BackendPart {
     median: f64,
     /// `exp(-(intercept + w·x_backend + prior weight × prior))` of the failure model.
     odds: f64,
-}
-
-/// How long a cached backend part stays usable when the backend's state has not changed: its
-/// round-trip estimate decays with time and its scraped metrics expire, by negligible amounts within
-/// a millisecond.
-const CACHE_MAX_AGE_NS: u64 = 1_000_000;
-
-/// A [`BackendPart`] with the backend state version and time it was computed for. Picks run
-/// concurrently on one snapshot, so the cache is a seqlock of atomics: a reader that races a writer
-/// sees the sequence move and recomputes; a writer that finds another writing skips.
-#[derive(Debug, Default)]
-struct ScoreCache {
-    seq: AtomicU64,
-    state: AtomicU64,
-    at_ns: AtomicU64,
-    latency: AtomicU64,
-    median: AtomicU64,
-    odds: AtomicU64,
-}
-
-impl ScoreCache {
-    /// Fills `part` and returns true when the cache holds a part for `state`, young enough.
-    #[inline]
-    fn read(&self, state: u64, now_ns: u64, part: &mut BackendPart) -> bool {
-        let seq = self.seq.load(Ordering::Acquire);
-        if seq == 0 || seq % 2 == 1 || self.state.load(Ordering::Relaxed) != state {
-            return false;
-        }
-        let at_ns = self.at_ns.load(Ordering::Relaxed);
-        part.latency = f64::from_bits(self.latency.load(Ordering::Relaxed));
-        part.median = f64::from_bits(self.median.load(Ordering::Relaxed));
-        part.odds = f64::from_bits(self.odds.load(Ordering::Relaxed));
-        fence(Ordering::Acquire);
-        self.seq.load(Ordering::Relaxed) == seq && now_ns.wrapping_sub(at_ns) < CACHE_MAX_AGE_NS
-    }
-
-    fn write(&self, state: u64, now_ns: u64, part: BackendPart) {
-        let seq = self.seq.load(Ordering::Relaxed);
-        if seq % 2 == 1
-            || self
-                .seq
-                .compare_exchange(seq, seq + 1, Ordering::Acquire, Ordering::Relaxed)
-                .is_err()
-        {
-            return;
-        }
-        fence(Ordering::Release);
-        self.state.store(state, Ordering::Relaxed);
-        self.at_ns.store(now_ns, Ordering::Relaxed);
-        self.latency.store(part.latency.to_bits(), Ordering::Relaxed);
-        self.median.store(part.median.to_bits(), Ordering::Relaxed);
-        self.odds.store(part.odds.to_bits(), Ordering::Relaxed);
-        self.seq.store(seq + 2, Ordering::Release);
-    }
 }
 
 impl Predictive {
