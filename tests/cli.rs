@@ -251,3 +251,35 @@ fn sim_serve_prints_a_pool_of_live_backends() {
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+#[test]
+fn hints_listen_takes_its_secret_from_the_environment_or_a_file_and_names_what_is_missing() {
+    let listen = |args: &[&str]| {
+        Command::new(AUGUR)
+            .args(["hints", "listen", "--address", "127.0.0.1:0"])
+            .args(args)
+            .env_remove("AUGUR_TEST_UNSET_SECRET")
+            .output()
+            .unwrap()
+    };
+    let unset = listen(&["--secret-env", "AUGUR_TEST_UNSET_SECRET"]);
+    assert_eq!(unset.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&unset.stderr);
+    assert!(
+        stderr.contains("`AUGUR_TEST_UNSET_SECRET` is not set"),
+        "{stderr}"
+    );
+    let missing = listen(&["--secret-file", "/nonexistent/hints-secret"]);
+    assert_eq!(missing.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&missing.stderr);
+    assert!(stderr.contains("/nonexistent/hints-secret"), "{stderr}");
+    let empty = temp_file("empty-secret", "  \n");
+    let blank = listen(&["--secret-file", empty.to_str().unwrap()]);
+    assert_eq!(blank.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&blank.stderr).contains("empty"));
+    let none = listen(&[]);
+    assert_eq!(none.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&none.stderr).contains("--secret-env VAR or --secret-file PATH"));
+    let both = listen(&["--secret", "s", "--secret-env", "X"]);
+    assert_eq!(both.status.code(), Some(2), "one source of the secret, not two");
+}

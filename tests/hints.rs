@@ -30,7 +30,15 @@ struct Listener {
 impl Listener {
     fn start(extra: &[&str]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_augur"))
-            .args(["hints", "listen", "--secret", SECRET, "--address", "127.0.0.1:0"])
+            .args([
+                "hints",
+                "listen",
+                "--secret-env",
+                "AUGUR_TEST_HINTS_SECRET",
+                "--address",
+                "127.0.0.1:0",
+            ])
+            .env("AUGUR_TEST_HINTS_SECRET", SECRET)
             .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -4,6 +4,9 @@ use http::StatusCode;
 
 use crate::outcome::UpstreamError;
 
+/// Most of an unknown `model` name echoed back to the client.
+const MAX_ECHOED_MODEL_BYTES: usize = 64;
+
 /// Why the proxy answered a request itself instead of relaying a backend's response.
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
@@ -38,6 +41,12 @@ pub enum ProxyError {
         /// The model asked for.
         model: String,
     },
+    /// The request target is not a path (`OPTIONS *`, say): there is nothing to route (downstream).
+    #[error("the request target `{target}` is not a path")]
+    NotAPath {
+        /// The target as sent.
+        target: String,
+    },
     /// The client's request could not be read (downstream).
     #[error("could not read the request body: {0}")]
     BadRequest(String),
@@ -51,7 +60,35 @@ impl ProxyError {
             Self::NoBackend { .. } | Self::AtCapacity { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::Upstream(UpstreamError::Timeout { .. }) => StatusCode::GATEWAY_TIMEOUT,
             Self::Upstream(_) => StatusCode::BAD_GATEWAY,
-            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::BadRequest(_) | Self::NotAPath { .. } => StatusCode::BAD_REQUEST,
+        }
+    }
+
+    /// What the client is told. The proxy's side of the story (which backend, what the OS said, the
+    /// pool's name) stays in the logs: it maps the network behind the proxy for whoever asks.
+    pub fn client_message(&self) -> String {
+        match self {
+            Self::Upstream(UpstreamError::Connect { .. }) => "the backend could not be reached".into(),
+            Self::Upstream(UpstreamError::Timeout { timeout, .. }) => {
+                format!("the backend sent no response within {timeout:?}")
+            }
+            Self::Upstream(UpstreamError::Reset { .. }) => {
+                "the backend closed the connection before it answered".into()
+            }
+            Self::NoBackend { .. } => "no backend is available".into(),
+            Self::AtCapacity { .. } => "every backend is at its concurrency limit".into(),
+            // The name as sent, cut short: a client may send kilobytes of it.
+            Self::UnknownModel { model } if model.len() > MAX_ECHOED_MODEL_BYTES => {
+                let cut = (0..=MAX_ECHOED_MODEL_BYTES)
+                    .rev()
+                    .find(|&i| model.is_char_boundary(i))
+                    .unwrap_or(0);
+                format!("no route serves model `{}…`", &model[..cut])
+            }
+            Self::NoRoute { .. }
+            | Self::UnknownModel { .. }
+            | Self::BadRequest(_)
+            | Self::NotAPath { .. } => self.to_string(),
         }
     }
 
@@ -66,6 +103,26 @@ impl ProxyError {
             Self::Upstream(UpstreamError::Timeout { .. }) => "upstream_timeout",
             Self::Upstream(UpstreamError::Reset { .. }) => "upstream_reset",
             Self::BadRequest(_) => "bad_request",
+            Self::NotAPath { .. } => "bad_request_target",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unknown_model_is_echoed_cut_short() {
+        let short = ProxyError::UnknownModel {
+            model: "gpt-9".into(),
+        };
+        assert_eq!(short.client_message(), "no route serves model `gpt-9`");
+        let long = ProxyError::UnknownModel {
+            model: "é".repeat(1_000),
+        };
+        let message = long.client_message();
+        assert!(message.len() < 100, "{message}");
+        assert!(message.ends_with("…`"), "{message}");
     }
 }

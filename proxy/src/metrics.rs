@@ -285,6 +285,37 @@ impl Metrics {
         }
     }
 
+    /// Drops every series of `backend` in `pool`, a backend the config no longer has: otherwise its
+    /// counters would stay in `/metrics` for the life of the process, one set per backend that ever
+    /// came and went. Requests still finishing on it count into handles nobody exports.
+    pub fn forget_backend(&self, pool: &str, backend: &str) {
+        // `Err` only says the series was never created: nothing to drop.
+        for outcome in ATTEMPT_LABELS {
+            let _ = self.attempts.remove_label_values(&[pool, backend, outcome]);
+        }
+        let _ = self.ejections.remove_label_values(&[pool, backend]);
+        for result in ["failed", "passed"] {
+            let _ = self.health_checks.remove_label_values(&[pool, backend, result]);
+        }
+        for result in SCRAPE_RESULTS {
+            let _ = self.scrapes.remove_label_values(&[pool, backend, result]);
+        }
+    }
+
+    /// Drops every series of `pool`, a pool the config no longer has (its backends' too must be
+    /// forgotten, with [`Metrics::forget_backend`]).
+    pub fn forget_pool(&self, pool: &str) {
+        for class in CLASSES {
+            let _ = self.requests.remove_label_values(&[pool, class]);
+        }
+        let _ = self.arrivals.remove_label_values(&[pool]);
+        let _ = self.duration.remove_label_values(&[pool]);
+        let _ = self.retries.remove_label_values(&[pool]);
+        let _ = self.retries_refused.remove_label_values(&[pool]);
+        let _ = self.prediction_error.remove_label_values(&[pool]);
+        let _ = self.predictive_fallback.remove_label_values(&[pool]);
+    }
+
     /// Counts responses sent for requests that matched no route (pool label empty).
     pub fn count_unrouted(&self, status: u16) {
         self.requests

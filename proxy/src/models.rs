@@ -95,7 +95,7 @@ impl ModelStore {
         };
         let mut seen = lock(&self.seen);
         let manifest_path = dir.join(MANIFEST_FILE);
-        let manifest = match std::fs::read(&manifest_path) {
+        let manifest = match read_bounded(&manifest_path) {
             Ok(bytes) => bytes,
             // No models yet is not an error: the trainer has not run.
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && self.active().is_none() => {
@@ -112,7 +112,7 @@ impl ModelStore {
         if !force && !new_candidate {
             return CheckOutcome::Unchanged;
         }
-        let loaded = ModelSet::load(&manifest, |file| std::fs::read(dir.join(file)));
+        let loaded = ModelSet::load(&manifest, |file| read_bounded(&dir.join(file)));
         if new_candidate {
             self.metrics.count_reload(loaded.is_ok());
         }
@@ -191,6 +191,26 @@ fn file_events(dir: &Path, tx: mpsc::Sender<()>) -> Option<notify::RecommendedWa
     }
 }
 
+/// Largest manifest or model file read. Linear models of a few dozen features are kilobytes; a file
+/// this size is not one the trainer wrote, and reading it whole would cost the proxy its memory.
+pub const MAX_MODEL_FILE_BYTES: u64 = 16 * 1024 * 1024;
+
+/// Reads `path` whole, refusing it when it is larger than [`MAX_MODEL_FILE_BYTES`].
+fn read_bounded(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)?
+        .take(MAX_MODEL_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_MODEL_FILE_BYTES {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("larger than {MAX_MODEL_FILE_BYTES} bytes; not a model file the trainer wrote"),
+        ));
+    }
+    Ok(bytes)
+}
+
 /// The model store's metrics: which set is active, and how the candidates were judged.
 struct ModelMetrics {
     info: prometheus::IntGaugeVec,
@@ -230,5 +250,24 @@ impl ModelMetrics {
         self.reloads
             .with_label_values(&[if loaded { "loaded" } else { "refused" }])
             .inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_larger_than_a_model_is_refused_unread() {
+        let path = std::env::temp_dir().join(format!("augur-model-size-{}", std::process::id()));
+        let file = std::fs::File::create(&path).unwrap();
+        // Sparse: the test claims the size without writing it.
+        file.set_len(MAX_MODEL_FILE_BYTES + 1).unwrap();
+        let error = read_bounded(&path).unwrap_err();
+        assert_eq!(error.kind(), std::io::ErrorKind::InvalidData);
+        assert!(error.to_string().contains("larger than"), "{error}");
+        file.set_len(100).unwrap();
+        assert_eq!(read_bounded(&path).unwrap().len(), 100);
+        std::fs::remove_file(&path).unwrap();
     }
 }

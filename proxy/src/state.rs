@@ -136,6 +136,7 @@ impl Shared {
         let old = self.router.load_full();
         let generation = old.generation + 1;
         let router = Router::build(&config, Some(&old), &self.metrics, &self.models, generation);
+        forget_removed(&self.metrics, &old, &router);
         self.router.store(Arc::new(router));
         self.config.store(Arc::new(config));
         old.stop();
@@ -163,5 +164,20 @@ impl Shared {
     /// Whether shutdown has begun.
     pub fn is_shutting_down(&self) -> bool {
         self.shutting_down.load(Ordering::Relaxed)
+    }
+}
+
+/// Drops the metric series of every pool and backend that `old` has and `new` does not.
+fn forget_removed(metrics: &Metrics, old: &Router, new: &Router) {
+    for (name, pool) in &old.pools {
+        let kept = new.pools.get(name);
+        for backend in &pool.backends {
+            if !kept.is_some_and(|p| p.backends.iter().any(|b| b.address == backend.address)) {
+                metrics.forget_backend(name, backend.address.as_str());
+            }
+        }
+        if kept.is_none() {
+            metrics.forget_pool(name);
+        }
     }
 }

@@ -21,9 +21,16 @@ pub enum HintsCommand {
 /// `augur hints listen` arguments.
 #[derive(Debug, clap::Args)]
 pub struct ListenArgs {
-    /// The shared secret of the sink (`[[hints.sinks]] secret`).
-    #[arg(long)]
-    secret: String,
+    /// The environment variable that holds the sink's shared secret (`[[hints.sinks]] secret`).
+    #[arg(long, value_name = "VAR", group = "key")]
+    secret_env: Option<String>,
+    /// A file that holds the sink's shared secret (surrounding white space is ignored).
+    #[arg(long, value_name = "PATH", group = "key")]
+    secret_file: Option<std::path::PathBuf>,
+    /// The shared secret itself. Visible to every user of the machine in the process list: for
+    /// trying hints by hand only; use `--secret-env` or `--secret-file` otherwise.
+    #[arg(long, value_name = "S", group = "key")]
+    secret: Option<String>,
     /// Address to listen on (port 0: any free port, printed on stderr).
     #[arg(long, default_value = "127.0.0.1:9400")]
     address: SocketAddr,
@@ -54,11 +61,31 @@ pub fn run(command: HintsCommand) -> ExitCode {
     runtime.block_on(listen(args))
 }
 
-async fn listen(args: ListenArgs) -> ExitCode {
-    if args.secret.is_empty() {
-        eprintln!("error: --secret must not be empty");
-        return ExitCode::from(super::EXIT_BAD_INPUT);
+/// The shared secret, from whichever of `--secret-env`, `--secret-file` and `--secret` was given.
+fn secret(args: &ListenArgs) -> Result<String, String> {
+    let secret = match (&args.secret_env, &args.secret_file, &args.secret) {
+        (Some(var), _, _) => std::env::var(var)
+            .map_err(|_| format!("--secret-env: environment variable `{var}` is not set (or not UTF-8)"))?,
+        (_, Some(path), _) => std::fs::read_to_string(path)
+            .map(|s| s.trim().to_owned())
+            .map_err(|e| format!("--secret-file: {}: {e}", path.display()))?,
+        (_, _, Some(secret)) => secret.clone(),
+        _ => return Err("give the sink's shared secret: --secret-env VAR or --secret-file PATH".into()),
+    };
+    if secret.is_empty() {
+        return Err("the shared secret is empty".into());
     }
+    Ok(secret)
+}
+
+async fn listen(args: ListenArgs) -> ExitCode {
+    let secret = match secret(&args) {
+        Ok(secret) => secret,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(super::EXIT_BAD_INPUT);
+        }
+    };
     let listener = match tokio::net::TcpListener::bind(args.address).await {
         Ok(listener) => listener,
         Err(e) => {
@@ -90,7 +117,7 @@ async fn listen(args: ListenArgs) -> ExitCode {
         }
     };
     let config = ReceiverConfig {
-        secret: args.secret.into_bytes(),
+        secret: secret.into_bytes(),
         max_age: args.max_age,
     };
     let interrupted = stop.clone();

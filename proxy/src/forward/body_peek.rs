@@ -15,6 +15,10 @@ use serde_json::Value;
 use crate::error::ProxyError;
 use crate::message::body::{BoxError, ProxyBody};
 
+/// Longest `model` name recorded in telemetry. Real names are tens of bytes; a client can send up to
+/// the peek limit, and every attempt's row (and the writer's queue) would carry all of it.
+pub const MAX_MODEL_NAME_BYTES: usize = 256;
+
 /// Characters per prompt token, the usual rule of thumb for English text and code.
 const CHARS_PER_TOKEN: usize = 4;
 
@@ -38,6 +42,12 @@ pub struct Prefix {
 }
 
 impl PeekedBody {
+    /// The `model` to record in telemetry: `None` for a name longer than [`MAX_MODEL_NAME_BYTES`],
+    /// which no route serves.
+    pub fn model_to_record(&self) -> Option<&str> {
+        self.model.as_deref().filter(|m| m.len() <= MAX_MODEL_NAME_BYTES)
+    }
+
     /// Estimated tokens the request occupies at its backend: prompt plus `max_tokens`, where known.
     pub fn estimated_tokens(&self) -> u64 {
         u64::from(self.prompt_tokens.unwrap_or(0)) + u64::from(self.max_tokens.unwrap_or(0))
@@ -223,6 +233,18 @@ mod tests {
             }
         );
         assert_eq!(parse(b"not json"), PeekedBody::default());
+    }
+
+    #[test]
+    fn an_overlong_model_name_is_not_recorded() {
+        let named = |model: String| PeekedBody {
+            model: Some(model),
+            ..PeekedBody::default()
+        };
+        let long = "m".repeat(MAX_MODEL_NAME_BYTES + 1);
+        assert_eq!(named(long).model_to_record(), None);
+        let fits = "m".repeat(MAX_MODEL_NAME_BYTES);
+        assert_eq!(named(fits.clone()).model_to_record(), Some(fits.as_str()));
     }
 
     #[test]

@@ -15,8 +15,9 @@ const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host")
 const MAX_REQUEST_ID_LEN: usize = 128;
 
 /// Headers that describe one connection, not the message (RFC 9110 section 7.6.1), plus the
-/// non-standard ones proxies traditionally strip.
-const HOP_BY_HOP: [HeaderName; 8] = [
+/// non-standard ones proxies traditionally strip, and `HTTP2-Settings`, which only means something
+/// on the connection an `Upgrade: h2c` was sent on (RFC 7540 section 3.2.1).
+const HOP_BY_HOP: [HeaderName; 9] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -25,6 +26,7 @@ const HOP_BY_HOP: [HeaderName; 8] = [
     header::TE,
     header::TRAILER,
     header::TRANSFER_ENCODING,
+    HeaderName::from_static("http2-settings"),
 ];
 
 /// The client's request id if it sent a usable one, else a fresh random one.
@@ -50,9 +52,20 @@ pub fn original_host<B>(request: &Request<B>) -> Option<HeaderValue> {
     })
 }
 
-/// Whether the request asks to switch protocols (WebSocket and the like).
+/// Whether the request asks to switch protocols (WebSocket and the like). An upgrade to `h2c` is
+/// not passed on: the backend would answer with a raw HTTP/2 connection that bypasses routing, so
+/// the request goes on as plain HTTP/1.1 with its `Upgrade` stripped.
 pub fn is_upgrade<B>(request: &Request<B>) -> bool {
-    request.headers().contains_key(header::UPGRADE) && connection_lists(request.headers(), "upgrade")
+    let to_h2c = request
+        .headers()
+        .get_all(header::UPGRADE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|p| p.trim().eq_ignore_ascii_case("h2c"));
+    request.headers().contains_key(header::UPGRADE)
+        && !to_h2c
+        && connection_lists(request.headers(), "upgrade")
 }
 
 fn connection_lists(headers: &HeaderMap, token: &str) -> bool {

@@ -55,6 +55,14 @@ pub async fn handle(
         (config.proxy.access_log, config.proxy.model_peek_bytes)
     };
     let mut log = AccessLog::new(&request, client, request_id.clone(), access_log);
+    if !request.uri().path().starts_with('/') {
+        // `OPTIONS *` (asterisk form) asks about the proxy itself, and a backend URI cannot be made
+        // of it: it would name the backend's host with no path, and so its port 80.
+        let err = ProxyError::NotAPath {
+            target: request.uri().to_string(),
+        };
+        return unserved(&shared, log, started, &err, &request_id);
+    }
     let router = shared.router.load_full();
     let (request, peeked) = match peek_body(request, &router, &shared, peek_bytes).await {
         Ok(read) => read,
@@ -95,6 +103,11 @@ pub async fn handle(
         Ok(relayed) => relayed,
         Err(err) => {
             log.error = Some(err.code());
+            if matches!(err, ProxyError::Upstream(_)) {
+                // The client gets a message without the backend's address or the OS error; this
+                // is where the operator finds them.
+                tracing::warn!(request_id = request_id.to_str().unwrap_or_default(), error = %err, "request failed");
+            }
             (reply::error(&err, &request_id), None)
         }
     };

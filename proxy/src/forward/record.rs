@@ -36,7 +36,7 @@ impl RequestRecord {
     ) -> Self {
         let template = TelemetryRow {
             request_id: downstream.request_id.to_str().unwrap_or_default().to_owned(),
-            model: peeked.model.as_deref().map(Arc::from),
+            model: peeked.model_to_record().map(Arc::from),
             client_hash: telemetry.hasher.hash(downstream.client_ip),
             ..TelemetryRow::new(
                 telemetry.proxy_id.clone(),

@@ -9,11 +9,12 @@ use super::body::ProxyBody;
 use super::X_REQUEST_ID;
 use crate::error::ProxyError;
 
-/// `{"error": code, "message": ..., "request_id": ...}` with the error's status.
+/// `{"error": code, "message": ..., "request_id": ...}` with the error's status; the message is the
+/// one meant for clients ([`ProxyError::client_message`]).
 pub fn error(err: &ProxyError, request_id: &HeaderValue) -> Response<ProxyBody> {
     let body = serde_json::json!({
         "error": err.code(),
-        "message": err.to_string(),
+        "message": err.client_message(),
         "request_id": request_id.to_str().unwrap_or_default(),
     });
     let mut response = Response::new(full(Bytes::from(body.to_string())));

@@ -52,7 +52,12 @@ pub(super) fn spawn(pool: &Arc<Pool>) {
     }
 }
 
-/// One check: a GET that must answer 2xx within `timeout`, body read to the end.
+/// Most of a check's response body read; the rest is not waited for (the status decides, and a
+/// backend that streams a huge body must not hold the checker).
+const MAX_CHECK_BODY: usize = 64 * 1024;
+
+/// One check: a GET that must answer 2xx within `timeout`, its body read to the end or to
+/// [`MAX_CHECK_BODY`].
 async fn probe(pool: &Pool, index: usize, path: &str, timeout: Duration) -> bool {
     let address = pool.backends[index].address.as_str();
     let Ok(request) = Request::get(format!("http://{address}{path}"))
@@ -65,7 +70,14 @@ async fn probe(pool: &Pool, index: usize, path: &str, timeout: Duration) -> bool
     let exchange = async {
         let response = pool.client.request(request).await.ok()?;
         let ok = response.status().is_success();
-        response.into_body().collect().await.ok()?;
+        let mut body = response.into_body();
+        let mut read = 0;
+        while read <= MAX_CHECK_BODY {
+            match body.frame().await {
+                None => break,
+                Some(frame) => read += frame.ok()?.data_ref().map_or(0, |d| d.len()),
+            }
+        }
         Some(ok)
     };
     matches!(tokio::time::timeout(timeout, exchange).await, Ok(Some(true)))

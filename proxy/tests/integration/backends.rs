@@ -165,6 +165,19 @@ async fn answer(mut req: Request<Incoming>, control: &Control, name: &str) -> Re
                 StreamBody::new(futures_stream(1, Duration::from_secs(3600))).boxed(),
             )
         }
+        "/flood" => {
+            // 200 with a body that never ends, as fast as the reader takes it.
+            let (tx, rx) = tokio::sync::mpsc::channel(4);
+            tokio::spawn(async move {
+                let chunk = Bytes::from(vec![b'x'; 64 * 1024]);
+                while tx
+                    .send(Ok::<_, Infallible>(Frame::data(chunk.clone())))
+                    .await
+                    .is_ok()
+                {}
+            });
+            named(200, name, StreamBody::new(ReceiverStream(rx)).boxed())
+        }
         "/hang" => {
             control.hits.fetch_add(1, Ordering::SeqCst);
             std::future::pending::<()>().await;

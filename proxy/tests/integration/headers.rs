@@ -107,3 +107,61 @@ async fn a_one_percent_canary_split_lands_within_tolerance() {
     assert!((12..=50).contains(&to_canary), "{counts:?}");
     proxy.shutdown().await;
 }
+
+/// `Upgrade: h2c` is not passed on: a backend that speaks h2c would hand the client a raw HTTP/2
+/// connection past routing. The request reaches the backend as plain HTTP/1.1, without the upgrade
+/// or its `HTTP2-Settings`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_h2c_upgrade_is_not_passed_to_the_backend() {
+    let backend = spawn("echo").await;
+    let proxy = start_proxy(&format!(
+        "[[routes]]\npool = \"p\"\n[pools.p]\nbackends = [{{ address = \"{}\" }}]\n",
+        backend.addr
+    ))
+    .await;
+    let reply = get(
+        &client(),
+        &url(&proxy, "/echo"),
+        &[
+            ("connection", "Upgrade, HTTP2-Settings"),
+            ("upgrade", "h2c"),
+            ("http2-settings", "AAMAAABkAARAAAAAAAIAAAAA"),
+        ],
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let seen = &reply.json()["headers"];
+    assert!(seen.get("upgrade").is_none(), "{seen}");
+    assert!(seen.get("http2-settings").is_none(), "{seen}");
+    proxy.shutdown().await;
+}
+
+/// `OPTIONS *` names no path: it is answered 400 by the proxy and never reaches a backend (whose
+/// URI would have become `http://host:port*`, the host's port 80).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_asterisk_target_is_answered_by_the_proxy() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let backend = spawn("echo").await;
+    let proxy = start_proxy(&format!(
+        "[[routes]]\npool = \"p\"\n[pools.p]\nbackends = [{{ address = \"{}\" }}]\n",
+        backend.addr
+    ))
+    .await;
+    let mut stream = tokio::net::TcpStream::connect(proxy.listeners[0]).await.unwrap();
+    stream
+        .write_all(b"OPTIONS * HTTP/1.1\r\nHost: example\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = String::new();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        stream.read_to_string(&mut answer),
+    )
+    .await
+    .expect("the proxy answers at once")
+    .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(answer.contains("bad_request_target"), "{answer}");
+    assert_eq!(backend.hits(), 0, "nothing reached the backend");
+    proxy.shutdown().await;
+}

@@ -139,3 +139,36 @@ async fn drain_and_undrain_through_the_admin_api() {
     assert_eq!(missing.status, 404);
     proxy.shutdown().await;
 }
+
+/// A health endpoint that answers 200 with a body that never ends passes on its status: the checker
+/// reads at most 64 KiB of it, instead of reading until the timeout (and holding all of it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_check_reads_a_bounded_part_of_an_endless_body() {
+    let a = spawn("a").await;
+    let proxy = start_proxy(&format!(
+        "[[routes]]\npool = \"p\"\n[pools.p]\nbackends = {}\n\
+         health_check = {{ path = \"/flood\", interval = \"50ms\", timeout = \"500ms\", \
+         healthy_threshold = 2, unhealthy_threshold = 2 }}\n",
+        backends_toml(&[(&a, 1)])
+    ))
+    .await;
+    let client = client();
+    let passed = format!(
+        "augur_health_checks_total{{backend=\"{}\",pool=\"p\",result=\"passed\"}}",
+        a.addr
+    );
+    eventually(Duration::from_secs(5), "three checks passed", async || {
+        let metrics = get(&client, &format!("http://{}/metrics", proxy.admin.unwrap()), &[])
+            .await
+            .body;
+        metrics
+            .lines()
+            .find(|l| l.starts_with(&passed))
+            .and_then(|l| l.rsplit(' ').next())
+            .is_some_and(|n| n.parse::<u64>().unwrap_or(0) >= 3)
+    })
+    .await;
+    let state = admin(&client, &proxy, "GET", "/admin/backends").await.json();
+    assert_eq!(backend_state(&state, &a.addr.to_string(), "available"), true);
+    proxy.shutdown().await;
+}

@@ -355,3 +355,37 @@ async fn a_backend_at_its_concurrency_limit_sheds_with_503() {
     assert_eq!(backend.hits(), 2, "the shed requests never reached the backend");
     proxy.shutdown().await;
 }
+
+/// A backend the reloaded config no longer has leaves `/metrics`; the one that stays keeps its series.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_drops_the_metrics_of_removed_backends() {
+    let (a, b) = (spawn("a").await, spawn("b").await);
+    let path = temp_path("forget.toml");
+    let both = format!(
+        "[[routes]]\npool = \"p\"\n[pools.p]\npolicy = {{ kind = \"round_robin\" }}\nbackends = {}\n",
+        backends_toml(&[(&a, 1), (&b, 1)])
+    );
+    std::fs::write(&path, config_text(&both)).unwrap();
+    let proxy = start_proxy_from_file(&path).await;
+    let client = client();
+    for _ in 0..4 {
+        get(&client, &url(&proxy, "/"), &[]).await;
+    }
+    let metrics_url = format!("http://{}/metrics", proxy.admin.unwrap());
+    let (a_label, b_label) = (
+        format!("backend=\"{}\"", a.addr),
+        format!("backend=\"{}\"", b.addr),
+    );
+    let before = get(&client, &metrics_url, &[]).await.body;
+    assert!(before.contains(&a_label) && before.contains(&b_label), "{before}");
+    std::fs::write(&path, config_text(&pool_of(&a))).unwrap();
+    let reloaded = admin(&client, &proxy, "POST", "/admin/config/reload").await;
+    assert_eq!(reloaded.status, 200, "{}", reloaded.body);
+    let after = get(&client, &metrics_url, &[]).await.body;
+    assert!(
+        !after.contains(&b_label),
+        "the removed backend's series remain:\n{after}"
+    );
+    assert!(after.contains(&a_label), "{after}");
+    proxy.shutdown().await;
+}

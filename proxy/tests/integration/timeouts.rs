@@ -83,3 +83,27 @@ async fn idle_timeout_aborts_a_stalled_body() {
     assert!(started.elapsed() < Duration::from_secs(3));
     proxy.shutdown().await;
 }
+
+/// A failed attempt's answer names what happened, not where: no backend address, port or OS error
+/// text reaches the client (they map the network behind the proxy).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_failure_tells_the_client_nothing_of_the_backend() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let proxy = start_proxy(&single_backend_pool(&closed.to_string(), "{ connect = \"1s\" }")).await;
+    let reply = get(&client(), &url(&proxy, "/"), &[]).await;
+    assert_eq!(reply.status, 502, "{}", reply.body);
+    assert_eq!(reply.json()["error"], "connect_error");
+    assert_eq!(reply.json()["message"], "the backend could not be reached");
+    for leak in [
+        closed.ip().to_string(),
+        closed.port().to_string(),
+        "refused".into(),
+        "os error".into(),
+    ] {
+        assert!(!reply.body.contains(&leak), "`{leak}` in {}", reply.body);
+    }
+    proxy.shutdown().await;
+}
