@@ -67,6 +67,12 @@ pub struct ProxySettings {
     /// `max_tokens` (for routing by model and for telemetry); the body then streams on unchanged.
     /// 0 turns peeking off.
     pub model_peek_bytes: usize,
+    /// Networks of the proxies and load balancers in front of this one (`"10.0.0.0/8"`,
+    /// `"127.0.0.1/32"`). Their `X-Forwarded-For`, `Forwarded`, `X-Real-IP` and `X-Request-Id` are
+    /// passed on; from any other peer those headers are what that peer made up, so they are
+    /// replaced (`X-Forwarded-For` becomes the peer's address, the request id a fresh one) or removed.
+    /// Empty (the default): no peer is trusted.
+    pub trusted_hops: Vec<ipnet::IpNet>,
 }
 
 impl Default for ProxySettings {
@@ -76,6 +82,7 @@ impl Default for ProxySettings {
             grace_period: Duration::from_secs(30),
             access_log: false,
             model_peek_bytes: 64 * 1024,
+            trusted_hops: Vec::new(),
         }
     }
 }

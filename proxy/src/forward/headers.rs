@@ -11,6 +11,11 @@ use crate::message::X_REQUEST_ID;
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+
+/// Headers that say who the client is. They are end to end by nature: a `Connection` header that
+/// names one (a client's way to strip what a trusted hop added) is ignored for them.
+const CLIENT_IDENTITY: [HeaderName; 4] = [X_FORWARDED_FOR, header::FORWARDED, X_REAL_IP, X_REQUEST_ID];
 /// Longest client-sent request id kept; longer ones are replaced (they end up in logs and telemetry).
 const MAX_REQUEST_ID_LEN: usize = 128;
 
@@ -29,12 +34,12 @@ const HOP_BY_HOP: [HeaderName; 9] = [
     HeaderName::from_static("http2-settings"),
 ];
 
-/// The client's request id if it sent a usable one, else a fresh random one.
-pub fn request_id<B>(request: &Request<B>) -> HeaderValue {
+/// The request id a trusted peer sent, if usable, else a fresh random one.
+pub fn request_id<B>(request: &Request<B>, trusted_peer: bool) -> HeaderValue {
     request
         .headers()
         .get(X_REQUEST_ID)
-        .filter(|v| !v.is_empty() && v.len() <= MAX_REQUEST_ID_LEN)
+        .filter(|v| trusted_peer && !v.is_empty() && v.len() <= MAX_REQUEST_ID_LEN)
         .cloned()
         .unwrap_or_else(|| {
             let id: u128 = crate::rng::with_rng(|rng| rng.random());
@@ -86,6 +91,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .filter(|name| !CLIENT_IDENTITY.contains(name))
         .collect();
     let upgrade_to = headers.get(header::UPGRADE).cloned();
     let te_trailers = headers.get_all(header::TE).iter().any(|v| {
@@ -114,11 +120,25 @@ pub struct Forwarded<'a> {
     pub host: Option<&'a HeaderValue>,
     /// The request id.
     pub request_id: &'a HeaderValue,
+    /// Whether the peer is one of `[proxy] trusted_hops`, whose identity headers are passed on.
+    pub trusted_peer: bool,
 }
 
-/// Appends the client to `X-Forwarded-For`, sets `X-Forwarded-Proto` and `-Host` (overwriting what the
-/// client claimed: this proxy is where the facts are known) and the request id.
+/// Whether `peer` is in one of the `trusted` networks.
+pub fn is_trusted(peer: IpAddr, trusted: &[ipnet::IpNet]) -> bool {
+    trusted.iter().any(|net| net.contains(&peer))
+}
+
+/// Appends the client to `X-Forwarded-For` (a trusted peer's chain), or makes it the whole chain (an
+/// untrusted peer's claims are dropped, with its `Forwarded` and `X-Real-IP`); sets
+/// `X-Forwarded-Proto` and `-Host` (overwriting what the client claimed: this proxy is where the
+/// facts are known) and the request id.
 pub fn set_forwarded(headers: &mut HeaderMap, forwarded: &Forwarded<'_>) {
+    if !forwarded.trusted_peer {
+        for name in [&X_FORWARDED_FOR, &header::FORWARDED, &X_REAL_IP] {
+            headers.remove(name);
+        }
+    }
     let client = forwarded.client_ip.to_string();
     let chain: Vec<&str> = headers
         .get_all(X_FORWARDED_FOR)
@@ -187,6 +207,7 @@ mod tests {
             client_ip: "127.0.0.1".parse().unwrap(),
             host: Some(&host),
             request_id: &id,
+            trusted_peer: true,
         };
         set_forwarded(&mut h, &f);
         assert_eq!(h.get(X_FORWARDED_FOR).unwrap(), "203.0.113.7, 127.0.0.1");

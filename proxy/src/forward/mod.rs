@@ -42,17 +42,19 @@ pub async fn handle(
     client: SocketAddr,
 ) -> Response<ProxyBody> {
     let started = Instant::now();
-    let request_id = headers::request_id(&request);
+    // The settings the request path reads, from one load of the config in force.
+    let (access_log, peek_bytes, trusted_peer) = {
+        let config = shared.config.load();
+        let trusted = headers::is_trusted(client.ip(), &config.proxy.trusted_hops);
+        (config.proxy.access_log, config.proxy.model_peek_bytes, trusted)
+    };
+    let request_id = headers::request_id(&request, trusted_peer);
     let host = headers::original_host(&request);
     let downstream = headers::Forwarded {
         client_ip: client.ip(),
         host: host.as_ref(),
         request_id: &request_id,
-    };
-    // The two settings the request path reads, from one load of the config in force.
-    let (access_log, peek_bytes) = {
-        let config = shared.config.load();
-        (config.proxy.access_log, config.proxy.model_peek_bytes)
+        trusted_peer,
     };
     let mut log = AccessLog::new(&request, client, request_id.clone(), access_log);
     if !request.uri().path().starts_with('/') {

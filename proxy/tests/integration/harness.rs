@@ -31,6 +31,13 @@ pub async fn start_proxy(rest: &str) -> Running {
     augur_proxy::start(config, None).await.expect("proxy starts")
 }
 
+/// As [`start_proxy`], trusting the identity headers of peers in `hops` (`[proxy] trusted_hops`).
+pub async fn start_proxy_trusting(rest: &str, hops: &[&str]) -> Running {
+    let mut config = Config::parse(&config_text(rest), Path::new("<test>")).expect("test config is valid");
+    config.proxy.trusted_hops = hops.iter().map(|h| h.parse().expect("a network")).collect();
+    augur_proxy::start(config, None).await.expect("proxy starts")
+}
+
 /// A proxy started from a config file that tests may rewrite and reload.
 pub async fn start_proxy_from_file(path: &Path) -> Running {
     let config = Config::load(path).expect("test config is valid");

@@ -6,10 +6,14 @@ use crate::harness::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forwarded_headers_request_id_and_trace_context() {
     let backend = spawn("echo").await;
-    let proxy = start_proxy(&format!(
-        "[[routes]]\npool = \"p\"\n[pools.p]\nbackends = [{{ address = \"{}\" }}]\n",
-        backend.addr
-    ))
+    // The test client connects from loopback, here a trusted hop: its chain and id are passed on.
+    let proxy = start_proxy_trusting(
+        &format!(
+            "[[routes]]\npool = \"p\"\n[pools.p]\nbackends = [{{ address = \"{}\" }}]\n",
+            backend.addr
+        ),
+        &["127.0.0.1/32"],
+    )
     .await;
     let client = client();
     let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
@@ -163,5 +167,51 @@ async fn an_asterisk_target_is_answered_by_the_proxy() {
     assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
     assert!(answer.contains("bad_request_target"), "{answer}");
     assert_eq!(backend.hits(), 0, "nothing reached the backend");
+    proxy.shutdown().await;
+}
+
+/// A peer that is not a trusted hop cannot say who the client is: its `X-Forwarded-For` chain is
+/// replaced by its own address, `Forwarded` and `X-Real-IP` are dropped, and its request id is
+/// replaced by a fresh one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_untrusted_peer_cannot_claim_an_identity() {
+    let backend = spawn("echo").await;
+    let pool = format!(
+        "[[routes]]\npool = \"p\"\n[pools.p]\nbackends = [{{ address = \"{}\" }}]\n",
+        backend.addr
+    );
+    let claims = [
+        ("x-forwarded-for", "203.0.113.9"),
+        ("forwarded", "for=203.0.113.9"),
+        ("x-real-ip", "203.0.113.9"),
+        ("x-request-id", "client-id-1"),
+    ];
+    let proxy = start_proxy(&pool).await;
+    let reply = get(&client(), &url(&proxy, "/echo"), &claims).await;
+    let seen = &reply.json()["headers"];
+    assert_eq!(seen["x-forwarded-for"], "127.0.0.1", "{seen}");
+    assert!(
+        seen.get("forwarded").is_none() && seen.get("x-real-ip").is_none(),
+        "{seen}"
+    );
+    let id = seen["x-request-id"].as_str().unwrap();
+    assert!(id != "client-id-1" && id.len() == 32, "{seen}");
+    proxy.shutdown().await;
+
+    // A trusted hop's chain survives a `Connection` header that names it.
+    let proxy = start_proxy_trusting(&pool, &["127.0.0.0/8"]).await;
+    let reply = get(
+        &client(),
+        &url(&proxy, "/echo"),
+        &[
+            ("x-forwarded-for", "203.0.113.9"),
+            ("connection", "X-Forwarded-For"),
+        ],
+    )
+    .await;
+    assert_eq!(
+        reply.json()["headers"]["x-forwarded-for"],
+        "203.0.113.9, 127.0.0.1"
+    );
     proxy.shutdown().await;
 }
