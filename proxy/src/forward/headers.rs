@@ -61,21 +61,16 @@ pub fn original_host<B>(request: &Request<B>) -> Option<HeaderValue> {
 /// not passed on: the backend would answer with a raw HTTP/2 connection that bypasses routing, so
 /// the request goes on as plain HTTP/1.1 with its `Upgrade` stripped.
 pub fn is_upgrade<B>(request: &Request<B>) -> bool {
-    let to_h2c = request
-        .headers()
-        .get_all(header::UPGRADE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|p| p.trim().eq_ignore_ascii_case("h2c"));
-    request.headers().contains_key(header::UPGRADE)
-        && !to_h2c
-        && connection_lists(request.headers(), "upgrade")
+    let headers = request.headers();
+    headers.contains_key(header::UPGRADE)
+        && !lists_token(headers, header::UPGRADE, "h2c")
+        && lists_token(headers, header::CONNECTION, "upgrade")
 }
 
-fn connection_lists(headers: &HeaderMap, token: &str) -> bool {
+/// Whether any `name` header's comma-separated list holds `token` (case-insensitively).
+fn lists_token(headers: &HeaderMap, name: HeaderName, token: &str) -> bool {
     headers
-        .get_all(header::CONNECTION)
+        .get_all(name)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
@@ -94,10 +89,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
         .filter(|name| !CLIENT_IDENTITY.contains(name))
         .collect();
     let upgrade_to = headers.get(header::UPGRADE).cloned();
-    let te_trailers = headers.get_all(header::TE).iter().any(|v| {
-        v.to_str()
-            .is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case("trailers")))
-    });
+    let te_trailers = lists_token(headers, header::TE, "trailers");
     for name in listed.iter().chain(HOP_BY_HOP.iter()) {
         headers.remove(name);
     }

@@ -298,7 +298,7 @@ impl Target<'_> {
         log: &mut AccessLog,
     ) -> Result<Sent, ProxyError> {
         let pool = self.pool;
-        let mut in_flight = match pool.pick(self.pick, tried) {
+        let mut in_flight = match pool.pick(self.pick, tried, self.record.is_some()) {
             Ok(in_flight) => in_flight,
             Err(err) => {
                 if let Some(record) = self.record {

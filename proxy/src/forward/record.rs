@@ -56,12 +56,12 @@ impl RequestRecord {
     /// state it found there.
     pub fn dispatch(&self, attempt: u32, in_flight: &InFlight) -> AttemptRow {
         let mut row = self.row(attempt, in_flight.dispatched());
-        row.record_dispatch(in_flight.found(), Some(in_flight.backend().label.clone()));
+        let found = in_flight
+            .found()
+            .expect("a pick made for a telemetry row records the state it found");
+        row.record_dispatch(found, Some(in_flight.backend().label.clone()));
         if let Some(prediction) = in_flight.prediction() {
-            row.predicted_latency_us = Some(prediction.latency_ms * 1000.0);
-            row.predicted_failure_prob = Some(prediction.failure_prob);
-            row.propensity = Some(prediction.propensity);
-            row.model_version = Some(prediction.model_version.clone());
+            prediction.record(&mut row);
         }
         AttemptRow {
             row,

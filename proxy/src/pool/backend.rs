@@ -76,17 +76,17 @@ pub struct InFlight {
     backend: Arc<Backend>,
     tokens: u64,
     prediction: Option<Prediction>,
-    found: DispatchState,
+    found: Option<DispatchState>,
     dispatched: Duration,
 }
 
 impl InFlight {
-    /// `found` is the state the request found at `backend` before it counted itself there, at
-    /// `dispatched` ([`clock::now`]).
+    /// `found` is the state the request found at `backend` before it counted itself there (when
+    /// telemetry records it), at `dispatched` ([`clock::now`]).
     pub(super) fn new(
         backend: Arc<Backend>,
         prediction: Option<Prediction>,
-        found: DispatchState,
+        found: Option<DispatchState>,
         dispatched: Duration,
     ) -> Self {
         Self {
@@ -99,9 +99,9 @@ impl InFlight {
     }
 
     /// The state the request found at its backend, before it counted itself there: what its
-    /// telemetry row records.
-    pub fn found(&self) -> &DispatchState {
-        &self.found
+    /// telemetry row records. `None` unless the pick was asked to record it.
+    pub fn found(&self) -> Option<&DispatchState> {
+        self.found.as_ref()
     }
 
     /// When the request was dispatched ([`clock::now`]): the one timestamp its attempt's

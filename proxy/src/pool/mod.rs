@@ -162,8 +162,15 @@ impl Pool {
     }
 
     /// Picks a backend for `request` and counts the request in flight there. On a retry, `avoid` lists
-    /// the backends already tried, which are skipped while another candidate exists.
-    pub fn pick(&self, request: &PickRequest, avoid: &[u64]) -> Result<InFlight, ProxyError> {
+    /// the backends already tried, which are skipped while another candidate exists. With
+    /// `record_state`, the state the request found there is kept for its telemetry row (reading it
+    /// costs a lock and a clock comparison the request path skips when nothing records it).
+    pub fn pick(
+        &self,
+        request: &PickRequest,
+        avoid: &[u64],
+        record_state: bool,
+    ) -> Result<InFlight, ProxyError> {
         let snapshot = self.snapshot.load();
         let endpoints = &snapshot.endpoints;
         if endpoints.is_empty() {
@@ -183,7 +190,7 @@ impl Pool {
         // At its concurrency limit? Take the next candidate in line that has room.
         for _ in 0..endpoints.len() {
             let backend = &self.backends[snapshot.members[chosen]];
-            let found = asked.at_backend(&backend.load, now, decay);
+            let found = record_state.then(|| asked.at_backend(&backend.load, now, decay));
             if backend.load.try_start(backend.max_concurrent) {
                 return Ok(InFlight::new(backend.clone(), prediction, found, now));
             }

@@ -76,9 +76,10 @@ async fn concurrent_spread(url: &str, n: usize, concurrency: usize) -> HashMap<S
 async fn least_conn_sends_more_to_the_backend_that_frees_up_sooner() {
     let (slow, fast) = (spawn("slow").await, spawn("fast").await);
     // Least connections evens out requests in flight, so the split follows the ratio of the two
-    // latencies. 400 ms against 5 ms keeps that ratio far above 4 even when a loaded machine slows
-    // the fast backend to tens of milliseconds (with 200 ms, a full test run once gave 63 against 17).
-    slow.set_delay(Duration::from_millis(400));
+    // latencies as the proxy sees them. Under a loaded machine the fast backend's answers take up to
+    // about 100 ms through a debug build, so the slow one must be far slower than that for the 4x
+    // bound to hold: with 200 ms a full test run once gave 63 against 17, with 400 ms 62 against 18.
+    slow.set_delay(Duration::from_secs(1));
     fast.set_delay(Duration::from_millis(5));
     let proxy = start_proxy(&pool("{ kind = \"least_conn\" }", &[(&slow, 1), (&fast, 1)])).await;
     let counts = concurrent_spread(&url(&proxy, "/"), 80, 4).await;

@@ -40,13 +40,12 @@ impl Simulation<'_> {
             ttfb_us: status.map(|_| latency_ns / 1_000),
             attempt: u16::from(r.attempt),
             client_hash: r.client,
-            predicted_latency_us: r.prediction.as_ref().map(|p| p.latency_ms * 1e3),
-            predicted_failure_prob: r.prediction.as_ref().map(|p| p.failure_prob),
-            propensity: r.prediction.as_ref().map(|p| p.propensity),
-            model_version: r.prediction.as_ref().map(|p| p.model_version.clone()),
             ..self.row_template.clone()
         };
         row.record_dispatch(&r.found, Some(self.labels[r.backend as usize].clone()));
+        if let Some(prediction) = &r.prediction {
+            prediction.record(&mut row);
+        }
         if let Some(rows) = self.rows.as_deref_mut() {
             rows.row(row);
         }

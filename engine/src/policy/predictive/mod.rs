@@ -22,6 +22,7 @@ use crate::endpoint::Endpoint;
 use crate::features::{encode_backend, encode_request, Features, FEATURE_COUNT};
 use crate::hash;
 use crate::model::{FailureModel, LatencyModel, ModelSet};
+use crate::telemetry::TelemetryRow;
 
 /// Most candidates scored per pick; larger pools are sampled.
 pub const MAX_CANDIDATES: usize = 64;
@@ -141,6 +142,16 @@ pub struct Prediction {
     pub propensity: f64,
     /// Version of the models.
     pub model_version: Arc<str>,
+}
+
+impl Prediction {
+    /// Writes the prediction into the telemetry row of the attempt it was made for.
+    pub fn record(&self, row: &mut TelemetryRow) {
+        row.predicted_latency_us = Some(self.latency_ms * 1000.0);
+        row.predicted_failure_prob = Some(self.failure_prob);
+        row.propensity = Some(self.propensity);
+        row.model_version = Some(self.model_version.clone());
+    }
 }
 
 /// The predictive policy over one snapshot of a pool.

@@ -53,8 +53,8 @@ pub(super) fn spawn(pool: &Arc<Pool>) {
                             tracing::info!(pool = %pool.name, backend = %backend.address, "metrics scrapes succeed again");
                         }
                     }
-                    Err(failure) => {
-                        let (result, reason) = (failure.result(), failure);
+                    Err(reason) => {
+                        let result = reason.result();
                         backend.metrics.count_scrape(result);
                         if failing != Some(result) {
                             tracing::warn!(pool = %pool.name, backend = %backend.address, %reason,
