@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """An independent reader of augur telemetry: pyarrow, not the Rust parquet crate that wrote it.
 
-Usage: check_telemetry.py DIR EXPECTED_ROWS COLUMN[,COLUMN...]
+Usage: check_telemetry.py DIR EXPECTED_ROWS COLUMN[,COLUMN...] SCHEMA_VERSION
 Reads DIR as a Hive-partitioned dataset and checks the column names (plus the `date` and `hour`
 partition keys), the row count, the schema version in the file metadata, and that no file is left
 half-written. Exits 0 when all hold, 1 with the reason when not, 77 when pyarrow is not installed.
@@ -21,6 +21,7 @@ def main() -> int:
     root = pathlib.Path(sys.argv[1])
     expected_rows = int(sys.argv[2])
     expected_columns = sys.argv[3].split(",")
+    expected_version = sys.argv[4].encode()
     leftovers = sorted(str(p) for p in root.rglob("*.tmp"))
     if leftovers:
         print(f"half-written files left: {leftovers}", file=sys.stderr)
@@ -28,8 +29,8 @@ def main() -> int:
     files = sorted(root.rglob("*.parquet"))
     for f in files:
         version = (pq.read_metadata(f).metadata or {}).get(b"augur.telemetry.schema_version")
-        if version != b"1":
-            print(f"{f}: schema version {version!r}, expected b'1'", file=sys.stderr)
+        if version != expected_version:
+            print(f"{f}: schema version {version!r}, expected {expected_version!r}", file=sys.stderr)
             return 1
     table = ds.dataset(root, format="parquet", partitioning="hive").to_table()
     want = expected_columns + ["date", "hour"]

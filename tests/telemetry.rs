@@ -133,6 +133,7 @@ async fn pyarrow_reads_what_the_proxy_wrote() {
         .arg(&dir)
         .arg(served.to_string())
         .arg(columns.join(","))
+        .arg(augur_engine::telemetry::SCHEMA_VERSION.to_string())
         .output()
         .unwrap();
     let report = format!(

@@ -187,10 +187,15 @@ fn bad_input_is_refused_with_exit_code_2_and_names_what_is_wrong() {
     expect_bad(&garbage, &["noise.parquet", "not a readable Parquet file"]);
 
     let other_schema = fresh("bad-schema");
-    write_foreign_schema(&hive_file(&other_schema, "v2.parquet"));
+    let newer = augur_engine::telemetry::SCHEMA_VERSION + 1;
+    write_foreign_schema(&hive_file(&other_schema, "newer.parquet"), newer);
     expect_bad(
         &other_schema,
-        &["v2.parquet", "schema version 2", "reads version 1"],
+        &[
+            "newer.parquet",
+            &format!("schema version {newer}"),
+            "upgrade augur",
+        ],
     );
 
     // Real telemetry, but far too little of it.
@@ -212,8 +217,8 @@ fn hive_file(dir: &Path, name: &str) -> PathBuf {
     hour.join(name)
 }
 
-/// A Parquet file that claims telemetry schema version 2.
-fn write_foreign_schema(path: &Path) {
+/// A Parquet file that claims telemetry schema `version`.
+fn write_foreign_schema(path: &Path, version: u32) {
     use arrow_array::{ArrayRef, Int64Array, RecordBatch};
     use parquet::arrow::ArrowWriter;
     use parquet::file::metadata::KeyValue;
@@ -223,7 +228,7 @@ fn write_foreign_schema(path: &Path) {
     let properties = WriterProperties::builder()
         .set_key_value_metadata(Some(vec![KeyValue::new(
             augur_engine::telemetry::SCHEMA_VERSION_KEY.into(),
-            "2".to_string(),
+            version.to_string(),
         )]))
         .build();
     let mut writer =

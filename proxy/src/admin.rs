@@ -11,9 +11,47 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
 
+use http_body_util::BodyExt;
+
 use crate::clock;
+use crate::listener::{Downstream, Handler};
+use crate::message::body::{Guarded, ProxyBody};
+use crate::message::reply;
 use crate::metrics::BackendGauges;
 use crate::state::Shared;
+
+/// The admin listener's [`Handler`]: the routes below, each request counted on its connection
+/// until its response body is done.
+#[derive(Clone)]
+pub struct Admin(Router);
+
+impl Admin {
+    /// The admin API over `shared`.
+    pub fn new(shared: Arc<Shared>) -> Self {
+        Self(router(shared))
+    }
+}
+
+impl Handler for Admin {
+    fn handle(
+        &self,
+        request: http::Request<hyper::body::Incoming>,
+        downstream: Downstream,
+    ) -> impl std::future::Future<Output = http::Response<ProxyBody>> + Send {
+        let mut routes = self.0.clone();
+        async move {
+            let response = match tower_service::Service::call(&mut routes, request).await {
+                Ok(response) => response,
+                Err(never) => match never {},
+            };
+            // Every admin answer is built in memory; collecting it makes it a plain (`Sync`) body.
+            let (parts, body) = response.into_parts();
+            let bytes = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+            let body = Guarded::new(reply::full(bytes), downstream.activity);
+            http::Response::from_parts(parts, body.boxed())
+        }
+    }
+}
 
 /// The admin routes.
 pub fn router(shared: Arc<Shared>) -> Router {

@@ -50,6 +50,15 @@ pub enum ProxyError {
     /// The client's request could not be read (downstream).
     #[error("could not read the request body: {0}")]
     BadRequest(String),
+    /// The request's body is longer than the listener allows (downstream).
+    #[error("the request body is longer than {limit} bytes")]
+    BodyTooLarge {
+        /// The listener's `max_request_body_bytes`.
+        limit: u64,
+    },
+    /// The request names this proxy in its `Via` header: it went round a loop (configuration).
+    #[error("the request has been through this proxy before (a routing loop)")]
+    Loop,
 }
 
 impl ProxyError {
@@ -59,8 +68,13 @@ impl ProxyError {
             Self::NoRoute { .. } | Self::UnknownModel { .. } => StatusCode::NOT_FOUND,
             Self::NoBackend { .. } | Self::AtCapacity { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::Upstream(UpstreamError::Timeout { .. }) => StatusCode::GATEWAY_TIMEOUT,
+            Self::BodyTooLarge { .. } | Self::Upstream(UpstreamError::ClientBody { too_large: true, .. }) => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
+            Self::Upstream(UpstreamError::ClientBody { .. }) => StatusCode::BAD_REQUEST,
             Self::Upstream(_) => StatusCode::BAD_GATEWAY,
             Self::BadRequest(_) | Self::NotAPath { .. } => StatusCode::BAD_REQUEST,
+            Self::Loop => StatusCode::LOOP_DETECTED,
         }
     }
 
@@ -75,6 +89,12 @@ impl ProxyError {
             Self::Upstream(UpstreamError::Reset { .. }) => {
                 "the backend closed the connection before it answered".into()
             }
+            Self::Upstream(UpstreamError::ClientBody { too_large: true, .. }) => {
+                "the request body is longer than this listener allows".into()
+            }
+            Self::Upstream(UpstreamError::ClientBody { .. }) => {
+                "the request body stopped or broke before it was sent whole".into()
+            }
             Self::NoBackend { .. } => "no backend is available".into(),
             Self::AtCapacity { .. } => "every backend is at its concurrency limit".into(),
             // The name as sent, cut short: a client may send kilobytes of it.
@@ -88,7 +108,9 @@ impl ProxyError {
             Self::NoRoute { .. }
             | Self::UnknownModel { .. }
             | Self::BadRequest(_)
-            | Self::NotAPath { .. } => self.to_string(),
+            | Self::NotAPath { .. }
+            | Self::BodyTooLarge { .. }
+            | Self::Loop => self.to_string(),
         }
     }
 
@@ -104,6 +126,11 @@ impl ProxyError {
             Self::Upstream(UpstreamError::Reset { .. }) => "upstream_reset",
             Self::BadRequest(_) => "bad_request",
             Self::NotAPath { .. } => "bad_request_target",
+            Self::BodyTooLarge { .. } | Self::Upstream(UpstreamError::ClientBody { too_large: true, .. }) => {
+                "body_too_large"
+            }
+            Self::Upstream(UpstreamError::ClientBody { .. }) => "request_body_error",
+            Self::Loop => "loop_detected",
         }
     }
 }

@@ -12,6 +12,7 @@ pub mod config;
 pub mod error;
 pub mod forward;
 pub mod hints;
+pub mod listener;
 pub mod message;
 pub mod metrics;
 pub mod models;
@@ -19,7 +20,6 @@ pub mod outcome;
 pub mod pool;
 pub mod rng;
 pub mod router;
-pub mod server;
 pub mod state;
 pub mod telemetry;
 
@@ -27,24 +27,19 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 pub use config::Config;
+use listener::{ListenError, Listener, ListenerContext, ListenerMetrics, TlsError};
 pub use state::Shared;
 
 /// The proxy could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    /// A listen address could not be bound.
-    #[error("cannot listen on {address}: {source}")]
-    Bind {
-        /// The address.
-        address: SocketAddr,
-        /// Why.
-        source: std::io::Error,
-    },
+    /// A listener could not be bound, or its certificates did not load.
+    #[error(transparent)]
+    Listen(#[from] ListenError),
 }
 
 /// A started proxy: its bound addresses and the handle to stop it.
@@ -55,6 +50,7 @@ pub struct Running {
     pub admin: Option<SocketAddr>,
     /// Shared state (reload, metrics).
     pub shared: Arc<Shared>,
+    contexts: Vec<Arc<ListenerContext>>,
     shutdown: CancellationToken,
     tasks: JoinSet<()>,
 }
@@ -79,17 +75,28 @@ async fn start_inner(
     config_path: Option<PathBuf>,
     telemetry: Option<Arc<telemetry::Telemetry>>,
 ) -> Result<Running, StartError> {
-    let mut bound = Vec::new();
+    let metrics = ListenerMetrics::new();
+    // Bound (and certificates loaded) before anything starts, so a bad listener stops nothing.
+    let mut clients = Vec::new();
     for listener in &config.listeners {
-        bound.push(bind(listener.address).await?);
+        clients.push(
+            Listener::bind(
+                listener.address,
+                listener.tls.as_ref(),
+                &listener.limits,
+                &metrics,
+            )
+            .await?,
+        );
     }
     let admin = match &config.admin {
-        Some(admin) => Some(bind(admin.address).await?),
+        Some(admin) => Some(Listener::bind(admin.address, None, &admin.limits, &metrics).await?),
         None => None,
     };
     let grace = config.proxy.grace_period;
     let models_check = config.models.as_ref().map(|m| m.check_interval);
     let shared = Shared::new(config, config_path, telemetry);
+    metrics.register(shared.metrics.registry());
     let shutdown = CancellationToken::new();
     if let Some(interval) = models_check {
         models::spawn_watcher(shared.models.clone(), interval, shutdown.clone());
@@ -98,48 +105,49 @@ async fn start_inner(
         hints.spawn(shared.router.clone(), shared.models.clone(), shutdown.clone());
     }
     let mut tasks = JoinSet::new();
-    let mut listeners = Vec::new();
-    for (listener, address) in bound {
-        tracing::info!(%address, "listening");
-        listeners.push(address);
-        tasks.spawn(server::serve(listener, shared.clone(), shutdown.clone(), grace));
+    let mut contexts = Vec::new();
+    for listener in clients {
+        tracing::info!(address = %listener.address(), tls = listener.context().tls.is_some(), "listening");
+        contexts.push(listener.context().clone());
+        listener::spawn_certificate_watch(listener.context().clone(), shutdown.clone());
+        let handler = forward::Proxy(shared.clone());
+        tasks.spawn(listener::serve(listener, handler, shutdown.clone(), grace));
     }
-    let admin_address = admin.map(|(listener, address)| {
+    let admin_address = admin.map(|listener| {
+        let address = listener.address();
         tracing::info!(%address, "admin API listening");
-        let app = admin::router(shared.clone());
-        let stop = shutdown.clone();
-        tasks.spawn(async move {
-            let serve = axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned());
-            if let Err(e) = serve.await {
-                tracing::error!(error = %e, "admin API stopped");
-            }
-        });
+        let handler = admin::Admin::new(shared.clone());
+        tasks.spawn(listener::serve(listener, handler, shutdown.clone(), grace));
         address
     });
     Ok(Running {
-        listeners,
+        listeners: contexts.iter().map(|c| c.address).collect(),
         admin: admin_address,
         shared,
+        contexts,
         shutdown,
         tasks,
     })
 }
 
-/// Binds `address`; returns the listener and the address it got (the real port for port 0).
-async fn bind(address: SocketAddr) -> Result<(TcpListener, SocketAddr), StartError> {
-    let bind_error = |source| StartError::Bind { address, source };
-    let listener = TcpListener::bind(address).await.map_err(bind_error)?;
-    let local = listener.local_addr().map_err(bind_error)?;
-    Ok((listener, local))
-}
-
 impl Running {
+    /// Reads every TLS listener's certificates again (SIGHUP); a listener whose new files do not
+    /// load keeps its old ones. Returns the first failure.
+    pub async fn reload_certificates(&self) -> Result<(), TlsError> {
+        let contexts = self.contexts.clone();
+        let reloaded = tokio::task::spawn_blocking(move || {
+            contexts.iter().map(|c| c.reload_tls()).fold(Ok(()), Result::and)
+        });
+        reloaded.await.unwrap_or(Ok(()))
+    }
+
     /// Stops accepting, lets requests in flight finish (up to the grace period), stops every
     /// background task, then writes out the telemetry of every finished request.
     pub async fn shutdown(mut self) {
         self.shared.begin_shutdown();
         self.shutdown.cancel();
         while self.tasks.join_next().await.is_some() {}
+        self.shared.tunnels.cancel();
         self.shared.router.load().stop();
         self.shared.close_telemetry().await;
     }

@@ -76,7 +76,7 @@ impl PoolMetrics {
 /// Hot-path handles of one backend.
 #[derive(Clone)]
 pub struct BackendMetrics {
-    attempts: [IntCounter; 8],
+    attempts: [IntCounter; 9],
     /// Observed over predicted median latency of requests the predictive policy placed (per pool).
     pub prediction_error: Histogram,
     /// Times this backend was ejected by outlier detection.

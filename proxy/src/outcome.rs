@@ -18,10 +18,13 @@ pub enum AttemptOutcome {
     Timeout,
     /// The connection broke, or the answer was not HTTP.
     Reset,
+    /// The client's request body failed on the way (too large, stalled, or the client went away):
+    /// the backend is not to blame.
+    ClientAbort,
 }
 
 /// Label values of [`AttemptOutcome`], indexed by [`AttemptOutcome::label_index`].
-pub const ATTEMPT_LABELS: [&str; 8] = [
+pub const ATTEMPT_LABELS: [&str; 9] = [
     "1xx",
     "2xx",
     "3xx",
@@ -30,6 +33,7 @@ pub const ATTEMPT_LABELS: [&str; 8] = [
     "connect_error",
     "timeout",
     "reset",
+    "client_abort",
 ];
 
 /// The index of a status's class (`1xx` to `5xx`) in [`ATTEMPT_LABELS`]; statuses outside the
@@ -46,6 +50,7 @@ impl AttemptOutcome {
             Self::ConnectError => Outcome::ConnectError,
             Self::Timeout => Outcome::Timeout,
             Self::Reset => Outcome::Reset,
+            Self::ClientAbort => Outcome::ClientAbort,
         }
     }
 
@@ -56,6 +61,7 @@ impl AttemptOutcome {
             Self::ConnectError => 5,
             Self::Timeout => 6,
             Self::Reset => 7,
+            Self::ClientAbort => 8,
         }
     }
 
@@ -104,6 +110,16 @@ pub enum UpstreamError {
         /// The underlying error.
         reason: String,
     },
+    /// The client's request body failed while it was being sent.
+    #[error("the request body failed on its way to backend {backend}: {reason}")]
+    ClientBody {
+        /// Backend address.
+        backend: String,
+        /// Whether it was longer than the listener allows (else it stalled or broke).
+        too_large: bool,
+        /// The underlying error.
+        reason: String,
+    },
 }
 
 impl UpstreamError {
@@ -113,6 +129,7 @@ impl UpstreamError {
             Self::Connect { .. } => AttemptOutcome::ConnectError,
             Self::Timeout { .. } => AttemptOutcome::Timeout,
             Self::Reset { .. } => AttemptOutcome::Reset,
+            Self::ClientBody { .. } => AttemptOutcome::ClientAbort,
         }
     }
 }
@@ -130,9 +147,21 @@ mod tests {
             AttemptOutcome::ConnectError,
             AttemptOutcome::Timeout,
             AttemptOutcome::Reset,
+            AttemptOutcome::ClientAbort,
         ];
         let labels: Vec<&str> = outcomes.iter().map(|o| ATTEMPT_LABELS[o.label_index()]).collect();
-        assert_eq!(labels, ["2xx", "4xx", "5xx", "connect_error", "timeout", "reset"]);
+        assert_eq!(
+            labels,
+            [
+                "2xx",
+                "4xx",
+                "5xx",
+                "connect_error",
+                "timeout",
+                "reset",
+                "client_abort"
+            ]
+        );
         for outcome in outcomes {
             let telemetry = outcome.telemetry().as_str();
             match outcome {

@@ -45,6 +45,10 @@ pub struct Shared {
     pub models: Arc<ModelStore>,
     /// Autoscaling hints, when configured.
     pub hints: Option<Arc<Hints>>,
+    /// This proxy's `Via` entry.
+    pub via: http::HeaderValue,
+    /// Cancelled at shutdown, once the listeners have drained: closes every upgraded connection.
+    pub tunnels: tokio_util::sync::CancellationToken,
     telemetry_writer: Mutex<Option<TelemetryWriter>>,
     config_path: Option<PathBuf>,
     reload: tokio::sync::Mutex<()>,
@@ -77,6 +81,8 @@ impl Shared {
         let telemetry_metrics = TelemetryMetrics::register(metrics.registry());
         Arc::new(Self {
             hints,
+            via: crate::message::via_entry(config.proxy.id.as_str()),
+            tunnels: tokio_util::sync::CancellationToken::new(),
             router: Arc::new(ArcSwap::from_pointee(router)),
             config: ArcSwap::from_pointee(config),
             metrics,
@@ -119,10 +125,12 @@ impl Shared {
         let config = Config::parse(&text, &path)?;
         let current = self.config.load();
         let file = || path.display().to_string();
-        if config.listeners != current.listeners
-            || config.admin.as_ref().map(|a| a.address) != current.admin.as_ref().map(|a| a.address)
-        {
-            return Err(ReloadError::RestartNeeded("a listener or admin address", file()));
+        let admin_listener = |c: &Config| c.admin.as_ref().map(|a| (a.address, a.limits.clone()));
+        if config.listeners != current.listeners || admin_listener(&config) != admin_listener(&current) {
+            return Err(ReloadError::RestartNeeded(
+                "a listener (address, tls or limits)",
+                file(),
+            ));
         }
         if config.telemetry != current.telemetry || config.proxy.id != current.proxy.id {
             return Err(ReloadError::RestartNeeded("[telemetry] or proxy.id", file()));

@@ -1,4 +1,5 @@
-//! `augur proxy`: run the data plane until SIGTERM or Ctrl-C; SIGHUP reloads the config.
+//! `augur proxy`: run the data plane until SIGTERM or Ctrl-C; SIGHUP reloads the config and the
+//! listeners' certificates.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -47,8 +48,9 @@ async fn serve(config: Config, path: &Path) -> ExitCode {
         tokio::select! {
             _ = hangup.recv() => {
                 tracing::info!("SIGHUP: reloading config");
-                // A refused reload is logged and counted; the running config stays.
+                // A refused reload is logged and counted; the running config (or certificate) stays.
                 let _ = running.shared.reload().await;
+                let _ = running.reload_certificates().await;
             }
             _ = terminate.recv() => break,
             _ = interrupt.recv() => break,

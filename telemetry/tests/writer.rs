@@ -10,7 +10,7 @@ use std::time::Duration;
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Float64Type, TimestampMicrosecondType, UInt16Type, UInt32Type, UInt64Type};
 use arrow_array::RecordBatch;
-use augur_engine::telemetry::{Outcome, TelemetryRow, COLUMNS, SCHEMA_VERSION_KEY};
+use augur_engine::telemetry::{Outcome, TelemetryRow, COLUMNS, SCHEMA_VERSION, SCHEMA_VERSION_KEY};
 use augur_telemetry::{
     arrow_schema, files_in_tree, recover, start, PartFile, TelemetrySink, TelemetryStats, WriterConfig,
 };
@@ -117,7 +117,7 @@ fn rows_read_back_with_the_schema_and_every_value_in_its_column() {
         .and_then(|kv| kv.value.as_deref());
     assert_eq!(
         version,
-        Some("1"),
+        Some(SCHEMA_VERSION.to_string().as_str()),
         "the schema version is in the file's key-value metadata"
     );
     assert_eq!(
@@ -126,7 +126,7 @@ fn rows_read_back_with_the_schema_and_every_value_in_its_column() {
             .metadata()
             .get(SCHEMA_VERSION_KEY)
             .map(String::as_str),
-        Some("1")
+        Some(SCHEMA_VERSION.to_string().as_str())
     );
     let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
     assert_eq!(names, COLUMNS.iter().map(|c| c.name).collect::<Vec<_>>());

@@ -27,7 +27,9 @@ pub fn train(
     cutoff_us: i64,
     options: &Options,
 ) -> Result<Fitted<FailureModel>, FitError> {
-    let split = Split::new(telemetry, cutoff_us, |i| telemetry.backend[i] != NO_BACKEND);
+    let split = Split::new(telemetry, cutoff_us, |i| {
+        telemetry.backend[i] != NO_BACKEND && telemetry.outcome[i].judges_backend()
+    });
     if let Some(shortfall) = split.shortfall("failure", 200, 50) {
         return Err(shortfall);
     }

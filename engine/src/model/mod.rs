@@ -23,7 +23,7 @@ pub use linear::{logit, sigmoid, Linear};
 pub use manifest::{sha256_hex, Manifest, ManifestEntry, ModelSet, MANIFEST_FILE};
 
 use crate::features::FEATURE_NAMES;
-use crate::telemetry::SCHEMA_VERSION;
+use crate::telemetry::{OLDEST_READABLE_SCHEMA_VERSION, SCHEMA_VERSION};
 
 /// Version of the model file format this engine reads and writes.
 pub const FORMAT_VERSION: u32 = 1;
@@ -174,11 +174,12 @@ impl ModelFile {
                 format!("is {}, this engine reads {FORMAT_VERSION}", self.format_version),
             ));
         }
-        if self.telemetry_schema_version != SCHEMA_VERSION {
+        // A model fitted on telemetry this engine can read encodes its features the same way.
+        if !(OLDEST_READABLE_SCHEMA_VERSION..=SCHEMA_VERSION).contains(&self.telemetry_schema_version) {
             return Err(ModelError::invalid(
                 "telemetry_schema_version",
                 format!(
-                    "is {}, this engine encodes schema {SCHEMA_VERSION}",
+                    "is {}, this engine encodes schemas {OLDEST_READABLE_SCHEMA_VERSION} to {SCHEMA_VERSION}",
                     self.telemetry_schema_version
                 ),
             ));

@@ -19,8 +19,11 @@ pub use column::{Cell, Column, ColumnType, ColumnValue, Encoding};
 pub use dispatch::{SetDispatchField, DISPATCH_COLUMNS};
 pub use outcome::Outcome;
 
-/// Version of the columns below; written into every file's metadata.
-pub const SCHEMA_VERSION: u32 = 1;
+/// Version of the columns below (and of the values they take); written into every file's metadata.
+///
+/// - 1: the first.
+/// - 2: `outcome` may be `client_abort`.
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// The oldest schema version the trainer still reads (columns added since read as null).
 pub const OLDEST_READABLE_SCHEMA_VERSION: u32 = 1;

@@ -20,11 +20,14 @@ pub enum Outcome {
     NoBackend,
     /// Every candidate was at its concurrency limit.
     RateLimited,
+    /// The client went away (or its request body failed) before the exchange was over: the attempt
+    /// says nothing of the backend (since schema version 2).
+    ClientAbort,
 }
 
 impl Outcome {
     /// Every outcome, in a fixed order.
-    pub const ALL: [Outcome; 8] = [
+    pub const ALL: [Outcome; 9] = [
         Self::Ok,
         Self::Http4xx,
         Self::Http5xx,
@@ -33,6 +36,7 @@ impl Outcome {
         Self::Reset,
         Self::NoBackend,
         Self::RateLimited,
+        Self::ClientAbort,
     ];
 
     /// The value stored in the `outcome` column.
@@ -46,6 +50,7 @@ impl Outcome {
             Self::Reset => "reset",
             Self::NoBackend => "no_backend",
             Self::RateLimited => "rate_limited",
+            Self::ClientAbort => "client_abort",
         }
     }
 
@@ -60,6 +65,13 @@ impl Outcome {
 
     /// Whether this counts as a failure for the failure model (5xx and every transport failure).
     pub fn is_failure(self) -> bool {
-        !matches!(self, Self::Ok | Self::Http4xx)
+        !matches!(self, Self::Ok | Self::Http4xx | Self::ClientAbort)
+    }
+
+    /// Whether the attempt says how its backend did. A client abort does not: it is left out of
+    /// latency estimates, the online correction, outlier detection and every training label, so a
+    /// client cannot make a backend look fast (or failing) by hanging up.
+    pub fn judges_backend(self) -> bool {
+        self != Self::ClientAbort
     }
 }

@@ -4,6 +4,7 @@
 //! cross-references are checked in [`validate`] with the spans kept for them.
 
 mod hints;
+mod listener;
 mod load;
 mod models;
 mod pool;
@@ -20,6 +21,9 @@ use serde::Deserialize;
 use toml::Spanned;
 
 pub use hints::{HintsConfig, PoolScalingConfig, SecretError, SinkConfig};
+pub use listener::{
+    CertificatePair, ConnectionLimits, ListenerConfig, ListenerTls, MIN_REQUEST_HEADER_BYTES,
+};
 pub use load::ConfigError;
 pub use models::{ModelsConfig, DEFAULT_CHECK_INTERVAL};
 pub use pool::{
@@ -87,14 +91,6 @@ impl Default for ProxySettings {
     }
 }
 
-/// `[[listeners]]`: one address clients connect to (HTTP/1.1 and HTTP/2 prior knowledge).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ListenerConfig {
-    /// Socket address, e.g. `"0.0.0.0:8080"`.
-    pub address: SocketAddr,
-}
-
 /// `[admin]`: health, readiness, metrics and the operator API.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -103,6 +99,9 @@ pub struct AdminConfig {
     pub address: SocketAddr,
     /// Bearer token required by `/admin/*`; without one those routes answer 403.
     pub token: Option<String>,
+    /// Limits on the admin listener's connections.
+    #[serde(default)]
+    pub limits: ConnectionLimits,
 }
 
 /// `[[routes]]`: which requests go to which pool.

@@ -82,6 +82,10 @@ pub struct Timeouts {
     /// upstream connection stays pooled.
     #[serde(with = "humantime_serde")]
     pub idle: Duration,
+    /// An upgraded connection (a WebSocket, say) on which no byte moves either way for this long
+    /// is closed; it holds a backend slot while open.
+    #[serde(with = "humantime_serde")]
+    pub tunnel_idle: Duration,
 }
 
 impl Default for Timeouts {
@@ -90,6 +94,7 @@ impl Default for Timeouts {
             connect: Duration::from_secs(1),
             request: Duration::from_secs(30),
             idle: Duration::from_secs(60),
+            tunnel_idle: Duration::from_secs(600),
         }
     }
 }

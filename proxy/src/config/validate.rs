@@ -3,7 +3,7 @@
 use std::collections::BTreeSet;
 use std::ops::Range;
 
-use super::Config;
+use super::{Config, ConnectionLimits, MIN_REQUEST_HEADER_BYTES};
 
 /// A failed check: why, and where (a byte span of the source) when known.
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +61,21 @@ impl Config {
                     "address {address} is used by two listeners (admin included)"
                 )));
             }
+        }
+        for (i, listener) in self.listeners.iter().enumerate() {
+            check_limits(&listener.limits, &format!("listeners[{i}].limits"))?;
+            if listener
+                .tls
+                .as_ref()
+                .is_some_and(|tls| tls.certificates.is_empty())
+            {
+                return Err(Invalid::new(format!(
+                    "listeners[{i}].tls.certificates: a TLS listener needs at least one certificate"
+                )));
+            }
+        }
+        if let Some(admin) = &self.admin {
+            check_limits(&admin.limits, "admin.limits")?;
         }
         Ok(())
     }
@@ -181,4 +196,28 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// Limits that would refuse every connection or request, or that hyper cannot enforce.
+fn check_limits(limits: &ConnectionLimits, at: &str) -> Result<(), Invalid> {
+    if limits.max_connections == 0 {
+        return Err(Invalid::new(format!("{at}.max_connections must be at least 1")));
+    }
+    let timeouts = [
+        ("header_read_timeout", limits.header_read_timeout),
+        ("idle_timeout", limits.idle_timeout),
+        ("stream_idle_timeout", limits.stream_idle_timeout),
+        ("h2_keepalive_interval", limits.h2_keepalive_interval),
+        ("h2_keepalive_timeout", limits.h2_keepalive_timeout),
+    ];
+    if let Some((name, _)) = timeouts.iter().find(|(_, t)| t.is_zero()) {
+        return Err(Invalid::new(format!("{at}.{name} must be longer than 0s")));
+    }
+    if limits.max_request_header_bytes < MIN_REQUEST_HEADER_BYTES {
+        return Err(Invalid::new(format!(
+            "{at}.max_request_header_bytes = {} is below the smallest enforceable limit, {MIN_REQUEST_HEADER_BYTES}",
+            limits.max_request_header_bytes
+        )));
+    }
+    Ok(())
 }

@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use super::access_log::AccessLog;
 use super::record::AttemptDone;
+use crate::listener::RequestActivity;
 use crate::message::body::{BodyObserver, BoxError};
 use crate::pool::ActiveRequest;
 
@@ -17,6 +18,8 @@ pub struct RequestDone {
     pub started: Instant,
     /// The line to write.
     pub log: AccessLog,
+    /// The request, counted in flight on its client connection until this is dropped.
+    pub _connection: RequestActivity,
 }
 
 impl RequestDone {
@@ -52,12 +55,18 @@ impl BodyObserver for ResponseDone {
             attempt.failed(error);
         }
     }
+
+    fn ended(&mut self) {
+        if let Some(attempt) = self.attempt.as_mut() {
+            attempt.ended();
+        }
+    }
 }
 
 impl Drop for ResponseDone {
     fn drop(&mut self) {
         if let Some(attempt) = self.attempt.take() {
-            attempt.finish();
+            attempt.finish(self.request.active.pool());
         }
         self.request.finish();
     }

@@ -114,6 +114,23 @@ pub struct Forwarded<'a> {
     pub request_id: &'a HeaderValue,
     /// Whether the peer is one of `[proxy] trusted_hops`, whose identity headers are passed on.
     pub trusted_peer: bool,
+    /// Whether the client connected over TLS (`X-Forwarded-Proto: https`).
+    pub tls: bool,
+    /// This proxy's `Via` entry.
+    pub via: &'a HeaderValue,
+}
+
+/// Whether `headers` already passed through the proxy whose `Via` entry is `via`: a request that
+/// comes back (a route pointed at the proxy itself, or two proxies pointed at each other) would
+/// otherwise go round until something ran out.
+pub fn passed_through(headers: &HeaderMap, via: &HeaderValue) -> bool {
+    let Ok(ours) = via.to_str() else { return false };
+    headers
+        .get_all(header::VIA)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|entry| entry.split_whitespace().take(2).eq(ours.split_whitespace()))
 }
 
 /// Whether `peer` is in one of the `trusted` networks.
@@ -145,7 +162,9 @@ pub fn set_forwarded(headers: &mut HeaderMap, forwarded: &Forwarded<'_>) {
     if let Ok(value) = HeaderValue::from_str(&value) {
         headers.insert(X_FORWARDED_FOR, value);
     }
-    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    let proto = if forwarded.tls { "https" } else { "http" };
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
+    headers.append(header::VIA, forwarded.via.clone());
     match forwarded.host {
         Some(host) => headers.insert(X_FORWARDED_HOST, host.clone()),
         None => headers.remove(X_FORWARDED_HOST),
@@ -200,11 +219,32 @@ mod tests {
             host: Some(&host),
             request_id: &id,
             trusted_peer: true,
+            tls: false,
+            via: &HeaderValue::from_static("1.1 edge-1"),
         };
         set_forwarded(&mut h, &f);
         assert_eq!(h.get(X_FORWARDED_FOR).unwrap(), "203.0.113.7, 127.0.0.1");
         assert_eq!(h.get(X_FORWARDED_PROTO).unwrap(), "http");
         assert_eq!(h.get(X_FORWARDED_HOST).unwrap(), "api.example.com");
         assert_eq!(h.get(X_REQUEST_ID).unwrap(), "abc");
+        assert_eq!(h.get(header::VIA).unwrap(), "1.1 edge-1");
+        assert!(passed_through(&h, f.via), "the request now names this proxy");
+    }
+
+    #[test]
+    fn a_via_chain_names_a_proxy_only_by_its_whole_entry() {
+        let ours = crate::message::via_entry("edge-1");
+        let mut h = HeaderMap::new();
+        h.append(header::VIA, HeaderValue::from_static("1.0 fred, 1.1 edge-10"));
+        h.append(header::VIA, HeaderValue::from_static("HTTP/1.1 edge-1 (augur)"));
+        assert!(
+            !passed_through(&h, &ours),
+            "`edge-10` and a protocol named differently are other hops"
+        );
+        h.append(
+            header::VIA,
+            HeaderValue::from_static("1.0 fred,  1.1   edge-1  (augur)"),
+        );
+        assert!(passed_through(&h, &ours));
     }
 }

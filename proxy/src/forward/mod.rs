@@ -10,7 +10,6 @@ mod record;
 mod upgrade;
 mod upstream;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,6 +17,7 @@ use augur_engine::telemetry::Outcome;
 use augur_engine::{DispatchState, PickRequest, RequestSize};
 use http::header::{HeaderValue, CONTENT_TYPE, SET_COOKIE};
 use http::{Request, Response};
+use http_body::Body as _;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
@@ -25,23 +25,40 @@ use self::access_log::AccessLog;
 use self::body_peek::PeekedBody;
 use self::done::{RequestDone, ResponseDone};
 use self::record::{AttemptDone, AttemptRow, BytesIn, RequestRecord};
+use self::upgrade::ClientUpgrade;
 use self::upstream::{RequestBody, UpstreamHead};
 use crate::clock;
 use crate::error::ProxyError;
-use crate::message::body::{BoxError, Guarded, IdleTimeout, ProxyBody};
+use crate::listener::{Downstream, Handler};
+use crate::message::body::{BoxError, Capped, Guarded, IdleTimeout, ProxyBody};
 use crate::message::{reply, X_REQUEST_ID};
 use crate::outcome::{AttemptOutcome, UpstreamError};
 use crate::pool::{backoff, InFlight, Pool};
 use crate::router::Router;
 use crate::state::Shared;
 
+/// The client listeners' [`Handler`]: every request goes through [`handle`].
+#[derive(Clone)]
+pub struct Proxy(pub Arc<Shared>);
+
+impl Handler for Proxy {
+    fn handle(
+        &self,
+        request: Request<Incoming>,
+        downstream: Downstream,
+    ) -> impl std::future::Future<Output = Response<ProxyBody>> + Send {
+        handle(self.0.clone(), request, downstream)
+    }
+}
+
 /// Serves one client request.
 pub async fn handle(
     shared: Arc<Shared>,
     request: Request<Incoming>,
-    client: SocketAddr,
+    from: Downstream,
 ) -> Response<ProxyBody> {
     let started = Instant::now();
+    let client = from.client;
     // The settings the request path reads, from one load of the config in force.
     let (access_log, peek_bytes, trusted_peer) = {
         let config = shared.config.load();
@@ -55,17 +72,15 @@ pub async fn handle(
         host: host.as_ref(),
         request_id: &request_id,
         trusted_peer,
+        tls: from.is_tls(),
+        via: &shared.via,
     };
     let mut log = AccessLog::new(&request, client, request_id.clone(), access_log);
-    if !request.uri().path().starts_with('/') {
-        // `OPTIONS *` (asterisk form) asks about the proxy itself, and a backend URI cannot be made
-        // of it: it would name the backend's host with no path, and so its port 80.
-        let err = ProxyError::NotAPath {
-            target: request.uri().to_string(),
-        };
+    if let Err(err) = admissible(&request, &from, &shared) {
         return unserved(&shared, log, started, &err, &request_id);
     }
     let router = shared.router.load_full();
+    let request = cap_body(request, &from);
     let (request, peeked) = match peek_body(request, &router, &shared, peek_bytes).await {
         Ok(read) => read,
         Err(err) => return unserved(&shared, log, started, &err, &request_id),
@@ -92,9 +107,12 @@ pub async fn handle(
         .as_ref()
         .map(|t| RequestRecord::new(t, &request, &route.name, pool, &downstream, &peeked));
     let tokens = peeked.estimated_tokens();
+    let mut request = request;
+    let client_upgrade = upgrade::take_client_upgrade(&mut request, &shared.tunnels);
     let (response, attempt) = match forward(
         active.pool(),
         request,
+        client_upgrade,
         &downstream,
         record.as_ref(),
         (tokens, size),
@@ -117,8 +135,51 @@ pub async fn handle(
     active.pool().metrics.count_response(log.status);
     // The request is done when its response body is: keep the accounting alive until then.
     let (parts, body) = response.into_parts();
-    let done = ResponseDone::new(attempt, RequestDone { active, started, log });
+    let request = RequestDone {
+        active,
+        started,
+        log,
+        _connection: from.activity,
+    };
+    let done = ResponseDone::new(attempt, request);
     Response::from_parts(parts, Guarded::new(body, done).boxed())
+}
+
+/// Refuses, before anything is read or routed, a request the proxy will not forward: one whose
+/// target is not a path, one that has been through this proxy before, or one whose declared body
+/// is over the listener's limit.
+fn admissible(request: &Request<Incoming>, from: &Downstream, shared: &Shared) -> Result<(), ProxyError> {
+    if !request.uri().path().starts_with('/') {
+        // `OPTIONS *` (asterisk form) asks about the proxy itself, and a backend URI cannot be made
+        // of it: it would name the backend's host with no path, and so its port 80.
+        return Err(ProxyError::NotAPath {
+            target: request.uri().to_string(),
+        });
+    }
+    if headers::passed_through(request.headers(), &shared.via) {
+        return Err(ProxyError::Loop);
+    }
+    let limit = from.listener.limits.max_request_body_bytes;
+    let declared = request.body().size_hint().exact();
+    if let (Some(limit), Some(declared)) = (limit, declared) {
+        if declared > limit {
+            from.listener.metrics.body_too_large.inc();
+            return Err(ProxyError::BodyTooLarge { limit });
+        }
+    }
+    Ok(())
+}
+
+/// Boxes the body, failing it once more bytes than the listener allows have passed (a body without
+/// a `Content-Length` is only known to be too long as it streams).
+fn cap_body(request: Request<Incoming>, from: &Downstream) -> Request<ProxyBody> {
+    let (parts, body) = request.into_parts();
+    let body = body.map_err(|e| -> BoxError { Box::new(e) });
+    let body = match from.listener.limits.max_request_body_bytes {
+        Some(limit) => Capped::new(body, limit, from.listener.metrics.body_too_large.clone()).boxed(),
+        None => body.boxed(),
+    };
+    Request::from_parts(parts, body)
 }
 
 /// Why no route took the request.
@@ -165,13 +226,12 @@ const PEEK_IDLE: Duration = Duration::from_secs(30);
 /// Boxes the body and, for a JSON body when routing by model or telemetry wants them, reads what it
 /// says about itself (the body goes on unchanged).
 async fn peek_body(
-    request: Request<Incoming>,
+    request: Request<ProxyBody>,
     router: &Router,
     shared: &Shared,
     limit: usize,
 ) -> Result<(Request<ProxyBody>, PeekedBody), ProxyError> {
     let (parts, body) = request.into_parts();
-    let body: ProxyBody = body.map_err(|e| -> BoxError { Box::new(e) }).boxed();
     let json = parts
         .headers
         .get(CONTENT_TYPE)
@@ -194,13 +254,13 @@ async fn peek_body(
 /// finishes.
 async fn forward(
     pool: &Arc<Pool>,
-    mut request: Request<ProxyBody>,
+    request: Request<ProxyBody>,
+    client_upgrade: Option<ClientUpgrade>,
     downstream: &headers::Forwarded<'_>,
     record: Option<&RequestRecord>,
     (tokens, size): (u64, RequestSize),
     log: &mut AccessLog,
 ) -> Result<(Response<ProxyBody>, Option<AttemptDone>), ProxyError> {
-    let client_upgrade = upgrade::take_client_upgrade(&mut request);
     let mut pick = affinity::pick_request(&pool.config.policy, request.headers(), downstream.client_ip);
     pick.size = size;
     let head = UpstreamHead::new(&request, pool, downstream, client_upgrade.is_some());
@@ -355,7 +415,7 @@ fn relay(
     attempt: Relayed,
     pool: &Pool,
     request_id: &HeaderValue,
-    client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    client_upgrade: Option<ClientUpgrade>,
     sticky: Option<HeaderValue>,
 ) -> (Response<ProxyBody>, Option<AttemptDone>) {
     let (mut parts, body) = response.into_parts();
@@ -371,11 +431,14 @@ fn relay(
         if let Some(row) = attempt.row {
             row.finish(Outcome::Ok, attempt.bytes_in.get(), 0, clock::now());
         }
+        // A switch is a success: it can bring no failures to the threshold.
+        attempt.in_flight.backend().judge(false, &pool.outlier);
         if let Some(client_upgrade) = client_upgrade {
             upgrade::spawn_tunnel(
                 client_upgrade,
                 hyper::upgrade::on(&mut response),
                 attempt.in_flight,
+                pool.config.timeouts.tunnel_idle,
             );
         }
         let (parts, _) = response.into_parts();
@@ -385,7 +448,12 @@ fn relay(
         );
     }
     headers::strip_hop_by_hop(&mut parts.headers, false);
-    let done = AttemptDone::new(attempt.in_flight, attempt.row, attempt.bytes_in);
+    let done = AttemptDone::new(
+        attempt.in_flight,
+        attempt.row,
+        attempt.bytes_in,
+        parts.status.as_u16(),
+    );
     let body = IdleTimeout::new(body, pool.config.timeouts.idle);
     (Response::from_parts(parts, body.boxed()), Some(done))
 }

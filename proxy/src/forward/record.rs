@@ -24,6 +24,17 @@ pub struct RequestRecord {
     template: TelemetryRow,
 }
 
+/// Longest method name recorded. An extension method may be as long as the request head allows;
+/// with this cap (and those on the request id and the model name) every row's size is bounded, so
+/// the telemetry queue, bounded in rows, is bounded in bytes too.
+const MAX_METHOD_BYTES: usize = 32;
+
+/// The method as recorded: cut to [`MAX_METHOD_BYTES`] (method names are ASCII tokens).
+fn recorded_method(method: &http::Method) -> &str {
+    let name = method.as_str();
+    name.get(..MAX_METHOD_BYTES).unwrap_or(name)
+}
+
 impl RequestRecord {
     /// The request-level fields of `request`, routed by `route` to `pool`.
     pub fn new<B>(
@@ -42,7 +53,7 @@ impl RequestRecord {
                 telemetry.proxy_id.clone(),
                 route.clone(),
                 pool.name.clone(),
-                Arc::from(request.method().as_str()),
+                Arc::from(recorded_method(request.method())),
                 pool.config.policy.name(),
             )
         };
@@ -159,24 +170,35 @@ impl BodyObserver for ByteCounter {
 }
 
 /// The relayed attempt while its response body streams: keeps the backend counted in flight, counts
-/// the bytes, and writes the attempt's row when the body is done.
+/// the bytes, and when the body is done writes the attempt's row and judges the backend by it.
 pub struct AttemptDone {
     in_flight: InFlight,
     row: Option<AttemptRow>,
     bytes_in: BytesIn,
     bytes_out: u64,
-    failure: Option<Outcome>,
+    status: u16,
+    end: Option<BodyEnd>,
+}
+
+/// How a relayed body ended, when it did before the client let go of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BodyEnd {
+    /// Every byte reached the client's connection.
+    Whole,
+    /// The backend broke it off (`Reset`) or let it stall (`Timeout`).
+    Failed(Outcome),
 }
 
 impl AttemptDone {
-    /// Accounting for a response whose body is about to stream.
-    pub fn new(in_flight: InFlight, row: Option<AttemptRow>, bytes_in: BytesIn) -> Self {
+    /// Accounting for a response with `status` whose body is about to stream.
+    pub fn new(in_flight: InFlight, row: Option<AttemptRow>, bytes_in: BytesIn, status: u16) -> Self {
         Self {
             in_flight,
             row,
             bytes_in,
             bytes_out: 0,
-            failure: None,
+            status,
+            end: None,
         }
     }
 
@@ -190,27 +212,53 @@ impl AttemptDone {
         self.bytes_out += len as u64;
     }
 
-    /// The body failed: stalled past the idle timeout, or broken.
-    pub fn failed(&mut self, error: &BoxError) {
-        self.failure = Some(if error.is::<IdleTimeoutError>() {
-            Outcome::Timeout
-        } else {
-            Outcome::Reset
-        });
+    /// The body arrived whole.
+    pub fn ended(&mut self) {
+        self.end.get_or_insert(BodyEnd::Whole);
     }
 
-    /// The body is done (ended, failed, or dropped by the client): the online correction learns from
-    /// a body that arrived whole, and the row is written. The backend stops counting the request in
-    /// flight when this returns.
-    pub fn finish(mut self) {
-        if self.failure.is_none() {
-            self.in_flight.learn();
+    /// The body failed: stalled past the idle timeout, or broken.
+    pub fn failed(&mut self, error: &BoxError) {
+        self.end
+            .get_or_insert(BodyEnd::Failed(if error.is::<IdleTimeoutError>() {
+                Outcome::Timeout
+            } else {
+                Outcome::Reset
+            }));
+    }
+
+    /// The body is done (ended, failed, or let go by the client). A body that arrived whole teaches
+    /// the online correction; one the backend broke off counts against it in `pool`'s outlier
+    /// detection; one the client let go of first says nothing of the backend (`client_abort`). The
+    /// row is written, and the backend stops counting the request in flight when this returns.
+    pub fn finish(mut self, pool: &Pool) {
+        let (outcome, body_failed) = match self.end {
+            Some(BodyEnd::Whole) => {
+                self.in_flight.learn();
+                (Outcome::of_status(self.status), false)
+            }
+            Some(BodyEnd::Failed(outcome)) => (outcome, true),
+            None => (Outcome::ClientAbort, false),
+        };
+        // A 5xx was judged by its head already.
+        let backend = self.in_flight.backend();
+        if outcome.judges_backend() && self.status < 500 && backend.judge(body_failed, &pool.outlier) {
+            pool.report_failing(backend);
         }
         if let Some(row) = self.row.take() {
-            let outcome = self
-                .failure
-                .unwrap_or_else(|| Outcome::of_status(row.row.status.unwrap_or(200)));
             row.finish(outcome, self.bytes_in.get(), self.bytes_out, clock::now());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_long_extension_method_is_recorded_cut_short() {
+        assert_eq!(recorded_method(&http::Method::GET), "GET");
+        let long = http::Method::from_bytes("X".repeat(10_000).as_bytes()).unwrap();
+        assert_eq!(recorded_method(&long).len(), MAX_METHOD_BYTES);
     }
 }

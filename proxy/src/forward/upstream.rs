@@ -14,7 +14,7 @@ use hyper::body::Incoming;
 use super::headers;
 use super::record::{ByteCounter, BytesIn};
 use crate::error::ProxyError;
-use crate::message::body::{Guarded, IdleTimeout, ProxyBody};
+use crate::message::body::{BodyTooLarge, Guarded, IdleTimeout, ProxyBody};
 use crate::message::reply;
 use crate::outcome::UpstreamError;
 use crate::pool::{Backend, Pool};
@@ -143,11 +143,29 @@ pub async fn send(
             backend: address(),
             reason: error_chain(&e),
         }),
+        Ok(Err(e)) if failed_on_request_body(&e) => Err(UpstreamError::ClientBody {
+            backend: address(),
+            too_large: caused_by::<BodyTooLarge>(&e),
+            reason: error_chain(&e),
+        }),
         Ok(Err(e)) => Err(UpstreamError::Reset {
             backend: address(),
             reason: error_chain(&e),
         }),
     }
+}
+
+/// Whether the request failed because its body did (hyper's "user body" errors): the client's
+/// doing, not the backend's.
+fn failed_on_request_body(e: &(dyn std::error::Error + 'static)) -> bool {
+    std::iter::successors(Some(e), |e| e.source())
+        .filter_map(|e| e.downcast_ref::<hyper::Error>())
+        .any(hyper::Error::is_user)
+}
+
+/// Whether an `E` is among the causes of `e`.
+fn caused_by<E: std::error::Error + 'static>(e: &(dyn std::error::Error + 'static)) -> bool {
+    std::iter::successors(Some(e), |e| e.source()).any(|e| e.is::<E>())
 }
 
 /// An error and its causes on one line (hyper's own message is only the outermost layer).

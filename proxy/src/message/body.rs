@@ -74,6 +74,69 @@ where
     }
 }
 
+/// A body longer than the listener allows.
+#[derive(Debug, thiserror::Error)]
+#[error("the request body is longer than {0} bytes")]
+pub struct BodyTooLarge(pub u64);
+
+pin_project! {
+    /// Fails a body once more than `limit` bytes of it have passed, and counts that in `refused`.
+    pub struct Capped<B> {
+        #[pin]
+        inner: B,
+        left: u64,
+        limit: u64,
+        refused: prometheus::IntCounter,
+    }
+}
+
+impl<B> Capped<B> {
+    /// Wraps `inner`, allowing it `limit` bytes.
+    pub fn new(inner: B, limit: u64, refused: prometheus::IntCounter) -> Self {
+        Self {
+            inner,
+            left: limit,
+            limit,
+            refused,
+        }
+    }
+}
+
+impl<B> Body for Capped<B>
+where
+    B: Body<Data = Bytes, Error = BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.project();
+        let frame = ready!(this.inner.poll_frame(cx));
+        if let Some(Ok(data)) = frame.as_ref().map(|f| f.as_ref().map(Frame::data_ref)) {
+            let len = data.map_or(0, |d| d.len() as u64);
+            match this.left.checked_sub(len) {
+                Some(left) => *this.left = left,
+                None => {
+                    this.refused.inc();
+                    return Poll::Ready(Some(Err(Box::new(BodyTooLarge(*this.limit)))));
+                }
+            }
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 /// Told about a body's frames as they pass, and dropped with the body: the place to count bytes and
 /// to finish accounting (in-flight counts, latency, telemetry) when the body ends, fails or is dropped.
 pub trait BodyObserver {
@@ -81,6 +144,8 @@ pub trait BodyObserver {
     fn data(&mut self, _len: usize) {}
     /// The body failed.
     fn failed(&mut self, _error: &BoxError) {}
+    /// The body's last frame passed: it arrived whole.
+    fn ended(&mut self) {}
 }
 
 pin_project! {
@@ -112,16 +177,21 @@ where
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = self.project();
-        let polled = this.inner.poll_frame(cx);
+        let mut this = self.project();
+        let polled = this.inner.as_mut().poll_frame(cx);
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     this.guard.data(data.len());
                 }
+                // hyper stops polling a body that says it has ended, so this may be the last poll.
+                if this.inner.is_end_stream() {
+                    this.guard.ended();
+                }
             }
             Poll::Ready(Some(Err(error))) => this.guard.failed(error),
-            _ => {}
+            Poll::Ready(None) => this.guard.ended(),
+            Poll::Pending => {}
         }
         polled
     }

@@ -5,7 +5,13 @@
 pub mod body;
 pub mod reply;
 
-use http::HeaderName;
+use http::{HeaderName, HeaderValue};
 
 /// The request id header, set on every request forwarded and every response returned.
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// This proxy's `Via` entry (`1.1 <proxy id>`), which it adds to every request it forwards and
+/// looks for in the requests it receives.
+pub fn via_entry(proxy_id: &str) -> HeaderValue {
+    HeaderValue::from_str(&format!("1.1 {proxy_id}")).unwrap_or(HeaderValue::from_static("1.1 augur"))
+}

@@ -57,12 +57,20 @@ impl Backend {
         }
     }
 
-    /// Records one attempt; true when this failure brings the consecutive count to (a multiple of)
-    /// the outlier threshold, so the pool should consider ejecting the backend.
+    /// Counts one attempt in the metrics and, where its head already tells, judges the backend by
+    /// it: a 5xx or a transport failure counts against it now. An answer of 1xx to 4xx is judged
+    /// when its body ends ([`Backend::judge`]), since a body that breaks halfway is a failure too;
+    /// a client abort is never judged. True when this brings the consecutive failures to (a multiple
+    /// of) the outlier threshold, so the pool should consider ejecting the backend.
     pub fn record_attempt(&self, outcome: AttemptOutcome, outlier: &OutlierPolicy) -> bool {
         self.metrics.count_attempt(outcome);
-        self.consecutive_failures
-            .record(outcome.telemetry().is_failure(), outlier)
+        outcome.telemetry().is_failure() && self.consecutive_failures.record(true, outlier)
+    }
+
+    /// Judges the backend by an exchange whose head was good: `failed` when its body broke or
+    /// stalled. True as for [`Backend::record_attempt`].
+    pub fn judge(&self, failed: bool, outlier: &OutlierPolicy) -> bool {
+        self.consecutive_failures.record(failed, outlier)
     }
 
     pub(super) fn reset_failures(&self) {

@@ -19,16 +19,42 @@ pub const EXCHANGE_LIMIT: Duration = Duration::from_secs(10);
 
 /// A config with one listener and the admin API on free ports, plus `rest` (routes and pools).
 pub fn config_text(rest: &str) -> String {
+    config_with_listener("", rest)
+}
+
+/// As [`config_text`], with `listener` (TOML tables such as `[listeners.limits]`, which belong to
+/// the one listener wherever they stand) completing the listener.
+pub fn config_with_listener(listener: &str, rest: &str) -> String {
     format!(
         "[proxy]\ngrace_period = \"5s\"\n[[listeners]]\naddress = \"127.0.0.1:0\"\n\
-         [admin]\naddress = \"127.0.0.1:0\"\ntoken = \"{ADMIN_TOKEN}\"\n{rest}"
+         [admin]\naddress = \"127.0.0.1:0\"\ntoken = \"{ADMIN_TOKEN}\"\n{rest}\n{listener}"
     )
 }
 
 /// A proxy started in this process from `rest` (see [`config_text`]).
 pub async fn start_proxy(rest: &str) -> Running {
-    let config = Config::parse(&config_text(rest), Path::new("<test>")).expect("test config is valid");
+    start_proxy_with_listener("", rest).await
+}
+
+/// A proxy started in this process from [`config_with_listener`].
+pub async fn start_proxy_with_listener(listener: &str, rest: &str) -> Running {
+    let text = config_with_listener(listener, rest);
+    let config = Config::parse(&text, Path::new("<test>")).expect("test config is valid");
     augur_proxy::start(config, None).await.expect("proxy starts")
+}
+
+/// The value of the `/metrics` series whose line starts with `series` (name and labels), 0 when absent.
+pub async fn metric(proxy: &Running, series: &str) -> f64 {
+    let text = get(
+        &client(),
+        &format!("http://{}/metrics", proxy.admin.expect("admin API on")),
+        &[],
+    )
+    .await
+    .body;
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0.0)
 }
 
 /// As [`start_proxy`], trusting the identity headers of peers in `hops` (`[proxy] trusted_hops`).

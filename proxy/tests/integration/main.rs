@@ -2,6 +2,7 @@
 //! One test binary (modules below) keeps link time down.
 
 mod backends;
+mod edge;
 mod harness;
 
 mod gpu;
@@ -15,3 +16,4 @@ mod retries;
 mod streaming;
 mod telemetry;
 mod timeouts;
+mod tls;

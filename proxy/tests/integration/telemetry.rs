@@ -195,6 +195,59 @@ async fn a_retried_request_writes_one_row_per_attempt() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_hangs_up_mid_body_is_a_client_abort_not_a_fast_backend() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let a = spawn("a").await;
+    let dir = telemetry_dir("abort");
+    let proxy = start_proxy(&format!(
+        "[[routes]]\npool = \"p\"\n[pools.p]\nbackends = {}\n{}",
+        backends_toml(&[(&a, 1)]),
+        telemetry_section(&dir)
+    ))
+    .await;
+    // `/stall` sends one event, then nothing: the client reads the head and the event and leaves.
+    let mut stream = tokio::net::TcpStream::connect(proxy.listeners[0]).await.unwrap();
+    stream
+        .write_all(b"GET /stall HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    while !String::from_utf8_lossy(&seen).contains("event 0") {
+        let mut buf = [0u8; 1024];
+        let n = tokio::time::timeout(EXCHANGE_LIMIT, stream.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0, "the proxy relays the first event");
+        seen.extend_from_slice(&buf[..n]);
+    }
+    drop(stream);
+    // A whole exchange, after it.
+    let whole = get(&client(), &url(&proxy, "/"), &[]).await;
+    assert_eq!(whole.status, 200);
+    let whole_id = whole.headers["x-request-id"].to_str().unwrap().to_owned();
+    let attempts = format!(
+        "augur_upstream_attempts_total{{backend=\"{}\",outcome=\"2xx\",pool=\"p\"}}",
+        a.addr
+    );
+    assert_eq!(metric(&proxy, &attempts).await, 2.0);
+    proxy.shutdown().await;
+    let batches = read_tree(&dir);
+    let mut outcomes: Vec<(bool, String)> = strings(&batches, "request_id")
+        .into_iter()
+        .zip(strings(&batches, "outcome"))
+        .map(|(id, outcome)| (id.unwrap() == whole_id, outcome.unwrap()))
+        .collect();
+    outcomes.sort();
+    assert_eq!(
+        outcomes,
+        vec![(false, "client_abort".into()), (true, "ok".into())],
+        "the hang-up is its own outcome, which no latency label or failure label reads"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unwritable_directory_does_not_stop_the_proxy() {
     let backend = spawn("a").await;
     let base = telemetry_dir("unwritable");
