@@ -172,3 +172,40 @@ fn the_manifest_is_checked_against_the_files() {
         "{error}"
     );
 }
+
+proptest::proptest! {
+    /// Every model file the trainer shipped, with any bytes changed, loads or is refused with a
+    /// reason, never a panic; one that loads still passes its own validation.
+    #[test]
+    fn any_edit_of_a_model_file_is_loaded_or_refused_without_panic(
+        which in 0usize..16,
+        edits in proptest::collection::vec((0usize..1 << 16, proptest::num::u8::ANY), 1..6),
+    ) {
+        let files = shipped_model_files();
+        let mut bytes = files[which % files.len()].clone();
+        for (at, byte) in edits {
+            let at = at % bytes.len();
+            bytes[at] = byte;
+        }
+        if let Ok(file) = ModelFile::from_json(&bytes) {
+            proptest::prop_assert!(file.validate().is_ok());
+        }
+    }
+}
+
+/// The model files in the repository's `models/` (every JSON file but the manifest).
+fn shipped_model_files() -> &'static [Vec<u8>] {
+    static FILES: std::sync::OnceLock<Vec<Vec<u8>>> = std::sync::OnceLock::new();
+    FILES.get_or_init(|| {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models");
+        let mut files: Vec<Vec<u8>> = std::fs::read_dir(&dir)
+            .expect("the models directory")
+            .map(|entry| entry.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "json") && !p.ends_with("manifest.json"))
+            .map(|p| std::fs::read(p).unwrap())
+            .collect();
+        files.sort();
+        assert!(!files.is_empty(), "model files in {}", dir.display());
+        files
+    })
+}

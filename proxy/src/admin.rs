@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use axum::extract::{Path, Request, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -73,22 +73,41 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .with_state(shared)
 }
 
+/// Lets a request through with the admin token, or with the read-only token when it only reads.
 async fn require_token(State(shared): State<Arc<Shared>>, request: Request, next: Next) -> Response {
-    let expected = shared.config.load().admin.as_ref().and_then(|a| a.token.clone());
-    let Some(expected) = expected else {
+    let config = shared.config.load();
+    let Some(admin) = config.admin.as_ref() else {
+        return error(StatusCode::FORBIDDEN, "admin API disabled");
+    };
+    // Checked when the config was loaded; an environment changed since reads as no token.
+    let (token, read_token) = (admin.token().ok().flatten(), admin.read_token().ok().flatten());
+    if token.is_none() && read_token.is_none() {
         return error(
             StatusCode::FORBIDDEN,
-            "admin API disabled: set `admin.token` in the config",
+            "admin API disabled: set `admin.token` (or `admin.token_env`) in the config",
         );
-    };
+    }
     let presented = request
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
-    match presented {
-        Some(token) if constant_time_eq(token.as_bytes(), expected.as_bytes()) => next.run(request).await,
-        _ => error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token"),
+    let Some(presented) = presented else {
+        return error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
+    };
+    let matches = |expected: &Option<String>| {
+        expected
+            .as_ref()
+            .is_some_and(|t| constant_time_eq(presented.as_bytes(), t.as_bytes()))
+    };
+    let reads = matches!(*request.method(), Method::GET | Method::HEAD);
+    if matches(&token) || (reads && matches(&read_token)) {
+        drop(config);
+        next.run(request).await
+    } else if matches(&read_token) {
+        error(StatusCode::FORBIDDEN, "the read-only token may only read")
+    } else {
+        error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token")
     }
 }
 

@@ -7,6 +7,18 @@ use crate::outcome::UpstreamError;
 /// Most of an unknown `model` name echoed back to the client.
 const MAX_ECHOED_MODEL_BYTES: usize = 64;
 
+/// A request path that cannot be made safe to route.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PathError {
+    /// `..` would climb above the root.
+    #[error("the path climbs above the root with `..`")]
+    AboveRoot,
+    /// A percent-encoded `/` or `\` (or a raw `\`): backends disagree on what separates segments,
+    /// so no prefix match on it can be trusted.
+    #[error("the path holds an encoded or backslash separator")]
+    AmbiguousSeparator,
+}
+
 /// Why the proxy answered a request itself instead of relaying a backend's response.
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
@@ -56,6 +68,9 @@ pub enum ProxyError {
         /// The listener's `max_request_body_bytes`.
         limit: u64,
     },
+    /// The request's path cannot be made safe to route (downstream).
+    #[error("the request path is refused: {0}")]
+    BadPath(#[from] PathError),
     /// The request names this proxy in its `Via` header: it went round a loop (configuration).
     #[error("the request has been through this proxy before (a routing loop)")]
     Loop,
@@ -73,7 +88,7 @@ impl ProxyError {
             }
             Self::Upstream(UpstreamError::ClientBody { .. }) => StatusCode::BAD_REQUEST,
             Self::Upstream(_) => StatusCode::BAD_GATEWAY,
-            Self::BadRequest(_) | Self::NotAPath { .. } => StatusCode::BAD_REQUEST,
+            Self::BadRequest(_) | Self::NotAPath { .. } | Self::BadPath(_) => StatusCode::BAD_REQUEST,
             Self::Loop => StatusCode::LOOP_DETECTED,
         }
     }
@@ -110,6 +125,7 @@ impl ProxyError {
             | Self::BadRequest(_)
             | Self::NotAPath { .. }
             | Self::BodyTooLarge { .. }
+            | Self::BadPath(_)
             | Self::Loop => self.to_string(),
         }
     }
@@ -130,6 +146,7 @@ impl ProxyError {
                 "body_too_large"
             }
             Self::Upstream(UpstreamError::ClientBody { .. }) => "request_body_error",
+            Self::BadPath(_) => "bad_path",
             Self::Loop => "loop_detected",
         }
     }

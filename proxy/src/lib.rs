@@ -17,6 +17,7 @@ pub mod message;
 pub mod metrics;
 pub mod models;
 pub mod outcome;
+pub mod pem;
 pub mod pool;
 pub mod rng;
 pub mod router;
@@ -40,6 +41,9 @@ pub enum StartError {
     /// A listener could not be bound, or its certificates did not load.
     #[error(transparent)]
     Listen(#[from] ListenError),
+    /// A pool's TLS settings did not load.
+    #[error(transparent)]
+    UpstreamTls(#[from] pool::connector::UpstreamTlsError),
 }
 
 /// A started proxy: its bound addresses and the handle to stop it.
@@ -93,9 +97,10 @@ async fn start_inner(
         Some(admin) => Some(Listener::bind(admin.address, None, &admin.limits, &metrics).await?),
         None => None,
     };
+    let upstream_tls = pool::TlsClients::load(&config)?;
     let grace = config.proxy.grace_period;
     let models_check = config.models.as_ref().map(|m| m.check_interval);
-    let shared = Shared::new(config, config_path, telemetry);
+    let shared = Shared::new(config, config_path, telemetry, &upstream_tls);
     metrics.register(shared.metrics.registry());
     let shutdown = CancellationToken::new();
     if let Some(interval) = models_check {

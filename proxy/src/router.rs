@@ -9,7 +9,7 @@ use http::{HeaderValue, Request};
 use crate::config::{Config, MatchConfig};
 use crate::metrics::Metrics;
 use crate::models::ModelStore;
-use crate::pool::Pool;
+use crate::pool::{Pool, TlsClients};
 use crate::rng::with_rng;
 use rand::Rng;
 
@@ -61,6 +61,7 @@ impl Router {
         previous: Option<&Router>,
         metrics: &Arc<Metrics>,
         models: &Arc<ModelStore>,
+        tls: &TlsClients,
         generation: u64,
     ) -> Self {
         let pools: BTreeMap<String, Arc<Pool>> = config
@@ -74,7 +75,7 @@ impl Router {
                 };
                 (
                     name.clone(),
-                    Pool::spawn(name, pool_config, previous_load, metrics, models),
+                    Pool::spawn(name, pool_config, previous_load, metrics, models, tls),
                 )
             })
             .collect();

@@ -12,6 +12,8 @@ use crate::config::{Config, ConfigError};
 use crate::hints::Hints;
 use crate::metrics::Metrics;
 use crate::models::ModelStore;
+use crate::pool::connector::UpstreamTlsError;
+use crate::pool::TlsClients;
 use crate::router::Router;
 use crate::telemetry::{Telemetry, TelemetryMetrics};
 
@@ -24,6 +26,9 @@ pub enum ReloadError {
     /// The proxy was started without a config file.
     #[error("this proxy was not started from a config file")]
     NoConfigFile,
+    /// A pool's TLS files did not load.
+    #[error(transparent)]
+    UpstreamTls(#[from] UpstreamTlsError),
     /// A setting changed that only a restart can apply.
     #[error("{0} changed in {1}; restart the proxy to change it")]
     RestartNeeded(&'static str, String),
@@ -59,12 +64,17 @@ impl Shared {
     /// Builds the first routing table from `config` (generation 1) and starts its pools. Telemetry
     /// goes to `telemetry` when given (an embedder's own sink), else to a writer started from the
     /// config's `[telemetry]`, if any.
-    pub fn new(config: Config, config_path: Option<PathBuf>, telemetry: Option<Arc<Telemetry>>) -> Arc<Self> {
+    pub fn new(
+        config: Config,
+        config_path: Option<PathBuf>,
+        telemetry: Option<Arc<Telemetry>>,
+        tls: &TlsClients,
+    ) -> Arc<Self> {
         let metrics = Metrics::new();
         let models = ModelStore::new(config.models.as_ref().map(|m| m.dir.clone()), metrics.registry());
         // The first check before the pools exist, so they start with the models if there are any.
         models.check(false);
-        let router = Router::build(&config, None, &metrics, &models, 1);
+        let router = Router::build(&config, None, &metrics, &models, tls, 1);
         metrics.record_config(1, "initial");
         let (telemetry, writer) = match (telemetry, &config.telemetry) {
             (Some(given), _) => (Some(given), None),
@@ -143,7 +153,8 @@ impl Shared {
         }
         let old = self.router.load_full();
         let generation = old.generation + 1;
-        let router = Router::build(&config, Some(&old), &self.metrics, &self.models, generation);
+        let tls = TlsClients::load(&config)?;
+        let router = Router::build(&config, Some(&old), &self.metrics, &self.models, &tls, generation);
         forget_removed(&self.metrics, &old, &router);
         self.router.store(Arc::new(router));
         self.config.store(Arc::new(config));

@@ -64,3 +64,36 @@ fn line_column(text: &str, offset: usize) -> (usize, usize) {
         + 1;
     (line, column)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::Config;
+
+    const EXAMPLE: &str = include_str!("../../../examples/augur.toml");
+
+    #[test]
+    fn the_example_config_is_valid() {
+        Config::parse(EXAMPLE, Path::new("examples/augur.toml")).expect("the example parses");
+    }
+
+    proptest::proptest! {
+        /// A config file with any bytes changed is parsed or refused with an error, never a panic,
+        /// and a refusal names the file.
+        #[test]
+        fn any_edit_of_a_config_is_parsed_or_refused_without_panic(
+            edits in proptest::collection::vec((0usize..4096, proptest::num::u8::ANY), 1..8),
+        ) {
+            let mut bytes = EXAMPLE.as_bytes().to_vec();
+            for (at, byte) in edits {
+                let at = at % bytes.len();
+                bytes[at] = byte;
+            }
+            let text = String::from_utf8_lossy(&bytes);
+            if let Err(e) = Config::parse(&text, Path::new("edited.toml")) {
+                proptest::prop_assert!(e.to_string().starts_with("edited.toml"), "{}", e);
+            }
+        }
+    }
+}

@@ -28,7 +28,7 @@ pub use load::ConfigError;
 pub use models::{ModelsConfig, DEFAULT_CHECK_INTERVAL};
 pub use pool::{
     BackendConfig, HealthCheckConfig, MetricSource, MetricsConfig, MetricsPreset, OutlierConfig, PoolConfig,
-    RetryConfig, RetryOn, ScrapedFeature, Timeouts,
+    RetryConfig, RetryOn, ScrapedFeature, Timeouts, UpstreamProtocol, UpstreamTls,
 };
 pub use telemetry::TelemetryConfig;
 pub use types::{BackendAddress, Fraction, HeaderMatch, MethodName, ProxyId};
@@ -77,6 +77,9 @@ pub struct ProxySettings {
     /// replaced (`X-Forwarded-For` becomes the peer's address, the request id a fresh one) or removed.
     /// Empty (the default): no peer is trusted.
     pub trusted_hops: Vec<ipnet::IpNet>,
+    /// Protocols a client may switch to with `Upgrade` (case-insensitive names, as in
+    /// `Upgrade: websocket`); a request for any other goes on as plain HTTP/1.1. `h2c` is refused.
+    pub upgrades: Vec<String>,
 }
 
 impl Default for ProxySettings {
@@ -87,6 +90,7 @@ impl Default for ProxySettings {
             access_log: false,
             model_peek_bytes: 64 * 1024,
             trusted_hops: Vec::new(),
+            upgrades: vec!["websocket".to_owned()],
         }
     }
 }
@@ -97,11 +101,65 @@ impl Default for ProxySettings {
 pub struct AdminConfig {
     /// Socket address, e.g. `"127.0.0.1:9901"`.
     pub address: SocketAddr,
-    /// Bearer token required by `/admin/*`; without one those routes answer 403.
+    /// Bearer token required by `/admin/*` (at least [`MIN_TOKEN_CHARS`] characters); without one
+    /// those routes answer 403. Or give `token_env`.
     pub token: Option<String>,
+    /// Name of an environment variable holding the admin token (keeps it out of the file).
+    pub token_env: Option<String>,
+    /// A second token that may only read: `GET` on `/admin/*` (for KEDA and dashboards), never
+    /// drain, reload or anything else that changes state. Or give `read_token_env`.
+    pub read_token: Option<String>,
+    /// Name of an environment variable holding the read-only token.
+    pub read_token_env: Option<String>,
     /// Limits on the admin listener's connections.
     #[serde(default)]
     pub limits: ConnectionLimits,
+}
+
+/// Shortest admin token accepted: a short token is a guessable one.
+pub const MIN_TOKEN_CHARS: usize = 16;
+
+impl AdminConfig {
+    /// The admin token, from `token` or `token_env`.
+    pub fn token(&self) -> Result<Option<String>, Invalid> {
+        resolve_token("admin.token", self.token.as_ref(), self.token_env.as_ref())
+    }
+
+    /// The read-only token, from `read_token` or `read_token_env`.
+    pub fn read_token(&self) -> Result<Option<String>, Invalid> {
+        resolve_token(
+            "admin.read_token",
+            self.read_token.as_ref(),
+            self.read_token_env.as_ref(),
+        )
+    }
+}
+
+/// A token given in the file or named by an environment variable, checked for length.
+fn resolve_token(
+    field: &str,
+    value: Option<&String>,
+    env: Option<&String>,
+) -> Result<Option<String>, Invalid> {
+    let token = match (value, env) {
+        (None, None) => return Ok(None),
+        (Some(_), Some(_)) => {
+            return Err(Invalid::new(format!("give `{field}` or `{field}_env`, not both")));
+        }
+        (Some(token), None) => token.clone(),
+        (None, Some(var)) => std::env::var(var).map_err(|_| {
+            Invalid::new(format!(
+                "{field}_env: environment variable `{var}` is not set or not UTF-8"
+            ))
+        })?,
+    };
+    let chars = token.chars().count();
+    if chars < MIN_TOKEN_CHARS {
+        return Err(Invalid::new(format!(
+            "{field} has {chars} characters; a token needs at least {MIN_TOKEN_CHARS}"
+        )));
+    }
+    Ok(Some(token))
 }
 
 /// `[[routes]]`: which requests go to which pool.

@@ -47,6 +47,43 @@ pub struct PoolConfig {
     /// Replica bounds and capacity for autoscaling hints (used when `[hints]` is on).
     #[serde(default)]
     pub scaling: PoolScalingConfig,
+    /// The HTTP version spoken to the backends.
+    #[serde(default)]
+    pub protocol: UpstreamProtocol,
+    /// Speak TLS to the backends (HTTPS); absent means plain TCP.
+    pub tls: Option<UpstreamTls>,
+}
+
+/// `protocol`: the HTTP version spoken to a pool's backends.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UpstreamProtocol {
+    /// HTTP/1.1 (over TLS too, with `tls`).
+    #[default]
+    Http1,
+    /// HTTP/2 over TLS (ALPN `h2`), multiplexed on one connection per backend; needs `tls`.
+    H2,
+    /// HTTP/2 over plain TCP by prior knowledge (gRPC servers without TLS).
+    H2c,
+}
+
+/// `[pools.NAME.tls]`: how the proxy checks a pool's backends, and who it says it is to them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamTls {
+    /// PEM file of the CAs the backends' certificates must chain to; absent means the system's.
+    pub ca: Option<std::path::PathBuf>,
+    /// The name the certificates must be valid for (and the SNI sent); absent means each backend's
+    /// host.
+    pub server_name: Option<String>,
+    /// A client certificate chain (PEM) for backends that require mutual TLS...
+    pub client_cert: Option<std::path::PathBuf>,
+    /// ...and its private key.
+    pub client_key: Option<std::path::PathBuf>,
+    /// Accept any certificate. For test rigs only: a man in the middle reads and changes every
+    /// request. Logged as a warning at start.
+    #[serde(default)]
+    pub insecure_skip_verify: bool,
 }
 
 /// One backend of a pool.
@@ -150,12 +187,15 @@ pub enum RetryOn {
     ServerError,
 }
 
-/// `[pools.NAME.health_check]`: active HTTP checks.
+/// `[pools.NAME.health_check]`: active checks, HTTP or gRPC.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HealthCheckConfig {
-    /// Path requested with GET; a 2xx answer passes.
-    pub path: String,
+    /// Path requested with GET; a 2xx answer passes. Or give `grpc_service`.
+    pub path: Option<String>,
+    /// Check with the gRPC health protocol (`grpc.health.v1.Health/Check`) for this service name
+    /// (`""` for the server as a whole): a `SERVING` answer with `grpc-status` 0 passes.
+    pub grpc_service: Option<String>,
     /// Time between checks of one backend.
     #[serde(default = "five_seconds", with = "humantime_serde")]
     pub interval: Duration,

@@ -76,6 +76,18 @@ impl Config {
         }
         if let Some(admin) = &self.admin {
             check_limits(&admin.limits, "admin.limits")?;
+            let (token, read_token) = (admin.token()?, admin.read_token()?);
+            if read_token.is_some() && read_token == token {
+                return Err(Invalid::new(
+                    "admin.read_token is the admin token: a read-only token must differ from it",
+                ));
+            }
+        }
+        if self.proxy.upgrades.iter().any(|u| u.eq_ignore_ascii_case("h2c")) {
+            return Err(Invalid::new(
+                "proxy.upgrades: `h2c` would hand the client a raw HTTP/2 connection to the backend, \
+                 past routing; HTTP/2 clients use prior knowledge or ALPN instead",
+            ));
         }
         Ok(())
     }
@@ -144,11 +156,20 @@ impl Config {
                     )));
                 }
             }
+            check_upstream_tls(name, pool)?;
             if let Some(check) = &pool.health_check {
-                if !check.path.starts_with('/') {
-                    return Err(Invalid::new(format!(
-                        "pools.{name}.health_check.path must start with `/`"
-                    )));
+                match (&check.path, &check.grpc_service) {
+                    (Some(path), None) if !path.starts_with('/') => {
+                        return Err(Invalid::new(format!(
+                            "pools.{name}.health_check.path must start with `/`"
+                        )));
+                    }
+                    (Some(_), None) | (None, Some(_)) => {}
+                    _ => {
+                        return Err(Invalid::new(format!(
+                            "pools.{name}.health_check: give either `path` (HTTP) or `grpc_service` (gRPC), not both or neither"
+                        )));
+                    }
                 }
                 if check.interval.is_zero() || check.timeout.is_zero() {
                     return Err(Invalid::new(format!(
@@ -218,6 +239,37 @@ fn check_limits(limits: &ConnectionLimits, at: &str) -> Result<(), Invalid> {
             "{at}.max_request_header_bytes = {} is below the smallest enforceable limit, {MIN_REQUEST_HEADER_BYTES}",
             limits.max_request_header_bytes
         )));
+    }
+    Ok(())
+}
+
+/// A pool's protocol and TLS settings fit together.
+fn check_upstream_tls(name: &str, pool: &super::PoolConfig) -> Result<(), Invalid> {
+    use super::UpstreamProtocol;
+    match (pool.protocol, &pool.tls) {
+        (UpstreamProtocol::H2, None) => {
+            return Err(Invalid::new(format!(
+                "pools.{name}: protocol = \"h2\" needs `tls` (HTTP/2 without TLS is `h2c`)"
+            )));
+        }
+        (UpstreamProtocol::H2c, Some(_)) => {
+            return Err(Invalid::new(format!(
+                "pools.{name}: protocol = \"h2c\" is HTTP/2 without TLS; with `tls`, say `h2`"
+            )));
+        }
+        _ => {}
+    }
+    if let Some(tls) = &pool.tls {
+        if tls.client_cert.is_some() != tls.client_key.is_some() {
+            return Err(Invalid::new(format!(
+                "pools.{name}.tls: give both `client_cert` and `client_key`, or neither"
+            )));
+        }
+        if tls.insecure_skip_verify && tls.ca.is_some() {
+            return Err(Invalid::new(format!(
+                "pools.{name}.tls: `insecure_skip_verify` ignores `ca`; give one or the other"
+            )));
+        }
     }
     Ok(())
 }

@@ -256,4 +256,23 @@ mod tests {
         assert_eq!(scan_model(br#"{"prompt": "no model yet"#), None);
         assert_eq!(scan_model(br#"{"model": "cut-off"#), None);
     }
+
+    proptest::proptest! {
+        /// Any body, JSON or not, whole or cut anywhere, is read without panicking; a `model`
+        /// found is always one the body holds.
+        #[test]
+        fn any_body_is_read_without_panic(
+            body in proptest::collection::vec(proptest::num::u8::ANY, 0..512),
+            cut in 0usize..200,
+        ) {
+            let chat = br#"{"model":"m-1","messages":[{"role":"user","content":"hi"}],"max_tokens":9}"#;
+            for bytes in [&body[..], &chat[..cut.min(chat.len())]] {
+                let peeked = parse(bytes);
+                if let Some(model) = scan_model(bytes) {
+                    proptest::prop_assert!(String::from_utf8_lossy(bytes).contains(&model));
+                }
+                let _ = peeked.estimated_tokens();
+            }
+        }
+    }
 }

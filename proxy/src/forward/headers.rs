@@ -57,13 +57,27 @@ pub fn original_host<B>(request: &Request<B>) -> Option<HeaderValue> {
     })
 }
 
-/// Whether the request asks to switch protocols (WebSocket and the like). An upgrade to `h2c` is
-/// not passed on: the backend would answer with a raw HTTP/2 connection that bypasses routing, so
-/// the request goes on as plain HTTP/1.1 with its `Upgrade` stripped.
-pub fn is_upgrade<B>(request: &Request<B>) -> bool {
+/// Whether the request asks to switch to protocols that are all in `allowed` (`[proxy] upgrades`,
+/// WebSocket by default). Any other upgrade goes on as a plain HTTP/1.1 request with its `Upgrade`
+/// stripped: a tunnel is bytes the proxy cannot see, and `h2c` in particular would give the client
+/// a raw HTTP/2 connection to the backend past routing (config validation keeps it out of `allowed`).
+pub fn is_upgrade<B>(request: &Request<B>, allowed: &[String]) -> bool {
     let headers = request.headers();
-    headers.contains_key(header::UPGRADE)
-        && !lists_token(headers, header::UPGRADE, "h2c")
+    let mut asked = headers
+        .get_all(header::UPGRADE)
+        .iter()
+        .map(|v| v.to_str().ok())
+        .peekable();
+    asked.peek().is_some()
+        && asked.all(|value| {
+            value.is_some_and(|v| {
+                v.split(',').all(|protocol| {
+                    // `websocket`, or `name/version`: the name is what the allowlist holds.
+                    let name = protocol.trim().split('/').next().unwrap_or_default();
+                    allowed.iter().any(|a| a.eq_ignore_ascii_case(name))
+                })
+            })
+        })
         && lists_token(headers, header::CONNECTION, "upgrade")
 }
 
@@ -246,5 +260,32 @@ mod tests {
             HeaderValue::from_static("1.0 fred,  1.1   edge-1  (augur)"),
         );
         assert!(passed_through(&h, &ours));
+    }
+
+    proptest::proptest! {
+        /// Whatever `Connection` lists, stripping never panics, removes what it names, and never
+        /// removes the client identity headers the proxy sets.
+        #[test]
+        fn connection_can_strip_only_what_it_may(
+            tokens in proptest::collection::vec("[a-zA-Z-]{0,12}|x-forwarded-for|x-request-id|forwarded|x-real-ip|te|upgrade", 0..8),
+            upgrade in proptest::bool::ANY,
+        ) {
+            let mut h = HeaderMap::new();
+            if let Ok(value) = HeaderValue::from_str(&tokens.join(", ")) {
+                h.insert(header::CONNECTION, value);
+            }
+            for name in CLIENT_IDENTITY.iter() {
+                h.insert(name.clone(), HeaderValue::from_static("kept"));
+            }
+            h.insert("x-app", HeaderValue::from_static("1"));
+            h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+            strip_hop_by_hop(&mut h, upgrade);
+            for name in CLIENT_IDENTITY.iter() {
+                proptest::prop_assert_eq!(h.get(name).map(|v| v.as_bytes()), Some(&b"kept"[..]));
+            }
+            let named_app = tokens.iter().any(|t| t.trim().eq_ignore_ascii_case("x-app"));
+            proptest::prop_assert_eq!(h.contains_key("x-app"), !named_app);
+            proptest::prop_assert_eq!(h.contains_key(header::UPGRADE), upgrade);
+        }
     }
 }

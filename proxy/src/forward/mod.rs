@@ -6,6 +6,7 @@ pub mod affinity;
 mod body_peek;
 mod done;
 pub mod headers;
+mod path;
 mod record;
 mod upgrade;
 mod upstream;
@@ -60,10 +61,16 @@ pub async fn handle(
     let started = Instant::now();
     let client = from.client;
     // The settings the request path reads, from one load of the config in force.
-    let (access_log, peek_bytes, trusted_peer) = {
+    let (access_log, peek_bytes, trusted_peer, upgrade_allowed) = {
         let config = shared.config.load();
         let trusted = headers::is_trusted(client.ip(), &config.proxy.trusted_hops);
-        (config.proxy.access_log, config.proxy.model_peek_bytes, trusted)
+        let upgrade = headers::is_upgrade(&request, &config.proxy.upgrades);
+        (
+            config.proxy.access_log,
+            config.proxy.model_peek_bytes,
+            trusted,
+            upgrade,
+        )
     };
     let request_id = headers::request_id(&request, trusted_peer);
     let host = headers::original_host(&request);
@@ -76,9 +83,10 @@ pub async fn handle(
         via: &shared.via,
     };
     let mut log = AccessLog::new(&request, client, request_id.clone(), access_log);
-    if let Err(err) = admissible(&request, &from, &shared) {
-        return unserved(&shared, log, started, &err, &request_id);
-    }
+    let request = match admissible(request, &from, &shared) {
+        Ok(request) => request,
+        Err(err) => return unserved(&shared, log, started, &err, &request_id),
+    };
     let router = shared.router.load_full();
     let request = cap_body(request, &from);
     let (request, peeked) = match peek_body(request, &router, &shared, peek_bytes).await {
@@ -108,7 +116,7 @@ pub async fn handle(
         .map(|t| RequestRecord::new(t, &request, &route.name, pool, &downstream, &peeked));
     let tokens = peeked.estimated_tokens();
     let mut request = request;
-    let client_upgrade = upgrade::take_client_upgrade(&mut request, &shared.tunnels);
+    let client_upgrade = upgrade::take_client_upgrade(&mut request, upgrade_allowed, &shared.tunnels);
     let (response, attempt) = match forward(
         active.pool(),
         request,
@@ -146,9 +154,14 @@ pub async fn handle(
 }
 
 /// Refuses, before anything is read or routed, a request the proxy will not forward: one whose
-/// target is not a path, one that has been through this proxy before, or one whose declared body
-/// is over the listener's limit.
-fn admissible(request: &Request<Incoming>, from: &Downstream, shared: &Shared) -> Result<(), ProxyError> {
+/// target is not a path or cannot be normalised, one that has been through this proxy before, or
+/// one whose declared body is over the listener's limit. Returns the request with its path in
+/// normal form, which is what routes match and backends receive.
+fn admissible(
+    request: Request<Incoming>,
+    from: &Downstream,
+    shared: &Shared,
+) -> Result<Request<Incoming>, ProxyError> {
     if !request.uri().path().starts_with('/') {
         // `OPTIONS *` (asterisk form) asks about the proxy itself, and a backend URI cannot be made
         // of it: it would name the backend's host with no path, and so its port 80.
@@ -156,6 +169,7 @@ fn admissible(request: &Request<Incoming>, from: &Downstream, shared: &Shared) -
             target: request.uri().to_string(),
         });
     }
+    let request = with_normal_path(request)?;
     if headers::passed_through(request.headers(), &shared.via) {
         return Err(ProxyError::Loop);
     }
@@ -167,7 +181,25 @@ fn admissible(request: &Request<Incoming>, from: &Downstream, shared: &Shared) -
             return Err(ProxyError::BodyTooLarge { limit });
         }
     }
-    Ok(())
+    Ok(request)
+}
+
+/// `request` with its path normalised ([`path::normalize`]); the query is kept as sent.
+fn with_normal_path<B>(request: Request<B>) -> Result<Request<B>, ProxyError> {
+    let normal = match path::normalize(request.uri().path()) {
+        Ok(std::borrow::Cow::Borrowed(_)) => return Ok(request),
+        Ok(std::borrow::Cow::Owned(normal)) => normal,
+        Err(reason) => return Err(ProxyError::BadPath(reason)),
+    };
+    let (mut parts, body) = request.into_parts();
+    let target = match parts.uri.query() {
+        Some(query) => format!("{normal}?{query}"),
+        None => normal,
+    };
+    let mut uri = parts.uri.into_parts();
+    uri.path_and_query = Some(target.parse().map_err(|_| ProxyError::NotAPath { target })?);
+    parts.uri = http::Uri::from_parts(uri).map_err(|e| ProxyError::BadRequest(e.to_string()))?;
+    Ok(Request::from_parts(parts, body))
 }
 
 /// Boxes the body, failing it once more bytes than the listener allows have passed (a body without

@@ -8,7 +8,6 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio_util::sync::CancellationToken;
 
-use super::headers;
 use crate::listener::{Activity, Tracked};
 use crate::pool::InFlight;
 
@@ -19,13 +18,15 @@ pub struct ClientUpgrade {
     close: CancellationToken,
 }
 
-/// The client's pending upgrade, when the request asks for one over HTTP/1.1; its tunnel closes
-/// when `close` is cancelled.
+/// The client's pending upgrade, when the request asks over HTTP/1.1 for an upgrade the config
+/// allows (`allowed`, from `headers::is_upgrade`); its tunnel closes when `close` is cancelled.
 pub fn take_client_upgrade<B>(
     request: &mut http::Request<B>,
+    allowed: bool,
     close: &CancellationToken,
 ) -> Option<ClientUpgrade> {
-    (request.version() == http::Version::HTTP_11 && headers::is_upgrade(request)).then(|| ClientUpgrade {
+    let asks = allowed && request.version() == http::Version::HTTP_11;
+    asks.then(|| ClientUpgrade {
         pending: hyper::upgrade::on(request),
         close: close.clone(),
     })

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{HeaderMap, HeaderValue, HOST};
-use http::{Method, Request, Response, Version};
+use http::{Method, Request, Response};
 use http_body::Body as _;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -17,7 +17,7 @@ use crate::error::ProxyError;
 use crate::message::body::{BodyTooLarge, Guarded, IdleTimeout, ProxyBody};
 use crate::message::reply;
 use crate::outcome::UpstreamError;
-use crate::pool::{Backend, Pool};
+use crate::pool::{connector, Backend, Pool};
 
 /// The parts of the upstream request that stay the same across attempts.
 pub struct UpstreamHead {
@@ -114,11 +114,16 @@ pub async fn send(
     body: ProxyBody,
 ) -> Result<Response<Incoming>, UpstreamError> {
     let address = || backend.address.to_string();
-    let uri = format!("http://{}{}", backend.address, head.path_and_query);
+    let uri = format!(
+        "{}://{}{}",
+        connector::scheme(&pool.config),
+        backend.address,
+        head.path_and_query
+    );
     let mut request = Request::builder()
         .method(head.method.clone())
         .uri(uri)
-        .version(Version::HTTP_11)
+        .version(connector::version(&pool.config))
         .body(body)
         .map_err(|e| UpstreamError::Connect {
             backend: address(),

@@ -2,54 +2,22 @@
 //! asks for, and reloading them without dropping a connection. A new set that does not load is
 //! refused with the reason, and the set in force keeps serving.
 
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use rustls::crypto::CryptoProvider;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::pki_types::ServerName;
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 use rustls::{RootCertStore, ServerConfig};
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::{CertificatePair, ListenerTls};
-
-/// The largest PEM file read: a chain of a few certificates is a few KiB.
-const MAX_PEM_BYTES: usize = 1024 * 1024;
+pub use crate::pem::TlsError;
+use crate::pem::{read_certificates, read_private_key};
 
 /// ALPN protocols offered, most preferred first.
 const ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
-
-/// Why a listener's certificates could not be loaded.
-#[derive(Debug, thiserror::Error)]
-pub enum TlsError {
-    /// A file could not be read.
-    #[error("cannot read {path}: {reason}")]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        reason: String,
-    },
-    /// A file was read but holds nothing usable.
-    #[error("{path}: {reason}")]
-    Content {
-        /// The file.
-        path: PathBuf,
-        /// What is wrong with it.
-        reason: String,
-    },
-    /// A certificate and its key do not belong together, or rustls refused the set.
-    #[error("{context}: {source}")]
-    Rustls {
-        /// Which files.
-        context: String,
-        /// rustls's reason.
-        source: rustls::Error,
-    },
-}
 
 /// A TLS listener's certificates, swapped whole on reload.
 pub struct TlsTerminator {
@@ -139,49 +107,12 @@ fn server_config(settings: &ListenerTls) -> Result<ServerConfig, TlsError> {
 
 fn certified_key(pair: &CertificatePair, provider: &CryptoProvider) -> Result<Arc<CertifiedKey>, TlsError> {
     let chain = read_certificates(&pair.cert)?;
-    let pem = read_pem(&pair.key)?;
-    let key = PrivateKeyDer::from_pem_slice(&pem).map_err(|e| TlsError::Content {
-        path: pair.key.clone(),
-        reason: format!("no private key: {e}"),
-    })?;
+    let key = read_private_key(&pair.key)?;
     let key = CertifiedKey::from_der(chain, key, provider).map_err(|source| TlsError::Rustls {
         context: format!("{} with {}", pair.cert.display(), pair.key.display()),
         source,
     })?;
     Ok(Arc::new(key))
-}
-
-fn read_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let pem = read_pem(path)?;
-    let certificates = CertificateDer::pem_slice_iter(&pem)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| TlsError::Content {
-            path: path.to_owned(),
-            reason: format!("not PEM certificates: {e}"),
-        })?;
-    if certificates.is_empty() {
-        return Err(TlsError::Content {
-            path: path.to_owned(),
-            reason: "no `BEGIN CERTIFICATE` block".into(),
-        });
-    }
-    Ok(certificates)
-}
-
-fn read_pem(path: &Path) -> Result<Vec<u8>, TlsError> {
-    let read_error = |reason: String| TlsError::Read {
-        path: path.to_owned(),
-        reason,
-    };
-    let size = std::fs::metadata(path)
-        .map_err(|e| read_error(e.to_string()))?
-        .len();
-    if size > MAX_PEM_BYTES as u64 {
-        return Err(read_error(format!(
-            "{size} bytes is more than a PEM file of {MAX_PEM_BYTES}"
-        )));
-    }
-    std::fs::read(path).map_err(|e| read_error(e.to_string()))
 }
 
 /// Picks the first certificate valid for the client's SNI name, else the first of all.

@@ -2,6 +2,7 @@
 //! the background tasks (supervisor, health checks) that rebuild it.
 
 mod backend;
+pub mod connector;
 mod probes;
 mod scrape;
 mod supervisor;
@@ -15,28 +16,22 @@ use augur_engine::health::outlier::OutlierPolicy;
 use augur_engine::policy::ActiveModels;
 use augur_engine::retry_budget::RetryBudget;
 use augur_engine::{BackendLoad, DispatchState, Endpoint, PickRequest, Selector};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 pub use augur_engine::health::pool::BackendStatus;
 pub use backend::{Backend, InFlight};
+pub use connector::{TlsClients, UpstreamClient};
 
 use crate::clock;
 use crate::config::{BackendAddress, PoolConfig};
 use crate::error::ProxyError;
-use crate::message::body::ProxyBody;
 use crate::metrics::{Metrics, PoolMetrics};
 use crate::models::ModelStore;
 use crate::rng::with_rng;
 
 /// Pool events waiting for the supervisor; beyond this they are dropped and counted.
 const EVENT_QUEUE: usize = 1024;
-
-/// The HTTP client a pool sends requests with (pooled keep-alive connections).
-pub type UpstreamClient = Client<HttpConnector, ProxyBody>;
 
 /// A pool: its backends, its current routing snapshot and the channel to its supervisor.
 pub struct Pool {
@@ -110,6 +105,7 @@ impl Pool {
         previous_load: impl Fn(&BackendAddress) -> Option<Arc<BackendLoad>>,
         metrics: &Arc<Metrics>,
         models: &Arc<ModelStore>,
+        tls: &TlsClients,
     ) -> Arc<Self> {
         let now = clock::now();
         let default_rtt = config.policy.default_rtt();
@@ -127,7 +123,7 @@ impl Pool {
         let initial = supervisor::initial_snapshot(name, config, &backends, models, metrics);
         let pool = Arc::new(Self {
             name: Arc::from(name),
-            client: upstream_client(config),
+            client: connector::client(config, tls.of(name)),
             outlier: config.outlier.policy(),
             retry_budget: RetryBudget {
                 ratio: config.retries.budget_ratio.0,
@@ -262,17 +258,6 @@ impl Pool {
             self.global_metrics.count_pool_event_dropped();
         }
     }
-}
-
-fn upstream_client(config: &PoolConfig) -> UpstreamClient {
-    let mut connector = HttpConnector::new();
-    connector.set_connect_timeout(Some(config.timeouts.connect));
-    connector.set_nodelay(true);
-    Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(config.timeouts.idle)
-        .pool_timer(TokioTimer::new())
-        .timer(TokioTimer::new())
-        .build(connector)
 }
 
 /// A request counted active in its pool.

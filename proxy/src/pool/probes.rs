@@ -1,4 +1,7 @@
-//! Active health checks: a task per backend that GETs the configured path and reports to the supervisor.
+//! Active health checks: a task per backend that GETs the configured path (or asks the gRPC health
+//! service) and reports to the supervisor.
+
+mod grpc;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,7 +32,11 @@ pub(super) fn spawn(pool: &Arc<Pool>) {
                     () = tokio::time::sleep(wait) => {}
                 }
                 let backend = &pool.backends[index];
-                let passed = probe(&pool, index, &check.path, check.timeout).await;
+                let passed = match (&check.path, &check.grpc_service) {
+                    (_, Some(service)) => grpc::probe(&pool, index, service, check.timeout).await,
+                    (Some(path), None) => probe(&pool, index, path, check.timeout).await,
+                    (None, None) => false,
+                };
                 backend.metrics.count_health_check(passed);
                 if !passed {
                     tracing::debug!(pool = %pool.name, backend = %backend.address, "health check failed");
@@ -60,7 +67,8 @@ const MAX_CHECK_BODY: usize = 64 * 1024;
 /// [`MAX_CHECK_BODY`].
 async fn probe(pool: &Pool, index: usize, path: &str, timeout: Duration) -> bool {
     let address = pool.backends[index].address.as_str();
-    let Ok(request) = Request::get(format!("http://{address}{path}"))
+    let scheme = crate::pool::connector::scheme(&pool.config);
+    let Ok(request) = Request::get(format!("{scheme}://{address}{path}"))
         .header(HOST, address)
         .header(USER_AGENT, HeaderValue::from_static("augur-health-check"))
         .body(reply::full(bytes::Bytes::new()))

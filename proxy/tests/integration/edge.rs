@@ -301,7 +301,7 @@ async fn an_idle_tunnel_is_closed_and_frees_its_backend() {
     .await;
     let mut stream = TcpStream::connect(proxy.listeners[0]).await.unwrap();
     stream
-        .write_all(b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: upgrade\r\nUpgrade: echo\r\n\r\n")
+        .write_all(b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: upgrade\r\nUpgrade: WebSocket\r\n\r\n")
         .await
         .unwrap();
     let mut head = vec![0u8; 1024];

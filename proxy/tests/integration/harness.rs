@@ -13,7 +13,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
-pub const ADMIN_TOKEN: &str = "test-token";
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123";
 /// Upper bound on any single exchange in these tests: a hung test fails instead of hanging CI.
 pub const EXCHANGE_LIMIT: Duration = Duration::from_secs(10);
 

@@ -137,6 +137,17 @@ async fn an_h2c_upgrade_is_not_passed_to_the_backend() {
     let seen = &reply.json()["headers"];
     assert!(seen.get("upgrade").is_none(), "{seen}");
     assert!(seen.get("http2-settings").is_none(), "{seen}");
+    // Nor is any protocol outside `[proxy] upgrades` (WebSocket only, by default).
+    for asked in ["echo", "websocket, echo"] {
+        let reply = get(
+            &client(),
+            &url(&proxy, "/echo"),
+            &[("connection", "Upgrade"), ("upgrade", asked)],
+        )
+        .await;
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        assert!(reply.json()["headers"].get("upgrade").is_none(), "{asked}");
+    }
     proxy.shutdown().await;
 }
 
@@ -214,4 +225,33 @@ async fn an_untrusted_peer_cannot_claim_an_identity() {
         "203.0.113.9, 127.0.0.1"
     );
     proxy.shutdown().await;
+}
+
+/// Routes match, and backends receive, the path in normal form: `/public/../admin` cannot slip past
+/// a `/public/` route to a backend that would resolve it to `/admin`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paths_are_normalised_before_routing_or_refused() {
+    let backend = spawn("echo").await;
+    let proxy = start_proxy(&format!(
+        "[[routes]]\npool = \"p\"\nmatch = {{ path_prefix = \"/public/\" }}\n\
+         [[routes]]\npool = \"p\"\nmatch = {{ path_prefix = \"/echo\" }}\n\
+         [pools.p]\nbackends = [{{ address = \"{}\" }}]\n",
+        backend.addr
+    ))
+    .await;
+    let client = client();
+    for sneaky in ["/public/../admin", "/public/%2e%2E/admin", "/public/./../admin"] {
+        let reply = get(&client, &url(&proxy, sneaky), &[]).await;
+        assert_eq!(reply.status, 404, "{sneaky} is /admin, which no route serves");
+    }
+    // The backend gets the normal form (`/echo`, which it answers with what it saw).
+    let reply = get(&client, &url(&proxy, "/public/..//echo?x=1"), &[]).await;
+    assert_eq!(reply.status, 200);
+    assert!(reply.json()["headers"].is_object(), "{}", reply.body);
+    for refused in ["/..", "/public/..%2f..%2fadmin", "/public/%5c"] {
+        let reply = get(&client, &url(&proxy, refused), &[]).await;
+        assert_eq!(reply.status, 400, "{refused}");
+        assert_eq!(reply.json()["error"], "bad_path");
+    }
+    assert_eq!(backend.hits(), 1);
 }

@@ -248,6 +248,62 @@ async fn admin_routes_need_the_bearer_token() {
     proxy.shutdown().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_read_only_token_reads_and_changes_nothing() {
+    let backend = spawn("a").await;
+    // A variable of this test alone: no other test reads or writes it.
+    let var = "AUGUR_TEST_READ_TOKEN_LIFECYCLE";
+    std::env::set_var(var, "dashboard-token-0123");
+    let rest = pool_of(&backend).replace("[[routes]]", &format!("read_token_env = \"{var}\"\n[[routes]]"));
+    let proxy = start_proxy(&rest).await;
+    let client = client();
+    let base = format!("http://{}", proxy.admin.unwrap());
+    let reader = [("authorization", "Bearer dashboard-token-0123")];
+    let read = get(&client, &format!("{base}/admin/backends"), &reader).await;
+    assert_eq!(read.status, 200, "{}", read.body);
+    let drain = hyper::Request::post(format!("{base}/admin/backends/p/{}/drain", backend.addr))
+        .header("authorization", "Bearer dashboard-token-0123")
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .unwrap();
+    let refused = send(&client, drain).await;
+    assert_eq!(refused.status, 403, "{}", refused.body);
+    let state = admin(&client, &proxy, "GET", "/admin/backends").await.json();
+    assert_eq!(state["pools"][0]["backends"][0]["drained"], false, "{state}");
+    proxy.shutdown().await;
+}
+
+#[test]
+fn short_or_doubled_admin_tokens_are_refused() {
+    let pool = "[[routes]]\npool = \"p\"\n[pools.p]\nbackends = [{ address = \"127.0.0.1:1\" }]\n";
+    let short = config_text(pool).replace(&format!("token = \"{ADMIN_TOKEN}\""), "token = \"hunter2\"");
+    let error = Config::parse(&short, Path::new("bad.toml"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("admin.token has 7 characters") && error.contains("at least 16"),
+        "{error}"
+    );
+    let unset = config_text(pool).replace(
+        &format!("token = \"{ADMIN_TOKEN}\""),
+        "token_env = \"AUGUR_TEST_NO_SUCH_VARIABLE\"",
+    );
+    let error = Config::parse(&unset, Path::new("bad.toml"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("AUGUR_TEST_NO_SUCH_VARIABLE") && error.contains("not set"),
+        "{error}"
+    );
+    let same = config_text(pool).replace(
+        "[[routes]]",
+        &format!("read_token = \"{ADMIN_TOKEN}\"\n[[routes]]"),
+    );
+    let error = Config::parse(&same, Path::new("bad.toml"))
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("must differ"), "{error}");
+}
+
 /// `promtool check metrics` accepts `/metrics`. Where promtool is missing the test says so and passes,
 /// unless `AUGUR_REQUIRE_PROMTOOL` is set (CI sets it, after installing the `prometheus` package).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

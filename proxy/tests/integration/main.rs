@@ -17,3 +17,4 @@ mod streaming;
 mod telemetry;
 mod timeouts;
 mod tls;
+mod upstreams;

@@ -59,7 +59,7 @@ async fn an_upgrade_becomes_a_two_way_tunnel() {
     let proxy = start_proxy(&one_backend(backend.addr)).await;
     let mut stream = tokio::net::TcpStream::connect(proxy.listeners[0]).await.unwrap();
     stream
-        .write_all(b"GET /ws HTTP/1.1\r\nHost: test\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
+        .write_all(b"GET /ws HTTP/1.1\r\nHost: test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
         .await
         .unwrap();
     let mut head = Vec::new();

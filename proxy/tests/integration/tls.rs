@@ -1,6 +1,7 @@
 //! TLS termination with certificates the tests make (rcgen): HTTP/2 by ALPN, a certificate chosen by
 //! SNI, a reload that refuses a bad pair and keeps serving, a renewed pair picked up from disk, and
-//! mutual TLS that turns away a client without a certificate.
+//! mutual TLS that turns away a client without a certificate. The certificate helpers serve the
+//! upstream tests too.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -20,20 +21,20 @@ use crate::backends::spawn;
 use crate::harness::*;
 
 /// A throwaway certificate authority.
-struct Authority {
+pub struct Authority {
     params: CertificateParams,
     key: KeyPair,
     cert: rcgen::Certificate,
 }
 
 /// A certificate and its key, as PEM.
-struct Pair {
-    cert: String,
-    key: String,
+pub struct Pair {
+    pub cert: String,
+    pub key: String,
 }
 
 impl Authority {
-    fn new() -> Self {
+    pub fn new() -> Self {
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::DigitalSignature];
@@ -43,7 +44,7 @@ impl Authority {
     }
 
     /// A leaf for `names`, signed by this authority.
-    fn issue(&self, names: &[&str]) -> Pair {
+    pub fn issue(&self, names: &[&str]) -> Pair {
         let params = CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
         let key = KeyPair::generate().unwrap();
         let issuer = Issuer::from_params(&self.params, &self.key);
@@ -54,7 +55,7 @@ impl Authority {
         }
     }
 
-    fn pem(&self) -> String {
+    pub fn pem(&self) -> String {
         self.cert.pem()
     }
 }
@@ -71,7 +72,7 @@ impl Pair {
         (cert, key)
     }
 
-    fn der(&self) -> CertificateDer<'static> {
+    pub fn der(&self) -> CertificateDer<'static> {
         CertificateDer::from_pem_slice(self.cert.as_bytes()).unwrap()
     }
 }

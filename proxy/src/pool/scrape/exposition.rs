@@ -247,4 +247,23 @@ DCGM_FI_DEV_FB_FREE{gpu=\"0\",UUID=\"GPU-a\"} 20000
             "empty is valid and says nothing"
         );
     }
+
+    proptest::proptest! {
+        /// Whatever a backend serves on its metrics path, the parser answers without panicking.
+        #[test]
+        fn any_page_is_read_or_refused_without_panic(
+            edits in proptest::collection::vec((0usize..600, proptest::num::u8::ANY), 0..12),
+            noise in ".{0,200}",
+        ) {
+            let mut page = VLLM.as_bytes().to_vec();
+            for (at, byte) in edits {
+                let at = at % page.len();
+                page[at] = byte;
+            }
+            let text = format!("{}{noise}", String::from_utf8_lossy(&page));
+            for kind in [MetricsPreset::Vllm, MetricsPreset::Triton, MetricsPreset::Dcgm] {
+                let _ = extract(&text, &preset(kind));
+            }
+        }
+    }
 }

@@ -99,7 +99,8 @@ impl ScrapeFailure {
 /// One scrape: a GET that must answer 2xx with Prometheus text within the timeout.
 async fn scrape(pool: &Pool, index: usize, config: &MetricsConfig) -> Result<ScrapedMetrics, ScrapeFailure> {
     let address = pool.backends[index].address.as_str();
-    let request = Request::get(format!("http://{address}{}", config.path))
+    let scheme = crate::pool::connector::scheme(&pool.config);
+    let request = Request::get(format!("{scheme}://{address}{}", config.path))
         .header(HOST, address)
         .header(USER_AGENT, HeaderValue::from_static("augur-metrics-scraper"))
         .body(reply::full(bytes::Bytes::new()))

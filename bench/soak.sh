@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# Soak: augur with telemetry on, held at a fraction of its measured maximum rate for a long run.
+# Passes when the resident memory grew less than 5% from the end of warm-up to the end, no request
+# failed, and the telemetry rows written equal the requests augur answered (its own count).
+#   bench/soak.sh AUGUR_BIN [MINUTES] [LOAD_FRACTION] [CONNECTIONS]
+# Defaults: 30 minutes at 0.7 of the maximum, 64 connections. The backend is nginx (one worker) and
+# the loader wrk, pinned to CPU 0; augur to CPU 1. Needs nginx, wrk, taskset and pyarrow.
+# Prints a line per minute (rate, RSS) and a JSON summary as its last line.
+set -u
+bin=$(realpath "$1"); minutes=${2:-30}; fraction=${3:-0.7}; conns=${4:-64}
+for t in nginx wrk taskset python3; do command -v $t >/dev/null || { echo "missing $t"; exit 2; }; done
+w=$(mktemp -d); pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done; wait 2>/dev/null; rm -rf "$w"; }
+trap cleanup EXIT
+
+cat >"$w/backend.conf" <<EOF
+worker_processes 1; daemon off; pid $w/backend.pid; error_log stderr error;
+events { worker_connections 4096; }
+http { access_log off; keepalive_requests 1000000;
+  server { listen 127.0.0.1:9101; location / { return 200 "ok\n"; } } }
+EOF
+proxy_config() { # $1: port, $2: extra sections
+  cat <<EOF
+[proxy]
+grace_period = "30s"
+[[listeners]]
+address = "127.0.0.1:$1"
+[admin]
+address = "127.0.0.1:$(($1 + 100))"
+[[routes]]
+pool = "web"
+[pools.web]
+backends = [{ address = "127.0.0.1:9101" }]
+$2
+EOF
+}
+proxy_config 9102 "" >"$w/plain.toml"
+proxy_config 9103 "[telemetry]
+dir = \"$w/tel\"" >"$w/telemetry.toml"
+
+taskset -c 0 nginx -p "$w" -c "$w/backend.conf" & pids+=($!)
+taskset -c 1 "$bin" proxy --config "$w/plain.toml" >"$w/plain.log" 2>&1 & plain=$!; pids+=($plain)
+sleep 2
+
+# wrk: "N requests in Ts", "Requests/sec: R", and failures (socket errors, non-2xx).
+run_wrk() { # $1: port, $2: seconds, $3: optional Lua script
+  local script=(); [ -n "${3:-}" ] && script=(-s "$3")
+  taskset -c 0 wrk -t1 -c"$conns" -d"${2}s" "${script[@]}" "http://127.0.0.1:$1/" 2>&1 |
+    awk '/requests in/{n=$1} /Requests\/sec/{r=$2} /Socket errors/{gsub(",",""); e+=$4+$6+$8+$10} /Non-2xx/{e+=$NF}
+         END{printf "%d %s %d", n, r, e+0}'
+}
+read -r _ max _ <<<"$(run_wrk 9102 15)"
+kill -TERM "$plain"; wait "$plain" 2>/dev/null
+target=$(python3 -c "print(round($max * $fraction))")
+# Each connection waits `delay` ms between requests, so the whole loader offers about `target`/s.
+delay_ms=$(python3 -c "print(max(1, round($conns / $target * 1000)))")
+cat >"$w/pace.lua" <<EOF
+function delay() return $delay_ms end
+EOF
+echo "maximum $max req/s; soaking at about $target req/s ($fraction) for $minutes min"
+
+taskset -c 1 "$bin" proxy --config "$w/telemetry.toml" >"$w/telemetry.log" 2>&1 & tel=$!; pids+=($tel)
+sleep 2
+rss() { awk '/VmRSS/{print $2}' "/proc/$tel/status"; }
+served=0; failed=0; warm_rss=""; rates=()
+for minute in $(seq "$minutes"); do
+  read -r n rate errors <<<"$(run_wrk 9103 60 "$w/pace.lua")"
+  served=$((served + n)); failed=$((failed + errors)); rates+=("$rate")
+  now_rss=$(rss)
+  # The first two minutes fill pools, caches and the telemetry buffers: growth counts from there.
+  [ "$minute" -eq 2 ] && warm_rss=$now_rss
+  echo "minute $minute: $rate req/s, $errors failed, RSS ${now_rss} KiB"
+done
+end_rss=$(rss)
+# Requests the proxy answered, by its own count: wrk does not count the requests it cuts off when
+# each minute ends, though the proxy served them (and wrote their rows).
+answered=$(python3 -c "
+import urllib.request
+text = urllib.request.urlopen('http://127.0.0.1:9203/metrics').read().decode()
+print(int(sum(float(l.split()[-1]) for l in text.splitlines() if l.startswith('augur_requests_total{'))))")
+kill -TERM "$tel"; wait "$tel" 2>/dev/null
+rows=$(python3 -c "import pyarrow.dataset as ds; print(ds.dataset('$w/tel', format='parquet', partitioning='hive').count_rows())")
+python3 - "$max" "$target" "$served" "$failed" "$answered" "$rows" "${warm_rss:-$end_rss}" "$end_rss" "${rates[*]}" <<'PY'
+import json, sys, statistics
+max_rps, target, served, failed, answered, rows, warm, end = (float(a) for a in sys.argv[1:9])
+rates = [float(r) for r in sys.argv[9].split()]
+growth = (end - warm) / warm
+out = {"max_rps": max_rps, "target_rps": target, "median_rps": statistics.median(rates),
+       "requests_completed_by_wrk": int(served), "requests_failed": int(failed),
+       "requests_answered_by_augur": int(answered), "telemetry_rows": int(rows),
+       "rss_warm_kib": int(warm), "rss_end_kib": int(end), "rss_growth": round(growth, 4),
+       "pass": failed == 0 and rows == answered and growth < 0.05}
+print(json.dumps(out))
+PY
