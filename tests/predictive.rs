@@ -18,7 +18,7 @@ use hyper_util::rt::TokioExecutor;
 
 mod support;
 
-const TOKEN: &str = "test-token";
+const TOKEN: &str = "test-admin-token-0123";
 
 async fn proxy(
     cluster: &augur_sim::http::Cluster,
