@@ -8,7 +8,7 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio_util::sync::CancellationToken;
 
-use crate::listener::{Activity, Tracked};
+use crate::listener::{Activity, Tracked, LOOKS_PER_TIMEOUT};
 use crate::pool::InFlight;
 
 /// A client's pending upgrade.
@@ -52,6 +52,7 @@ pub fn spawn_tunnel(client: ClientUpgrade, upstream: OnUpgrade, in_flight: InFli
         let mut upstream = Tracked::new(TokioIo::new(upstream), activity.clone());
         let copy = tokio::io::copy_bidirectional(&mut client, &mut upstream);
         let mut copy = std::pin::pin!(copy);
+        let mut look_at = tokio::time::Instant::now() + idle / LOOKS_PER_TIMEOUT;
         loop {
             tokio::select! {
                 copied = copy.as_mut() => {
@@ -60,12 +61,13 @@ pub fn spawn_tunnel(client: ClientUpgrade, upstream: OnUpgrade, in_flight: InFli
                     }
                     return;
                 }
-                () = tokio::time::sleep_until(activity.last_moved() + idle) => {
-                    if activity.last_moved() + idle <= tokio::time::Instant::now() {
+                () = tokio::time::sleep_until(look_at) => match activity.quiet_for(idle) {
+                    Ok(()) => {
                         tracing::debug!(%backend, ?idle, "tunnel idle; closing it");
                         return;
                     }
-                }
+                    Err(next) => look_at = next,
+                },
                 () = close.cancelled() => return,
             }
         }

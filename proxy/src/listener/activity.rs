@@ -1,5 +1,10 @@
-//! What one client connection is doing: requests in flight, when bytes last moved, and so which of
-//! the listener's limits comes due next.
+//! What one client connection is doing: requests in flight, whether bytes are moving, and so which
+//! of the listener's limits comes due next.
+//!
+//! The request path only counts (an atomic add per socket read or write, per request begun or
+//! ended); it never reads the clock. The connection's watcher, which wakes a few times per timeout,
+//! notes when it saw each count change, so a timeout measured this way fires late by at most
+//! `1 / LOOKS_PER_TIMEOUT` of itself, and never early.
 
 use std::io;
 use std::pin::Pin;
@@ -15,24 +20,52 @@ use tokio::time::{Duration, Instant};
 use crate::config::ConnectionLimits;
 use crate::message::body::BodyObserver;
 
-/// One connection's activity, in milliseconds since it was accepted.
+/// How often, per timeout, a watcher looks at the counts while that timeout runs.
+pub const LOOKS_PER_TIMEOUT: u32 = 4;
+
+/// One connection's activity.
 #[derive(Debug)]
 pub struct Activity {
     accepted: Instant,
     requests: AtomicU64,
     in_flight: AtomicU32,
-    /// When the last request started or ended.
-    last_request: AtomicU64,
-    /// When a byte was last read from or written to the socket.
-    last_io: AtomicU64,
+    /// Requests that have ended.
+    ended: Progress,
+    /// Socket reads and writes that moved bytes.
+    io: Progress,
     /// Told when the first request arrives, so the watcher stops waiting for the header deadline.
     first_request: Notify,
+}
+
+/// A count bumped on the hot path, and when (in milliseconds since accept) a look last found it
+/// changed.
+#[derive(Debug, Default)]
+struct Progress {
+    count: AtomicU64,
+    looked: AtomicU64,
+    changed_ms: AtomicU64,
+}
+
+impl Progress {
+    fn bump(&self) {
+        self.count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// When the count was last seen to change, looking at `now_ms`: no earlier than the change
+    /// itself, and no later than the first look after it.
+    fn last_changed(&self, now_ms: u64) -> u64 {
+        let count = self.count.load(Ordering::Relaxed);
+        if self.looked.swap(count, Ordering::Relaxed) != count {
+            self.changed_ms.store(now_ms, Ordering::Relaxed);
+        }
+        self.changed_ms.load(Ordering::Relaxed)
+    }
 }
 
 /// What the connection's limits say now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
-    /// Nothing is due before this instant.
+    /// Nothing is due before this instant: look again then.
     Wait(Instant),
     /// No first request head within the header read timeout (from accept).
     HeaderTimeout,
@@ -42,6 +75,10 @@ pub enum Verdict {
     Stalled,
 }
 
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
 impl Activity {
     /// A connection accepted now.
     pub fn new() -> Arc<Self> {
@@ -49,14 +86,14 @@ impl Activity {
             accepted: Instant::now(),
             requests: AtomicU64::new(0),
             in_flight: AtomicU32::new(0),
-            last_request: AtomicU64::new(0),
-            last_io: AtomicU64::new(0),
+            ended: Progress::default(),
+            io: Progress::default(),
             first_request: Notify::new(),
         })
     }
 
     fn now_ms(&self) -> u64 {
-        u64::try_from(self.accepted.elapsed().as_millis()).unwrap_or(u64::MAX)
+        millis(self.accepted.elapsed())
     }
 
     fn at(&self, ms: u64) -> Instant {
@@ -67,7 +104,9 @@ impl Activity {
     /// response body).
     pub fn begin(self: &Arc<Self>) -> RequestActivity {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
-        self.last_request.store(self.now_ms(), Ordering::Relaxed);
+        // A new request is progress, whatever the socket counts say (a stream's head may have come
+        // in the same read as an earlier one's).
+        self.io.bump();
         if self.requests.fetch_add(1, Ordering::Relaxed) == 0 {
             self.first_request.notify_one();
         }
@@ -86,41 +125,46 @@ impl Activity {
         }
     }
 
-    /// When a byte last moved (the accept, if none has).
-    pub fn last_moved(&self) -> Instant {
-        self.at(self.last_io.load(Ordering::Relaxed))
+    /// Whether no byte has moved for `idle`, looking now; otherwise when to look again. For a
+    /// watcher that has no requests to follow (a tunnel), the only one that looks.
+    pub fn quiet_for(&self, idle: Duration) -> Result<(), Instant> {
+        let now = self.now_ms();
+        let due = self.io.last_changed(now).saturating_add(millis(idle));
+        if now >= due {
+            return Ok(());
+        }
+        Err(self.at(due.min(now.saturating_add(millis(idle / LOOKS_PER_TIMEOUT)))))
     }
 
-    /// Which limit, if any, the connection has run into.
+    /// Which limit, if any, the connection has run into. Only the connection's watcher calls it.
     pub fn verdict(&self, limits: &ConnectionLimits) -> Verdict {
-        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
-        let (due, verdict) = if self.requests.load(Ordering::Relaxed) == 0 {
-            (ms(limits.header_read_timeout), Verdict::HeaderTimeout)
+        let now = self.now_ms();
+        let (due, verdict, step) = if self.requests.load(Ordering::Relaxed) == 0 {
+            let due = millis(limits.header_read_timeout);
+            (due, Verdict::HeaderTimeout, due)
         } else if self.in_flight.load(Ordering::Relaxed) == 0 {
-            let since = self.last_request.load(Ordering::Relaxed);
-            (since.saturating_add(ms(limits.idle_timeout)), Verdict::Idle)
-        } else {
-            let since = self
-                .last_io
-                .load(Ordering::Relaxed)
-                .max(self.last_request.load(Ordering::Relaxed));
+            let idle = millis(limits.idle_timeout);
+            let step = idle / u64::from(LOOKS_PER_TIMEOUT);
             (
-                since.saturating_add(ms(limits.stream_idle_timeout)),
+                self.ended.last_changed(now).saturating_add(idle),
+                Verdict::Idle,
+                step,
+            )
+        } else {
+            // Nothing wakes the watcher when the last request in flight ends, so while requests
+            // are in flight it looks often enough for the idle timeout to stay in bounds too.
+            let stalled = millis(limits.stream_idle_timeout);
+            let step = stalled.min(millis(limits.idle_timeout)) / u64::from(LOOKS_PER_TIMEOUT);
+            (
+                self.io.last_changed(now).saturating_add(stalled),
                 Verdict::Stalled,
+                step,
             )
         };
-        let now = self.now_ms();
         if now >= due {
             return verdict;
         }
-        // Nothing wakes the watcher when the last request in flight ends, so while requests are in
-        // flight it looks again each idle timeout: an idle connection closes between one and two
-        // idle timeouts after its last request.
-        let look_again = match verdict {
-            Verdict::Stalled => due.min(now.saturating_add(ms(limits.idle_timeout))),
-            _ => due,
-        };
-        Verdict::Wait(self.at(look_again))
+        Verdict::Wait(self.at(due.min(now.saturating_add(step.max(1)))))
     }
 }
 
@@ -131,7 +175,7 @@ pub struct RequestActivity(Arc<Activity>);
 impl Drop for RequestActivity {
     fn drop(&mut self) {
         self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
-        self.0.last_request.store(self.0.now_ms(), Ordering::Relaxed);
+        self.0.ended.bump();
     }
 }
 
@@ -139,7 +183,7 @@ impl Drop for RequestActivity {
 impl BodyObserver for RequestActivity {}
 
 pin_project! {
-    /// A socket that notes in its connection's [`Activity`] each time bytes move.
+    /// A socket that counts in its connection's [`Activity`] each read or write that moves bytes.
     pub struct Tracked<I> {
         #[pin]
         inner: I,
@@ -154,9 +198,9 @@ impl<I> Tracked<I> {
     }
 }
 
-fn moved(activity: &Activity, poll: &Poll<io::Result<usize>>) {
+fn count_write(activity: &Activity, poll: &Poll<io::Result<usize>>) {
     if matches!(poll, Poll::Ready(Ok(n)) if *n > 0) {
-        activity.last_io.store(activity.now_ms(), Ordering::Relaxed);
+        activity.io.bump();
     }
 }
 
@@ -165,10 +209,8 @@ impl<I: AsyncRead> AsyncRead for Tracked<I> {
         let this = self.project();
         let before = buf.filled().len();
         let polled = this.inner.poll_read(cx, buf);
-        if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            this.activity
-                .last_io
-                .store(this.activity.now_ms(), Ordering::Relaxed);
+        if buf.filled().len() > before {
+            this.activity.io.bump();
         }
         polled
     }
@@ -178,7 +220,7 @@ impl<I: AsyncWrite> AsyncWrite for Tracked<I> {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         let this = self.project();
         let polled = this.inner.poll_write(cx, buf);
-        moved(this.activity, &polled);
+        count_write(this.activity, &polled);
         polled
     }
 
@@ -189,7 +231,7 @@ impl<I: AsyncWrite> AsyncWrite for Tracked<I> {
     ) -> Poll<io::Result<usize>> {
         let this = self.project();
         let polled = this.inner.poll_write_vectored(cx, bufs);
-        moved(this.activity, &polled);
+        count_write(this.activity, &polled);
         polled
     }
 
@@ -219,6 +261,16 @@ mod tests {
         }
     }
 
+    /// Looks as the watcher does, at each instant the last verdict named, until one is not a wait.
+    async fn follow(activity: &Activity) -> Verdict {
+        loop {
+            match activity.verdict(&limits()) {
+                Verdict::Wait(until) => tokio::time::sleep_until(until).await,
+                verdict => return verdict,
+            }
+        }
+    }
+
     #[tokio::test(start_paused = true)]
     async fn each_phase_of_a_connection_answers_to_its_own_limit() {
         let activity = Activity::new();
@@ -227,32 +279,66 @@ mod tests {
             activity.verdict(&limits()),
             Verdict::Wait(accepted + Duration::from_secs(10))
         );
-        tokio::time::advance(Duration::from_secs(10)).await;
-        assert_eq!(activity.verdict(&limits()), Verdict::HeaderTimeout);
+        assert_eq!(follow(&activity).await, Verdict::HeaderTimeout);
+        assert_eq!(
+            accepted.elapsed(),
+            Duration::from_secs(10),
+            "the header deadline is exact"
+        );
 
         let request = activity.begin();
+        let began = Instant::now();
         assert_eq!(
             activity.verdict(&limits()),
-            Verdict::Wait(Instant::now() + Duration::from_secs(60)),
-            "in flight, the watcher looks again each idle timeout"
+            Verdict::Wait(began + Duration::from_secs(15)),
+            "in flight, the watcher looks each quarter of the shorter timeout"
         );
-        tokio::time::advance(Duration::from_secs(299)).await;
-        assert!(matches!(activity.verdict(&limits()), Verdict::Wait(_)));
-        tokio::time::advance(Duration::from_secs(1)).await;
-        assert_eq!(
-            activity.verdict(&limits()),
-            Verdict::Stalled,
-            "no byte moved in 300 s"
-        );
+        assert_eq!(follow(&activity).await, Verdict::Stalled, "no byte moved");
+        assert_eq!(began.elapsed(), Duration::from_secs(300));
 
         drop(request);
         let ended = Instant::now();
-        assert_eq!(
-            activity.verdict(&limits()),
-            Verdict::Wait(ended + Duration::from_secs(60)),
-            "idle counts from the end of the last request"
+        assert_eq!(follow(&activity).await, Verdict::Idle);
+        let idle = ended.elapsed();
+        assert!(
+            idle >= Duration::from_secs(60) && idle <= Duration::from_secs(75),
+            "idle {idle:?} after the last request: within a quarter of the timeout late"
         );
-        tokio::time::advance(Duration::from_secs(60)).await;
-        assert_eq!(activity.verdict(&limits()), Verdict::Idle);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn bytes_moving_keep_a_request_alive_and_a_stall_is_seen_within_bounds() {
+        let activity = Activity::new();
+        let _request = activity.begin();
+        // Bytes move every 100 s for 20 minutes: never a stall.
+        for _ in 0..12 {
+            tokio::time::advance(Duration::from_secs(100)).await;
+            activity.io.bump();
+            assert!(matches!(activity.verdict(&limits()), Verdict::Wait(_)));
+        }
+        let last_byte = Instant::now();
+        assert_eq!(follow(&activity).await, Verdict::Stalled);
+        let stalled = last_byte.elapsed();
+        assert!(
+            stalled >= Duration::from_secs(300) && stalled <= Duration::from_secs(315),
+            "stalled {stalled:?} after the last byte"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_quiet_tunnel_is_seen_within_a_quarter_of_its_timeout() {
+        let activity = Activity::new();
+        let idle = Duration::from_secs(40);
+        tokio::time::advance(Duration::from_secs(25)).await;
+        activity.io.bump();
+        let last_byte = Instant::now();
+        while let Err(until) = activity.quiet_for(idle) {
+            tokio::time::sleep_until(until).await;
+        }
+        let quiet = last_byte.elapsed();
+        assert!(
+            quiet >= idle && quiet <= idle + idle / 4,
+            "closed {quiet:?} after the last byte"
+        );
     }
 }

@@ -179,7 +179,7 @@ where
                 }
             }
             // The header deadline no longer applies: look at the limits again. (Later requests
-            // starting and ending wake nothing; the watcher looks again each idle timeout.)
+            // starting and ending wake nothing; the watcher looks again a few times per timeout.)
             () = activity.first_request(), if awaiting_first => {}
         }
     }

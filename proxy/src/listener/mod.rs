@@ -21,7 +21,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use self::activity::{Activity, RequestActivity, Tracked};
+pub use self::activity::{Activity, RequestActivity, Tracked, LOOKS_PER_TIMEOUT};
 pub use self::metrics::{ListenerHandles, ListenerMetrics};
 pub use self::tls::{TlsError, TlsTerminator};
 use crate::config::{ConnectionLimits, ListenerTls};

@@ -9,7 +9,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU16, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,6 +29,9 @@ use tokio::task::JoinHandle;
 pub struct Control {
     /// Status of ordinary requests.
     pub status: AtomicU16,
+    /// Whether ordinary answers promise more body than they send, then end the connection: a
+    /// backend that breaks off mid-body.
+    pub truncate: AtomicBool,
     /// Delay before answering ordinary requests, in ms.
     pub delay_ms: AtomicU64,
     /// Status of `/healthz`.
@@ -56,6 +59,9 @@ impl TestBackend {
     pub fn set_status(&self, status: u16) {
         self.control.status.store(status, Ordering::SeqCst);
     }
+    pub fn set_truncate(&self, truncate: bool) {
+        self.control.truncate.store(truncate, Ordering::SeqCst);
+    }
     pub fn set_health(&self, status: u16) {
         self.control.health_status.store(status, Ordering::SeqCst);
     }
@@ -82,6 +88,7 @@ pub async fn spawn(name: &str) -> TestBackend {
     let addr = listener.local_addr().unwrap();
     let control = Arc::new(Control {
         status: AtomicU16::new(200),
+        truncate: AtomicBool::new(false),
         delay_ms: AtomicU64::new(0),
         health_status: AtomicU16::new(200),
         hits: AtomicUsize::new(0),
@@ -167,7 +174,7 @@ async fn answer(mut req: Request<Incoming>, control: &Control, name: &str) -> Re
         }
         "/flood" => {
             // 200 with a body that never ends, as fast as the reader takes it.
-            let (tx, rx) = tokio::sync::mpsc::channel(4);
+            let (tx, mut rx) = tokio::sync::mpsc::channel(4);
             tokio::spawn(async move {
                 let chunk = Bytes::from(vec![b'x'; 64 * 1024]);
                 while tx
@@ -176,7 +183,8 @@ async fn answer(mut req: Request<Incoming>, control: &Control, name: &str) -> Re
                     .is_ok()
                 {}
             });
-            named(200, name, StreamBody::new(ReceiverStream(rx)).boxed())
+            let frames = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
+            named(200, name, StreamBody::new(frames).boxed())
         }
         "/hang" => {
             control.hits.fetch_add(1, Ordering::SeqCst);
@@ -211,7 +219,25 @@ async fn answer(mut req: Request<Incoming>, control: &Control, name: &str) -> Re
                 tokio::time::sleep(Duration::from_millis(delay)).await;
             }
             let _ = req.into_body().collect().await;
-            named(control.status.load(Ordering::SeqCst), name, full(name.to_owned()))
+            let status = control.status.load(Ordering::SeqCst);
+            if !control.truncate.load(Ordering::SeqCst) {
+                return named(status, name, full(name.to_owned()));
+            }
+            // A streamed body of unknown length, so hyper believes the header. It sends the head
+            // and one frame while the body waits, then finds it short and closes the connection.
+            let (tx, mut rx) = tokio::sync::mpsc::channel(1);
+            let frame = Frame::data(Bytes::from(name.to_owned()));
+            tokio::spawn(async move {
+                if tx.send(Ok::<_, Infallible>(frame)).await.is_ok() {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            });
+            let frames = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
+            let mut response = named(status, name, StreamBody::new(frames).boxed());
+            response
+                .headers_mut()
+                .insert("content-length", (name.len() + 1000).into());
+            response
         }
     }
 }
@@ -220,8 +246,8 @@ async fn answer(mut req: Request<Incoming>, control: &Control, name: &str) -> Re
 fn futures_stream(
     count: usize,
     gap: Duration,
-) -> impl futures_core::Stream<Item = Result<Frame<Bytes>, Infallible>> + Send + Sync + 'static {
-    let (tx, rx) = tokio::sync::mpsc::channel(4);
+) -> impl futures_util::Stream<Item = Result<Frame<Bytes>, Infallible>> + Send + Sync + 'static {
+    let (tx, mut rx) = tokio::sync::mpsc::channel(4);
     tokio::spawn(async move {
         for i in 0..count {
             if i > 0 {
@@ -237,19 +263,7 @@ fn futures_stream(
             tokio::time::sleep(gap).await;
         }
     });
-    ReceiverStream(rx)
-}
-
-struct ReceiverStream<T>(tokio::sync::mpsc::Receiver<T>);
-
-impl<T> futures_core::Stream for ReceiverStream<T> {
-    type Item = T;
-    fn poll_next(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<T>> {
-        self.0.poll_recv(cx)
-    }
+    futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
 
 /// An address that accepts no connection: a listener whose accept queue is full, so SYNs go

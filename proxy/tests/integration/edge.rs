@@ -19,13 +19,24 @@ fn one_pool(address: &str) -> String {
     format!("[[routes]]\npool = \"web\"\n[pools.web]\nbackends = [{{ address = \"{address}\" }}]\n")
 }
 
-/// How many connections the proxy's first listener closed for `reason`.
-async fn closed_for(proxy: &augur_proxy::Running, reason: &str) -> f64 {
+/// How many connections the proxy's first listener closed for `reason`, once at least `expected`
+/// are counted: a client sees the close a moment before the proxy's task counts it.
+async fn closed_for(proxy: &augur_proxy::Running, reason: &str, expected: f64) -> f64 {
     let series = format!(
         "augur_listener_connections_closed_total{{listener=\"{}\",reason=\"{reason}\"}}",
         proxy.listeners[0]
     );
-    metric(proxy, &series).await
+    let mut count = 0.0;
+    eventually(
+        Duration::from_secs(5),
+        &format!("{expected} closed for {reason}"),
+        async || {
+            count = metric(proxy, &series).await;
+            count >= expected
+        },
+    )
+    .await;
+    count
 }
 
 /// Reads until the proxy closes the connection (or resets it); fails if it is still open at `limit`.
@@ -80,7 +91,7 @@ async fn silent_and_trickling_connections_are_closed_from_accept() {
         let answer = closed_within(stream, Duration::from_secs(5)).await;
         assert!(answer.is_empty(), "closed without an answer");
     }
-    let closed = closed_for(&proxy, "header_timeout").await;
+    let closed = closed_for(&proxy, "header_timeout", 21.0).await;
     assert!(closed >= 21.0, "{closed} header timeouts counted");
     assert_eq!(a.hits(), 0);
     // The listener still serves.
@@ -111,7 +122,7 @@ async fn connections_over_the_limit_are_closed_at_once_and_counted() {
     let mut extra = TcpStream::connect(proxy.listeners[0]).await.unwrap();
     let _ = extra.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
     assert!(closed_within(&mut extra, Duration::from_secs(5)).await.is_empty());
-    let refused = closed_for(&proxy, "limit").await;
+    let refused = closed_for(&proxy, "limit", 1.0).await;
     assert!(refused >= 1.0);
     drop(held);
     // With the slots free again, requests are served.
@@ -157,7 +168,7 @@ async fn an_idle_http2_connection_is_sent_away() {
         .expect("the idle connection was closed")
         .unwrap()
         .expect("closed cleanly, with a GOAWAY");
-    let idle = closed_for(&proxy, "idle").await;
+    let idle = closed_for(&proxy, "idle", 1.0).await;
     assert_eq!(idle, 1.0);
 }
 
@@ -186,7 +197,7 @@ async fn a_client_that_stops_reading_frees_its_backend() {
         async || metric(&proxy, &in_flight).await == 0.0,
     )
     .await;
-    let stalled = closed_for(&proxy, "stream_idle").await;
+    let stalled = closed_for(&proxy, "stream_idle", 1.0).await;
     assert_eq!(stalled, 1.0);
     drop(stream);
 }
@@ -224,7 +235,7 @@ async fn an_oversized_head_gets_431_and_an_oversized_body_413() {
 
     // Streamed without a length: cut off once it passes the limit.
     let chunks = (0..4).map(|_| Ok::<_, std::convert::Infallible>(Frame::data(Bytes::from(vec![b'b'; 400]))));
-    let streamed = StreamBody::new(futures_iter(chunks));
+    let streamed = StreamBody::new(futures_util::stream::iter(chunks));
     let raw = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
         .build(hyper_util::client::legacy::connect::HttpConnector::new());
     let request = Request::post(url(&proxy, "/echo")).body(streamed).unwrap();
@@ -255,21 +266,6 @@ async fn an_oversized_head_gets_431_and_an_oversized_body_413() {
     )
     .await;
     assert_eq!(failures, 0.0);
-}
-
-/// A stream of the items of `iter`.
-fn futures_iter<I: Iterator + Unpin>(iter: I) -> impl futures_core::Stream<Item = I::Item> {
-    struct Iter<I>(I);
-    impl<I: Iterator + Unpin> futures_core::Stream for Iter<I> {
-        type Item = I::Item;
-        fn poll_next(
-            mut self: std::pin::Pin<&mut Self>,
-            _: &mut std::task::Context<'_>,
-        ) -> std::task::Poll<Option<I::Item>> {
-            std::task::Poll::Ready(self.0.next())
-        }
-    }
-    Iter(iter)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

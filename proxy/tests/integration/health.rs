@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use http_body_util::BodyExt;
+
 use crate::backends::spawn;
 use crate::harness::*;
 
@@ -52,6 +54,53 @@ async fn a_failing_backend_is_ejected_then_returns_warming_up() {
     .await;
     let state = admin(&client, &proxy, "GET", "/admin/backends").await.json();
     assert_eq!(backend_state(&state, &bad.addr.to_string(), "warming"), true);
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_that_breaks_bodies_off_is_ejected() {
+    let (bad, good) = (spawn("bad").await, spawn("good").await);
+    bad.set_truncate(true);
+    let proxy = start_proxy(&format!(
+        "[[routes]]\npool = \"p\"\n[pools.p]\npolicy = {{ kind = \"round_robin\" }}\nbackends = {}\n\
+         retries = {{ max_retries = 0 }}\n\
+         outlier = {{ consecutive_failures = 3, base_ejection = \"30s\" }}\n",
+        backends_toml(&[(&bad, 1), (&good, 1)])
+    ))
+    .await;
+    let client = client();
+    // Every head is a 200; the bad backend's bodies break off after a few bytes.
+    let mut broken = 0;
+    for _ in 0..6 {
+        let request = hyper::Request::get(url(&proxy, "/"))
+            .body(Default::default())
+            .unwrap();
+        let exchange = async {
+            let response = client.request(request).await.expect("the proxy answers");
+            assert_eq!(response.status(), 200);
+            response.into_body().collect().await.is_err()
+        };
+        if tokio::time::timeout(EXCHANGE_LIMIT, exchange)
+            .await
+            .expect("in time")
+        {
+            broken += 1;
+        }
+    }
+    assert_eq!(
+        (bad.hits(), broken),
+        (3, 3),
+        "round robin gave the bad backend three requests"
+    );
+    eventually(Duration::from_secs(2), "ejection published", async || {
+        let state = admin(&client, &proxy, "GET", "/admin/backends").await.json();
+        backend_state(&state, &bad.addr.to_string(), "ejected_for_s").is_number()
+    })
+    .await;
+    let counts = spread(&client, &url(&proxy, "/"), 6).await;
+    assert_eq!(counts.get("good"), Some(&6), "the ejected backend gets nothing");
+    let ejections = format!("augur_ejections_total{{backend=\"{}\",pool=\"p\"}}", bad.addr);
+    assert_eq!(metric(&proxy, &ejections).await, 1.0);
     proxy.shutdown().await;
 }
 

@@ -72,7 +72,7 @@ async fn versioned_backend(tls: Option<(&Pair, &[&[u8]])>) -> std::net::SocketAd
                         } else {
                             vec![Ok(Frame::data(Bytes::from(version.clone())))]
                         };
-                        let body = StreamBody::new(futures_iter(frames.into_iter()));
+                        let body = StreamBody::new(futures_util::stream::iter(frames));
                         let response = hyper::Response::builder()
                             .header("x-version", version)
                             .header("x-te", te.unwrap_or_default())
@@ -96,21 +96,6 @@ async fn versioned_backend(tls: Option<(&Pair, &[&[u8]])>) -> std::net::SocketAd
         }
     });
     address
-}
-
-/// A stream of the items of `iter`.
-fn futures_iter<I: Iterator + Unpin>(iter: I) -> impl futures_core::Stream<Item = I::Item> {
-    struct Iter<I>(I);
-    impl<I: Iterator + Unpin> futures_core::Stream for Iter<I> {
-        type Item = I::Item;
-        fn poll_next(
-            mut self: std::pin::Pin<&mut Self>,
-            _: &mut std::task::Context<'_>,
-        ) -> std::task::Poll<Option<I::Item>> {
-            std::task::Poll::Ready(self.0.next())
-        }
-    }
-    Iter(iter)
 }
 
 fn tls_pool(address: std::net::SocketAddr, settings: &str) -> String {

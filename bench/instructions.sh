@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# Instructions per proxied request, counted by callgrind: a figure that does not move with the
+# machine's load, for comparing builds of augur side by side (the peers benchmark's RPS ratios are
+# noisier than the few percent a data-plane change moves them).
+#   bench/instructions.sh [SECONDS] [CONNECTIONS] AUGUR_BIN...
+# Defaults: 20 s of wrk load with 16 connections per binary, telemetry off, one nginx backend.
+# Counts only the load: callgrind's counters are zeroed after a warm-up and dumped when wrk ends;
+# the requests come from augur's own `augur_requests_total`. Needs valgrind, nginx and wrk.
+# Prints a line per binary, then a JSON summary.
+set -u
+seconds=${1:-20}; conns=${2:-16}; shift 2
+for t in valgrind callgrind_control nginx wrk python3; do command -v $t >/dev/null || { echo "missing $t"; exit 2; }; done
+w=$(mktemp -d); pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done; wait 2>/dev/null; rm -rf "$w"; }
+trap cleanup EXIT
+
+cat >"$w/backend.conf" <<CONF
+worker_processes 1; daemon off; pid $w/backend.pid; error_log stderr error;
+events { worker_connections 4096; }
+http { access_log off; keepalive_requests 1000000;
+  server { listen 127.0.0.1:9301; location / { return 200 "ok\n"; } } }
+CONF
+cat >"$w/augur.toml" <<CONF
+[[listeners]]
+address = "127.0.0.1:9302"
+[admin]
+address = "127.0.0.1:9303"
+[[routes]]
+pool = "be"
+[pools.be]
+policy = { kind = "p2c_ewma" }
+backends = [{ address = "127.0.0.1:9301" }]
+CONF
+nginx -p "$w" -c "$w/backend.conf" & pids+=($!)
+
+served() {
+  python3 -c "
+import urllib.request
+text = urllib.request.urlopen('http://127.0.0.1:9303/metrics', timeout=30).read().decode()
+print(int(sum(float(l.split()[-1]) for l in text.splitlines() if l.startswith('augur_requests_total{'))))"
+}
+results=()
+for bin in "$@"; do
+  bin=$(realpath "$bin")
+  valgrind --tool=callgrind --callgrind-out-file="$w/cg.%p" "$bin" proxy --config "$w/augur.toml" \
+    >"$w/augur.log" 2>&1 & pid=$!; pids+=($pid)
+  for _ in $(seq 120); do served >/dev/null 2>&1 && break; sleep 1; done
+  wrk -t1 -c"$conns" -d5s http://127.0.0.1:9302/ >/dev/null   # warm-up: pools, caches, lazy statics
+  before=$(served)
+  callgrind_control -z "$pid" >/dev/null
+  wrk -t1 -c"$conns" -d"${seconds}s" http://127.0.0.1:9302/ >/dev/null
+  callgrind_control -d "$pid" >/dev/null
+  after=$(served)
+  kill -TERM "$pid"; wait "$pid" 2>/dev/null
+  # The dump after zeroing holds only the load; its totals line is the instruction count.
+  ir=$(awk '/^(summary|totals):/{print $2; exit}' "$w/cg.$pid.1")
+  n=$((after - before))
+  per=$(python3 -c "print(round($ir / max($n, 1)))")
+  echo "$bin: $n requests, $ir instructions, $per per request"
+  results+=("$bin $n $ir $per")
+  rm -f "$w"/cg.*
+done
+python3 - "${results[@]}" <<'PY'
+import json, sys
+rows = [r.split() for r in sys.argv[1:]]
+out = {"instructions_per_request": {b: int(p) for b, _, _, p in rows}}
+if len(rows) > 1:
+    base = int(rows[0][3])
+    out["ratio_to_first"] = {b: round(int(p) / base, 4) for b, _, _, p in rows}
+print(json.dumps(out))
+PY
