@@ -68,6 +68,7 @@ pub struct ConnectionLimits {
     pub idle_timeout: Duration,
     /// A connection with requests in flight on which no byte moves either way for this long is
     /// closed: a client that stopped reading a response (or sending its body) cannot hold a backend.
+    /// On HTTP/2, a stream whose client takes nothing of it for this long is cut on its own.
     #[serde(with = "humantime_serde")]
     pub stream_idle_timeout: Duration,
     /// HTTP/2 PING sent after this long without a frame from the client...

@@ -17,8 +17,10 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::Notify;
 use tokio::time::{Duration, Instant};
 
+use super::progress::Progress;
+use super::streams::{OpenStreams, WatchedBody};
 use crate::config::ConnectionLimits;
-use crate::message::body::BodyObserver;
+use crate::message::body::{BodyObserver, ProxyBody};
 
 /// How often, per timeout, a watcher looks at the counts while that timeout runs.
 pub const LOOKS_PER_TIMEOUT: u32 = 4;
@@ -33,33 +35,11 @@ pub struct Activity {
     ended: Progress,
     /// Socket reads and writes that moved bytes.
     io: Progress,
+    /// On HTTP/2, the responses being sent (none on HTTP/1, where the socket's progress is the
+    /// one stream's).
+    streams: OpenStreams,
     /// Told when the first request arrives, so the watcher stops waiting for the header deadline.
     first_request: Notify,
-}
-
-/// A count bumped on the hot path, and when (in milliseconds since accept) a look last found it
-/// changed.
-#[derive(Debug, Default)]
-struct Progress {
-    count: AtomicU64,
-    looked: AtomicU64,
-    changed_ms: AtomicU64,
-}
-
-impl Progress {
-    fn bump(&self) {
-        self.count.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// When the count was last seen to change, looking at `now_ms`: no earlier than the change
-    /// itself, and no later than the first look after it.
-    fn last_changed(&self, now_ms: u64) -> u64 {
-        let count = self.count.load(Ordering::Relaxed);
-        if self.looked.swap(count, Ordering::Relaxed) != count {
-            self.changed_ms.store(now_ms, Ordering::Relaxed);
-        }
-        self.changed_ms.load(Ordering::Relaxed)
-    }
 }
 
 /// What the connection's limits say now.
@@ -88,6 +68,7 @@ impl Activity {
             in_flight: AtomicU32::new(0),
             ended: Progress::default(),
             io: Progress::default(),
+            streams: OpenStreams::default(),
             first_request: Notify::new(),
         })
     }
@@ -123,6 +104,19 @@ impl Activity {
         if self.requests.load(Ordering::Relaxed) == 0 {
             self.first_request.notified().await;
         }
+    }
+
+    /// Follows `body`, the response to an HTTP/2 request on this connection, so that the watcher
+    /// can cut it if the client stops reading it while the connection's other streams go on.
+    pub fn watch_stream(&self, body: ProxyBody) -> WatchedBody {
+        self.streams.watch(body, self.now_ms())
+    }
+
+    /// Cuts the HTTP/2 streams whose client has taken nothing for the stream idle timeout; how
+    /// many. Only the connection's watcher calls it.
+    pub fn cut_stalled_streams(&self, limits: &ConnectionLimits) -> u64 {
+        self.streams
+            .cut_stalled(self.now_ms(), limits.stream_idle_timeout)
     }
 
     /// Whether no byte has moved for `idle`, looking now; otherwise when to look again. For a

@@ -6,6 +6,8 @@ use std::net::SocketAddr;
 use std::pin::pin;
 use std::sync::Arc;
 
+use http::{Request, Version};
+use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
@@ -18,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::activity::{Activity, Tracked, Verdict};
 use super::metrics::{CloseReason, ListenerHandles};
+use super::streams::ResponseBody;
 use super::{Downstream, Handler, ListenerContext};
 use crate::message::body::BoxError;
 
@@ -115,14 +118,24 @@ where
     let service = {
         let (activity, context, handler) =
             (activity.clone(), serving.context.clone(), serving.handler.clone());
-        service_fn(move |request| {
+        service_fn(move |request: Request<Incoming>| {
             let downstream = Downstream {
                 client,
                 listener: context.clone(),
                 activity: activity.begin(),
             };
-            let handler = handler.clone();
-            async move { Ok::<_, Infallible>(handler.handle(request, downstream).await) }
+            let (handler, activity) = (handler.clone(), activity.clone());
+            let h2 = request.version() == Version::HTTP_2;
+            async move {
+                let response = handler.handle(request, downstream).await;
+                Ok::<_, Infallible>(response.map(|body| {
+                    if h2 {
+                        ResponseBody::Watched(activity.watch_stream(body))
+                    } else {
+                        ResponseBody::Plain(body)
+                    }
+                }))
+            }
         })
     };
     let connection = serving
@@ -145,6 +158,10 @@ where
     // Set when it went idle: a client that has not closed by then is closed.
     let mut idle_close_at = None;
     loop {
+        let cut = activity.cut_stalled_streams(limits);
+        if cut > 0 {
+            serving.context.metrics.streams_stalled.inc_by(cut);
+        }
         let awaiting_first = !activity.has_requests();
         match idle_close_at {
             Some(at) => timer.as_mut().reset(at),

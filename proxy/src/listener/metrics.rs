@@ -1,5 +1,5 @@
-//! The listeners' metrics: connections open, accepted and closed (and why), TLS reloads, and requests
-//! a limit turned away.
+//! The listeners' metrics: connections open, accepted and closed (and why), TLS reloads, requests
+//! a limit turned away, and HTTP/2 streams cut.
 
 use prometheus::core::Collector;
 use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
@@ -50,6 +50,7 @@ pub struct ListenerMetrics {
     accepted: IntCounterVec,
     closed: IntCounterVec,
     rejected: IntCounterVec,
+    streams_reset: IntCounterVec,
     tls_reloads: IntCounterVec,
 }
 
@@ -65,6 +66,8 @@ pub struct ListenerHandles {
     pub header_too_large: IntCounter,
     /// Request bodies over `max_request_body_bytes` (answered 413).
     pub body_too_large: IntCounter,
+    /// HTTP/2 streams cut because the client took nothing of them for `stream_idle_timeout`.
+    pub streams_stalled: IntCounter,
     /// Certificate reloads that took effect.
     pub tls_reloaded: IntCounter,
     /// Certificate reloads refused (the old certificates keep serving).
@@ -106,6 +109,12 @@ impl ListenerMetrics {
                 "Requests turned away by a size limit: header_too_large (431), body_too_large (413)",
                 &["listener", "reason"],
             ),
+            streams_reset: counter(
+                "augur_listener_streams_reset_total",
+                "HTTP/2 streams the proxy cut, by reason: stream_idle (the client took nothing of the \
+                 stream for stream_idle_timeout while its connection went on)",
+                &["listener", "reason"],
+            ),
             tls_reloads: counter(
                 "augur_listener_tls_reloads_total",
                 "Certificate reloads, by result: success, failure (the previous certificates keep serving)",
@@ -116,11 +125,12 @@ impl ListenerMetrics {
 
     /// Exports them through `registry`.
     pub fn register(&self, registry: &Registry) {
-        let collectors: [Box<dyn Collector>; 5] = [
+        let collectors: [Box<dyn Collector>; 6] = [
             Box::new(self.open.clone()),
             Box::new(self.accepted.clone()),
             Box::new(self.closed.clone()),
             Box::new(self.rejected.clone()),
+            Box::new(self.streams_reset.clone()),
             Box::new(self.tls_reloads.clone()),
         ];
         for collector in collectors {
@@ -138,6 +148,7 @@ impl ListenerMetrics {
             closed: CloseReason::ALL.map(|r| self.closed.with_label_values(&[listener, r.label()])),
             header_too_large: rejected("header_too_large"),
             body_too_large: rejected("body_too_large"),
+            streams_stalled: self.streams_reset.with_label_values(&[listener, "stream_idle"]),
             tls_reloaded: reload("success"),
             tls_reload_failed: reload("failure"),
         }

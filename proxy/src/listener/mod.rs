@@ -5,6 +5,8 @@
 mod activity;
 mod connection;
 mod metrics;
+mod progress;
+mod streams;
 mod tls;
 
 use std::future::Future;

@@ -203,6 +203,75 @@ async fn a_client_that_stops_reading_frees_its_backend() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_stream_the_client_stops_reading_is_cut_while_its_connection_goes_on() {
+    let a = spawn("a").await;
+    let proxy = start_proxy_with_listener(
+        "[listeners.limits]\nstream_idle_timeout = \"500ms\"",
+        &one_pool(&a.addr.to_string()),
+    )
+    .await;
+    let stream = TcpStream::connect(proxy.listeners[0]).await.unwrap();
+    // The stream window is the protocol's default 64 KiB, so the unread stream stalls soon.
+    let (sender, connection) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+        .initial_stream_window_size(65_535)
+        .handshake(TokioIo::new(stream))
+        .await
+        .expect("h2 by prior knowledge");
+    tokio::spawn(connection);
+    let get = |path: &str| {
+        Request::get(url(&proxy, path))
+            .body(Full::new(Bytes::new()))
+            .unwrap()
+    };
+    let unread = tokio::time::timeout(EXCHANGE_LIMIT, sender.clone().send_request(get("/flood")))
+        .await
+        .expect("in time")
+        .expect("the flood's head");
+    let in_flight = format!("augur_in_flight_requests{{backend=\"{}\",pool=\"web\"}}", a.addr);
+    // Another stream on the same connection keeps bytes moving all the while.
+    let mut served = 0;
+    let started = tokio::time::Instant::now();
+    loop {
+        let response = tokio::time::timeout(EXCHANGE_LIMIT, sender.clone().send_request(get("/")))
+            .await
+            .expect("in time")
+            .expect("served over the same connection");
+        assert_eq!(response.status(), 200);
+        response.into_body().collect().await.expect("a whole body");
+        served += 1;
+        // Only the flood can be in flight now.
+        if metric(&proxy, &in_flight).await == 0.0 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the unread stream was never cut"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        served >= 3,
+        "the connection went on while the stream stalled ({served} requests)"
+    );
+    let cut = format!(
+        "augur_listener_streams_reset_total{{listener=\"{}\",reason=\"stream_idle\"}}",
+        proxy.listeners[0]
+    );
+    assert_eq!(metric(&proxy, &cut).await, 1.0);
+    assert_eq!(
+        closed_for(&proxy, "stream_idle", 0.0).await,
+        0.0,
+        "the connection was not closed"
+    );
+    // Read now, the cut stream fails rather than passing for a whole body.
+    let read = tokio::time::timeout(EXCHANGE_LIMIT, unread.into_body().collect())
+        .await
+        .expect("in time");
+    assert!(read.is_err(), "the cut stream was reset");
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_oversized_head_gets_431_and_an_oversized_body_413() {
     let a = spawn("a").await;
     let proxy = start_proxy_with_listener(
