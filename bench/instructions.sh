@@ -47,9 +47,9 @@ for bin in "$@"; do
   for _ in $(seq 120); do served >/dev/null 2>&1 && break; sleep 1; done
   wrk -t1 -c"$conns" -d5s http://127.0.0.1:9302/ >/dev/null   # warm-up: pools, caches, lazy statics
   before=$(served)
-  callgrind_control -z "$pid" >/dev/null
+  callgrind_control -z "$pid" >/dev/null 2>&1
   wrk -t1 -c"$conns" -d"${seconds}s" http://127.0.0.1:9302/ >/dev/null
-  callgrind_control -d "$pid" >/dev/null
+  callgrind_control -d "$pid" >/dev/null 2>&1
   after=$(served)
   kill -TERM "$pid"; wait "$pid" 2>/dev/null
   # The dump after zeroing holds only the load; its totals line is the instruction count.
@@ -58,6 +58,8 @@ for bin in "$@"; do
   per=$(python3 -c "print(round($ir / max($n, 1)))")
   echo "$bin: $n requests, $ir instructions, $per per request"
   results+=("$bin $n $ir $per")
+  # CALLGRIND_KEEP=DIR keeps each binary's profile of the load, for callgrind_annotate.
+  [ -n "${CALLGRIND_KEEP:-}" ] && cp "$w/cg.$pid.1" "$CALLGRIND_KEEP/$(basename "$bin").callgrind"
   rm -f "$w"/cg.*
 done
 python3 - "${results[@]}" <<'PY'
