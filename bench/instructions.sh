@@ -9,17 +9,11 @@
 # Prints a line per binary, then a JSON summary.
 set -u
 seconds=${1:-20}; conns=${2:-16}; shift 2
-for t in valgrind callgrind_control nginx wrk python3; do command -v $t >/dev/null || { echo "missing $t"; exit 2; }; done
-w=$(mktemp -d); pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done; wait 2>/dev/null; rm -rf "$w"; }
-trap cleanup EXIT
+. "$(dirname "$0")/lib.sh"
+require valgrind callgrind_control nginx wrk python3
+start_workdir
 
-cat >"$w/backend.conf" <<CONF
-worker_processes 1; daemon off; pid $w/backend.pid; error_log stderr error;
-events { worker_connections 4096; }
-http { access_log off; keepalive_requests 1000000;
-  server { listen 127.0.0.1:9301; location / { return 200 "ok\n"; } } }
-CONF
+nginx_backend 9301
 cat >"$w/augur.toml" <<CONF
 [[listeners]]
 address = "127.0.0.1:9302"
@@ -33,24 +27,18 @@ backends = [{ address = "127.0.0.1:9301" }]
 CONF
 nginx -p "$w" -c "$w/backend.conf" & pids+=($!)
 
-served() {
-  python3 -c "
-import urllib.request
-text = urllib.request.urlopen('http://127.0.0.1:9303/metrics', timeout=30).read().decode()
-print(int(sum(float(l.split()[-1]) for l in text.splitlines() if l.startswith('augur_requests_total{'))))"
-}
 results=()
 for bin in "$@"; do
   bin=$(realpath "$bin")
   valgrind --tool=callgrind --callgrind-out-file="$w/cg.%p" "$bin" proxy --config "$w/augur.toml" \
     >"$w/augur.log" 2>&1 & pid=$!; pids+=($pid)
-  for _ in $(seq 120); do served >/dev/null 2>&1 && break; sleep 1; done
+  for _ in $(seq 120); do augur_served 9303 >/dev/null 2>&1 && break; sleep 1; done
   wrk -t1 -c"$conns" -d5s http://127.0.0.1:9302/ >/dev/null   # warm-up: pools, caches, lazy statics
-  before=$(served)
+  before=$(augur_served 9303)
   callgrind_control -z "$pid" >/dev/null 2>&1
   wrk -t1 -c"$conns" -d"${seconds}s" http://127.0.0.1:9302/ >/dev/null
   callgrind_control -d "$pid" >/dev/null 2>&1
-  after=$(served)
+  after=$(augur_served 9303)
   kill -TERM "$pid"; wait "$pid" 2>/dev/null
   # The dump after zeroing holds only the load; its totals line is the instruction count.
   ir=$(awk '/^(summary|totals):/{print $2; exit}' "$w/cg.$pid.1")

@@ -10,17 +10,11 @@
 # Prints a line per minute (rate, RSS) and a JSON summary as its last line.
 set -u
 bin=$(realpath "$1"); minutes=${2:-30}; fraction=${3:-0.7}; conns=${4:-64}
-for t in nginx wrk taskset python3; do command -v $t >/dev/null || { echo "missing $t"; exit 2; }; done
-w=$(mktemp -d); pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done; wait 2>/dev/null; rm -rf "$w"; }
-trap cleanup EXIT
+. "$(dirname "$0")/lib.sh"
+require nginx wrk taskset python3
+start_workdir
 
-cat >"$w/backend.conf" <<EOF
-worker_processes 1; daemon off; pid $w/backend.pid; error_log stderr error;
-events { worker_connections 4096; }
-http { access_log off; keepalive_requests 1000000;
-  server { listen 127.0.0.1:9101; location / { return 200 "ok\n"; } } }
-EOF
+nginx_backend 9101
 proxy_config() { # $1: port, $2: extra sections
   cat <<EOF
 [proxy]
@@ -89,10 +83,7 @@ done
 end_rss=$(rss)
 # Requests the proxy answered, by its own count: wrk does not count the requests it cuts off when
 # each minute ends, though the proxy served them (and wrote their rows).
-answered=$(python3 -c "
-import urllib.request
-text = urllib.request.urlopen('http://127.0.0.1:9203/metrics').read().decode()
-print(int(sum(float(l.split()[-1]) for l in text.splitlines() if l.startswith('augur_requests_total{'))))")
+answered=$(augur_served 9203)
 kill -TERM "$tel"; wait "$tel" 2>/dev/null
 rows=$(python3 -c "import pyarrow.dataset as ds; print(ds.dataset('$w/tel', format='parquet', partitioning='hive').count_rows())")
 python3 - "$max" "$target" "$served" "$failed" "$answered" "$rows" "${warm_rss:-$end_rss}" "$end_rss" "${rates[*]}" <<'PY'

@@ -7,20 +7,14 @@
 # Prints one line per round, then a JSON summary (medians and ratios) as its last line.
 set -u
 bin=$(realpath "$1"); d=${2:-8}; rounds=${3:-3}; conns=${4:-64}
-for t in nginx wrk openssl taskset python3; do command -v $t >/dev/null || { echo "missing $t"; exit 2; }; done
-w=$(mktemp -d); pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done; wait 2>/dev/null; rm -rf "$w"; }
-trap cleanup EXIT
+. "$(dirname "$0")/lib.sh"
+require nginx wrk openssl taskset python3
+start_workdir
 
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
   -subj /CN=bench.test -addext subjectAltName=DNS:bench.test,IP:127.0.0.1 \
   -keyout "$w/key.pem" -out "$w/cert.pem" 2>/dev/null
-cat >"$w/backend.conf" <<CONF
-worker_processes 1; daemon off; pid $w/backend.pid; error_log stderr error;
-events { worker_connections 4096; }
-http { access_log off; keepalive_requests 1000000;
-  server { listen 127.0.0.1:9401; location / { return 200 "ok\n"; } } }
-CONF
+nginx_backend 9401
 cat >"$w/nginx.conf" <<CONF
 worker_processes 1; daemon off; pid $w/nginx.pid; error_log stderr error;
 events { worker_connections 4096; }

@@ -18,7 +18,7 @@ use tokio::sync::Notify;
 use tokio::time::{Duration, Instant};
 
 use super::progress::Progress;
-use super::streams::{OpenStreams, WatchedBody};
+use super::streams::OpenStreams;
 use crate::config::ConnectionLimits;
 use crate::message::body::{BodyObserver, ProxyBody};
 
@@ -108,7 +108,7 @@ impl Activity {
 
     /// Follows `body`, the response to an HTTP/2 request on this connection, so that the watcher
     /// can cut it if the client stops reading it while the connection's other streams go on.
-    pub fn watch_stream(&self, body: ProxyBody) -> WatchedBody {
+    pub fn watch_stream(&self, body: ProxyBody) -> ProxyBody {
         self.streams.watch(body, self.now_ms())
     }
 

@@ -20,7 +20,6 @@ use tokio_util::sync::CancellationToken;
 
 use super::activity::{Activity, Tracked, Verdict};
 use super::metrics::{CloseReason, ListenerHandles};
-use super::streams::ResponseBody;
 use super::{Downstream, Handler, ListenerContext};
 use crate::message::body::BoxError;
 
@@ -128,13 +127,7 @@ where
             let h2 = request.version() == Version::HTTP_2;
             async move {
                 let response = handler.handle(request, downstream).await;
-                Ok::<_, Infallible>(response.map(|body| {
-                    if h2 {
-                        ResponseBody::Watched(activity.watch_stream(body))
-                    } else {
-                        ResponseBody::Plain(body)
-                    }
-                }))
+                Ok::<_, Infallible>(response.map(|body| if h2 { activity.watch_stream(body) } else { body }))
             }
         })
     };

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
 
 use super::progress::Progress;
 use crate::message::body::{BoxError, ProxyBody};
@@ -48,7 +49,7 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl OpenStreams {
     /// Follows `body`, a response on this connection from `now_ms` on.
-    pub(super) fn watch(&self, body: ProxyBody, now_ms: u64) -> WatchedBody {
+    pub(super) fn watch(&self, body: ProxyBody, now_ms: u64) -> ProxyBody {
         let stream = Arc::new(Stream {
             body: Mutex::new(Some(body)),
             sent: Progress::since(now_ms),
@@ -61,7 +62,7 @@ impl OpenStreams {
             streams.retain(|s| s.strong_count() > 0);
         }
         streams.push(Arc::downgrade(&stream));
-        WatchedBody(stream)
+        WatchedBody(stream).boxed()
     }
 
     /// Cuts the streams that have waited on the client for `stalled`, looking at `now_ms`; how many.
@@ -94,46 +95,8 @@ impl OpenStreams {
 #[error("the client read nothing of this stream for the stream idle timeout")]
 pub struct StreamStalled;
 
-/// A response body as the listener sends it: as the handler made it (HTTP/1), or followed by the
-/// connection's watcher, which can cut it (HTTP/2).
-pub enum ResponseBody {
-    /// Sent as it is.
-    Plain(ProxyBody),
-    /// Followed by the watcher.
-    Watched(WatchedBody),
-}
-
-impl Body for ResponseBody {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        match self.get_mut() {
-            Self::Plain(body) => Pin::new(body).poll_frame(cx),
-            Self::Watched(body) => Pin::new(body).poll_frame(cx),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match self {
-            Self::Plain(body) => body.is_end_stream(),
-            Self::Watched(body) => body.is_end_stream(),
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match self {
-            Self::Plain(body) => body.size_hint(),
-            Self::Watched(body) => body.size_hint(),
-        }
-    }
-}
-
 /// A response body on an HTTP/2 connection, which the connection's watcher can cut.
-pub struct WatchedBody(Arc<Stream>);
+struct WatchedBody(Arc<Stream>);
 
 impl Body for WatchedBody {
     type Data = Bytes;
@@ -173,7 +136,7 @@ impl Body for WatchedBody {
 mod tests {
     use std::task::Waker;
 
-    use http_body_util::{BodyExt, Full, StreamBody};
+    use http_body_util::{Full, StreamBody};
 
     use super::*;
 

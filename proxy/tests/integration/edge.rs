@@ -19,6 +19,14 @@ fn one_pool(address: &str) -> String {
     format!("[[routes]]\npool = \"web\"\n[pools.web]\nbackends = [{{ address = \"{address}\" }}]\n")
 }
 
+/// A proxy in front of one backend, its listener under `limits` (lines of `[listeners.limits]`).
+async fn limited_proxy(limits: &str) -> (crate::backends::TestBackend, augur_proxy::Running) {
+    let a = spawn("a").await;
+    let limits = format!("[listeners.limits]\n{limits}");
+    let proxy = start_proxy_with_listener(&limits, &one_pool(&a.addr.to_string())).await;
+    (a, proxy)
+}
+
 /// How many connections the proxy's first listener closed for `reason`, once at least `expected`
 /// are counted: a client sees the close a moment before the proxy's task counts it.
 async fn closed_for(proxy: &augur_proxy::Running, reason: &str, expected: f64) -> f64 {
@@ -59,12 +67,7 @@ async fn closed_within(stream: &mut TcpStream, limit: Duration) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_and_trickling_connections_are_closed_from_accept() {
-    let a = spawn("a").await;
-    let proxy = start_proxy_with_listener(
-        "[listeners.limits]\nheader_read_timeout = \"400ms\"",
-        &one_pool(&a.addr.to_string()),
-    )
-    .await;
+    let (a, proxy) = limited_proxy("header_read_timeout = \"400ms\"").await;
     let mut silent = Vec::new();
     for i in 0..20 {
         let mut stream = TcpStream::connect(proxy.listeners[0]).await.unwrap();
@@ -100,12 +103,7 @@ async fn silent_and_trickling_connections_are_closed_from_accept() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_over_the_limit_are_closed_at_once_and_counted() {
-    let a = spawn("a").await;
-    let proxy = start_proxy_with_listener(
-        "[listeners.limits]\nmax_connections = 4\nheader_read_timeout = \"30s\"",
-        &one_pool(&a.addr.to_string()),
-    )
-    .await;
+    let (_backend, proxy) = limited_proxy("max_connections = 4\nheader_read_timeout = \"30s\"").await;
     let mut held = Vec::new();
     for _ in 0..4 {
         held.push(TcpStream::connect(proxy.listeners[0]).await.unwrap());
@@ -144,12 +142,7 @@ async fn connections_over_the_limit_are_closed_at_once_and_counted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_http2_connection_is_sent_away() {
-    let a = spawn("a").await;
-    let proxy = start_proxy_with_listener(
-        "[listeners.limits]\nidle_timeout = \"300ms\"",
-        &one_pool(&a.addr.to_string()),
-    )
-    .await;
+    let (_backend, proxy) = limited_proxy("idle_timeout = \"300ms\"").await;
     let stream = TcpStream::connect(proxy.listeners[0]).await.unwrap();
     let (mut sender, connection) =
         hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
@@ -174,12 +167,7 @@ async fn an_idle_http2_connection_is_sent_away() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_stops_reading_frees_its_backend() {
-    let a = spawn("a").await;
-    let proxy = start_proxy_with_listener(
-        "[listeners.limits]\nstream_idle_timeout = \"500ms\"",
-        &one_pool(&a.addr.to_string()),
-    )
-    .await;
+    let (a, proxy) = limited_proxy("stream_idle_timeout = \"500ms\"").await;
     let mut stream = TcpStream::connect(proxy.listeners[0]).await.unwrap();
     stream
         .write_all(b"GET /flood HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -204,12 +192,7 @@ async fn a_client_that_stops_reading_frees_its_backend() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_http2_stream_the_client_stops_reading_is_cut_while_its_connection_goes_on() {
-    let a = spawn("a").await;
-    let proxy = start_proxy_with_listener(
-        "[listeners.limits]\nstream_idle_timeout = \"500ms\"",
-        &one_pool(&a.addr.to_string()),
-    )
-    .await;
+    let (a, proxy) = limited_proxy("stream_idle_timeout = \"500ms\"").await;
     let stream = TcpStream::connect(proxy.listeners[0]).await.unwrap();
     // The stream window is the protocol's default 64 KiB, so the unread stream stalls soon.
     let (sender, connection) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
@@ -273,12 +256,7 @@ async fn an_http2_stream_the_client_stops_reading_is_cut_while_its_connection_go
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_oversized_head_gets_431_and_an_oversized_body_413() {
-    let a = spawn("a").await;
-    let proxy = start_proxy_with_listener(
-        "[listeners.limits]\nmax_request_header_bytes = 16384\nmax_request_body_bytes = 1000",
-        &one_pool(&a.addr.to_string()),
-    )
-    .await;
+    let (a, proxy) = limited_proxy("max_request_header_bytes = 16384\nmax_request_body_bytes = 1000").await;
     let client = client();
     let big = "x".repeat(20_000);
     let mut stream = TcpStream::connect(proxy.listeners[0]).await.unwrap();

@@ -1,0 +1,31 @@
+# Sourced by the bench scripts: tool checks, a work folder that goes away on exit with the
+# processes started in it, the nginx backend they all proxy to, and augur's own request count.
+
+# require TOOL...: stops the script, naming the first tool missing.
+require() {
+  for t in "$@"; do command -v "$t" >/dev/null || { echo "missing $t"; exit 2; }; done
+}
+
+# Sets $w (a new work folder) and $pids (append what you start); both are cleaned up on exit.
+start_workdir() {
+  w=$(mktemp -d); pids=()
+  trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done; wait 2>/dev/null; rm -rf "$w"' EXIT
+}
+
+# nginx_backend PORT: writes $w/backend.conf, one nginx worker answering 200 "ok" on PORT.
+nginx_backend() {
+  cat >"$w/backend.conf" <<CONF
+worker_processes 1; daemon off; pid $w/backend.pid; error_log stderr error;
+events { worker_connections 4096; }
+http { access_log off; keepalive_requests 1000000;
+  server { listen 127.0.0.1:$1; location / { return 200 "ok\n"; } } }
+CONF
+}
+
+# augur_served ADMIN_PORT: the requests augur has answered, by its own augur_requests_total.
+augur_served() {
+  python3 -c "
+import urllib.request
+text = urllib.request.urlopen('http://127.0.0.1:$1/metrics', timeout=30).read().decode()
+print(int(sum(float(l.split()[-1]) for l in text.splitlines() if l.startswith('augur_requests_total{'))))"
+}
