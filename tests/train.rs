@@ -376,22 +376,37 @@ fn backtest_on_the_azure_trace_reports_every_horizon_and_the_spikes() {
             .iter()
             .map(|h| h["horizon_s"].as_u64().unwrap())
             .collect::<Vec<_>>(),
-        [30, 60, 120, 300]
+        [10, 60, 120, 300],
+        "one bucket, then the standard horizons up to a tenth of the hour-long trace"
     );
-    for h in horizons.iter().filter(|h| h["horizon_s"].as_u64().unwrap() >= 60) {
-        let best = ["last_value", "seasonal_naive"]
-            .map(|b| h["baselines"][b]["mae"].as_f64().unwrap())
-            .into_iter()
+    assert_eq!(
+        report["seasons"]["lag"], 28,
+        "an hour has no day: the autocorrelation's lag"
+    );
+    for h in horizons {
+        let baselines = h["baselines"].as_object().unwrap();
+        assert_eq!(
+            baselines.keys().collect::<Vec<_>>(),
+            ["holt_winters", "last_value", "seasonal_naive_lag"]
+        );
+        let best = baselines
+            .values()
+            .map(|b| b["mae"].as_f64().unwrap())
             .fold(f64::MAX, f64::min);
+        // The bursts a minute or two ahead are where the ridge earns its place on this trace.
+        if [60, 120].contains(&h["horizon_s"].as_u64().unwrap()) {
+            assert!(
+                h["mae"].as_f64().unwrap() < 0.9 * best,
+                "the forecaster does not beat the best baseline by 10%: {h:#}"
+            );
+        }
         assert!(
-            h["mae"].as_f64().unwrap() < best,
-            "the forecaster loses to a baseline: {h:#}"
+            h["smape"].as_f64().unwrap() > 0.0 && baselines["last_value"]["smape"].as_f64().unwrap() > 0.0
         );
-        assert!(
-            h["smape"].as_f64().unwrap() > 0.0
-                && h["baselines"]["last_value"]["smape"].as_f64().unwrap() > 0.0
-        );
+        let coverage = h["upper_coverage"].as_f64().unwrap();
+        assert!((0.7..=1.0).contains(&coverage), "{h:#}");
     }
+    assert!(report["wall_s"].as_f64().unwrap() < 60.0, "{report:#}");
     let spikes = &report["spikes"];
     assert!(spikes["definition"]
         .as_str()

@@ -1,11 +1,14 @@
 //! `augur backtest`: walk-forward evaluation of demand forecasting and spike hints on a request trace.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use augur_sim::trace::{load, TraceColumns};
-use augur_trainer::backtest::{run as backtest, BacktestOptions, BacktestReport, SpikeRule};
+use augur_trainer::backtest::{
+    default_horizons_s, run as backtest, BacktestOptions, BacktestReport, SpikeRule,
+};
 use augur_trainer::demand::{DemandOptions, Series};
 
 use super::train::{horizons, whole_seconds};
@@ -26,9 +29,10 @@ pub struct BacktestArgs {
     /// Bucket width.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     bucket: Duration,
-    /// Forecast horizons, comma-separated, each a whole number of buckets.
-    #[arg(long, default_value = "30s,60s,120s,300s")]
-    horizons: String,
+    /// Forecast horizons, comma-separated, each a whole number of buckets (default: one bucket, then
+    /// 1, 2, 5, 15, 30 and 60 minutes, those that are whole buckets and at most a tenth of the trace).
+    #[arg(long)]
+    horizons: Option<String>,
     /// Instance warm-up: the scaler plans on the forecast this far ahead, and a hint is timely only if
     /// it comes at least this long before its spike.
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
@@ -83,7 +87,10 @@ fn report(args: &BacktestArgs) -> Result<BacktestReport, String> {
     let options = BacktestOptions {
         demand: DemandOptions {
             bucket_s,
-            horizons_s: horizons(&args.horizons)?,
+            horizons_s: match &args.horizons {
+                Some(list) => horizons(list)?,
+                None => default_horizons_s(bucket_s, series.values.len()),
+            },
             ..DemandOptions::default()
         },
         refit_every_s: whole_seconds("--refit-every", args.refit_every)?,
@@ -97,32 +104,51 @@ fn report(args: &BacktestArgs) -> Result<BacktestReport, String> {
             }
             c => c,
         },
+        progress: !args.json && std::io::stderr().is_terminal(),
         ..BacktestOptions::default()
     };
     backtest(&series, &options).map_err(|e| format!("{name}: {e}"))
 }
 
 fn print_report(report: &BacktestReport) {
+    let seasons: Vec<String> = report
+        .seasons
+        .iter()
+        .map(|(name, period)| format!("{name} = {period} buckets"))
+        .collect();
     println!(
-        "{}: {} buckets of {}s; scored after the first {} ({} refits)",
-        report.trace, report.buckets, report.bucket_s, report.initial_buckets, report.refits
+        "{}: {} buckets of {}s; scored after the first {} ({} refits, {:.1} s); seasons: {}",
+        report.trace,
+        report.buckets,
+        report.bucket_s,
+        report.initial_buckets,
+        report.refits,
+        report.wall_s,
+        if seasons.is_empty() {
+            "none".into()
+        } else {
+            seasons.join(", ")
+        }
     );
-    println!(
-        "{:>8} {:>10} {:>10} {:>12} {:>16} {:>9}",
-        "horizon", "model MAE", "last MAE", "seasonal MAE", "model/best base", "coverage"
-    );
+    let names: Vec<&String> = report
+        .horizons
+        .first()
+        .map(|h| h.baselines.keys().collect())
+        .unwrap_or_default();
+    print!("{:>8} {:>10}", "horizon", "model MAE");
+    for name in &names {
+        print!(" {:>22}", format!("{name} MAE"));
+    }
+    println!(" {:>16} {:>9}", "model/best base", "coverage");
     for h in &report.horizons {
-        let last = h.baselines["last_value"].mae;
-        let seasonal = h.baselines["seasonal_naive"].mae;
-        println!(
-            "{:>7}s {:>10.2} {:>10.2} {:>12.2} {:>16.3} {:>8.1}%",
-            h.horizon_s,
-            h.mae,
-            last,
-            seasonal,
-            h.mae / last.min(seasonal),
-            h.upper_coverage * 100.0
-        );
+        print!("{:>7}s {:>10.2}", h.horizon_s, h.mae);
+        let mut best = f64::INFINITY;
+        for name in &names {
+            let mae = h.baselines[*name].mae;
+            best = best.min(mae);
+            print!(" {mae:>22.2}");
+        }
+        println!(" {:>16.3} {:>8.1}%", h.mae / best, h.upper_coverage * 100.0);
     }
     let s = &report.spikes;
     let percent = |v: Option<f64>| v.map_or("n/a".to_string(), |v| format!("{:.0}%", v * 100.0));

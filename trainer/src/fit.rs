@@ -4,6 +4,7 @@
 use augur_engine::model::Linear;
 use linfa::prelude::*;
 use linfa_elasticnet::ElasticNet;
+use linfa_linalg::cholesky::SolveCInplace;
 use linfa_logistic::LogisticRegression;
 use ndarray::{Array1, Array2, ArrayView1, ArrayView2, Axis, ShapeBuilder};
 
@@ -156,6 +157,86 @@ pub fn logistic(
     Ok(linear)
 }
 
+/// The sums that determine a ridge regression, added to one row at a time: a walk-forward refit
+/// solves them in time set by the number of features, however long the history has grown.
+#[derive(Debug, Clone)]
+pub struct NormalEquations {
+    rows: usize,
+    sum_x: Array1<f64>,
+    sum_xx: Array2<f64>,
+    sum_y: f64,
+    sum_xy: Array1<f64>,
+}
+
+impl NormalEquations {
+    /// No rows yet, of `features` columns.
+    pub fn new(features: usize) -> Self {
+        Self {
+            rows: 0,
+            sum_x: Array1::zeros(features),
+            sum_xx: Array2::zeros((features, features)),
+            sum_y: 0.0,
+            sum_xy: Array1::zeros(features),
+        }
+    }
+
+    /// Rows added.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Adds the row `x` with target `y`.
+    pub fn add(&mut self, x: &[f64], y: f64) {
+        self.rows += 1;
+        self.sum_y += y;
+        for (i, &xi) in x.iter().enumerate() {
+            self.sum_x[i] += xi;
+            self.sum_xy[i] += xi * y;
+            let mut row = self.sum_xx.row_mut(i);
+            for (j, &xj) in x.iter().enumerate().skip(i) {
+                row[j] += xi * xj;
+            }
+        }
+    }
+
+    /// The ridge fit of the rows with `penalty` on standardised inputs: the minimum of
+    /// `|y - Xw|² / 2n + penalty |w|² / 2`, as the coordinate-descent fit above defines it.
+    pub fn solve(&self, penalty: f64, what: &str) -> Result<Linear, FitError> {
+        let d = self.sum_x.len();
+        let n = self.rows.max(1) as f64;
+        let mean = &self.sum_x / n;
+        let mean_y = self.sum_y / n;
+        let covariance = |i: usize, j: usize| {
+            let (a, b) = if i <= j { (i, j) } else { (j, i) };
+            self.sum_xx[[a, b]] / n - mean[a] * mean[b]
+        };
+        let scale = Array1::from_shape_fn(d, |i| {
+            let s = covariance(i, i).max(0.0).sqrt();
+            if s > 1e-12 {
+                s
+            } else {
+                1.0
+            }
+        });
+        let mut gram = Array2::from_shape_fn((d, d), |(i, j)| {
+            covariance(i, j) / (scale[i] * scale[j]) + if i == j { penalty } else { 0.0 }
+        });
+        let rhs = Array2::from_shape_fn((d, 1), |(i, _)| {
+            (self.sum_xy[i] / n - mean[i] * mean_y) / scale[i]
+        });
+        let standardised = gram.solvec_into(rhs).map_err(|e| FitError::Solver {
+            what: what.to_owned(),
+            method: "ridge (normal equations)",
+            reason: e.to_string(),
+        })?;
+        let weights = standardised.column(0).to_owned() / &scale;
+        Ok(Linear {
+            intercept: mean_y - weights.dot(&mean),
+            weights: weights.to_vec(),
+        })
+    }
+}
+
 /// A design matrix of `rows` rows and `columns` columns, row `k` filled by `fill(k, row)`.
 pub fn design(rows: usize, columns: usize, mut fill: impl FnMut(usize, &mut [f64])) -> Array2<f64> {
     let mut x = Array2::zeros((rows, columns));
@@ -185,6 +266,31 @@ mod tests {
             .map(|r| 1.0 + 2.0 * r[0] - 0.5 * r[1])
             .collect();
         (x, y)
+    }
+
+    #[test]
+    fn normal_equations_solve_the_same_ridge_as_coordinate_descent() {
+        let (x, mut y) = plane();
+        // Noise, so that the penalty matters.
+        for (k, v) in y.iter_mut().enumerate() {
+            *v += ((k * 7919) % 13) as f64 / 13.0 - 0.5;
+        }
+        let mut equations = NormalEquations::new(2);
+        for (row, &target) in x.rows().into_iter().zip(&y) {
+            equations.add(row.as_slice().unwrap(), target);
+        }
+        assert_eq!(equations.rows(), 400);
+        for penalty in [1e-3, 1.0] {
+            let direct = equations.solve(penalty, "test").unwrap();
+            let descent = ridge_with_penalty(x.view(), y.view(), penalty, "test").unwrap();
+            for (a, b) in direct.weights.iter().zip(&descent.weights) {
+                assert!(
+                    (a - b).abs() < 1e-4,
+                    "penalty {penalty}: {direct:?} vs {descent:?}"
+                );
+            }
+            assert!((direct.intercept - descent.intercept).abs() < 1e-4);
+        }
     }
 
     #[test]

@@ -15,54 +15,84 @@ use crate::demand::{DemandOptions, Series};
 use crate::error::FitError;
 use walk::Plan;
 
-/// How a spike and a timely hint are defined; the numbers appear in the report.
+/// How a spike and a timely hint are defined, in buckets of the trace so that the definition means
+/// the same at any bucket width; the numbers appear in the report.
 #[derive(Debug, Clone, Copy)]
 pub struct SpikeRule {
-    /// Demand is measured over windows of this many seconds.
-    pub window_s: u32,
-    /// The reference is the median window demand over this many seconds before the window.
-    pub reference_s: u32,
-    /// A spike: window demand at least this many times the reference...
+    /// Demand is the mean over windows of this many buckets.
+    pub window_buckets: usize,
+    /// The recent level is the median window demand over this many buckets before the window.
+    pub reference_buckets: usize,
+    /// A spike: window demand at least this many times the recent level...
     pub factor: f64,
-    /// ...and at least this many requests above it.
-    pub min_excess: f64,
-    /// After a spike starts, no new one is counted for this long.
-    pub refractory_s: u32,
+    /// ...and above it by at least this many requests per bucket; `None`: what one replica serves
+    /// in a bucket at the target utilisation, so that a spike is a rise that takes another replica.
+    pub min_excess: Option<f64>,
+    /// After a spike starts, no new one is counted for this many buckets.
+    pub refractory_buckets: usize,
     /// A hint is timely when it comes at least this long before the spike (instance warm-up; also
-    /// the scaling policy's).
+    /// the scaling policy's)...
     pub warm_up_s: u32,
-    /// ...and at most this long before it.
-    pub max_lead_s: u32,
+    /// ...and at most this many buckets earlier than that.
+    pub lead_slack_buckets: usize,
 }
 
 impl Default for SpikeRule {
     fn default() -> Self {
         Self {
-            window_s: 60,
-            reference_s: 600,
+            window_buckets: 3,
+            reference_buckets: 12,
             factor: 2.0,
-            min_excess: 10.0,
-            refractory_s: 300,
+            min_excess: None,
+            refractory_buckets: 12,
             warm_up_s: 60,
-            max_lead_s: 300,
+            lead_slack_buckets: 6,
         }
     }
 }
 
 impl SpikeRule {
-    /// The definition in words, as the report prints it.
-    pub fn describe(&self) -> String {
+    /// The earliest a timely hint may come before a spike, in seconds: the warm-up, in whole buckets.
+    pub fn min_lead_s(&self, bucket_s: u32) -> u32 {
+        self.warm_up_s.div_ceil(bucket_s.max(1)) * bucket_s
+    }
+
+    /// The latest, in seconds.
+    pub fn max_lead_s(&self, bucket_s: u32) -> u32 {
+        self.min_lead_s(bucket_s) + self.lead_slack_buckets as u32 * bucket_s
+    }
+
+    /// The definition in words for `bucket_s` buckets and an excess of `min_excess` requests per
+    /// bucket, as the report prints it.
+    pub fn describe(&self, bucket_s: u32, min_excess: f64) -> String {
         format!(
-            "a spike starts when the requests in a {w}s window reach {f}x the median {w}s demand of the {r}s before it and exceed it by at least {m} requests (one spike per {rf}s); a hint is a scale-up decided by the proxy's scaler on the forecasts; it is timely when it comes between {max}s and {warm}s (the warm-up) before the spike starts; a false alarm is a scale-up neither within {max}s before a spike start nor within {rf}s after one",
-            w = self.window_s,
+            "a spike starts when the mean demand over {w} buckets ({w_s}s) reaches {f}x the median {w}-bucket demand of the {r} buckets before it and exceeds it by at least {m:.1} requests per bucket (one spike per {rf} buckets); it starts at the first bucket of that window above the level by that much; a hint is a scale-up decided by the proxy's scaler on the forecasts; it is timely when it comes between {max}s and {min}s (the warm-up in whole buckets) before the spike starts; a false alarm is a scale-up neither within {max}s before a spike start nor within {rf} buckets after one",
+            w = self.window_buckets,
+            w_s = self.window_buckets as u32 * bucket_s,
             f = self.factor,
-            r = self.reference_s,
-            m = self.min_excess,
-            rf = self.refractory_s,
-            max = self.max_lead_s,
-            warm = self.warm_up_s,
+            r = self.reference_buckets,
+            m = min_excess,
+            rf = self.refractory_buckets,
+            max = self.max_lead_s(bucket_s),
+            min = self.min_lead_s(bucket_s),
         )
     }
+}
+
+/// The forecast horizons a backtest scores when none are given: one bucket, then 1, 2, 5, 15, 30
+/// and 60 minutes, those that are whole numbers of buckets and at most a tenth of the trace (so that
+/// most of it is left to score).
+pub fn default_horizons_s(bucket_s: u32, buckets: usize) -> Vec<u32> {
+    let longest = (buckets / 10) as u64 * u64::from(bucket_s);
+    let mut horizons: Vec<u32> = std::iter::once(bucket_s)
+        .chain([60, 120, 300, 900, 1_800, 3_600])
+        .filter(|&h| {
+            h >= bucket_s && h.is_multiple_of(bucket_s) && u64::from(h) <= longest.max(u64::from(bucket_s))
+        })
+        .collect();
+    horizons.sort_unstable();
+    horizons.dedup();
+    horizons
 }
 
 /// Settings of a backtest.
@@ -81,6 +111,8 @@ pub struct BacktestOptions {
     /// Requests per second one replica serves; `None` sizes replicas so that the mean demand of the
     /// first fit's history fills [`TYPICAL_REPLICAS`] of them to the target utilisation.
     pub capacity_rps: Option<f64>,
+    /// Show a progress bar (on a terminal).
+    pub progress: bool,
 }
 
 /// Replicas the typical demand fills when no capacity is given.
@@ -95,6 +127,7 @@ impl Default for BacktestOptions {
             spikes: SpikeRule::default(),
             scaling: ScalingPolicy::default(),
             capacity_rps: None,
+            progress: false,
         }
     }
 }
@@ -184,13 +217,20 @@ pub struct BacktestReport {
     pub spikes: SpikeScore,
     /// The hints' replicas against the demand.
     pub scaling: ScalingScore,
+    /// Seasons found in the history before scoring, by name, in buckets.
+    pub seasons: BTreeMap<String, usize>,
+    /// Seconds the backtest took.
+    pub wall_s: f64,
 }
 
 /// Walks forward over `series`: fits on the first part, then at every bucket forecasts each horizon
 /// with the latest fit (refitted every `refit_every_s` on all history so far), and scores the
 /// forecasts, the baselines and the hints.
 pub fn run(series: &Series, options: &BacktestOptions) -> Result<BacktestReport, FitError> {
+    let began = std::time::Instant::now();
     let plan = Plan::new(series, options)?;
     let walked = plan.walk(series, options)?;
-    Ok(plan.report(series, options, walked))
+    let mut report = plan.report(series, options, walked);
+    report.wall_s = began.elapsed().as_secs_f64();
+    Ok(report)
 }

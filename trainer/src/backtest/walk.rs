@@ -1,21 +1,26 @@
-//! The walk itself: where scoring starts and when the forecaster is refitted, each bucket's forecasts
-//! and the scaler's decision on them, and the scores of what the walk saw.
+//! The backtest's walk: where scoring starts and when the forecaster is refitted, each bucket's
+//! forecasts and the scaler's decision on them, and the scores of what the walk saw.
 
-use augur_engine::model::{DemandFeatureSpec, DemandModel, HorizonModel};
 use augur_engine::scaling::{Direction, Scaler, ScalingPolicy};
+use indicatif::{ProgressBar, ProgressStyle};
 
 use super::spikes::score_spikes;
 use super::{BacktestOptions, BacktestReport, HorizonScore, ScalingScore, Score, TYPICAL_REPLICAS};
-use crate::demand::{refit, seasonal_period, spec_for, ForecastErrors, Series, FORECASTERS};
+use crate::demand::{seasons, spec_for, Baselines, ForecastErrors, Season, Series, Walk, MIN_FIT_ORIGINS};
 use crate::error::FitError;
-use crate::metrics::{mean, quantile};
+use crate::metrics::mean;
+
+/// Forecasts per horizon that the ridge penalty and the upper bound are judged on: a day's buckets,
+/// so that a whole daily cycle counts, within bounds that keep the judgement quick and recent.
+fn recent_window(bucket_s: u32) -> usize {
+    (86_400 / bucket_s.max(1) as usize).clamp(100, 2_000)
+}
 
 /// What a walk is set to do: where scoring starts, the horizons in buckets, when to refit, and the
 /// capacity and policy the scaler plans with.
 pub(super) struct Plan {
     bucket_s: u32,
     horizons: Vec<usize>,
-    spec: DemandFeatureSpec,
     /// The first bucket scored.
     start: usize,
     refit_every: usize,
@@ -25,6 +30,9 @@ pub(super) struct Plan {
 
 /// What the walk saw, bucket by bucket.
 pub(super) struct Walked {
+    /// The baselines' names, in the order of their errors after the model's.
+    baselines: Vec<String>,
+    seasons: Vec<Season>,
     errors: Vec<ForecastErrors>,
     /// Per horizon, per forecast: 1 when the truth was at or under the upper bound.
     covered: Vec<Vec<f64>>,
@@ -40,7 +48,6 @@ impl Plan {
         let demand = &options.demand;
         let bucket_s = demand.bucket_s;
         let n = series.values.len();
-        let spec = spec_for(n as f64 * f64::from(bucket_s), bucket_s);
         let horizons: Vec<usize> = demand
             .horizons_s
             .iter()
@@ -58,7 +65,9 @@ impl Plan {
             .iter()
             .max()
             .ok_or_else(|| FitError::BadSettings("no horizons".into()))?;
-        let start = ((n as f64 * options.initial_share) as usize).max(spec.history_needed() + longest + 50);
+        let initial = (n as f64 * options.initial_share) as usize;
+        let needed = spec_for(initial as f64 * f64::from(bucket_s), bucket_s).history_needed();
+        let start = initial.max(needed + longest + MIN_FIT_ORIGINS);
         if start + longest >= n {
             return Err(FitError::TooLittleData(format!(
                 "the trace has {n} buckets of {bucket_s}s; a backtest needs at least {} (history, the longest horizon and room to score)",
@@ -73,7 +82,6 @@ impl Plan {
         Ok(Self {
             bucket_s,
             horizons,
-            spec,
             start,
             refit_every: (options.refit_every_s / bucket_s).max(1) as usize,
             capacity_rps,
@@ -90,53 +98,34 @@ impl Plan {
             .clamp(self.policy.min_replicas, self.policy.max_replicas)
     }
 
-    /// The demand model refitted at bucket `t` on the history up to it, each horizon's upper bound
-    /// from the out-of-sample residuals so far.
-    fn refit(
-        &self,
-        series: &Series,
-        t: usize,
-        upper_level: f64,
-        residuals: &[Vec<f64>],
-        model: &mut DemandModel,
-    ) -> Result<(), FitError> {
-        model.horizons.clear();
-        for (k, &h) in self.horizons.iter().enumerate() {
-            let log1p_ratio = refit(series, &self.spec, h, t + 1, 50)?.ok_or_else(|| {
-                FitError::TooLittleData(format!(
-                    "too little history to fit the {}s horizon",
-                    h as u32 * self.bucket_s
-                ))
-            })?;
-            let upper_residual = quantile(&mut residuals[k].clone(), upper_level)
-                .unwrap_or(0.0)
-                .max(0.0);
-            model.horizons.push(HorizonModel {
-                horizon_buckets: h as u32,
-                log1p_ratio,
-                upper_residual,
-            });
-        }
-        Ok(())
+    /// The forecaster's walk over the series, its features and baselines chosen from the history
+    /// before scoring starts, so that nothing from the scored part shapes them.
+    fn forecaster(&self, series: &Series, upper_level: f64) -> Walk {
+        let known = &series.values[..self.start];
+        let spec = spec_for(known.len() as f64 * f64::from(self.bucket_s), self.bucket_s);
+        let baselines = Baselines::new(seasons(known, self.bucket_s), known);
+        Walk::new(
+            self.bucket_s,
+            spec,
+            &self.horizons,
+            upper_level,
+            baselines,
+            recent_window(self.bucket_s),
+        )
     }
 
-    /// Forecasts every horizon at every scored bucket, refitting on schedule, and lets the scaler
-    /// decide on each bucket's forecasts.
+    /// Walks every bucket: the forecaster takes it in (and is refitted on schedule), forecasts
+    /// every horizon from it, and from the first scored bucket on the scaler decides on those
+    /// forecasts and every forecast is scored.
     pub(super) fn walk(&self, series: &Series, options: &BacktestOptions) -> Result<Walked, FitError> {
         let n = series.values.len();
         let bucket = f64::from(self.bucket_s);
-        let upper_level = options.demand.upper_level;
-        let mut model = DemandModel {
-            bucket_s: self.bucket_s,
-            feature_names: self.spec.feature_names(),
-            spec: self.spec.clone(),
-            upper_level,
-            horizons: Vec::new(),
-        };
-        let mut scratch = vec![0.0; self.spec.len()];
-        let mut residuals: Vec<Vec<f64>> = vec![Vec::new(); self.horizons.len()];
+        let mut forecaster = self.forecaster(series, options.demand.upper_level);
+        let baselines = forecaster.baselines().names();
         let mut walked = Walked {
-            errors: vec![ForecastErrors::default(); self.horizons.len()],
+            seasons: forecaster.baselines().seasons().to_vec(),
+            errors: vec![ForecastErrors::new(1 + baselines.len()); self.horizons.len()],
+            baselines,
             covered: vec![Vec::new(); self.horizons.len()],
             desired: Vec::with_capacity(n - self.start),
             scale_ups: Vec::new(),
@@ -147,45 +136,49 @@ impl Plan {
             self.policy.clone(),
             self.needed(series.values[self.start - 1] / bucket),
         );
-        let mut forecasts = Vec::with_capacity(self.horizons.len());
-        let mut period = None;
-        for t in self.start..n {
-            if (t - self.start).is_multiple_of(self.refit_every) {
-                self.refit(series, t, upper_level, &residuals, &mut model)?;
-                // Only the history up to now: the cutoff keeps the future out.
-                period = seasonal_period(series, series.origin_unix_s(t));
+        let bar = progress(options.progress, n);
+        let mut fitted = false;
+        for t in 0..n {
+            // On schedule, and at every bucket until the first fit: scoring starts as soon as the
+            // history allows.
+            if (t % self.refit_every == 0 || !fitted) && forecaster.refit()? {
+                fitted = true;
                 walked.refits += 1;
             }
-            let scale = self
-                .spec
-                .encode(&series.values[..=t], series.origin_unix_s(t), &mut scratch)
-                .expect("start leaves enough history");
-            forecasts.clear();
-            for (k, horizon) in model.horizons.iter().enumerate() {
-                let h = self.horizons[k];
-                let forecast = model.forecast(horizon, &scratch, scale);
-                forecasts.push(forecast);
-                let Some(&truth) = series.values.get(t + h) else {
-                    continue;
-                };
-                residuals[k].push((truth - forecast.mean) / scale);
-                walked.covered[k].push(f64::from(u8::from(truth <= forecast.upper)));
-                walked.errors[k].add(series, t, h, period, forecast.mean);
+            let start = self.start;
+            let (errors, covered) = (&mut walked.errors, &mut walked.covered);
+            let forecasts = forecaster.step(&series.values[..=t], series.origin_unix_s(t), |s| {
+                if s.origin >= start {
+                    let forecasts = std::iter::once(s.model.mean).chain(s.baselines.iter().copied());
+                    errors[s.horizon].add(s.truth, forecasts);
+                    covered[s.horizon].push(f64::from(u8::from(s.truth <= s.model.upper)));
+                }
+            });
+            if t >= self.start {
+                let forecasts = forecasts.ok_or_else(|| {
+                    FitError::TooLittleData(format!(
+                        "the forecaster could not be fitted by bucket {t}: too little history"
+                    ))
+                })?;
+                let decision = scaler.decide(
+                    series.origin_unix_s(t),
+                    self.capacity_rps,
+                    series.values[t] / bucket,
+                    forecasts,
+                    self.bucket_s,
+                );
+                match decision.direction {
+                    Direction::Up => walked.scale_ups.push(t),
+                    Direction::Down => walked.scale_downs += 1,
+                    Direction::Hold => {}
+                }
+                walked.desired.push(decision.desired);
             }
-            let decision = scaler.decide(
-                series.origin_unix_s(t),
-                self.capacity_rps,
-                series.values[t] / bucket,
-                &forecasts,
-                self.bucket_s,
-            );
-            match decision.direction {
-                Direction::Up => walked.scale_ups.push(t),
-                Direction::Down => walked.scale_downs += 1,
-                Direction::Hold => {}
+            if t % 256 == 0 {
+                bar.set_position(t as u64);
             }
-            walked.desired.push(decision.desired);
         }
+        bar.finish_and_clear();
         Ok(walked)
     }
 
@@ -210,13 +203,16 @@ impl Plan {
                 mae: e.mae(0),
                 smape: e.smape(0),
                 upper_coverage: mean(covered.iter().copied()),
-                baselines: (1..FORECASTERS.len())
-                    .map(|j| {
+                baselines: walked
+                    .baselines
+                    .iter()
+                    .enumerate()
+                    .map(|(j, name)| {
                         let score = Score {
-                            mae: e.mae(j),
-                            smape: e.smape(j),
+                            mae: e.mae(j + 1),
+                            smape: e.smape(j + 1),
                         };
-                        (FORECASTERS[j].to_string(), score)
+                        (name.clone(), score)
                     })
                     .collect(),
             })
@@ -230,14 +226,15 @@ impl Plan {
                         > f64::from(walked.desired[t - warm_up - start]) * self.capacity_rps
             })
             .collect();
-        let per_bucket = f64::from(options.spikes.window_s) / bucket;
+        let one_replica = self.capacity_rps * self.policy.target_utilisation * bucket;
+        let min_excess = options.spikes.min_excess.unwrap_or(one_replica);
         let spikes = score_spikes(
             series,
             start,
             &walked.scale_ups,
             &overloaded,
             options.spikes,
-            per_bucket,
+            min_excess,
         );
         let overloaded = overloaded.iter().filter(|&&o| o).count();
         let scaling = ScalingScore {
@@ -261,6 +258,26 @@ impl Plan {
             horizons,
             spikes,
             scaling,
+            seasons: walked
+                .seasons
+                .iter()
+                .map(|s| (s.name.to_string(), s.period))
+                .collect(),
+            wall_s: 0.0,
         }
     }
+}
+
+/// A progress bar over the walk's `buckets` on the terminal, or none.
+fn progress(visible: bool, buckets: usize) -> ProgressBar {
+    if !visible {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(buckets as u64);
+    bar.set_style(
+        ProgressStyle::with_template("backtest [{bar:40}] {human_pos}/{human_len} buckets ({elapsed})")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    bar
 }

@@ -1,5 +1,12 @@
 //! Demand: requests per bucket per pool, the direct multi-horizon ridge forecaster fitted on it, and
-//! its baselines (last value and seasonal naive), evaluated on the same validation origins.
+//! its baselines (last value, seasonal naive, Holt-Winters), evaluated on the same forecast origins.
+
+mod holt_winters;
+mod season;
+mod walk;
+
+pub use season::{seasons, Season};
+pub use walk::{Baselines, Scored, Walk, MIN_FIT_ORIGINS};
 
 use std::collections::BTreeMap;
 
@@ -8,13 +15,14 @@ use ndarray::Array1;
 
 use crate::error::FitError;
 use crate::fit::{design, ridge_selected};
-
-/// Ridge penalties tried for each horizon: demand history is short and noisy, and the longer the
-/// horizon the more a forecast should shrink towards the recent mean.
-const DEMAND_PENALTIES: [f64; 5] = [1e-3, 1e-2, 1e-1, 1.0, 10.0];
 use crate::frame::Telemetry;
 use crate::metrics::{mean, quantile, smape_term};
 use crate::Fitted;
+use season::seasonal_naive;
+
+/// Ridge penalties tried for each horizon: demand history is short and noisy, and the longer the
+/// horizon the more a forecast should shrink towards the recent mean.
+pub(crate) const DEMAND_PENALTIES: [f64; 5] = [1e-3, 1e-2, 1e-1, 1.0, 10.0];
 
 /// One pool's requests per bucket.
 #[derive(Debug, Clone, PartialEq)]
@@ -96,20 +104,20 @@ impl Default for DemandOptions {
     }
 }
 
-/// The features for history spanning `span_s` seconds at `bucket_s`: the last minute bucket by bucket,
-/// means over 30 s to 2 min, scaled by the last 5 minutes; time-of-day terms from two days of
-/// history, day-of-week from two weeks.
+/// The features for history spanning `span_s` seconds at `bucket_s`: the last minute bucket by bucket
+/// (at least 3 buckets), means over 30 s to 2 min (at least 2 to 4 buckets), scaled by the last 5
+/// minutes (at least 6 buckets), so that wide buckets still see a recent level rather than one value;
+/// time-of-day terms from two days of history, day-of-week from two weeks.
 pub fn spec_for(span_s: f64, bucket_s: u32) -> DemandFeatureSpec {
     let buckets = |seconds: u32| (seconds / bucket_s).max(1) as usize;
-    let scale_window = buckets(300);
-    let mut mean_windows: Vec<usize> = [30, 60, 120]
-        .map(buckets)
+    let scale_window = buckets(300).max(6);
+    let mut mean_windows: Vec<usize> = [buckets(30).max(2), buckets(60).max(3), buckets(120).max(4)]
         .into_iter()
-        .filter(|w| *w <= scale_window)
+        .filter(|w| *w < scale_window)
         .collect();
     mean_windows.dedup();
     DemandFeatureSpec {
-        lags: buckets(60).min(scale_window),
+        lags: buckets(60).clamp(3, 12).min(scale_window),
         mean_windows,
         scale_window,
         time_of_day: span_s >= 2.0 * 86_400.0,
@@ -157,13 +165,19 @@ pub fn train(series: &[Series], options: &DemandOptions) -> Result<Fitted<Demand
         model: BTreeMap::new(),
         baselines: BTreeMap::new(),
     };
+    // Each series' first season, from the history before its cutoff only.
     let periods: Vec<Option<usize>> = series
         .iter()
-        .map(|s| seasonal_period(s, s.cutoff_unix_s()))
+        .map(|s| {
+            let known = (0..s.values.len())
+                .take_while(|&t| s.origin_unix_s(t) <= s.cutoff_unix_s())
+                .count();
+            seasons(&s.values[..known], bucket_s).first().map(|s| s.period)
+        })
         .collect();
     let (mut training_rows, mut validation_rows) = (0, 0);
     // Per forecaster (the model, then each baseline), its MAE at each horizon.
-    let mut maes: [Vec<f64>; 3] = Default::default();
+    let mut maes: [Vec<f64>; FORECASTERS.len()] = Default::default();
     let mut scratch = vec![0.0; spec.len()];
     for &horizon_s in &options.horizons_s {
         if horizon_s == 0 || !horizon_s.is_multiple_of(bucket_s) {
@@ -190,7 +204,7 @@ pub fn train(series: &[Series], options: &DemandOptions) -> Result<Fitted<Demand
             upper_residual: 0.0,
         };
         let mut residuals = Vec::with_capacity(valid_origins.0.len());
-        let mut errors = ForecastErrors::default();
+        let mut errors = ForecastErrors::new(FORECASTERS.len());
         for &(s, t) in &valid_origins.0 {
             let one = &series[s];
             let scale = spec
@@ -198,7 +212,9 @@ pub fn train(series: &[Series], options: &DemandOptions) -> Result<Fitted<Demand
                 .expect("origin has history");
             let forecast = model.forecast(&horizon, &scratch, scale);
             residuals.push((one.values[t + h] - forecast.mean) / scale);
-            errors.add(one, t, h, periods[s], forecast.mean);
+            let history = &one.values[..=t];
+            let seasonal = periods[s].map_or(one.values[t], |p| seasonal_naive(history, h, p));
+            errors.add(one.values[t + h], [forecast.mean, one.values[t], seasonal]);
         }
         horizon.upper_residual = quantile(&mut residuals, options.upper_level)
             .unwrap_or(0.0)
@@ -224,22 +240,27 @@ pub fn train(series: &[Series], options: &DemandOptions) -> Result<Fitted<Demand
     })
 }
 
-/// The forecasters scored at each horizon: the model, then the baselines.
-pub const FORECASTERS: [&str; 3] = ["model", "last_value", "seasonal_naive"];
+/// The forecasters [`train`] scores at each horizon: the model, then the baselines.
+const FORECASTERS: [&str; 3] = ["model", "last_value", "seasonal_naive"];
 
-/// The errors of each of [`FORECASTERS`] at one horizon, on the same forecast origins.
-#[derive(Debug, Clone, Default)]
+/// The errors of several forecasters at one horizon, on the same forecast origins.
+#[derive(Debug, Clone)]
 pub struct ForecastErrors {
-    absolute: [Vec<f64>; 3],
-    smape: [Vec<f64>; 3],
+    absolute: Vec<Vec<f64>>,
+    smape: Vec<Vec<f64>>,
 }
 
 impl ForecastErrors {
-    /// Scores the forecasts of bucket `t + h` made at bucket `t`: the model's `model_mean`, the last
-    /// value, and the seasonal naive forecast over `period`.
-    pub fn add(&mut self, series: &Series, t: usize, h: usize, period: Option<usize>, model_mean: f64) {
-        let truth = series.values[t + h];
-        let forecasts = [model_mean, series.values[t], seasonal_naive(series, t, h, period)];
+    /// No forecasts yet, of `forecasters` forecasters.
+    pub fn new(forecasters: usize) -> Self {
+        Self {
+            absolute: vec![Vec::new(); forecasters],
+            smape: vec![Vec::new(); forecasters],
+        }
+    }
+
+    /// Scores each forecaster's forecast of a bucket that held `truth`, in forecaster order.
+    pub fn add(&mut self, truth: f64, forecasts: impl IntoIterator<Item = f64>) {
         for (k, forecast) in forecasts.into_iter().enumerate() {
             self.absolute[k].push((truth - forecast).abs());
             self.smape[k].push(smape_term(truth, forecast));
@@ -248,7 +269,7 @@ impl ForecastErrors {
 
     /// Forecasts scored.
     pub fn len(&self) -> usize {
-        self.absolute[0].len()
+        self.absolute.first().map_or(0, Vec::len)
     }
 
     /// Whether none was.
@@ -298,69 +319,4 @@ fn fit_ratio(
     });
     let what = format!("demand {horizon_s}s");
     ridge_selected(x, Array1::from(targets), &scales, &DEMAND_PENALTIES, &what).map(|(fit, _)| fit)
-}
-
-/// Fits horizon `h`'s forecaster on every origin of `series` whose target bucket is before bucket
-/// `end` (the walk-forward backtest's refit); `None` with fewer than `min_origins` origins.
-pub fn refit(
-    series: &Series,
-    spec: &DemandFeatureSpec,
-    h: usize,
-    end: usize,
-    min_origins: usize,
-) -> Result<Option<Linear>, FitError> {
-    let one = std::slice::from_ref(series);
-    let origins = Origins::of(one, spec.history_needed(), h, |_, t| t + h < end);
-    if origins.0.len() < min_origins {
-        return Ok(None);
-    }
-    fit_ratio(one, spec, &origins, h, h as u32 * series.bucket_s).map(Some)
-}
-
-/// The seasonal naive forecast of bucket `t + h`: the value one period (or a whole number of periods)
-/// earlier; the last value when no period was found.
-fn seasonal_naive(series: &Series, t: usize, h: usize, period: Option<usize>) -> f64 {
-    match period {
-        Some(p) => {
-            let back = h.div_ceil(p) * p;
-            (t + h)
-                .checked_sub(back)
-                .map_or(series.values[t], |i| series.values[i])
-        }
-        None => series.values[t],
-    }
-}
-
-/// The season of `series` as the data before `cutoff_unix_s` shows it: a day when it spans two days;
-/// otherwise the lag between one minute and a third of the span with the highest autocorrelation.
-pub fn seasonal_period(series: &Series, cutoff_unix_s: f64) -> Option<usize> {
-    let bucket_s = series.bucket_s as usize;
-    let known = (0..series.values.len())
-        .take_while(|&t| series.origin_unix_s(t) <= cutoff_unix_s)
-        .count();
-    let values = &series.values[..known];
-    if known * bucket_s >= 2 * 86_400 {
-        return Some(86_400 / bucket_s);
-    }
-    let first = (60 / bucket_s).max(1);
-    let last = known / 3;
-    if last <= first {
-        return None;
-    }
-    let m = mean(values.iter().copied());
-    let variance: f64 = values.iter().map(|v| (v - m).powi(2)).sum();
-    if variance == 0.0 {
-        return None;
-    }
-    (first..=last)
-        .map(|lag| {
-            let covariance: f64 = values[lag..]
-                .iter()
-                .zip(values)
-                .map(|(a, b)| (a - m) * (b - m))
-                .sum();
-            (lag, covariance / variance)
-        })
-        .max_by(|a, b| a.1.total_cmp(&b.1))
-        .map(|(lag, _)| lag)
 }
