@@ -78,8 +78,9 @@ def predict_latency_ms(model: dict, x: np.ndarray, backends, level: float) -> np
     return np.exp(log_ms + offset)
 
 
-def demand_features(history: np.ndarray, now_unix_s: float, spec: dict):
-    """The engine's demand features of `history` (oldest first), and the scale they were divided by."""
+def demand_features(history: np.ndarray, now_unix_s: float, horizon: int, spec: dict):
+    """The engine's demand features of `history` (oldest first) for a forecast `horizon` buckets
+    ahead, and the scale they were divided by."""
     n = len(history)
     scale = history[n - spec["scale_window"]:].mean() + 1.0
     features = [history[n - 1 - lag] / scale for lag in range(spec["lags"])]
@@ -89,15 +90,23 @@ def demand_features(history: np.ndarray, now_unix_s: float, spec: dict):
         if on:
             phase = 2 * np.pi * ((now_unix_s % period) / period)
             features += [np.sin(phase), np.cos(phase)]
+    window = spec["scale_window"]
+    for period in spec.get("seasonal_periods", []):
+        back = -(-max(horizon, 1) // period) * period
+        target = max(n - 1 + horizon - back, 0)
+        seasonal = history[max(target - 1, 0):min(target + 2, n)].mean()
+        then = max(n - back, 0)
+        level_then = history[max(then - window, 0):max(then, 1)].mean() + 1.0
+        features += [seasonal / scale, seasonal / level_then]
     return np.array(features), scale
 
 
 def forecast(model: dict, history: np.ndarray, now_unix_s: float):
     """(horizon_s, mean, upper) for each horizon of the demand model."""
     params = model["params"]
-    x, scale = demand_features(history, now_unix_s, params["spec"])
     out = []
     for h in params["horizons"]:
+        x, scale = demand_features(history, now_unix_s, h["horizon_buckets"], params["spec"])
         linear = h["log1p_ratio"]
         ratio = max(np.expm1(x @ np.array(linear["weights"]) + linear["intercept"]), 0.0)
         out.append((h["horizon_buckets"] * params["bucket_s"], ratio * scale, (ratio + max(h["upper_residual"], 0.0)) * scale))

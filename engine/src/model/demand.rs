@@ -2,7 +2,9 @@
 //! regression per horizon over recent history, with an upper bound from validation residuals.
 //!
 //! History is divided by its recent mean before encoding and forecasts are multiplied back, so one
-//! model serves pools of any size, and a pool it has never seen.
+//! model serves pools of any size, and a pool it has never seen. With seasons in the spec, the
+//! features also read the demand a whole number of periods before the forecast bucket, so they
+//! depend on the horizon: encode once per horizon.
 
 use serde::{Deserialize, Serialize};
 
@@ -21,6 +23,11 @@ pub struct DemandFeatureSpec {
     pub time_of_day: bool,
     /// Day-of-week terms; worth it with two weeks of history.
     pub day_of_week: bool,
+    /// Seasons, as periods in buckets, whose past the features read: for each, the demand a whole
+    /// number of periods before the forecast bucket, and that seasonal value scaled by how the recent
+    /// level has moved since then.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub seasonal_periods: Vec<usize>,
 }
 
 const DAY_S: f64 = 86_400.0;
@@ -30,7 +37,8 @@ impl DemandFeatureSpec {
     /// Buckets of history [`Self::encode`] needs.
     pub fn history_needed(&self) -> usize {
         let widest = self.mean_windows.iter().copied().max().unwrap_or(0);
-        self.lags.max(widest).max(self.scale_window).max(1)
+        let seasonal = self.seasonal_periods.iter().map(|p| p + self.scale_window);
+        seasonal.fold(self.lags.max(widest).max(self.scale_window).max(1), usize::max)
     }
 
     /// Feature names, in vector order.
@@ -44,6 +52,9 @@ impl DemandFeatureSpec {
         if self.day_of_week {
             names.extend(["week_sin".into(), "week_cos".into()]);
         }
+        for p in &self.seasonal_periods {
+            names.extend([format!("season_{p}"), format!("season_{p}_relevelled")]);
+        }
         names
     }
 
@@ -54,6 +65,7 @@ impl DemandFeatureSpec {
             + 1
             + 2 * usize::from(self.time_of_day)
             + 2 * usize::from(self.day_of_week)
+            + 2 * self.seasonal_periods.len()
     }
 
     /// Whether the spec has no features (never, for a valid spec).
@@ -62,9 +74,10 @@ impl DemandFeatureSpec {
     }
 
     /// Encodes `history` (requests per bucket, oldest first, the last entry the latest complete
-    /// bucket, which ends at `now_unix_s`) into `out` and returns the scale the features were divided
-    /// by. Returns `None` when the history is shorter than [`Self::history_needed`]. Does not allocate.
-    pub fn encode(&self, history: &[f64], now_unix_s: f64, out: &mut [f64]) -> Option<f64> {
+    /// bucket, which ends at `now_unix_s`) for a forecast `horizon` buckets ahead into `out`, and
+    /// returns the scale the features were divided by. Returns `None` when the history is shorter
+    /// than [`Self::history_needed`]. Does not allocate.
+    pub fn encode(&self, history: &[f64], now_unix_s: f64, horizon: usize, out: &mut [f64]) -> Option<f64> {
         let n = history.len();
         if n < self.history_needed() || out.len() != self.len() {
             return None;
@@ -92,6 +105,19 @@ impl DemandFeatureSpec {
             let phase = std::f64::consts::TAU * (now_unix_s.rem_euclid(WEEK_S) / WEEK_S);
             out[i] = phase.sin();
             out[i + 1] = phase.cos();
+            i += 2;
+        }
+        for &period in &self.seasonal_periods {
+            // The forecast bucket is n - 1 + horizon; look back whole periods to before now.
+            let back = horizon.max(1).div_ceil(period) * period;
+            let target = (n - 1 + horizon).saturating_sub(back);
+            let around = &history[target.saturating_sub(1)..(target + 2).min(n)];
+            let seasonal = mean(around);
+            let then = n.saturating_sub(back);
+            let level_then = mean(&history[then.saturating_sub(self.scale_window)..then.max(1)]) + 1.0;
+            out[i] = seasonal / scale;
+            out[i + 1] = seasonal / level_then;
+            i += 2;
         }
         Some(scale)
     }
@@ -101,6 +127,12 @@ impl DemandFeatureSpec {
             return Err(ModelError::invalid(
                 "spec",
                 "lags, windows and scale_window must be at least 1",
+            ));
+        }
+        if self.seasonal_periods.iter().any(|&p| p < 2) {
+            return Err(ModelError::invalid(
+                "spec.seasonal_periods",
+                "a season is at least 2 buckets",
             ));
         }
         Ok(())
@@ -219,11 +251,12 @@ mod tests {
             scale_window: 4,
             time_of_day: true,
             day_of_week: false,
+            seasonal_periods: Vec::new(),
         };
         assert_eq!(spec.feature_names().len(), spec.len());
         let mut out = vec![0.0; spec.len()];
-        assert_eq!(spec.encode(&[1.0, 2.0, 3.0], 0.0, &mut out), None, "too short");
-        let scale = spec.encode(&[3.0, 3.0, 3.0, 7.0], 21_600.0, &mut out).unwrap();
+        assert_eq!(spec.encode(&[1.0, 2.0, 3.0], 0.0, 1, &mut out), None, "too short");
+        let scale = spec.encode(&[3.0, 3.0, 3.0, 7.0], 21_600.0, 1, &mut out).unwrap();
         assert_eq!(scale, 5.0);
         assert_eq!(&out[..3], &[7.0 / 5.0, 3.0 / 5.0, 13.0 / 3.0 / 5.0]);
         assert!(
@@ -234,5 +267,29 @@ mod tests {
             (out[4] - 1.0).abs() < 1e-12 && out[5].abs() < 1e-12,
             "06:00 is a quarter of the day"
         );
+    }
+
+    #[test]
+    fn seasonal_features_read_a_period_before_the_forecast_bucket() {
+        let spec = DemandFeatureSpec {
+            lags: 1,
+            mean_windows: vec![],
+            scale_window: 2,
+            time_of_day: false,
+            day_of_week: false,
+            seasonal_periods: vec![4],
+        };
+        assert_eq!(spec.history_needed(), 6);
+        assert_eq!(spec.len(), 4);
+        // Two periods of 4: last period's buckets were 10, 20, 30, 40; the level is now double.
+        let history = [10.0, 20.0, 30.0, 40.0, 20.0, 40.0, 60.0, 80.0];
+        let mut out = vec![0.0; spec.len()];
+        let scale = spec.encode(&history, 0.0, 1, &mut out).unwrap();
+        assert_eq!(scale, 71.0);
+        // The next bucket is bucket 8, a period after bucket 4 (20), averaged with its neighbours.
+        let seasonal = (40.0 + 20.0 + 40.0) / 3.0;
+        assert!((out[2] - seasonal / 71.0).abs() < 1e-12);
+        // The level a period ago (buckets 2 and 3) was 35 (+1), against 71 now.
+        assert!((out[3] - seasonal / 36.0).abs() < 1e-12);
     }
 }

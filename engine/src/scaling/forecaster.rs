@@ -160,15 +160,23 @@ impl Forecaster {
             });
         }
         self.features.resize(model.spec.len(), 0.0);
-        let scale = model
-            .spec
-            .encode(self.history.values(), now_unix_s, &mut self.features)
-            .ok_or(ModelNotUsed::Unencodable)?;
-        Ok(model
+        let history = self.history.values();
+        model
             .horizons
             .iter()
-            .map(|h| model.forecast(h, &self.features, scale))
-            .collect())
+            .map(|h| {
+                let scale = model
+                    .spec
+                    .encode(
+                        history,
+                        now_unix_s,
+                        h.horizon_buckets as usize,
+                        &mut self.features,
+                    )
+                    .ok_or(ModelNotUsed::Unencodable)?;
+                Ok(model.forecast(h, &self.features, scale))
+            })
+            .collect()
     }
 }
 
@@ -184,6 +192,7 @@ mod tests {
             scale_window: 3,
             time_of_day: false,
             day_of_week: false,
+            seasonal_periods: Vec::new(),
         };
         // ln(1 + demand / scale) = ln 2: the forecast is the recent mean (scale - 1) plus one.
         DemandModel {

@@ -1,6 +1,7 @@
 //! The backtest's walk: where scoring starts and when the forecaster is refitted, each bucket's
 //! forecasts and the scaler's decision on them, and the scores of what the walk saw.
 
+use augur_engine::model::DemandFeatureSpec;
 use augur_engine::scaling::{Direction, Scaler, ScalingPolicy};
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -20,6 +21,8 @@ fn recent_window(bucket_s: u32) -> usize {
 /// capacity and policy the scaler plans with.
 pub(super) struct Plan {
     bucket_s: u32,
+    spec: DemandFeatureSpec,
+    seasons: Vec<Season>,
     horizons: Vec<usize>,
     /// The first bucket scored.
     start: usize,
@@ -66,7 +69,10 @@ impl Plan {
             .max()
             .ok_or_else(|| FitError::BadSettings("no horizons".into()))?;
         let initial = (n as f64 * options.initial_share) as usize;
-        let needed = spec_for(initial as f64 * f64::from(bucket_s), bucket_s).history_needed();
+        // The features and seasons come from the first part alone.
+        let found = seasons(&series.values[..initial.min(n)], bucket_s);
+        let spec = spec_for(initial as f64 * f64::from(bucket_s), bucket_s, &found);
+        let needed = spec.history_needed();
         let start = initial.max(needed + longest + MIN_FIT_ORIGINS);
         if start + longest >= n {
             return Err(FitError::TooLittleData(format!(
@@ -81,6 +87,8 @@ impl Plan {
         });
         Ok(Self {
             bucket_s,
+            spec,
+            seasons: found,
             horizons,
             start,
             refit_every: (options.refit_every_s / bucket_s).max(1) as usize,
@@ -98,15 +106,13 @@ impl Plan {
             .clamp(self.policy.min_replicas, self.policy.max_replicas)
     }
 
-    /// The forecaster's walk over the series, its features and baselines chosen from the history
-    /// before scoring starts, so that nothing from the scored part shapes them.
+    /// The forecaster's walk over the series, Holt-Winters' weights chosen on the history before
+    /// scoring starts, so that nothing from the scored part shapes them.
     fn forecaster(&self, series: &Series, upper_level: f64) -> Walk {
-        let known = &series.values[..self.start];
-        let spec = spec_for(known.len() as f64 * f64::from(self.bucket_s), self.bucket_s);
-        let baselines = Baselines::new(seasons(known, self.bucket_s), known);
+        let baselines = Baselines::new(self.seasons.clone(), &series.values[..self.start]);
         Walk::new(
             self.bucket_s,
-            spec,
+            self.spec.clone(),
             &self.horizons,
             upper_level,
             baselines,

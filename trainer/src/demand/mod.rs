@@ -107,8 +107,10 @@ impl Default for DemandOptions {
 /// The features for history spanning `span_s` seconds at `bucket_s`: the last minute bucket by bucket
 /// (at least 3 buckets), means over 30 s to 2 min (at least 2 to 4 buckets), scaled by the last 5
 /// minutes (at least 6 buckets), so that wide buckets still see a recent level rather than one value;
-/// time-of-day terms from two days of history, day-of-week from two weeks.
-pub fn spec_for(span_s: f64, bucket_s: u32) -> DemandFeatureSpec {
+/// time-of-day terms from two days of history, day-of-week from two weeks; the demand a day and a week
+/// before the forecast bucket, for those of `seasons` (found in the same history) that are calendar
+/// seasons (a lag found by autocorrelation on short history is too fragile to fit weights to).
+pub fn spec_for(span_s: f64, bucket_s: u32, seasons: &[Season]) -> DemandFeatureSpec {
     let buckets = |seconds: u32| (seconds / bucket_s).max(1) as usize;
     let scale_window = buckets(300).max(6);
     let mut mean_windows: Vec<usize> = [buckets(30).max(2), buckets(60).max(3), buckets(120).max(4)]
@@ -122,6 +124,11 @@ pub fn spec_for(span_s: f64, bucket_s: u32) -> DemandFeatureSpec {
         scale_window,
         time_of_day: span_s >= 2.0 * 86_400.0,
         day_of_week: span_s >= 14.0 * 86_400.0,
+        seasonal_periods: seasons
+            .iter()
+            .filter(|s| s.name != "lag")
+            .map(|s| s.period)
+            .collect(),
     }
 }
 
@@ -151,7 +158,21 @@ pub fn train(series: &[Series], options: &DemandOptions) -> Result<Fitted<Demand
         .iter()
         .map(|s| s.values.len() as f64 * f64::from(bucket_s))
         .fold(0.0, f64::max);
-    let spec = spec_for(span_s, bucket_s);
+    // Each series' seasons, from the history before its cutoff only; the features read those of
+    // the longest.
+    let known_seasons: Vec<Vec<Season>> = series
+        .iter()
+        .map(|s| {
+            let known = (0..s.values.len())
+                .take_while(|&t| s.origin_unix_s(t) <= s.cutoff_unix_s())
+                .count();
+            seasons(&s.values[..known], bucket_s)
+        })
+        .collect();
+    let longest = known_seasons
+        .iter()
+        .max_by_key(|s| s.iter().map(|s| s.period).max());
+    let spec = spec_for(span_s, bucket_s, longest.map_or(&[][..], Vec::as_slice));
     let needed = spec.history_needed();
     let mut model = DemandModel {
         bucket_s,
@@ -165,15 +186,9 @@ pub fn train(series: &[Series], options: &DemandOptions) -> Result<Fitted<Demand
         model: BTreeMap::new(),
         baselines: BTreeMap::new(),
     };
-    // Each series' first season, from the history before its cutoff only.
-    let periods: Vec<Option<usize>> = series
+    let periods: Vec<Option<usize>> = known_seasons
         .iter()
-        .map(|s| {
-            let known = (0..s.values.len())
-                .take_while(|&t| s.origin_unix_s(t) <= s.cutoff_unix_s())
-                .count();
-            seasons(&s.values[..known], bucket_s).first().map(|s| s.period)
-        })
+        .map(|s| s.first().map(|s| s.period))
         .collect();
     let (mut training_rows, mut validation_rows) = (0, 0);
     // Per forecaster (the model, then each baseline), its MAE at each horizon.
@@ -208,7 +223,7 @@ pub fn train(series: &[Series], options: &DemandOptions) -> Result<Fitted<Demand
         for &(s, t) in &valid_origins.0 {
             let one = &series[s];
             let scale = spec
-                .encode(&one.values[..=t], one.origin_unix_s(t), &mut scratch)
+                .encode(&one.values[..=t], one.origin_unix_s(t), h, &mut scratch)
                 .expect("origin has history");
             let forecast = model.forecast(&horizon, &scratch, scale);
             residuals.push((one.values[t + h] - forecast.mean) / scale);
@@ -312,7 +327,7 @@ fn fit_ratio(
         let (s, t) = origins.0[k];
         let one = &series[s];
         let scale = spec
-            .encode(&one.values[..=t], one.origin_unix_s(t), row)
+            .encode(&one.values[..=t], one.origin_unix_s(t), h, row)
             .expect("origin has history");
         targets.push((one.values[t + h] / scale).ln_1p());
         scales.push(scale);

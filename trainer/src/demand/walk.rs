@@ -216,9 +216,16 @@ impl Walk {
                 }
             }
         }
-        let scale = self.model.spec.encode(history, now_unix_s, &mut self.features)?;
+        if history.len() < self.model.spec.history_needed() {
+            return None;
+        }
         self.forecasts.clear();
         for (k, horizon) in self.horizons.iter_mut().enumerate() {
+            let scale = self
+                .model
+                .spec
+                .encode(history, now_unix_s, horizon.h, &mut self.features)
+                .expect("the history is long enough");
             let by_penalty = horizon
                 .fits
                 .iter()
@@ -293,8 +300,10 @@ mod tests {
             })
             .collect();
         let known = &values[..2 * 288];
-        let spec = spec_for(known.len() as f64 * 300.0, bucket_s);
-        let baselines = Baselines::new(seasons(known, bucket_s), known);
+        let found = seasons(known, bucket_s);
+        let spec = spec_for(known.len() as f64 * 300.0, bucket_s, &found);
+        assert_eq!(spec.seasonal_periods, [288], "the day");
+        let baselines = Baselines::new(found, known);
         assert_eq!(
             baselines.names(),
             ["last_value", "seasonal_naive_day", "holt_winters"]
