@@ -206,7 +206,7 @@ pub fn train(options: &Options) -> Result<RunSummary, TrainError> {
     if let Some(last) = state.unchanged_in(out).filter(|_| !options.force) {
         return Ok(RunSummary::no_new_data(last.version, source.files.len()));
     }
-    let bar = progress_bar(options.progress, source.rows);
+    let bar = progress_bar(options.progress, source.rows, "rows");
     bar.set_message("reading telemetry");
     let telemetry = frame::read(&source.files, options.window, |rows| bar.inc(rows))?;
     let Some(data_window) = telemetry.start_range() else {
@@ -320,13 +320,15 @@ fn run_version() -> String {
     time::OffsetDateTime::now_utc().format(&format).expect("formats")
 }
 
-fn progress_bar(visible: bool, rows: u64) -> ProgressBar {
+/// A progress bar over `len` things called `unit` on the terminal, or a hidden one.
+pub(crate) fn progress_bar(visible: bool, len: u64, unit: &str) -> ProgressBar {
     if !visible {
         return ProgressBar::hidden();
     }
-    let bar = ProgressBar::new(rows);
+    let bar = ProgressBar::new(len);
+    let template = format!("{{msg:24}} [{{bar:40}}] {{human_pos}}/{{human_len}} {unit} ({{elapsed}})");
     bar.set_style(
-        ProgressStyle::with_template("{msg:24} [{bar:40}] {human_pos}/{human_len} rows ({elapsed})")
+        ProgressStyle::with_template(&template)
             .expect("valid template")
             .progress_chars("=> "),
     );

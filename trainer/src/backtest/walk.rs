@@ -3,7 +3,6 @@
 
 use augur_engine::model::DemandFeatureSpec;
 use augur_engine::scaling::{Direction, Scaler, ScalingPolicy};
-use indicatif::{ProgressBar, ProgressStyle};
 
 use super::spikes::score_spikes;
 use super::{BacktestOptions, BacktestReport, HorizonScore, ScalingScore, Score, TYPICAL_REPLICAS};
@@ -35,7 +34,6 @@ pub(super) struct Plan {
 pub(super) struct Walked {
     /// The baselines' names, in the order of their errors after the model's.
     baselines: Vec<String>,
-    seasons: Vec<Season>,
     errors: Vec<ForecastErrors>,
     /// Per horizon, per forecast: 1 when the truth was at or under the upper bound.
     covered: Vec<Vec<f64>>,
@@ -129,7 +127,6 @@ impl Plan {
         let mut forecaster = self.forecaster(series, options.demand.upper_level);
         let baselines = forecaster.baselines().names();
         let mut walked = Walked {
-            seasons: forecaster.baselines().seasons().to_vec(),
             errors: vec![ForecastErrors::new(1 + baselines.len()); self.horizons.len()],
             baselines,
             covered: vec![Vec::new(); self.horizons.len()],
@@ -142,7 +139,8 @@ impl Plan {
             self.policy.clone(),
             self.needed(series.values[self.start - 1] / bucket),
         );
-        let bar = progress(options.progress, n);
+        let bar = crate::progress_bar(options.progress, n as u64, "buckets");
+        bar.set_message("backtest");
         let mut fitted = false;
         for t in 0..n {
             // On schedule, and at every bucket until the first fit: scoring starts as soon as the
@@ -264,7 +262,7 @@ impl Plan {
             horizons,
             spikes,
             scaling,
-            seasons: walked
+            seasons: self
                 .seasons
                 .iter()
                 .map(|s| (s.name.to_string(), s.period))
@@ -272,18 +270,4 @@ impl Plan {
             wall_s: 0.0,
         }
     }
-}
-
-/// A progress bar over the walk's `buckets` on the terminal, or none.
-fn progress(visible: bool, buckets: usize) -> ProgressBar {
-    if !visible {
-        return ProgressBar::hidden();
-    }
-    let bar = ProgressBar::new(buckets as u64);
-    bar.set_style(
-        ProgressStyle::with_template("backtest [{bar:40}] {human_pos}/{human_len} buckets ({elapsed})")
-            .expect("valid template")
-            .progress_chars("=> "),
-    );
-    bar
 }

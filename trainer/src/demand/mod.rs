@@ -109,7 +109,7 @@ impl Default for DemandOptions {
 /// minutes (at least 6 buckets), so that wide buckets still see a recent level rather than one value;
 /// time-of-day terms from two days of history, day-of-week from two weeks; the demand a day and a week
 /// before the forecast bucket, for those of `seasons` (found in the same history) that are calendar
-/// seasons (a lag found by autocorrelation on short history is too fragile to fit weights to).
+/// seasons.
 pub fn spec_for(span_s: f64, bucket_s: u32, seasons: &[Season]) -> DemandFeatureSpec {
     let buckets = |seconds: u32| (seconds / bucket_s).max(1) as usize;
     let scale_window = buckets(300).max(6);
@@ -126,7 +126,7 @@ pub fn spec_for(span_s: f64, bucket_s: u32, seasons: &[Season]) -> DemandFeature
         day_of_week: span_s >= 14.0 * 86_400.0,
         seasonal_periods: seasons
             .iter()
-            .filter(|s| s.name != "lag")
+            .filter(|s| s.is_calendar())
             .map(|s| s.period)
             .collect(),
     }

@@ -4,6 +4,8 @@ use crate::metrics::mean;
 
 const DAY_S: usize = 86_400;
 const WEEK_S: usize = 7 * DAY_S;
+/// The name of a season found by autocorrelation.
+const AUTOCORRELATION: &str = "lag";
 
 /// A season of a series: its name in reports and its period in buckets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -15,6 +17,12 @@ pub struct Season {
 }
 
 impl Season {
+    /// Whether it is the day or the week rather than a lag found by autocorrelation, which on short
+    /// history is too fragile to fit weights to.
+    pub fn is_calendar(&self) -> bool {
+        self.name != AUTOCORRELATION
+    }
+
     /// The name of the seasonal naive baseline over this season.
     pub fn baseline_name(&self) -> String {
         format!("seasonal_naive_{}", self.name)
@@ -38,8 +46,10 @@ pub fn seasons(history: &[f64], bucket_s: u32) -> Vec<Season> {
     }
     if found.is_empty() {
         found.extend(
-            autocorrelation_peak(history, (60 / bucket_s).max(2))
-                .map(|period| Season { name: "lag", period }),
+            autocorrelation_peak(history, (60 / bucket_s).max(2)).map(|period| Season {
+                name: AUTOCORRELATION,
+                period,
+            }),
         );
     }
     found

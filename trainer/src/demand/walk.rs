@@ -46,11 +46,6 @@ impl Baselines {
         names
     }
 
-    /// The seasons they use.
-    pub fn seasons(&self) -> &[Season] {
-        &self.seasons
-    }
-
     fn forecast(&self, history: &[f64], h: usize, out: &mut Vec<f64>) {
         out.clear();
         out.push(*history.last().expect("history is not empty"));
