@@ -1,6 +1,6 @@
 """Reads augur's model files and evaluates them in Python, for the notebooks.
 
-The feature encoding mirrors `engine/src/features.rs` and `engine/src/model/demand.rs`; each notebook
+The feature encoding mirrors `engine/src/features.rs` and `engine/src/model/demand/spec.rs`; each notebook
 checks its predictions against the metrics the trainer recorded in the model file, so a drift between
 this copy and the engine fails the notebook run in CI.
 """
@@ -102,10 +102,14 @@ def demand_features(history: np.ndarray, now_unix_s: float, horizon: int, spec: 
 
 
 def forecast(model: dict, history: np.ndarray, now_unix_s: float):
-    """(horizon_s, mean, upper) for each horizon of the demand model."""
+    """(horizon_s, mean, upper) for each horizon of the demand model's shared forecasters. Only the
+    ridge is mirrored here: a horizon whose method is another is refused, not guessed at."""
     params = model["params"]
     out = []
     for h in params["horizons"]:
+        method = h.get("method", {"kind": "ridge"})["kind"]
+        if method != "ridge":
+            raise NotImplementedError(f"horizon {h['horizon_buckets']} forecasts by {method}; the notebooks mirror the ridge only")
         x, scale = demand_features(history, now_unix_s, h["horizon_buckets"], params["spec"])
         linear = h["log1p_ratio"]
         ratio = max(np.expm1(x @ np.array(linear["weights"]) + linear["intercept"]), 0.0)

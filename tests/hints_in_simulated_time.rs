@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use augur_engine::model::DemandModel;
-use augur_engine::scaling::{Direction, Forecaster, Scaler, ScalingPolicy};
+use augur_engine::scaling::{Change, Direction, ScalingPolicy};
 use augur_sim::scenario::scenario;
 use augur_sim::traffic::{Spike, Traffic};
 use augur_trainer::demand::{train, DemandOptions, Series};
@@ -18,14 +18,7 @@ const CAPACITY_RPS: f64 = 100.0;
 /// Requests per bucket of `traffic` over `duration`, drawn with `seed`.
 fn demand(traffic: &Traffic, duration: Duration, seed: u64) -> Vec<f64> {
     let sizes = scenario("steady").expect("steady exists").sizes;
-    let arrivals = traffic.arrivals(duration, &sizes, &mut SmallRng::seed_from_u64(seed));
-    let mut buckets = vec![0.0; (duration.as_secs() / u64::from(BUCKET_S)) as usize];
-    for a in arrivals {
-        if let Some(b) = buckets.get_mut((a.at.as_secs() / u64::from(BUCKET_S)) as usize) {
-            *b += 1.0;
-        }
-    }
-    buckets
+    traffic.per_bucket(duration, BUCKET_S, &sizes, &mut SmallRng::seed_from_u64(seed))
 }
 
 fn policy() -> ScalingPolicy {
@@ -37,35 +30,10 @@ fn policy() -> ScalingPolicy {
     }
 }
 
-/// A scale change: when it was decided (the end of the bucket it saw last) and to how many.
-#[derive(Debug, Clone, Copy)]
-struct Change {
-    at_s: f64,
-    to: u32,
-    direction: Direction,
-}
-
-/// Replays `buckets` through a forecaster and a scaler; returns every change.
+/// Replays `buckets` through a forecaster and a scaler as the proxy's ticker does; every change.
 fn replay(buckets: &[f64], model: Option<&DemandModel>) -> Vec<Change> {
     let horizons: Vec<u32> = [30, 60, 120, 300].map(|s| s / BUCKET_S).to_vec();
-    let mut forecaster = Forecaster::new(BUCKET_S, horizons);
-    let mut scaler = Scaler::new(policy(), 1);
-    let mut changes = Vec::new();
-    for (t, &requests) in buckets.iter().enumerate() {
-        let now = f64::from((t as u32 + 1) * BUCKET_S);
-        forecaster.observe(requests, 1);
-        let forecast = forecaster.forecast(model.map(|m| (m, "test")), now);
-        let current_rps = requests / f64::from(BUCKET_S);
-        let d = scaler.decide(now, CAPACITY_RPS, current_rps, &forecast.horizons, BUCKET_S);
-        if d.direction != Direction::Hold {
-            changes.push(Change {
-                at_s: now,
-                to: d.desired,
-                direction: d.direction,
-            });
-        }
-    }
-    changes
+    augur_engine::scaling::replay(buckets, BUCKET_S, horizons, model, policy(), CAPACITY_RPS)
 }
 
 /// For each crowd of a flash-crowd `traffic`: the time the demand first outgrew the replicas desired

@@ -122,6 +122,7 @@ fn simulator_telemetry_trains_a_model_set_the_engine_loads_and_a_rerun_is_a_no_o
     let demand = set.demand().unwrap();
     assert_eq!(
         demand
+            .shared
             .horizons
             .iter()
             .map(|h| h.horizon_buckets * demand.bucket_s)

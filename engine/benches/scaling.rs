@@ -23,7 +23,7 @@ fn tick(c: &mut Criterion) {
             forecaster.observe(1000.0 + f64::from(i % 17) * 10.0, 1);
         }
         let source = forecaster
-            .forecast(with_model.then_some((model, "v")), 4000.0)
+            .forecast(with_model.then_some((model, "v")), "pool", 4000.0)
             .source;
         assert_eq!(source.label(), name, "the case measures what it names");
         let mut scaler = Scaler::new(ScalingPolicy::default(), 4);
@@ -32,7 +32,8 @@ fn tick(c: &mut Criterion) {
             b.iter(|| {
                 now += f64::from(bucket_s);
                 forecaster.observe(black_box(1100.0), 1);
-                let forecast = forecaster.forecast(with_model.then_some((model, set.version.as_str())), now);
+                let forecast =
+                    forecaster.forecast(with_model.then_some((model, set.version.as_str())), "pool", now);
                 black_box(scaler.decide(now, 50.0, 110.0, &forecast.horizons, bucket_s))
             });
         });

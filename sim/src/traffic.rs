@@ -147,6 +147,25 @@ impl Traffic {
         }
     }
 
+    /// Arrivals within `duration` counted into buckets of `bucket_s` seconds (the last partial
+    /// bucket dropped): the demand history a proxy would count.
+    pub fn per_bucket<R: Rng + ?Sized>(
+        &self,
+        duration: Duration,
+        bucket_s: u32,
+        sizes: &Sizes,
+        rng: &mut R,
+    ) -> Vec<f64> {
+        let bucket_s = u64::from(bucket_s.max(1));
+        let mut buckets = vec![0.0; (duration.as_secs() / bucket_s) as usize];
+        for a in self.arrivals(duration, sizes, rng) {
+            if let Some(b) = buckets.get_mut((a.at.as_secs() / bucket_s) as usize) {
+                *b += 1.0;
+            }
+        }
+        buckets
+    }
+
     /// Every arrival within `duration` (a trace: all of it up to `duration`), in time order.
     /// Non-homogeneous processes are drawn by thinning a Poisson process at the peak rate.
     pub fn arrivals<R: Rng + ?Sized>(&self, duration: Duration, sizes: &Sizes, rng: &mut R) -> Vec<Arrival> {

@@ -135,20 +135,39 @@ fn print_report(report: &BacktestReport) {
         .first()
         .map(|h| h.baselines.keys().collect())
         .unwrap_or_default();
+    let models: Vec<&String> = report
+        .horizons
+        .first()
+        .map(|h| h.models.keys().collect())
+        .unwrap_or_default();
     print!("{:>8} {:>10}", "horizon", "model MAE");
-    for name in &names {
+    for name in models.iter().chain(&names) {
         print!(" {:>22}", format!("{name} MAE"));
     }
-    println!(" {:>16} {:>9}", "model/best base", "coverage");
+    println!(" {:>16} {:>9}  guard's choice", "model/best base", "coverage");
     for h in &report.horizons {
         print!("{:>7}s {:>10.2}", h.horizon_s, h.mae);
+        for name in &models {
+            print!(" {:>22.2}", h.models[*name].mae);
+        }
         let mut best = f64::INFINITY;
         for name in &names {
             let mae = h.baselines[*name].mae;
             best = best.min(mae);
             print!(" {mae:>22.2}");
         }
-        println!(" {:>16.3} {:>8.1}%", h.mae / best, h.upper_coverage * 100.0);
+        let mut methods: Vec<(&String, &f64)> = h.methods.iter().collect();
+        methods.sort_by(|a, b| b.1.total_cmp(a.1));
+        let choice: Vec<String> = methods
+            .iter()
+            .map(|(name, share)| format!("{name} {:.0}%", *share * 100.0))
+            .collect();
+        println!(
+            " {:>16.3} {:>8.1}%  {}",
+            h.mae / best,
+            h.upper_coverage * 100.0,
+            choice.join(", ")
+        );
     }
     let s = &report.spikes;
     let percent = |v: Option<f64>| v.map_or("n/a".to_string(), |v| format!("{:.0}%", v * 100.0));

@@ -70,39 +70,6 @@ pub fn ridge(
     }
 }
 
-/// Ridge regression of `y` on `x` with the penalty, among `penalties`, whose fit on the older
-/// three quarters of the rows predicts the newest quarter best (mean absolute error weighted by
-/// `weights`); rows must be in time order. For small, noisy data such as demand history, where the
-/// right amount of shrinkage matters.
-pub fn ridge_selected(
-    x: Array2<f64>,
-    y: Array1<f64>,
-    weights: &[f64],
-    penalties: &[f64],
-    what: &str,
-) -> Result<(Linear, f64), FitError> {
-    let n = x.nrows();
-    let fit_rows = n * 3 / 4;
-    let mut best = (f64::INFINITY, penalties[0]);
-    if fit_rows >= 10 && n - fit_rows >= 5 {
-        for &penalty in penalties {
-            let fit = ridge_with_penalty(
-                x.slice(ndarray::s![..fit_rows, ..]),
-                y.slice(ndarray::s![..fit_rows]),
-                penalty,
-                what,
-            )?;
-            let error: f64 = (fit_rows..n)
-                .map(|i| (fit.eval(x.row(i).as_slice().expect("standard layout")) - y[i]).abs() * weights[i])
-                .sum();
-            if error < best.0 {
-                best = (error, penalty);
-            }
-        }
-    }
-    Ok((ridge_with_penalty(x.view(), y.view(), best.1, what)?, best.1))
-}
-
 fn ridge_with_penalty(
     x: ArrayView2<f64>,
     y: ArrayView1<f64>,

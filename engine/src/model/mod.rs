@@ -16,7 +16,10 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 pub use capacity::{BackendCapacity, CapacityModel};
-pub use demand::{DemandFeatureSpec, DemandForecast, DemandModel, HorizonModel};
+pub use demand::{
+    seasonal_naive, DemandFeatureSpec, DemandForecast, DemandMethod, DemandModel, HoltWinters,
+    HoltWintersParams, HorizonModel, PoolDemand,
+};
 pub use failure::{FailureModel, FailurePriors};
 pub use latency::{LatencyModel, ResidualQuantiles};
 pub use linear::{logit, sigmoid, Linear};

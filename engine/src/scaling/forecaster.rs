@@ -18,6 +18,8 @@ pub enum ForecastSource {
     Model {
         /// The model set's version.
         version: String,
+        /// The method of each horizon, in order ([`crate::model::DemandMethod::label`]).
+        methods: Vec<&'static str>,
     },
     /// The trend-and-level fallback.
     Fallback {
@@ -97,22 +99,29 @@ impl Forecaster {
         }
     }
 
-    /// Forecasts from the history, which ends at `now_unix_s`, with `model` (and its set's version)
-    /// when it can be used.
-    pub fn forecast(&mut self, model: Option<(&DemandModel, &str)>, now_unix_s: f64) -> PoolForecast {
+    /// Forecasts `pool`'s demand from the history, which ends at `now_unix_s`, with `model` (and
+    /// its set's version) when it can be used.
+    pub fn forecast(
+        &mut self,
+        model: Option<(&DemandModel, &str)>,
+        pool: &str,
+        now_unix_s: f64,
+    ) -> PoolForecast {
         let latest = self.history.latest().unwrap_or(0.0);
         let why_not = match model {
             None => ModelNotUsed::NoModel,
-            Some((model, version)) => match self.model_forecast(model, now_unix_s) {
+            Some((model, version)) => match self.model_forecast(model, pool, now_unix_s) {
                 Ok(horizons) => {
+                    let methods = model.for_pool(pool).horizons.iter().map(|h| h.method.label());
                     return PoolForecast {
                         latest,
                         horizons,
                         upper_level: model.upper_level,
                         source: ForecastSource::Model {
                             version: version.to_owned(),
+                            methods: methods.collect(),
                         },
-                    }
+                    };
                 }
                 Err(why) => why,
             },
@@ -143,6 +152,7 @@ impl Forecaster {
     fn model_forecast(
         &mut self,
         model: &DemandModel,
+        pool: &str,
         now_unix_s: f64,
     ) -> Result<Vec<DemandForecast>, ModelNotUsed> {
         if model.bucket_s != self.bucket_s() {
@@ -151,7 +161,8 @@ impl Forecaster {
                 proxy_s: self.bucket_s(),
             });
         }
-        let needed = model.spec.history_needed();
+        let forecasters = model.for_pool(pool);
+        let needed = model.history_needed(forecasters);
         self.history.ensure_capacity(needed);
         if self.history.len() < needed {
             return Err(ModelNotUsed::TooLittleHistory {
@@ -159,31 +170,16 @@ impl Forecaster {
                 have: self.history.len(),
             });
         }
-        self.features.resize(model.spec.len(), 0.0);
-        let history = self.history.values();
         model
-            .horizons
-            .iter()
-            .map(|h| {
-                let scale = model
-                    .spec
-                    .encode(
-                        history,
-                        now_unix_s,
-                        h.horizon_buckets as usize,
-                        &mut self.features,
-                    )
-                    .ok_or(ModelNotUsed::Unencodable)?;
-                Ok(model.forecast(h, &self.features, scale))
-            })
-            .collect()
+            .forecast(forecasters, self.history.values(), now_unix_s, &mut self.features)
+            .ok_or(ModelNotUsed::Unencodable)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{DemandFeatureSpec, HorizonModel, Linear};
+    use crate::model::{DemandFeatureSpec, DemandMethod, HorizonModel, Linear, PoolDemand};
 
     fn flat_model(bucket_s: u32) -> DemandModel {
         let spec = DemandFeatureSpec {
@@ -198,14 +194,19 @@ mod tests {
         DemandModel {
             bucket_s,
             feature_names: spec.feature_names(),
-            horizons: vec![HorizonModel {
-                horizon_buckets: 3,
-                log1p_ratio: Linear {
-                    intercept: 2f64.ln(),
-                    weights: vec![0.0; spec.len()],
-                },
-                upper_residual: 0.5,
-            }],
+            shared: PoolDemand {
+                horizons: vec![HorizonModel {
+                    horizon_buckets: 3,
+                    method: DemandMethod::Ridge,
+                    log1p_ratio: Linear {
+                        intercept: 2f64.ln(),
+                        weights: vec![0.0; spec.len()],
+                    },
+                    upper_residual: 0.5,
+                }],
+                holt_winters: None,
+            },
+            pools: Default::default(),
             spec,
             upper_level: 0.9,
         }
@@ -216,17 +217,45 @@ mod tests {
         let model = flat_model(10);
         let mut f = Forecaster::new(10, vec![1, 6]);
         f.observe(9.0, 1);
-        let early = f.forecast(Some((&model, "v1")), 10.0);
+        let early = f.forecast(Some((&model, "v1")), "pool", 10.0);
         assert_eq!(early.horizons.len(), 2, "fallback horizons");
         assert!(matches!(&early.source, ForecastSource::Fallback { why } if why.contains("needs 3 buckets")));
         f.observe(18.0, 2);
-        let ready = f.forecast(Some((&model, "v1")), 30.0);
-        assert_eq!(ready.source, ForecastSource::Model { version: "v1".into() });
+        let ready = f.forecast(Some((&model, "v1")), "pool", 30.0);
+        assert_eq!(
+            ready.source,
+            ForecastSource::Model {
+                version: "v1".into(),
+                methods: vec!["ridge"]
+            }
+        );
         assert_eq!(ready.horizons[0].horizon_s, 30);
         assert!((ready.horizons[0].mean - 10.0).abs() < 1e-9);
         assert!((ready.horizons[0].upper - 15.0).abs() < 1e-9);
         let other_buckets = flat_model(60);
-        let source = f.forecast(Some((&other_buckets, "v2")), 30.0).source;
+        let source = f.forecast(Some((&other_buckets, "v2")), "pool", 30.0).source;
         assert!(matches!(source, ForecastSource::Fallback { why } if why.contains("60s buckets")));
+    }
+
+    #[test]
+    fn a_pool_with_forecasters_of_its_own_uses_them_and_says_which_method() {
+        let mut model = flat_model(10);
+        let mut own = model.shared.clone();
+        own.horizons[0].method = DemandMethod::LastValue;
+        model.pools.insert("checkout".into(), own);
+        let mut f = Forecaster::new(10, vec![1]);
+        for requests in [9.0, 9.0, 30.0] {
+            f.observe(requests, 1);
+        }
+        let search = f.forecast(Some((&model, "v1")), "search", 30.0);
+        assert!(
+            (search.horizons[0].mean - 17.0).abs() < 1e-9,
+            "the shared ridge: the scale"
+        );
+        let checkout = f.forecast(Some((&model, "v1")), "checkout", 30.0);
+        assert_eq!(checkout.horizons[0].mean, 30.0, "its own: the last value");
+        assert!(
+            matches!(&checkout.source, ForecastSource::Model { methods, .. } if methods == &["last_value"])
+        );
     }
 }

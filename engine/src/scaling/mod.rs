@@ -9,8 +9,10 @@ mod decision;
 mod fallback;
 mod forecaster;
 mod history;
+mod replay;
 
 pub use decision::{Decision, Direction, Scaler, ScalingPolicy};
 pub use fallback::TrendLevel;
 pub use forecaster::{ForecastSource, Forecaster, PoolForecast};
 pub use history::DemandHistory;
+pub use replay::{replay, Change};

@@ -62,7 +62,7 @@ pub struct Hint {
 }
 
 /// The forecast at one horizon, as requests per second.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HorizonForecast {
     /// Seconds ahead.
     pub horizon_s: u32,
@@ -72,12 +72,16 @@ pub struct HorizonForecast {
     pub upper_rps: f64,
     /// The level of the upper bound, e.g. 0.95.
     pub upper_level: f64,
+    /// The model's method at this horizon (`ridge`, `last_value`, `seasonal_naive`,
+    /// `holt_winters`); absent for the fallback.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
 }
 
 /// The model version behind `source`, if a model made the forecast.
 pub fn model_version(source: &ForecastSource) -> Option<String> {
     match source {
-        ForecastSource::Model { version } => Some(version.clone()),
+        ForecastSource::Model { version, .. } => Some(version.clone()),
         ForecastSource::Fallback { .. } => None,
     }
 }

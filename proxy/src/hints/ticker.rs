@@ -154,7 +154,7 @@ fn tick_pool(
     let (requests, buckets) = state.count(arrivals, tick_unix_s, bucket_s);
     let now_s = tick_unix_s as f64;
     let demand = models.and_then(|m| m.demand().map(|d| (d, m.version.as_str())));
-    let forecast = state.forecaster.forecast(demand, now_s);
+    let forecast = state.forecaster.forecast(demand, &pool.name, now_s);
     state.log_forecaster_change(&pool.name, &forecast.source);
     let current = current_replicas(pool);
     let current_rps = requests / buckets as f64 / f64::from(bucket_s);
@@ -236,11 +236,16 @@ impl PoolStatus {
             forecast: forecast
                 .horizons
                 .iter()
-                .map(|f| HorizonForecast {
+                .enumerate()
+                .map(|(i, f)| HorizonForecast {
                     horizon_s: f.horizon_s,
                     mean_rps: per_second(f.mean),
                     upper_rps: per_second(f.upper),
                     upper_level: forecast.upper_level,
+                    method: match &forecast.source {
+                        ForecastSource::Model { methods, .. } => methods.get(i).map(|m| m.to_string()),
+                        ForecastSource::Fallback { .. } => None,
+                    },
                 })
                 .collect(),
             forecaster: forecast.source.clone(),
@@ -274,8 +279,9 @@ impl PoolState {
             ForecastSource::Fallback { why } => {
                 tracing::info!(%pool, reason = %why, "forecasting demand with the trend-and-level fallback");
             }
-            ForecastSource::Model { version } => {
-                tracing::info!(%pool, %version, "forecasting demand with the trained model");
+            ForecastSource::Model { version, methods } => {
+                let methods = methods.join(",");
+                tracing::info!(%pool, %version, %methods, "forecasting demand with the trained model");
             }
         }
         self.forecaster_label = label;

@@ -166,6 +166,6 @@ pub async fn run(short: bool, seed: u64) -> Result<HintsOutcome, String> {
 pub fn describe(short: bool) -> String {
     let (calm, slope) = if short { (5, 12) } else { (8, 8) };
     format!(
-        "Autoscaling hints: four backends planned at {CAPACITY_RPS:.0} req/s each; {BASE_RPS:.0} req/s for {calm} s, then a crowd building by {slope} req/s every second. The proxy forecasts each 1 s bucket (with the trend-and-level fallback: the demo trains no demand model on 1 s buckets) and POSTs signed CloudEvents to a receiver on loopback."
+        "Autoscaling hints: four backends planned at {CAPACITY_RPS:.0} req/s each; {BASE_RPS:.0} req/s for {calm} s, then a crowd building by {slope} req/s every second. The proxy forecasts each 1 s bucket (with the trend-and-level fallback: a demand model needs more history than this phase has; the part after it trains one in simulated time) and POSTs signed CloudEvents to a receiver on loopback."
     )
 }

@@ -4,6 +4,7 @@
 //! then a crowd building up and the autoscaling hint that comes ahead of it; then a side-by-side
 //! table, where the telemetry went, and an HTML report.
 
+mod forecast;
 mod hints;
 mod html;
 mod load;
@@ -178,6 +179,11 @@ async fn demo(args: &DemoArgs) -> Result<(), String> {
     for line in &hints.lines {
         println!("  {line}");
     }
+    println!("\n{}", forecast::describe());
+    let forecasts = forecast::run(args.seed)?;
+    for line in &forecasts {
+        println!("  {line}");
+    }
     let table = table(&results);
     println!("\n{table}");
     let (rows, files) = count_rows(&telemetry_dir);
@@ -196,7 +202,12 @@ async fn demo(args: &DemoArgs) -> Result<(), String> {
         ),
         hints::describe(args.short),
     ];
-    let notes: Vec<String> = notes.into_iter().chain(hints.lines).collect();
+    let notes: Vec<String> = notes
+        .into_iter()
+        .chain(hints.lines)
+        .chain(std::iter::once(forecast::describe()))
+        .chain(forecasts)
+        .collect();
     let report = args.out.join("report.html");
     std::fs::write(&report, html::report("augur demo", &notes, &table, &results))
         .map_err(|e| format!("cannot write {}: {e}", report.display()))?;

@@ -154,8 +154,14 @@ pub struct HorizonScore {
     pub smape: f64,
     /// Share of buckets at or under the forecast's upper bound.
     pub upper_coverage: f64,
+    /// The scores of the model's own candidates, each on its own, by name: the ridge, and its
+    /// mean with Holt-Winters.
+    pub models: BTreeMap<String, Score>,
     /// The baselines' scores, by name.
     pub baselines: BTreeMap<String, Score>,
+    /// Which candidates the guard had make the model's forecasts: share of the scored forecasts,
+    /// by name.
+    pub methods: BTreeMap<String, f64>,
 }
 
 /// How the hints did on the spikes.

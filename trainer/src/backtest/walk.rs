@@ -6,15 +6,12 @@ use augur_engine::scaling::{Direction, Scaler, ScalingPolicy};
 
 use super::spikes::score_spikes;
 use super::{BacktestOptions, BacktestReport, HorizonScore, ScalingScore, Score, TYPICAL_REPLICAS};
-use crate::demand::{seasons, spec_for, Baselines, ForecastErrors, Season, Series, Walk, MIN_FIT_ORIGINS};
+use crate::demand::{
+    horizon_buckets, recent_window, seasons, spec_for, Baselines, ForecastErrors, Season, Series, Walk,
+    MIN_FIT_ORIGINS, MODELS,
+};
 use crate::error::FitError;
 use crate::metrics::mean;
-
-/// Forecasts per horizon that the ridge penalty and the upper bound are judged on: a day's buckets,
-/// so that a whole daily cycle counts, within bounds that keep the judgement quick and recent.
-fn recent_window(bucket_s: u32) -> usize {
-    (86_400 / bucket_s.max(1) as usize).clamp(100, 2_000)
-}
 
 /// What a walk is set to do: where scoring starts, the horizons in buckets, when to refit, and the
 /// capacity and policy the scaler plans with.
@@ -32,16 +29,18 @@ pub(super) struct Plan {
 
 /// What the walk saw, bucket by bucket.
 pub(super) struct Walked {
-    /// The baselines' names, in the order of their errors after the model's.
-    baselines: Vec<String>,
+    /// The candidates' names (the ridge, then the baselines), in the order of their errors after
+    /// the model's.
+    candidates: Vec<String>,
     errors: Vec<ForecastErrors>,
+    /// Per horizon, per candidate, the scored forecasts the guard had it make.
+    chosen: Vec<Vec<usize>>,
     /// Per horizon, per forecast: 1 when the truth was at or under the upper bound.
     covered: Vec<Vec<f64>>,
     /// Replicas asked for at each scored bucket.
     desired: Vec<u32>,
     scale_ups: Vec<usize>,
     scale_downs: usize,
-    refits: usize,
 }
 
 impl Plan {
@@ -49,23 +48,8 @@ impl Plan {
         let demand = &options.demand;
         let bucket_s = demand.bucket_s;
         let n = series.values.len();
-        let horizons: Vec<usize> = demand
-            .horizons_s
-            .iter()
-            .map(|&h| {
-                if h.is_multiple_of(bucket_s) && h > 0 {
-                    Ok((h / bucket_s) as usize)
-                } else {
-                    Err(FitError::BadSettings(format!(
-                        "horizon {h}s is not a whole number of {bucket_s}s buckets"
-                    )))
-                }
-            })
-            .collect::<Result<_, _>>()?;
-        let longest = *horizons
-            .iter()
-            .max()
-            .ok_or_else(|| FitError::BadSettings("no horizons".into()))?;
+        let horizons = horizon_buckets(&demand.horizons_s, bucket_s)?;
+        let longest = horizons.iter().copied().max().unwrap_or(1);
         let initial = (n as f64 * options.initial_share) as usize;
         // The features and seasons come from the first part alone.
         let found = seasons(&series.values[..initial.min(n)], bucket_s);
@@ -121,19 +105,24 @@ impl Plan {
     /// Walks every bucket: the forecaster takes it in (and is refitted on schedule), forecasts
     /// every horizon from it, and from the first scored bucket on the scaler decides on those
     /// forecasts and every forecast is scored.
-    pub(super) fn walk(&self, series: &Series, options: &BacktestOptions) -> Result<Walked, FitError> {
+    /// Returns what it saw and how many refits made a model.
+    pub(super) fn walk(
+        &self,
+        series: &Series,
+        options: &BacktestOptions,
+    ) -> Result<(Walked, usize), FitError> {
         let n = series.values.len();
         let bucket = f64::from(self.bucket_s);
         let mut forecaster = self.forecaster(series, options.demand.upper_level);
-        let baselines = forecaster.baselines().names();
+        let candidates = forecaster.candidates();
         let mut walked = Walked {
-            errors: vec![ForecastErrors::new(1 + baselines.len()); self.horizons.len()],
-            baselines,
+            errors: vec![ForecastErrors::new(1 + candidates.len()); self.horizons.len()],
+            chosen: vec![vec![0; candidates.len()]; self.horizons.len()],
+            candidates,
             covered: vec![Vec::new(); self.horizons.len()],
             desired: Vec::with_capacity(n - self.start),
             scale_ups: Vec::new(),
             scale_downs: 0,
-            refits: 0,
         };
         let mut scaler = Scaler::new(
             self.policy.clone(),
@@ -141,23 +130,17 @@ impl Plan {
         );
         let bar = crate::progress_bar(options.progress, n as u64, "buckets");
         bar.set_message("backtest");
-        let mut fitted = false;
         for t in 0..n {
-            // On schedule, and at every bucket until the first fit: scoring starts as soon as the
-            // history allows.
-            if (t % self.refit_every == 0 || !fitted) && forecaster.refit()? {
-                fitted = true;
-                walked.refits += 1;
-            }
             let start = self.start;
-            let (errors, covered) = (&mut walked.errors, &mut walked.covered);
-            let forecasts = forecaster.step(&series.values[..=t], series.origin_unix_s(t), |s| {
+            let (errors, covered, chosen) = (&mut walked.errors, &mut walked.covered, &mut walked.chosen);
+            let forecasts = forecaster.advance(series, t, self.refit_every, |s| {
                 if s.origin >= start {
-                    let forecasts = std::iter::once(s.model.mean).chain(s.baselines.iter().copied());
+                    let forecasts = std::iter::once(s.model.mean).chain(s.candidates.iter().copied());
                     errors[s.horizon].add(s.truth, forecasts);
                     covered[s.horizon].push(f64::from(u8::from(s.truth <= s.model.upper)));
+                    chosen[s.horizon][s.method] += 1;
                 }
-            });
+            })?;
             if t >= self.start {
                 let forecasts = forecasts.ok_or_else(|| {
                     FitError::TooLittleData(format!(
@@ -183,7 +166,7 @@ impl Plan {
             }
         }
         bar.finish_and_clear();
-        Ok(walked)
+        Ok((walked, forecaster.refits()))
     }
 
     /// Scores what the walk saw: each horizon against the baselines, the spikes against the hints,
@@ -192,33 +175,45 @@ impl Plan {
         &self,
         series: &Series,
         options: &BacktestOptions,
-        walked: Walked,
+        (walked, refits): (Walked, usize),
     ) -> BacktestReport {
         let (n, start, bucket_s) = (series.values.len(), self.start, self.bucket_s);
         let bucket = f64::from(bucket_s);
+        let score = |e: &ForecastErrors, k: usize| Score {
+            mae: e.mae(k),
+            smape: e.smape(k),
+        };
         let horizons = self
             .horizons
             .iter()
             .zip(&walked.errors)
             .zip(&walked.covered)
-            .map(|((&h, e), covered)| HorizonScore {
-                horizon_s: h as u32 * bucket_s,
-                forecasts: e.len(),
-                mae: e.mae(0),
-                smape: e.smape(0),
-                upper_coverage: mean(covered.iter().copied()),
-                baselines: walked
-                    .baselines
-                    .iter()
-                    .enumerate()
-                    .map(|(j, name)| {
-                        let score = Score {
-                            mae: e.mae(j + 1),
-                            smape: e.smape(j + 1),
-                        };
-                        (name.clone(), score)
-                    })
-                    .collect(),
+            .zip(&walked.chosen)
+            .map(|(((&h, e), covered), chosen)| {
+                let candidate = |name: &String| walked.candidates.iter().position(|c| c == name);
+                let named = |names: &[String]| {
+                    let scores = names
+                        .iter()
+                        .map(|name| (name.clone(), score(e, 1 + candidate(name).expect("a candidate"))));
+                    scores.collect()
+                };
+                let scored = chosen.iter().sum::<usize>().max(1) as f64;
+                HorizonScore {
+                    horizon_s: h as u32 * bucket_s,
+                    forecasts: e.len(),
+                    mae: e.mae(0),
+                    smape: e.smape(0),
+                    upper_coverage: mean(covered.iter().copied()),
+                    models: named(&walked.candidates[..MODELS.len()]),
+                    baselines: named(&walked.candidates[MODELS.len()..]),
+                    methods: walked
+                        .candidates
+                        .iter()
+                        .zip(chosen)
+                        .filter(|(_, &n)| n > 0)
+                        .map(|(name, &n)| (name.clone(), n as f64 / scored))
+                        .collect(),
+                }
             })
             .collect();
         // Replicas asked for at t serve from t + warm-up on.
@@ -258,7 +253,7 @@ impl Plan {
             bucket_s,
             buckets: n,
             initial_buckets: start,
-            refits: walked.refits,
+            refits,
             horizons,
             spikes,
             scaling,

@@ -1,24 +1,22 @@
-//! Demand: requests per bucket per pool, the direct multi-horizon ridge forecaster fitted on it, and
-//! its baselines (last value, seasonal naive, Holt-Winters), evaluated on the same forecast origins.
+//! Demand: requests per bucket per pool, the direct multi-horizon forecaster walked forward over it
+//! (a ridge per horizon, guarded by the baselines: last value, seasonal naive, Holt-Winters), and
+//! its evaluation against those baselines on the same forecast origins.
 
 mod holt_winters;
 mod season;
 mod walk;
 
 pub use season::{seasons, Season};
-pub use walk::{Baselines, Scored, Walk, MIN_FIT_ORIGINS};
+pub use walk::{Baselines, Scored, Walk, MIN_FIT_ORIGINS, MODELS};
 
 use std::collections::BTreeMap;
 
-use augur_engine::model::{DemandFeatureSpec, DemandModel, Evaluation, HorizonModel, Linear};
-use ndarray::Array1;
+use augur_engine::model::{DemandFeatureSpec, DemandModel, Evaluation};
 
 use crate::error::FitError;
-use crate::fit::{design, ridge_selected};
 use crate::frame::Telemetry;
-use crate::metrics::{mean, quantile, smape_term};
+use crate::metrics::{mean, smape_term};
 use crate::Fitted;
-use season::seasonal_naive;
 
 /// Ridge penalties tried for each horizon: demand history is short and noisy, and the longer the
 /// horizon the more a forecast should shrink towards the recent mean.
@@ -132,131 +130,165 @@ pub fn spec_for(span_s: f64, bucket_s: u32, seasons: &[Season]) -> DemandFeature
     }
 }
 
-/// The forecast origins of one horizon: (series, last bucket) pairs whose target bucket exists.
-struct Origins(Vec<(usize, usize)>);
-
-impl Origins {
-    fn of(series: &[Series], needed: usize, horizon: usize, keep: impl Fn(&Series, usize) -> bool) -> Self {
-        let mut origins = Vec::new();
-        for (s, one) in series.iter().enumerate() {
-            for t in needed.saturating_sub(1)..one.values.len().saturating_sub(horizon) {
-                if keep(one, t) {
-                    origins.push((s, t));
-                }
-            }
-        }
-        Self(origins)
-    }
+/// Forecasts per horizon that the guard, the ridge penalty and the upper bounds are judged on: a
+/// day's buckets, so that a whole daily cycle counts, within bounds that keep the judgement quick
+/// and recent.
+pub fn recent_window(bucket_s: u32) -> usize {
+    (86_400 / bucket_s.max(1) as usize).clamp(100, 2_000)
 }
 
-/// Fits one forecaster per horizon on origins whose target ends before its series' cutoff (the newest
-/// 20% of each series validates) and evaluates all of them on origins from the cutoff on. `Err` says
-/// why it could not be fitted.
+/// How often [`train`]'s walk refits, in seconds: as a trainer scheduled every five minutes would.
+const REFIT_EVERY_S: u32 = 300;
+
+/// Fewest forecasts per horizon scored from the cutoff on for a pool to be evaluated.
+const MIN_VALIDATION: usize = 10;
+
+/// The baselines [`train`] reports, by candidate: the last value, the first season's seasonal naive
+/// forecast (the last value without a season) and Holt-Winters.
+const BASELINES: [&str; 3] = ["last_value", "seasonal_naive", "holt_winters"];
+
+/// The horizons in buckets, each checked to be a whole number of them.
+pub(crate) fn horizon_buckets(horizons_s: &[u32], bucket_s: u32) -> Result<Vec<usize>, FitError> {
+    if horizons_s.is_empty() {
+        return Err(FitError::BadSettings("no horizons".into()));
+    }
+    horizons_s
+        .iter()
+        .map(|&h| {
+            if h > 0 && h.is_multiple_of(bucket_s) {
+                Ok((h / bucket_s) as usize)
+            } else {
+                Err(FitError::BadSettings(format!(
+                    "horizon {h}s is not a whole number of {bucket_s}s buckets"
+                )))
+            }
+        })
+        .collect()
+}
+
+/// Walks each pool's series forward as the backtest does, refitting every five minutes of buckets,
+/// with the guard choosing each horizon's candidate; the newest 20% of each series validates: the
+/// forecasts made from its cutoff on, by fits that had not seen their targets, are scored against
+/// the baselines. Each pool keeps its own forecasters; the busiest pool's serve pools the model
+/// has not seen. `Err` says why it could not be fitted.
 pub fn train(series: &[Series], options: &DemandOptions) -> Result<Fitted<DemandModel>, FitError> {
     let bucket_s = options.bucket_s;
-    let span_s = series
-        .iter()
-        .map(|s| s.values.len() as f64 * f64::from(bucket_s))
-        .fold(0.0, f64::max);
+    let horizons = horizon_buckets(&options.horizons_s, bucket_s)?;
+    let longest = horizons.iter().copied().max().unwrap_or(1);
+    let known = |s: &Series| {
+        (0..s.values.len())
+            .take_while(|&t| s.origin_unix_s(t) <= s.cutoff_unix_s())
+            .count()
+    };
     // Each series' seasons, from the history before its cutoff only; the features read those of
     // the longest.
     let known_seasons: Vec<Vec<Season>> = series
         .iter()
-        .map(|s| {
-            let known = (0..s.values.len())
-                .take_while(|&t| s.origin_unix_s(t) <= s.cutoff_unix_s())
-                .count();
-            seasons(&s.values[..known], bucket_s)
-        })
+        .map(|s| seasons(&s.values[..known(s)], bucket_s))
         .collect();
-    let longest = known_seasons
+    let span_s = series
+        .iter()
+        .map(|s| known(s) as f64 * f64::from(bucket_s))
+        .fold(0.0, f64::max);
+    let widest = known_seasons
         .iter()
         .max_by_key(|s| s.iter().map(|s| s.period).max());
-    let spec = spec_for(span_s, bucket_s, longest.map_or(&[][..], Vec::as_slice));
-    let needed = spec.history_needed();
-    let mut model = DemandModel {
+    let spec = spec_for(span_s, bucket_s, widest.map_or(&[][..], Vec::as_slice));
+    let refit_every = (REFIT_EVERY_S / bucket_s).max(1) as usize;
+    let mut busiest: Option<(f64, String)> = None;
+    let mut pools = BTreeMap::new();
+    let mut errors = vec![ForecastErrors::new(1 + BASELINES.len()); horizons.len()];
+    let (mut training_rows, mut validation_rows) = (0, 0);
+    let mut shortest = None;
+    for (one, found) in series.iter().zip(known_seasons) {
+        let cutoff = known(one);
+        let baselines = Baselines::new(found, &one.values[..cutoff]);
+        let mut walk = Walk::new(
+            bucket_s,
+            spec.clone(),
+            &horizons,
+            options.upper_level,
+            baselines,
+            recent_window(bucket_s),
+        );
+        // The candidates are the model's own, the last value, the seasonal naive forecasts, and
+        // Holt-Winters; without a season the seasonal naive baseline is the last value.
+        let last_value = MODELS.len();
+        let seasonal = last_value + usize::from(walk.candidates().len() > MODELS.len() + 2);
+        let mut pool_errors = vec![ForecastErrors::new(1 + BASELINES.len()); horizons.len()];
+        for t in 0..one.values.len() {
+            walk.advance(one, t, refit_every, |s| {
+                if s.origin >= cutoff {
+                    let c = s.candidates;
+                    let forecasts = [s.model.mean, c[last_value], c[seasonal], c[c.len() - 1]];
+                    pool_errors[s.horizon].add(s.truth, forecasts);
+                }
+            })?;
+        }
+        let scored = pool_errors.iter().map(ForecastErrors::len).min().unwrap_or(0);
+        if scored < MIN_VALIDATION || !walk.refit()? {
+            shortest = Some(shortest.map_or(scored, |s: usize| s.max(scored)));
+            continue;
+        }
+        for (all, pool) in errors.iter_mut().zip(pool_errors) {
+            all.extend(pool);
+        }
+        training_rows += (cutoff.saturating_sub(spec.history_needed() + longest)) as u64;
+        validation_rows += scored as u64;
+        let requests: f64 = one.values.iter().sum();
+        if busiest.as_ref().is_none_or(|(r, _)| requests > *r) {
+            busiest = Some((requests, one.name.clone()));
+        }
+        pools.insert(one.name.clone(), walk.model().shared.clone());
+    }
+    let Some((_, busiest)) = busiest else {
+        let needed = spec.history_needed() + longest + MIN_FIT_ORIGINS;
+        return Err(FitError::TooLittleData(format!(
+            "too little demand history: no pool had {MIN_VALIDATION} forecasts at every horizon to validate (the most had {}); with {bucket_s}s buckets the walk needs {needed} buckets before its first fit and the newest 20% of a pool's telemetry validates, so a pool needs about {} minutes of telemetry",
+            shortest.unwrap_or(0),
+            ((needed + MIN_VALIDATION + longest) as u32 * bucket_s * 5 / 4).div_ceil(60) + 1,
+        )));
+    };
+    let shared = pools.remove(&busiest).expect("the busiest pool was fitted");
+    let model = DemandModel {
         bucket_s,
         feature_names: spec.feature_names(),
-        spec: spec.clone(),
+        spec,
         upper_level: options.upper_level,
-        horizons: Vec::new(),
+        shared,
+        pools,
     };
-    let mut evaluation = Evaluation {
-        decisive_metric: "mae_mean".into(),
-        model: BTreeMap::new(),
-        baselines: BTreeMap::new(),
-    };
-    let periods: Vec<Option<usize>> = known_seasons
-        .iter()
-        .map(|s| s.first().map(|s| s.period))
-        .collect();
-    let (mut training_rows, mut validation_rows) = (0, 0);
-    // Per forecaster (the model, then each baseline), its MAE at each horizon.
-    let mut maes: [Vec<f64>; FORECASTERS.len()] = Default::default();
-    let mut scratch = vec![0.0; spec.len()];
-    for &horizon_s in &options.horizons_s {
-        if horizon_s == 0 || !horizon_s.is_multiple_of(bucket_s) {
-            return Err(FitError::BadSettings(format!(
-                "horizon {horizon_s}s is not a whole number of {bucket_s}s buckets"
-            )));
-        }
-        let h = (horizon_s / bucket_s) as usize;
-        let target_end = |s: &Series, t: usize| s.origin_unix_s(t + h);
-        let train_origins = Origins::of(series, needed, h, |s, t| target_end(s, t) <= s.cutoff_unix_s());
-        let valid_origins = Origins::of(series, needed, h, |s, t| s.origin_unix_s(t) >= s.cutoff_unix_s());
-        let (min_training, min_validation) = (50, 10);
-        if train_origins.0.len() < min_training || valid_origins.0.len() < min_validation {
-            return Err(FitError::TooLittleData(format!(
-                "too little demand history for the {horizon_s}s horizon: {} training and {} validation forecast origins of {bucket_s}s buckets, it needs at least {min_training} and {min_validation} (a pool needs about {} minutes of telemetry)",
-                train_origins.0.len(),
-                valid_origins.0.len(),
-                ((needed + h) as u32 * bucket_s * 5 / 4).div_ceil(60) + 5,
-            )));
-        }
-        let mut horizon = HorizonModel {
-            horizon_buckets: h as u32,
-            log1p_ratio: fit_ratio(series, &spec, &train_origins, h, horizon_s)?,
-            upper_residual: 0.0,
-        };
-        let mut residuals = Vec::with_capacity(valid_origins.0.len());
-        let mut errors = ForecastErrors::new(FORECASTERS.len());
-        for &(s, t) in &valid_origins.0 {
-            let one = &series[s];
-            let scale = spec
-                .encode(&one.values[..=t], one.origin_unix_s(t), h, &mut scratch)
-                .expect("origin has history");
-            let forecast = model.forecast(&horizon, &scratch, scale);
-            residuals.push((one.values[t + h] - forecast.mean) / scale);
-            let history = &one.values[..=t];
-            let seasonal = periods[s].map_or(one.values[t], |p| seasonal_naive(history, h, p));
-            errors.add(one.values[t + h], [forecast.mean, one.values[t], seasonal]);
-        }
-        horizon.upper_residual = quantile(&mut residuals, options.upper_level)
-            .unwrap_or(0.0)
-            .max(0.0);
-        model.horizons.push(horizon);
-        for (k, name) in FORECASTERS.into_iter().enumerate() {
-            let metrics = metrics_of(&mut evaluation, name);
-            metrics.insert(format!("mae_{horizon_s}s"), errors.mae(k));
-            metrics.insert(format!("smape_{horizon_s}s"), errors.smape(k));
-            maes[k].push(errors.mae(k));
-        }
-        training_rows = training_rows.max(train_origins.0.len() as u64);
-        validation_rows = validation_rows.max(valid_origins.0.len() as u64);
-    }
-    for (name, values) in FORECASTERS.into_iter().zip(maes) {
-        metrics_of(&mut evaluation, name).insert("mae_mean".into(), mean(values));
-    }
     Ok(Fitted {
         model,
-        evaluation,
+        evaluation: evaluation(&options.horizons_s, &errors),
         training_rows,
         validation_rows,
     })
 }
 
-/// The forecasters [`train`] scores at each horizon: the model, then the baselines.
-const FORECASTERS: [&str; 3] = ["model", "last_value", "seasonal_naive"];
+/// The model's and each baseline's MAE and sMAPE at every horizon, and the mean MAE over them,
+/// which decides promotion.
+fn evaluation(horizons_s: &[u32], errors: &[ForecastErrors]) -> Evaluation {
+    let mut evaluation = Evaluation {
+        decisive_metric: "mae_mean".into(),
+        model: BTreeMap::new(),
+        baselines: BTreeMap::new(),
+    };
+    let forecasters = std::iter::once("model").chain(BASELINES);
+    for (k, name) in forecasters.enumerate() {
+        let metrics = if k == 0 {
+            &mut evaluation.model
+        } else {
+            evaluation.baselines.entry(name.into()).or_default()
+        };
+        for (&horizon_s, e) in horizons_s.iter().zip(errors) {
+            metrics.insert(format!("mae_{horizon_s}s"), e.mae(k));
+            metrics.insert(format!("smape_{horizon_s}s"), e.smape(k));
+        }
+        metrics.insert("mae_mean".into(), mean(errors.iter().map(|e| e.mae(k))));
+    }
+    evaluation
+}
 
 /// The errors of several forecasters at one horizon, on the same forecast origins.
 #[derive(Debug, Clone)]
@@ -282,6 +314,16 @@ impl ForecastErrors {
         }
     }
 
+    /// Appends `other`'s forecasts, of the same forecasters.
+    pub fn extend(&mut self, other: ForecastErrors) {
+        for (mine, theirs) in self.absolute.iter_mut().zip(other.absolute) {
+            mine.extend(theirs);
+        }
+        for (mine, theirs) in self.smape.iter_mut().zip(other.smape) {
+            mine.extend(theirs);
+        }
+    }
+
     /// Forecasts scored.
     pub fn len(&self) -> usize {
         self.absolute.first().map_or(0, Vec::len)
@@ -301,37 +343,4 @@ impl ForecastErrors {
     pub fn smape(&self, k: usize) -> f64 {
         mean(self.smape[k].iter().copied())
     }
-}
-
-/// Where the metrics of forecaster `name` go.
-fn metrics_of<'a>(evaluation: &'a mut Evaluation, name: &str) -> &'a mut BTreeMap<String, f64> {
-    if name == FORECASTERS[0] {
-        &mut evaluation.model
-    } else {
-        evaluation.baselines.entry(name.into()).or_default()
-    }
-}
-
-/// Fits the forecaster of horizon `h` (buckets) on `origins`: `ln(1 + demand / scale)` on the
-/// features, with the penalty chosen on the newest quarter of the origins.
-fn fit_ratio(
-    series: &[Series],
-    spec: &DemandFeatureSpec,
-    origins: &Origins,
-    h: usize,
-    horizon_s: u32,
-) -> Result<Linear, FitError> {
-    let mut targets = Vec::with_capacity(origins.0.len());
-    let mut scales = Vec::with_capacity(origins.0.len());
-    let x = design(origins.0.len(), spec.len(), |k, row| {
-        let (s, t) = origins.0[k];
-        let one = &series[s];
-        let scale = spec
-            .encode(&one.values[..=t], one.origin_unix_s(t), h, row)
-            .expect("origin has history");
-        targets.push((one.values[t + h] / scale).ln_1p());
-        scales.push(scale);
-    });
-    let what = format!("demand {horizon_s}s");
-    ridge_selected(x, Array1::from(targets), &scales, &DEMAND_PENALTIES, &what).map(|(fit, _)| fit)
 }

@@ -1,4 +1,4 @@
-//! The seasons a demand series shows in its history, and the seasonal naive forecast over them.
+//! The seasons a demand series shows in its history.
 
 use crate::metrics::mean;
 
@@ -80,14 +80,6 @@ fn autocorrelation_peak(values: &[f64], first: usize) -> Option<usize> {
         .map(|(lag, _)| lag)
 }
 
-/// The seasonal naive forecast of the bucket `h` after the last of `history`: the value a whole
-/// number of periods before it; the last value when the history does not reach that far back.
-pub fn seasonal_naive(history: &[f64], h: usize, period: usize) -> f64 {
-    let t = history.len() - 1;
-    let back = h.div_ceil(period) * period;
-    (t + h).checked_sub(back).map_or(history[t], |i| history[i])
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -119,25 +111,5 @@ mod tests {
             }]
         );
         assert!(seasons(&[3.0; 360], 10).is_empty(), "a flat series has no season");
-    }
-
-    #[test]
-    fn seasonal_naive_looks_back_whole_periods() {
-        let history = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0];
-        assert_eq!(
-            seasonal_naive(&history, 1, 3),
-            4.0,
-            "bucket 6 is bucket 3 a period on"
-        );
-        assert_eq!(
-            seasonal_naive(&history, 4, 3),
-            4.0,
-            "bucket 9 is bucket 3 two periods on"
-        );
-        assert_eq!(
-            seasonal_naive(&history[..2], 1, 3),
-            2.0,
-            "too little history: the last value"
-        );
     }
 }

@@ -1,16 +1,20 @@
-//! The walk forward over one series: at every bucket it forecasts each horizon with the demand
-//! model and with each baseline; as each target bucket arrives it scores those forecasts and adds
-//! the origin to the model's normal equations. A refit then costs the same however long the history
-//! has grown, and the ridge penalty and upper bound are judged on the newest forecasts, which the
-//! fit never saw.
+//! The walk forward over one series: at every bucket it forecasts each horizon with every
+//! candidate (the ridge, its mean with Holt-Winters, and each baseline); as each target bucket arrives it scores those
+//! forecasts and adds the origin to the ridge's normal equations. A refit then costs the same
+//! however long the history has grown. At each refit a guard keeps, per horizon, the candidate
+//! whose newest forecasts erred least, the best baseline included: that is the model's forecast
+//! until the next refit. The ridge penalty and every upper bound are judged on the newest
+//! forecasts, which the fit never saw.
 
 use std::collections::VecDeque;
 
-use augur_engine::model::{DemandFeatureSpec, DemandForecast, DemandModel, HorizonModel, Linear};
+use augur_engine::model::{
+    seasonal_naive, DemandFeatureSpec, DemandForecast, DemandMethod, DemandModel, HoltWinters, HorizonModel,
+    Linear, PoolDemand,
+};
 
-use super::holt_winters::HoltWinters;
-use super::season::{seasonal_naive, Season};
-use super::DEMAND_PENALTIES;
+use super::season::Season;
+use super::{Series, DEMAND_PENALTIES};
 use crate::error::FitError;
 use crate::fit::NormalEquations;
 
@@ -20,7 +24,19 @@ pub const MIN_FIT_ORIGINS: usize = 50;
 /// The penalty a horizon starts with, before any penalty's forecasts were scored.
 const FIRST_PENALTY: usize = 2;
 
-/// The baselines a walk scores beside the model: the last value, the seasonal naive forecast over
+/// Fewest scored forecasts per candidate before the guard trusts their comparison; until then the
+/// ridge forecasts.
+const MIN_GUARD_FORECASTS: usize = 20;
+
+/// How many standard errors of the paired error differences a challenger must win by for the
+/// guard to switch to it.
+const SWITCH_T: f64 = 1.0;
+
+/// The candidates that are the model's own, by name, before the baselines: the ridge, and its mean
+/// with Holt-Winters.
+pub const MODELS: [&str; 2] = ["ridge", "ridge_holt_winters"];
+
+/// The baselines a walk scores beside the ridge: the last value, the seasonal naive forecast over
 /// each season, and Holt-Winters over the shortest season.
 #[derive(Debug, Clone)]
 pub struct Baselines {
@@ -46,8 +62,19 @@ impl Baselines {
         names
     }
 
+    /// Their methods, in the same order.
+    fn methods(&self) -> Vec<DemandMethod> {
+        let mut methods = vec![DemandMethod::LastValue];
+        methods.extend(
+            self.seasons
+                .iter()
+                .map(|s| DemandMethod::SeasonalNaive { period: s.period }),
+        );
+        methods.push(DemandMethod::HoltWinters);
+        methods
+    }
+
     fn forecast(&self, history: &[f64], h: usize, out: &mut Vec<f64>) {
-        out.clear();
         out.push(*history.last().expect("history is not empty"));
         out.extend(self.seasons.iter().map(|s| seasonal_naive(history, h, s.period)));
         out.push(self.holt_winters.forecast(h));
@@ -79,6 +106,10 @@ impl Recent {
         self.sum += value;
     }
 
+    fn len(&self) -> usize {
+        self.values.len()
+    }
+
     fn mean(&self) -> Option<f64> {
         (!self.values.is_empty()).then(|| self.sum / self.values.len() as f64)
     }
@@ -96,11 +127,13 @@ struct Pending {
     features: Vec<f64>,
     /// Each penalty's fit's forecast (none before the first fit).
     by_penalty: Vec<f64>,
-    model: Option<DemandForecast>,
-    baselines: Vec<f64>,
+    /// Every candidate's forecast, the [`MODELS`] first; the baselines alone before the first fit.
+    candidates: Vec<f64>,
+    /// The model's forecast and the candidate it came from, once fitted.
+    model: Option<(DemandForecast, usize)>,
 }
 
-/// One horizon's fit and its forecasts in flight.
+/// One horizon's fit, its guard and its forecasts in flight.
 #[derive(Debug, Clone)]
 struct Horizon {
     h: usize,
@@ -108,9 +141,50 @@ struct Horizon {
     fits: Vec<Linear>,
     /// Per penalty, the absolute errors of its newest forecasts.
     penalty_errors: Vec<Recent>,
-    /// The model's newest residuals, divided by their scale: the upper bound is their quantile.
-    residuals: Recent,
+    /// Per candidate, the absolute errors of its newest forecasts, all on the same targets.
+    candidate_errors: Vec<Recent>,
+    /// Per candidate, its newest residuals divided by their scale: its upper bound is their quantile.
+    candidate_residuals: Vec<Recent>,
     pending: VecDeque<Pending>,
+}
+
+impl Horizon {
+    /// The candidate whose newest forecasts erred least, when it beat `incumbent` (the candidate
+    /// in force) clearly: by [`SWITCH_T`] standard errors of their paired differences on the same
+    /// targets. Small windows are noisy, and a guard that flips on noise costs more than it saves.
+    /// The incumbent stays while any candidate has fewer than [`MIN_GUARD_FORECASTS`] scored.
+    fn guarded(&self, incumbent: usize) -> usize {
+        if self
+            .candidate_errors
+            .iter()
+            .any(|e| e.len() < MIN_GUARD_FORECASTS)
+        {
+            return incumbent;
+        }
+        let best = self
+            .candidate_errors
+            .iter()
+            .enumerate()
+            .filter_map(|(i, errors)| errors.mean().map(|e| (i, e)))
+            .min_by(|a, b| a.1.total_cmp(&b.1))
+            .map_or(incumbent, |(i, _)| i);
+        if best == incumbent {
+            return incumbent;
+        }
+        let pairs = self.candidate_errors[incumbent]
+            .values
+            .iter()
+            .zip(&self.candidate_errors[best].values);
+        let gains: Vec<f64> = pairs.map(|(held, challenger)| held - challenger).collect();
+        let n = gains.len() as f64;
+        let gain = gains.iter().sum::<f64>() / n;
+        let variance = gains.iter().map(|g| (g - gain).powi(2)).sum::<f64>() / (n - 1.0).max(1.0);
+        if gain > SWITCH_T * (variance / n).sqrt() {
+            best
+        } else {
+            incumbent
+        }
+    }
 }
 
 /// A forecast whose target bucket has arrived.
@@ -122,10 +196,12 @@ pub struct Scored<'a> {
     pub origin: usize,
     /// What the target bucket held.
     pub truth: f64,
-    /// The model's forecast.
+    /// The model's forecast: the guarded candidate's.
     pub model: DemandForecast,
-    /// Each baseline's, in [`Baselines::names`] order.
-    pub baselines: &'a [f64],
+    /// Which candidate that was, by index in [`Walk::candidates`].
+    pub method: usize,
+    /// Every candidate's, in [`Walk::candidates`] order: the [`MODELS`], then the baselines.
+    pub candidates: &'a [f64],
 }
 
 /// The walk's state over one series.
@@ -134,14 +210,16 @@ pub struct Walk {
     model: DemandModel,
     horizons: Vec<Horizon>,
     baselines: Baselines,
+    methods: Vec<DemandMethod>,
     features: Vec<f64>,
-    baseline_forecasts: Vec<f64>,
+    candidate_forecasts: Vec<f64>,
     forecasts: Vec<DemandForecast>,
+    refits: usize,
 }
 
 impl Walk {
     /// A walk of `bucket_s` buckets encoded by `spec`, forecasting `horizons` (buckets, increasing),
-    /// judging penalties and bounds on the newest `recent` forecasts of each horizon.
+    /// judging candidates, penalties and bounds on the newest `recent` forecasts of each horizon.
     pub fn new(
         bucket_s: u32,
         spec: DemandFeatureSpec,
@@ -151,12 +229,15 @@ impl Walk {
         recent: usize,
     ) -> Self {
         let d = spec.len();
+        let mut methods = vec![DemandMethod::Ridge, DemandMethod::RidgeHoltWinters];
+        methods.extend(baselines.methods());
         let horizon = |h: usize| Horizon {
             h,
             equations: NormalEquations::new(d),
             fits: Vec::new(),
             penalty_errors: vec![Recent::new(recent); DEMAND_PENALTIES.len()],
-            residuals: Recent::new(recent),
+            candidate_errors: vec![Recent::new(recent); methods.len()],
+            candidate_residuals: vec![Recent::new(recent); methods.len()],
             pending: VecDeque::new(),
         };
         Self {
@@ -165,19 +246,53 @@ impl Walk {
                 feature_names: spec.feature_names(),
                 spec,
                 upper_level,
-                horizons: Vec::new(),
+                shared: PoolDemand {
+                    horizons: Vec::new(),
+                    holt_winters: Some(baselines.holt_winters.params()),
+                },
+                pools: Default::default(),
             },
             horizons: horizons.iter().map(|&h| horizon(h)).collect(),
             baselines,
+            methods,
             features: vec![0.0; d],
-            baseline_forecasts: Vec::new(),
+            candidate_forecasts: Vec::new(),
             forecasts: Vec::new(),
+            refits: 0,
         }
     }
 
-    /// The baselines scored beside the model.
-    pub fn baselines(&self) -> &Baselines {
-        &self.baselines
+    /// Takes in bucket `t` of `series` (call it for every bucket in turn): refits first when `t` is
+    /// a multiple of `refit_every`, and at every bucket until the first fit, so that the model
+    /// forecasts as soon as the history allows; then [`Self::step`]s.
+    pub fn advance(
+        &mut self,
+        series: &Series,
+        t: usize,
+        refit_every: usize,
+        scored: impl FnMut(Scored<'_>),
+    ) -> Result<Option<&[DemandForecast]>, FitError> {
+        if (t.is_multiple_of(refit_every.max(1)) || self.model.shared.horizons.is_empty()) && self.refit()? {
+            self.refits += 1;
+        }
+        Ok(self.step(&series.values[..=t], series.origin_unix_s(t), scored))
+    }
+
+    /// Refits that produced a model so far in [`Self::advance`].
+    pub fn refits(&self) -> usize {
+        self.refits
+    }
+
+    /// The candidates' names: the [`MODELS`], then the baselines.
+    pub fn candidates(&self) -> Vec<String> {
+        let mut names: Vec<String> = MODELS.iter().map(|m| m.to_string()).collect();
+        names.extend(self.baselines.names());
+        names
+    }
+
+    /// The model as of the last refit: per horizon, the ridge and the guard's choice.
+    pub fn model(&self) -> &DemandModel {
+        &self.model
     }
 
     /// Takes in the newest bucket, the last of `history`, which ends at `now_unix_s`: scores the
@@ -199,16 +314,21 @@ impl Walk {
                 for (errors, forecast) in horizon.penalty_errors.iter_mut().zip(&p.by_penalty) {
                     errors.push((truth - forecast).abs());
                 }
-                if let Some(model) = p.model {
-                    horizon.residuals.push((truth - model.mean) / p.scale);
-                    scored(Scored {
-                        horizon: k,
-                        origin: p.origin,
-                        truth,
-                        model,
-                        baselines: &p.baselines,
-                    });
+                let Some((model, method)) = p.model else {
+                    continue;
+                };
+                for (i, forecast) in p.candidates.iter().enumerate() {
+                    horizon.candidate_errors[i].push((truth - forecast).abs());
+                    horizon.candidate_residuals[i].push((truth - forecast) / p.scale);
                 }
+                scored(Scored {
+                    horizon: k,
+                    origin: p.origin,
+                    truth,
+                    model,
+                    method,
+                    candidates: &p.candidates,
+                });
             }
         }
         if history.len() < self.model.spec.history_needed() {
@@ -226,53 +346,74 @@ impl Walk {
                 .iter()
                 .map(|fit| fit.eval(&self.features).exp_m1().max(0.0) * scale)
                 .collect();
-            let model = self
-                .model
-                .horizons
-                .get(k)
-                .map(|fitted| self.model.forecast(fitted, &self.features, scale));
-            self.forecasts.extend(model);
+            let fitted = self.model.shared.horizons.get(k);
+            self.candidate_forecasts.clear();
+            let smoothed = self.baselines.holt_winters.forecast(horizon.h);
+            if let Some(f) = fitted {
+                let ridge = f.ridge(&self.features, scale);
+                self.candidate_forecasts.extend([ridge, (ridge + smoothed) / 2.0]);
+            }
             self.baselines
-                .forecast(history, horizon.h, &mut self.baseline_forecasts);
+                .forecast(history, horizon.h, &mut self.candidate_forecasts);
+            let model = fitted.map(|f| {
+                let chosen = self.methods.iter().position(|m| *m == f.method).unwrap_or(0);
+                let forecast = self.model.bounded(f, self.candidate_forecasts[chosen], scale);
+                (forecast, chosen)
+            });
+            self.forecasts.extend(model.map(|(f, _)| f));
             horizon.pending.push_back(Pending {
                 origin: t,
                 scale,
                 features: self.features.clone(),
                 by_penalty,
+                candidates: self.candidate_forecasts.clone(),
                 model,
-                baselines: self.baseline_forecasts.clone(),
             });
         }
         (self.forecasts.len() == self.horizons.len()).then_some(&self.forecasts[..])
     }
 
-    /// Refits every horizon on the origins whose targets have arrived, with the penalty whose
-    /// newest forecasts erred least, and sets its upper bound from the model's newest residuals.
-    /// The model forecasts once every horizon has [`MIN_FIT_ORIGINS`]; returns whether it does.
+    /// Refits every horizon's ridge on the origins whose targets have arrived, with the penalty
+    /// whose newest forecasts erred least; lets the guard choose each horizon's candidate, and
+    /// sets its upper bound from that candidate's newest residuals. The model forecasts once every
+    /// horizon has [`MIN_FIT_ORIGINS`]; returns whether it does.
     pub fn refit(&mut self) -> Result<bool, FitError> {
         if self.horizons.iter().any(|h| h.equations.rows() < MIN_FIT_ORIGINS) {
             return Ok(false);
         }
         let bucket_s = self.model.bucket_s;
         let upper_level = self.model.upper_level;
-        self.model.horizons.clear();
-        for horizon in &mut self.horizons {
+        let incumbents: Vec<usize> = (0..self.horizons.len())
+            .map(|k| {
+                let method = self.model.shared.horizons.get(k).map(|h| h.method);
+                method
+                    .and_then(|m| self.methods.iter().position(|c| *c == m))
+                    .unwrap_or(0)
+            })
+            .collect();
+        self.model.shared.horizons.clear();
+        for (horizon, incumbent) in self.horizons.iter_mut().zip(incumbents) {
             let what = format!("demand {}s", horizon.h as u32 * bucket_s);
             horizon.fits = DEMAND_PENALTIES
                 .iter()
                 .map(|&penalty| horizon.equations.solve(penalty, &what))
                 .collect::<Result<_, _>>()?;
-            let chosen = horizon
+            let penalty = horizon
                 .penalty_errors
                 .iter()
                 .enumerate()
                 .filter_map(|(i, errors)| errors.mean().map(|e| (i, e)))
                 .min_by(|a, b| a.1.total_cmp(&b.1))
                 .map_or(FIRST_PENALTY, |(i, _)| i);
-            self.model.horizons.push(HorizonModel {
+            let chosen = horizon.guarded(incumbent);
+            let upper_residual = horizon.candidate_residuals[chosen]
+                .quantile(upper_level)
+                .unwrap_or(0.0);
+            self.model.shared.horizons.push(HorizonModel {
                 horizon_buckets: horizon.h as u32,
-                log1p_ratio: horizon.fits[chosen].clone(),
-                upper_residual: horizon.residuals.quantile(upper_level).unwrap_or(0.0).max(0.0),
+                method: self.methods[chosen],
+                log1p_ratio: horizon.fits[penalty].clone(),
+                upper_residual: upper_residual.max(0.0),
             });
         }
         Ok(true)
@@ -313,7 +454,7 @@ mod tests {
             let forecasts = walk.step(&values[..=t], now, |s| {
                 if s.origin >= 2 * 288 {
                     model_error += (s.truth - s.model.mean).abs();
-                    last_error += (s.truth - s.baselines[0]).abs();
+                    last_error += (s.truth - s.candidates[MODELS.len()]).abs();
                     covered += usize::from(s.truth <= s.model.upper);
                     scored += 1;
                 }

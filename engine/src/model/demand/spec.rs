@@ -1,14 +1,9 @@
-//! The demand model: requests per bucket, forecast directly at several horizons by one ridge
-//! regression per horizon over recent history, with an upper bound from validation residuals.
-//!
-//! History is divided by its recent mean before encoding and forecasts are multiplied back, so one
-//! model serves pools of any size, and a pool it has never seen. With seasons in the spec, the
-//! features also read the demand a whole number of periods before the forecast bucket, so they
-//! depend on the horizon: encode once per horizon.
+//! The demand features: a bounded window of recent history, divided by its recent mean, with
+//! calendar terms and the demand a whole number of seasons before the forecast bucket.
 
 use serde::{Deserialize, Serialize};
 
-use super::{check_finite, Linear, ModelError};
+use super::super::ModelError;
 
 /// Which summaries of the history the demand features hold.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -122,7 +117,7 @@ impl DemandFeatureSpec {
         Some(scale)
     }
 
-    fn validate(&self) -> Result<(), ModelError> {
+    pub(super) fn validate(&self) -> Result<(), ModelError> {
         if self.lags == 0 || self.scale_window == 0 || self.mean_windows.contains(&0) {
             return Err(ModelError::invalid(
                 "spec",
@@ -146,97 +141,6 @@ fn mean(values: &[f64]) -> f64 {
 fn std_dev(values: &[f64]) -> f64 {
     let m = mean(values);
     (values.iter().map(|v| (v - m) * (v - m)).sum::<f64>() / values.len() as f64).sqrt()
-}
-
-/// The forecaster of one horizon.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct HorizonModel {
-    /// How far ahead, in buckets: 1 forecasts the bucket that starts now.
-    pub horizon_buckets: u32,
-    /// Predicts `ln(1 + demand / scale)` of the bucket: in log space a least-squares fit lands near
-    /// the median, which bursty demand needs (the mean chases bursts), and a forecast is never
-    /// negative.
-    pub log1p_ratio: Linear,
-    /// Quantile [`DemandModel::upper_level`] of the validation residuals (observed minus forecast,
-    /// divided by the scale), added to the forecast for its upper bound.
-    pub upper_residual: f64,
-}
-
-/// A forecast of one bucket's demand.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-pub struct DemandForecast {
-    /// How far ahead, in seconds: the end of the forecast bucket, from now.
-    pub horizon_s: u32,
-    /// Expected requests in the bucket.
-    pub mean: f64,
-    /// Upper bound on the requests in the bucket, at the model's upper level.
-    pub upper: f64,
-}
-
-/// Forecasts requests per bucket at several horizons.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct DemandModel {
-    /// Bucket width in seconds.
-    pub bucket_s: u32,
-    /// How the history is encoded.
-    pub spec: DemandFeatureSpec,
-    /// Names of the features, as [`DemandFeatureSpec::feature_names`] gives them.
-    pub feature_names: Vec<String>,
-    /// Level of the upper bound, e.g. 0.95.
-    pub upper_level: f64,
-    /// One forecaster per horizon, shortest first.
-    pub horizons: Vec<HorizonModel>,
-}
-
-impl DemandModel {
-    /// The forecast of `horizon` from features `x` (encoded by [`DemandFeatureSpec::encode`], which
-    /// returned `scale`).
-    pub fn forecast(&self, horizon: &HorizonModel, x: &[f64], scale: f64) -> DemandForecast {
-        let ratio = horizon.log1p_ratio.eval(x).exp_m1().max(0.0);
-        DemandForecast {
-            horizon_s: horizon.horizon_buckets * self.bucket_s,
-            mean: ratio * scale,
-            upper: (ratio + horizon.upper_residual.max(0.0)) * scale,
-        }
-    }
-
-    /// Checks the spec, names, sizes and numbers.
-    pub fn validate(&self) -> Result<(), ModelError> {
-        self.spec.validate()?;
-        if self.bucket_s == 0 {
-            return Err(ModelError::invalid("bucket_s", "must be at least 1"));
-        }
-        if self.feature_names != self.spec.feature_names() {
-            return Err(ModelError::invalid(
-                "feature_names",
-                format!(
-                    "{:?} do not match the spec's {:?}",
-                    self.feature_names,
-                    self.spec.feature_names()
-                ),
-            ));
-        }
-        if !(self.upper_level > 0.0 && self.upper_level < 1.0) {
-            return Err(ModelError::invalid("upper_level", "must be in (0, 1)"));
-        }
-        if self.horizons.is_empty() {
-            return Err(ModelError::invalid("horizons", "needs at least one horizon"));
-        }
-        for (i, h) in self.horizons.iter().enumerate() {
-            let field = format!("horizons[{i}]");
-            if h.horizon_buckets == 0 || (i > 0 && h.horizon_buckets <= self.horizons[i - 1].horizon_buckets)
-            {
-                return Err(ModelError::invalid(
-                    field,
-                    "horizons must be at least 1 bucket and increase",
-                ));
-            }
-            h.log1p_ratio
-                .validate(&format!("{field}.log1p_ratio"), self.spec.len())?;
-            check_finite(&format!("{field}.upper_residual"), &[h.upper_residual])?;
-        }
-        Ok(())
-    }
 }
 
 #[cfg(test)]
