@@ -17,8 +17,8 @@ use serde::{Deserialize, Serialize};
 
 pub use capacity::{BackendCapacity, CapacityModel};
 pub use demand::{
-    seasonal_naive, DemandFeatureSpec, DemandForecast, DemandMethod, DemandModel, HoltWinters,
-    HoltWintersParams, HorizonModel, PoolDemand,
+    DemandFeatureSpec, DemandForecast, DemandMethod, DemandModel, HoltWinters, HoltWintersParams,
+    HorizonModel, PoolDemand,
 };
 pub use failure::{FailureModel, FailurePriors};
 pub use latency::{LatencyModel, ResidualQuantiles};

@@ -15,22 +15,17 @@ pub struct Change {
     pub direction: Direction,
     /// The horizon whose forecast set it (`None`: the demand observed did), in seconds.
     pub horizon_s: Option<u32>,
-    /// Which forecaster made the forecast.
-    pub source: ForecastSource,
+    /// The model's method at that horizon; `None` when the fallback forecast.
+    pub method: Option<&'static str>,
 }
 
 impl Change {
-    /// Who decided it, in words: `model (ridge at +60s)`, `fallback`, or `observed demand`.
+    /// Who decided it, in words: `model (ridge at +60s)`, `fallback (...)`, or `observed demand`.
     pub fn decided_by(&self) -> String {
-        let Some(h) = self.horizon_s else {
-            return "observed demand".into();
-        };
-        match &self.source {
-            ForecastSource::Model { methods, .. } => {
-                let method = methods.first().copied().unwrap_or("model");
-                format!("model ({method} at +{h}s)")
-            }
-            ForecastSource::Fallback { .. } => format!("fallback (trend and level at +{h}s)"),
+        match (self.horizon_s, self.method) {
+            (None, _) => "observed demand".into(),
+            (Some(h), Some(method)) => format!("model ({method} at +{h}s)"),
+            (Some(h), None) => format!("fallback (trend and level at +{h}s)"),
         }
     }
 }
@@ -56,26 +51,20 @@ pub fn replay(
         let current_rps = requests / f64::from(bucket_s);
         let d = scaler.decide(now, capacity_rps, current_rps, &forecast.horizons, bucket_s);
         if d.direction != Direction::Hold {
-            let source = match forecast.source {
-                // The method of the horizon that decided, alone.
-                ForecastSource::Model { version, methods } => {
-                    let at = forecast
-                        .horizons
-                        .iter()
-                        .position(|f| Some(f.horizon_s) == d.horizon_s);
-                    ForecastSource::Model {
-                        version,
-                        methods: at.and_then(|i| methods.get(i).copied()).into_iter().collect(),
-                    }
-                }
-                fallback => fallback,
+            let method = match &forecast.source {
+                ForecastSource::Model { methods, .. } => forecast
+                    .horizons
+                    .iter()
+                    .position(|f| Some(f.horizon_s) == d.horizon_s)
+                    .and_then(|i| methods.get(i).copied()),
+                ForecastSource::Fallback { .. } => None,
             };
             changes.push(Change {
                 at_s: now,
                 to: d.desired,
                 direction: d.direction,
                 horizon_s: d.horizon_s,
-                source,
+                method,
             });
         }
     }

@@ -190,11 +190,9 @@ impl Plan {
             .zip(&walked.covered)
             .zip(&walked.chosen)
             .map(|(((&h, e), covered), chosen)| {
-                let candidate = |name: &String| walked.candidates.iter().position(|c| c == name);
-                let named = |names: &[String]| {
-                    let scores = names
-                        .iter()
-                        .map(|name| (name.clone(), score(e, 1 + candidate(name).expect("a candidate"))));
+                // The errors hold the model's, then each candidate's in order.
+                let named = |candidates: std::ops::Range<usize>| {
+                    let scores = candidates.map(|i| (walked.candidates[i].clone(), score(e, 1 + i)));
                     scores.collect()
                 };
                 let scored = chosen.iter().sum::<usize>().max(1) as f64;
@@ -204,8 +202,8 @@ impl Plan {
                     mae: e.mae(0),
                     smape: e.smape(0),
                     upper_coverage: mean(covered.iter().copied()),
-                    models: named(&walked.candidates[..MODELS.len()]),
-                    baselines: named(&walked.candidates[MODELS.len()..]),
+                    models: named(0..MODELS.len()),
+                    baselines: named(MODELS.len()..walked.candidates.len()),
                     methods: walked
                         .candidates
                         .iter()

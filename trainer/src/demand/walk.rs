@@ -9,8 +9,8 @@
 use std::collections::VecDeque;
 
 use augur_engine::model::{
-    seasonal_naive, DemandFeatureSpec, DemandForecast, DemandMethod, DemandModel, HoltWinters, HorizonModel,
-    Linear, PoolDemand,
+    DemandFeatureSpec, DemandForecast, DemandMethod, DemandModel, HoltWinters, HorizonModel, Linear,
+    PoolDemand,
 };
 
 use super::season::Season;
@@ -72,12 +72,6 @@ impl Baselines {
         );
         methods.push(DemandMethod::HoltWinters);
         methods
-    }
-
-    fn forecast(&self, history: &[f64], h: usize, out: &mut Vec<f64>) {
-        out.push(*history.last().expect("history is not empty"));
-        out.extend(self.seasons.iter().map(|s| seasonal_naive(history, h, s.period)));
-        out.push(self.holt_winters.forecast(h));
     }
 }
 
@@ -145,15 +139,18 @@ struct Horizon {
     candidate_errors: Vec<Recent>,
     /// Per candidate, its newest residuals divided by their scale: its upper bound is their quantile.
     candidate_residuals: Vec<Recent>,
+    /// The candidate in force, by index in [`Walk::candidates`]: the ridge until the guard chooses.
+    chosen: usize,
     pending: VecDeque<Pending>,
 }
 
 impl Horizon {
-    /// The candidate whose newest forecasts erred least, when it beat `incumbent` (the candidate
-    /// in force) clearly: by [`SWITCH_T`] standard errors of their paired differences on the same
-    /// targets. Small windows are noisy, and a guard that flips on noise costs more than it saves.
-    /// The incumbent stays while any candidate has fewer than [`MIN_GUARD_FORECASTS`] scored.
-    fn guarded(&self, incumbent: usize) -> usize {
+    /// The candidate whose newest forecasts erred least, when it beat the one in force clearly: by
+    /// [`SWITCH_T`] standard errors of their paired differences on the same targets. Small windows
+    /// are noisy, and a guard that flips on noise costs more than it saves. The one in force stays
+    /// while any candidate has fewer than [`MIN_GUARD_FORECASTS`] scored.
+    fn guarded(&self) -> usize {
+        let incumbent = self.chosen;
         if self
             .candidate_errors
             .iter()
@@ -238,6 +235,7 @@ impl Walk {
             penalty_errors: vec![Recent::new(recent); DEMAND_PENALTIES.len()],
             candidate_errors: vec![Recent::new(recent); methods.len()],
             candidate_residuals: vec![Recent::new(recent); methods.len()],
+            chosen: 0,
             pending: VecDeque::new(),
         };
         Self {
@@ -347,18 +345,20 @@ impl Walk {
                 .map(|fit| fit.eval(&self.features).exp_m1().max(0.0) * scale)
                 .collect();
             let fitted = self.model.shared.horizons.get(k);
+            let ridge = fitted.map(|f| f.ridge(&self.features, scale));
+            let smoothing = Some(&self.baselines.holt_winters);
             self.candidate_forecasts.clear();
-            let smoothed = self.baselines.holt_winters.forecast(horizon.h);
-            if let Some(f) = fitted {
-                let ridge = f.ridge(&self.features, scale);
-                self.candidate_forecasts.extend([ridge, (ridge + smoothed) / 2.0]);
-            }
-            self.baselines
-                .forecast(history, horizon.h, &mut self.candidate_forecasts);
+            // Before the first fit the ridge's methods give nothing: the baselines alone.
+            self.candidate_forecasts.extend(
+                self.methods
+                    .iter()
+                    .filter_map(|m| m.forecast(history, horizon.h, ridge, smoothing)),
+            );
             let model = fitted.map(|f| {
-                let chosen = self.methods.iter().position(|m| *m == f.method).unwrap_or(0);
-                let forecast = self.model.bounded(f, self.candidate_forecasts[chosen], scale);
-                (forecast, chosen)
+                let forecast = self
+                    .model
+                    .bounded(f, self.candidate_forecasts[horizon.chosen], scale);
+                (forecast, horizon.chosen)
             });
             self.forecasts.extend(model.map(|(f, _)| f));
             horizon.pending.push_back(Pending {
@@ -383,16 +383,8 @@ impl Walk {
         }
         let bucket_s = self.model.bucket_s;
         let upper_level = self.model.upper_level;
-        let incumbents: Vec<usize> = (0..self.horizons.len())
-            .map(|k| {
-                let method = self.model.shared.horizons.get(k).map(|h| h.method);
-                method
-                    .and_then(|m| self.methods.iter().position(|c| *c == m))
-                    .unwrap_or(0)
-            })
-            .collect();
         self.model.shared.horizons.clear();
-        for (horizon, incumbent) in self.horizons.iter_mut().zip(incumbents) {
+        for horizon in &mut self.horizons {
             let what = format!("demand {}s", horizon.h as u32 * bucket_s);
             horizon.fits = DEMAND_PENALTIES
                 .iter()
@@ -405,7 +397,8 @@ impl Walk {
                 .filter_map(|(i, errors)| errors.mean().map(|e| (i, e)))
                 .min_by(|a, b| a.1.total_cmp(&b.1))
                 .map_or(FIRST_PENALTY, |(i, _)| i);
-            let chosen = horizon.guarded(incumbent);
+            horizon.chosen = horizon.guarded();
+            let chosen = horizon.chosen;
             let upper_residual = horizon.candidate_residuals[chosen]
                 .quantile(upper_level)
                 .unwrap_or(0.0);

@@ -15,7 +15,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-pub use baseline::{seasonal_naive, HoltWinters, HoltWintersParams};
+use baseline::seasonal_naive;
+pub use baseline::{HoltWinters, HoltWintersParams};
 pub use spec::DemandFeatureSpec;
 
 use super::{check_finite, Linear, ModelError};
@@ -59,6 +60,25 @@ impl DemandMethod {
     /// Whether it runs Holt-Winters.
     fn smooths(&self) -> bool {
         matches!(self, Self::HoltWinters | Self::RidgeHoltWinters)
+    }
+
+    /// Its forecast of the bucket `ahead` after the last of `history`, from the horizon's `ridge`
+    /// forecast and the `smoothing` run over the history; `None` when it needs one of them and was
+    /// not given it. The trainer scores every method through this, and the proxy runs the chosen one.
+    pub fn forecast(
+        &self,
+        history: &[f64],
+        ahead: usize,
+        ridge: Option<f64>,
+        smoothing: Option<&HoltWinters>,
+    ) -> Option<f64> {
+        match *self {
+            Self::Ridge => ridge,
+            Self::LastValue => history.last().copied(),
+            Self::SeasonalNaive { period } => Some(seasonal_naive(history, ahead, period)),
+            Self::HoltWinters => Some(smoothing?.forecast(ahead)),
+            Self::RidgeHoltWinters => Some((ridge? + smoothing?.forecast(ahead)) / 2.0),
+        }
     }
 }
 
@@ -229,15 +249,10 @@ impl DemandModel {
             .map(|h| {
                 let ahead = h.horizon_buckets as usize;
                 let scale = self.spec.encode(history, now_unix_s, ahead, features)?;
-                let mean = match h.method {
-                    DemandMethod::Ridge => h.ridge(features, scale),
-                    DemandMethod::LastValue => *history.last()?,
-                    DemandMethod::SeasonalNaive { period } => seasonal_naive(history, ahead, period),
-                    DemandMethod::HoltWinters => smoothing.as_ref()?.forecast(ahead),
-                    DemandMethod::RidgeHoltWinters => {
-                        (h.ridge(features, scale) + smoothing.as_ref()?.forecast(ahead)) / 2.0
-                    }
-                };
+                let ridge = h.ridge(features, scale);
+                let mean = h
+                    .method
+                    .forecast(history, ahead, Some(ridge), smoothing.as_ref())?;
                 Some(self.bounded(h, mean, scale))
             })
             .collect()
