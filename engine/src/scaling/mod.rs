@@ -10,9 +10,11 @@ mod fallback;
 mod forecaster;
 mod history;
 mod replay;
+mod spike;
 
 pub use decision::{Decision, Direction, Scaler, ScalingPolicy};
 pub use fallback::TrendLevel;
 pub use forecaster::{ForecastSource, Forecaster, PoolForecast};
 pub use history::DemandHistory;
 pub use replay::{replay, Change};
+pub use spike::{Spike, SpikeRule, SpikeVerdict, SpikeWatch};

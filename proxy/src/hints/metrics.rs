@@ -39,6 +39,8 @@ pub struct HintMetrics {
     current: IntGaugeVec,
     forecaster: IntGaugeVec,
     changes: IntCounterVec,
+    spikes: IntCounterVec,
+    false_alarms: IntCounterVec,
     deliveries: IntCounterVec,
     queue_depth: IntGaugeVec,
 }
@@ -81,6 +83,18 @@ impl HintMetrics {
                 "Hints raised: changes of the desired replicas, by direction",
                 &["pool", "direction"],
             ),
+            spikes: counter(
+                registry,
+                "augur_hint_spikes_total",
+                "Demand spikes found by the spike rule, by whether a scale-up came at least the warm-up before (caught true or false)",
+                &["pool", "caught"],
+            ),
+            false_alarms: counter(
+                registry,
+                "augur_hint_false_alarms_total",
+                "Scale-ups that no spike started within the timely span after, nor shortly before",
+                &["pool"],
+            ),
             deliveries: counter(
                 registry,
                 "augur_hint_deliveries_total",
@@ -118,6 +132,11 @@ impl HintMetrics {
                 .with_label_values(&[pool, kind])
                 .set(i64::from(kind == forecaster));
         }
+        // The counters are there from a pool's first tick, at zero, so that rates over them are.
+        for caught in ["true", "false"] {
+            self.spikes.with_label_values(&[pool, caught]);
+        }
+        self.false_alarms.with_label_values(&[pool]);
     }
 
     /// Forgets the series of a pool that is gone.
@@ -128,6 +147,10 @@ impl HintMetrics {
         for kind in ["model", "fallback"] {
             let _ = self.forecaster.remove_label_values(&[pool, kind]);
         }
+        for caught in ["true", "false"] {
+            let _ = self.spikes.remove_label_values(&[pool, caught]);
+        }
+        let _ = self.false_alarms.remove_label_values(&[pool]);
         // The forecast series are keyed by horizon too; clearing them all is simpler than knowing
         // every horizon, and the ticker sets the remaining pools' again in the same tick.
         self.forecast.reset();
@@ -136,6 +159,17 @@ impl HintMetrics {
     /// Counts one hint raised.
     pub fn count_change(&self, pool: &str, direction: &str) {
         self.changes.with_label_values(&[pool, direction]).inc();
+    }
+
+    /// Counts one spike found, `caught` when a scale-up came in time for it.
+    pub fn count_spike(&self, pool: &str, caught: bool) {
+        let caught = if caught { "true" } else { "false" };
+        self.spikes.with_label_values(&[pool, caught]).inc();
+    }
+
+    /// Counts scale-ups found false alarms.
+    pub fn count_false_alarms(&self, pool: &str, n: usize) {
+        self.false_alarms.with_label_values(&[pool]).inc_by(n as u64);
     }
 
     /// Counts one delivery outcome at `sink`.

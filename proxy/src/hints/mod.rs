@@ -58,6 +58,35 @@ pub struct PoolStatus {
     pub reason: String,
     /// Hints raised for this pool so far.
     pub hints: u64,
+    /// Demand spikes found so far by the spike rule, and how the scale-ups did on them.
+    pub spikes: SpikeCounts,
+}
+
+/// A pool's demand spikes by the spike rule (the backtest's), and its scale-ups judged against them,
+/// since the proxy started.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct SpikeCounts {
+    /// Spikes found.
+    pub found: u64,
+    /// Spikes a scale-up came for in time: at least the warm-up before they started.
+    pub caught: u64,
+    /// Scale-ups with no spike starting within the timely span after them, nor shortly before.
+    pub false_alarms: u64,
+    /// The newest spike.
+    pub last: Option<LastSpike>,
+}
+
+/// The newest spike of a pool.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LastSpike {
+    /// When its first bucket began, RFC 3339.
+    pub start: String,
+    /// The recent level it rose from, requests per second.
+    pub level_rps: f64,
+    /// Its window's mean demand, requests per second.
+    pub demand_rps: f64,
+    /// How long before it started the first timely scale-up came; `None`: none did.
+    pub lead_s: Option<u32>,
 }
 
 /// The hints component: sinks and the latest status of every pool.

@@ -9,75 +9,12 @@ mod walk;
 use std::collections::BTreeMap;
 
 use augur_engine::scaling::ScalingPolicy;
+pub use augur_engine::scaling::SpikeRule;
 use serde::Serialize;
 
 use crate::demand::{DemandOptions, Series};
 use crate::error::FitError;
 use walk::Plan;
-
-/// How a spike and a timely hint are defined, in buckets of the trace so that the definition means
-/// the same at any bucket width; the numbers appear in the report.
-#[derive(Debug, Clone, Copy)]
-pub struct SpikeRule {
-    /// Demand is the mean over windows of this many buckets.
-    pub window_buckets: usize,
-    /// The recent level is the median window demand over this many buckets before the window.
-    pub reference_buckets: usize,
-    /// A spike: window demand at least this many times the recent level...
-    pub factor: f64,
-    /// ...and above it by at least this many requests per bucket; `None`: what one replica serves
-    /// in a bucket at the target utilisation, so that a spike is a rise that takes another replica.
-    pub min_excess: Option<f64>,
-    /// After a spike starts, no new one is counted for this many buckets.
-    pub refractory_buckets: usize,
-    /// A hint is timely when it comes at least this long before the spike (instance warm-up; also
-    /// the scaling policy's)...
-    pub warm_up_s: u32,
-    /// ...and at most this many buckets earlier than that.
-    pub lead_slack_buckets: usize,
-}
-
-impl Default for SpikeRule {
-    fn default() -> Self {
-        Self {
-            window_buckets: 3,
-            reference_buckets: 12,
-            factor: 2.0,
-            min_excess: None,
-            refractory_buckets: 12,
-            warm_up_s: 60,
-            lead_slack_buckets: 6,
-        }
-    }
-}
-
-impl SpikeRule {
-    /// The earliest a timely hint may come before a spike, in seconds: the warm-up, in whole buckets.
-    pub fn min_lead_s(&self, bucket_s: u32) -> u32 {
-        self.warm_up_s.div_ceil(bucket_s.max(1)) * bucket_s
-    }
-
-    /// The latest, in seconds.
-    pub fn max_lead_s(&self, bucket_s: u32) -> u32 {
-        self.min_lead_s(bucket_s) + self.lead_slack_buckets as u32 * bucket_s
-    }
-
-    /// The definition in words for `bucket_s` buckets and an excess of `min_excess` requests per
-    /// bucket, as the report prints it.
-    pub fn describe(&self, bucket_s: u32, min_excess: f64) -> String {
-        format!(
-            "a spike starts when the mean demand over {w} buckets ({w_s}s) reaches {f}x the median {w}-bucket demand of the {r} buckets before it and exceeds it by at least {m:.1} requests per bucket (one spike per {rf} buckets); it starts at the first bucket of that window above the level by that much; a hint is a scale-up decided by the proxy's scaler on the forecasts; it is timely when it comes between {max}s and {min}s (the warm-up in whole buckets) before the spike starts; a false alarm is a scale-up neither within {max}s before a spike start nor within {rf} buckets after one",
-            w = self.window_buckets,
-            w_s = self.window_buckets as u32 * bucket_s,
-            f = self.factor,
-            r = self.reference_buckets,
-            m = min_excess,
-            rf = self.refractory_buckets,
-            max = self.max_lead_s(bucket_s),
-            min = self.min_lead_s(bucket_s),
-        )
-    }
-}
 
 /// The forecast horizons a backtest scores when none are given: one bucket, then 1, 2, 5, 15, 30
 /// and 60 minutes, those that are whole numbers of buckets and at most a tenth of the trace (so that

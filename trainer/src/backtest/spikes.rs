@@ -1,31 +1,17 @@
 //! Spikes in a trace, and how the hints did on them: caught in time, lead, false alarms, covered.
+//! The spikes and the judgement of each scale-up are the engine's [`SpikeWatch`], the one the
+//! proxy's ticker runs.
 
-use super::{SpikeRule, SpikeScore};
+use augur_engine::scaling::{SpikeRule, SpikeWatch};
+
+use super::SpikeScore;
 use crate::demand::Series;
 use crate::metrics::quantile;
 
-/// Mean demand of the spike window ending with bucket `t`.
-fn window_demand(series: &Series, t: usize, rule: SpikeRule) -> f64 {
-    let w = rule.window_buckets.max(1);
-    let first = (t + 1).saturating_sub(w);
-    series.values[first..=t].iter().sum::<f64>() / (t + 1 - first) as f64
-}
-
-/// The median window demand over the reference buckets before the window ending at `t`, or `None`
-/// without that much history.
-fn reference(series: &Series, t: usize, rule: SpikeRule) -> Option<f64> {
-    let w = rule.window_buckets.max(1);
-    let end = t.checked_sub(w)?;
-    let first = end.checked_sub(rule.reference_buckets.max(1))?;
-    let mut windows: Vec<f64> = (first.max(w - 1)..=end)
-        .map(|i| window_demand(series, i, rule))
-        .collect();
-    quantile(&mut windows, 0.5)
-}
-
-/// Finds the spikes in the scored part of `series` (rises of at least `min_excess` requests per
-/// bucket) and scores the scale-ups decided at the buckets `hints` against them; `overloaded` marks
-/// the buckets whose demand outgrew the replicas asked for.
+/// Finds the spikes in the scored part of `series`, from bucket `start` on (rises of at least
+/// `min_excess` requests per bucket), and scores the scale-ups decided at the buckets `hints`
+/// (increasing) against them; `overloaded` marks the buckets whose demand outgrew the replicas
+/// asked for.
 pub(super) fn score_spikes(
     series: &Series,
     start: usize,
@@ -34,67 +20,40 @@ pub(super) fn score_spikes(
     rule: SpikeRule,
     min_excess: f64,
 ) -> SpikeScore {
-    let bucket_s = f64::from(series.bucket_s);
-    let mut spikes = Vec::new();
-    for t in start..series.values.len() {
-        let Some(reference) = reference(series, t, rule) else {
-            continue;
-        };
-        let recent = spikes
-            .last()
-            .is_some_and(|&(_, s): &(usize, usize)| t - s < rule.refractory_buckets);
-        let demand = window_demand(series, t, rule);
-        if !recent && demand >= rule.factor * reference && demand - reference >= min_excess {
-            // The spike starts at the window's first bucket that rose above the level by the excess;
-            // leads are measured from there.
-            let first = (t + 1).saturating_sub(rule.window_buckets.max(1));
-            let rise = (first..=t)
-                .find(|&i| series.values[i] - reference >= min_excess)
-                .unwrap_or(first);
-            spikes.push((rise, t));
+    let mut watch = SpikeWatch::new(rule, series.bucket_s);
+    let scale_ups = hints.len();
+    let mut hints = hints.iter().peekable();
+    let (mut spikes, mut false_alarms) = (Vec::new(), 0);
+    for (t, &demand) in series.values.iter().enumerate() {
+        // The buckets before the scored part only set the first spikes' level.
+        let verdict = watch.observe(demand, (t >= start).then_some(min_excess));
+        spikes.extend(verdict.spike);
+        false_alarms += verdict.false_alarms;
+        if hints.next_if_eq(&&t).is_some() {
+            watch.scale_up();
         }
     }
-    let spike_starts: Vec<usize> = spikes.iter().map(|&(rise, _)| rise).collect();
-    let lead_s = |hint: usize, spike: usize| (spike as f64 - (hint + 1) as f64) * bucket_s;
-    let (min_lead, max_lead) = (
-        f64::from(rule.min_lead_s(series.bucket_s)),
-        f64::from(rule.max_lead_s(series.bucket_s)),
-    );
-    let mut leads = Vec::new();
-    for &spike in &spike_starts {
-        let timely = hints.iter().find(|&&o| {
-            let lead = lead_s(o, spike);
-            lead >= min_lead && lead <= max_lead
-        });
-        if let Some(&o) = timely {
-            leads.push(lead_s(o, spike));
-        }
-    }
-    let refractory_s = rule.refractory_buckets as f64 * bucket_s;
-    let false_alarms = hints
-        .iter()
-        .filter(|&&o| {
-            !spike_starts.iter().any(|&s| {
-                let lead = lead_s(o, s);
-                lead <= max_lead && lead >= -refractory_s
-            })
-        })
-        .count();
+    false_alarms += watch.finish();
+    let mut leads: Vec<f64> = spikes.iter().filter_map(|s| s.lead_s.map(f64::from)).collect();
     let covered = spikes
         .iter()
-        .filter(|&&(rise, crossed)| !overloaded[rise..=crossed].iter().any(|&o| o))
+        .filter(|s| {
+            !overloaded[s.start as usize..=s.crossed as usize]
+                .iter()
+                .any(|&o| o)
+        })
         .count();
     let caught = leads.len();
     SpikeScore {
         covered,
         definition: rule.describe(series.bucket_s, min_excess),
-        count: spike_starts.len(),
+        count: spikes.len(),
         caught,
-        recall: (!spike_starts.is_empty()).then(|| caught as f64 / spike_starts.len() as f64),
+        recall: (!spikes.is_empty()).then(|| caught as f64 / spikes.len() as f64),
         median_lead_s: quantile(&mut leads, 0.5),
-        hints: hints.len(),
+        hints: scale_ups,
         false_alarms,
-        false_alarm_rate: (!hints.is_empty()).then(|| false_alarms as f64 / hints.len() as f64),
+        false_alarm_rate: (scale_ups > 0).then(|| false_alarms as f64 / scale_ups as f64),
     }
 }
 
@@ -123,19 +82,26 @@ mod tests {
             // The warm-up in whole buckets: 60 s is 6 buckets of 10 s, and one of 30 minutes.
             let lead_buckets = rule.min_lead_s(bucket_s) / bucket_s;
             let timely = 30 - 1 - lead_buckets as usize;
-            let score = score_spikes(&s, 20, &[timely, 5], &overloaded, rule, 5.0);
+            let score = score_spikes(&s, 20, &[5, timely], &overloaded, rule, 5.0);
             assert_eq!(score.count, 1, "bucket {bucket_s}s: {score:?}");
             assert_eq!(score.caught, 1, "bucket {bucket_s}s: {score:?}");
             assert_eq!(score.median_lead_s, Some(f64::from(lead_buckets * bucket_s)));
             assert_eq!(score.false_alarms, 1, "the hint long before is a false alarm");
+            assert_eq!(score.covered, 1);
             let late = score_spikes(&s, 20, &[timely + 1], &overloaded, rule, 5.0);
             assert_eq!(late.caught, 0, "under the warm-up ahead is too late");
+            assert_eq!(late.false_alarms, 0, "but it is about the spike");
         }
-        let s = series(values, 10);
+        let s = series(values.clone(), 10);
         let too_small = score_spikes(&s, 20, &[], &overloaded, rule, 31.0);
         assert_eq!(
             too_small.count, 0,
             "a rise of 30 per bucket is under an excess of 31"
         );
+        let before_scoring = score_spikes(&s, 40, &[], &overloaded, rule, 5.0);
+        assert_eq!(before_scoring.count, 0, "the spike is before the scored part");
+        let mut overloaded = overloaded;
+        overloaded[30] = true;
+        assert_eq!(score_spikes(&s, 20, &[], &overloaded, rule, 5.0).covered, 0);
     }
 }
