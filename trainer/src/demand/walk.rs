@@ -32,6 +32,12 @@ const MIN_GUARD_FORECASTS: usize = 20;
 /// guard to switch to it.
 const SWITCH_T: f64 = 1.0;
 
+/// How far one scored forecast moves a horizon's bound quantile: up by about this much after an
+/// outcome above the bound, down by a twentieth of it after one under (at the 95% level), so that
+/// over time the bound covers its level of outcomes however the residuals drift (adaptive
+/// conformal inference, Gibbs and Candès 2021, whose step this is).
+const COVERAGE_STEP: f64 = 0.005;
+
 /// The candidates that are the model's own, by name, before the baselines: the ridge, and its mean
 /// with Holt-Winters.
 pub const MODELS: [&str; 2] = ["ridge", "ridge_holt_winters"];
@@ -141,6 +147,9 @@ struct Horizon {
     candidate_residuals: Vec<Recent>,
     /// The candidate in force, by index in [`Walk::candidates`]: the ridge until the guard chooses.
     chosen: usize,
+    /// The quantile of the chosen candidate's residuals that bounds its forecasts: the upper level,
+    /// corrected by the coverage its bounds have had.
+    bound_quantile: f64,
     pending: VecDeque<Pending>,
 }
 
@@ -236,6 +245,7 @@ impl Walk {
             candidate_errors: vec![Recent::new(recent); methods.len()],
             candidate_residuals: vec![Recent::new(recent); methods.len()],
             chosen: 0,
+            bound_quantile: upper_level,
             pending: VecDeque::new(),
         };
         Self {
@@ -315,6 +325,10 @@ impl Walk {
                 let Some((model, method)) = p.model else {
                     continue;
                 };
+                let missed = f64::from(u8::from(truth > model.upper));
+                horizon.bound_quantile = (horizon.bound_quantile
+                    + COVERAGE_STEP * (missed - (1.0 - self.model.upper_level)))
+                    .clamp(0.5, 1.0);
                 for (i, forecast) in p.candidates.iter().enumerate() {
                     horizon.candidate_errors[i].push((truth - forecast).abs());
                     horizon.candidate_residuals[i].push((truth - forecast) / p.scale);
@@ -382,7 +396,6 @@ impl Walk {
             return Ok(false);
         }
         let bucket_s = self.model.bucket_s;
-        let upper_level = self.model.upper_level;
         self.model.shared.horizons.clear();
         for horizon in &mut self.horizons {
             let what = format!("demand {}s", horizon.h as u32 * bucket_s);
@@ -399,9 +412,12 @@ impl Walk {
                 .map_or(FIRST_PENALTY, |(i, _)| i);
             horizon.chosen = horizon.guarded();
             let chosen = horizon.chosen;
-            let upper_residual = horizon.candidate_residuals[chosen]
-                .quantile(upper_level)
-                .unwrap_or(0.0);
+            let residuals = &horizon.candidate_residuals[chosen];
+            // The rank split conformal prediction takes, so that n residuals bound the next
+            // outcome at the level and not a little under.
+            let n = residuals.len() as f64;
+            let quantile = (horizon.bound_quantile * (n + 1.0) / n.max(1.0)).min(1.0);
+            let upper_residual = residuals.quantile(quantile).unwrap_or(0.0);
             self.model.shared.horizons.push(HorizonModel {
                 horizon_buckets: horizon.h as u32,
                 method: self.methods[chosen],
