@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use augur_engine::scaling::ScalingPolicy;
 use augur_sim::trace::{load, TraceColumns};
 use augur_trainer::backtest::{
     default_horizons_s, run as backtest, BacktestOptions, BacktestReport, SpikeRule,
@@ -41,6 +42,10 @@ pub struct BacktestArgs {
     /// fills four replicas to the target utilisation).
     #[arg(long)]
     capacity_rps: Option<f64>,
+    /// Share of a replica's capacity the forecast's upper bound may fill, from the target
+    /// utilisation (the default, 0.7) to 1: the proxy's `hints.bound_utilisation`.
+    #[arg(long)]
+    bound_utilisation: Option<f64>,
     /// How often the forecaster is refitted during the walk (a scheduled trainer's period).
     #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
     refit_every: Duration,
@@ -66,6 +71,22 @@ pub fn run(args: BacktestArgs) -> ExitCode {
             eprintln!("error: {message}");
             ExitCode::from(super::EXIT_BAD_INPUT)
         }
+    }
+}
+
+/// The proxy's default scaling policy, with the upper bound planned at `bound_utilisation`.
+fn scaling_policy(bound_utilisation: Option<f64>) -> Result<ScalingPolicy, String> {
+    let policy = ScalingPolicy::default();
+    match bound_utilisation {
+        None => Ok(policy),
+        Some(u) if (policy.target_utilisation..=1.0).contains(&u) => Ok(ScalingPolicy {
+            bound_utilisation: u,
+            ..policy
+        }),
+        Some(u) => Err(format!(
+            "--bound-utilisation must be from the target utilisation, {}, to 1; got {u}",
+            policy.target_utilisation
+        )),
     }
 }
 
@@ -104,6 +125,7 @@ fn report(args: &BacktestArgs) -> Result<BacktestReport, String> {
             }
             c => c,
         },
+        scaling: scaling_policy(args.bound_utilisation)?,
         progress: !args.json && std::io::stderr().is_terminal(),
         ..BacktestOptions::default()
     };
@@ -173,10 +195,12 @@ fn print_report(report: &BacktestReport) {
     let percent = |v: Option<f64>| v.map_or("n/a".to_string(), |v| format!("{:.0}%", v * 100.0));
     let c = &report.scaling;
     println!(
-        "hints: {} scale-ups and {} scale-downs at {:.2} req/s per replica; mean {:.1} replicas asked for, {:.1} needed in hindsight; demand over the replicas asked for a warm-up earlier in {} of buckets",
+        "hints: {} scale-ups and {} scale-downs at {:.2} req/s per replica, the mean planned at {:.0}% and the upper bound at {:.0}% of it; mean {:.1} replicas asked for, {:.1} needed in hindsight; demand over the replicas asked for a warm-up earlier in {} of buckets",
         c.scale_ups,
         c.scale_downs,
         c.capacity_rps,
+        c.target_utilisation * 100.0,
+        c.bound_utilisation * 100.0,
         c.mean_desired,
         c.mean_needed,
         percent(Some(c.overloaded_share))

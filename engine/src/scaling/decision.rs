@@ -16,8 +16,14 @@ pub struct ScalingPolicy {
     pub min_replicas: u32,
     /// Most replicas ever asked for.
     pub max_replicas: u32,
-    /// Share of a replica's capacity to plan for, in (0, 1].
+    /// Share of a replica's capacity the expected demand may fill, in (0, 1].
     pub target_utilisation: f64,
+    /// Share of a replica's capacity the forecast's upper bound may fill, in
+    /// [[`Self::target_utilisation`], 1]. The bound is the rare high outcome and may need less
+    /// headroom than the expected demand; but the less headroom the replicas keep, the sooner a flash
+    /// crowd outgrows them, and the fallback forecaster needs a few buckets of a crowd to see it. The
+    /// default, the target utilisation, keeps that headroom.
+    pub bound_utilisation: f64,
     /// Seconds a new replica takes to serve: the forecast at the shortest horizon at least this long
     /// drives the decisions.
     pub warm_up_s: f64,
@@ -38,6 +44,7 @@ impl Default for ScalingPolicy {
             min_replicas: 1,
             max_replicas: 100,
             target_utilisation: 0.7,
+            bound_utilisation: 0.7,
             warm_up_s: 60.0,
             stabilisation_s: 300.0,
             cooldown_s: 60.0,
@@ -96,7 +103,7 @@ pub struct Scaler {
     desired: u32,
     started_unix_s: Option<f64>,
     last_change_unix_s: Option<f64>,
-    /// `(time, planned rate)` of the recommendations within the stabilisation window.
+    /// `(time, replicas needed)` of the recommendations within the stabilisation window.
     recent: VecDeque<(f64, f64)>,
 }
 
@@ -131,11 +138,10 @@ impl Scaler {
         self.policy = policy;
     }
 
-    /// Replicas that serve `rps` at the target utilisation of `capacity_rps` each, within bounds.
-    fn replicas_for(&self, rps: f64, capacity_rps: f64) -> u32 {
-        let per_replica = capacity_rps * self.policy.target_utilisation;
+    /// Replicas, clamped to the policy's bounds, for a need of `need` replicas (fractional).
+    fn bounded(&self, need: f64) -> u32 {
         // A hair under a whole number of replicas is that number, not one more.
-        let raw = (rps / per_replica - 1e-9).ceil().max(0.0);
+        let raw = (need - 1e-9).ceil().max(0.0);
         let bounded = raw.min(f64::from(self.policy.max_replicas)) as u32;
         bounded.clamp(
             self.policy.min_replicas,
@@ -155,21 +161,9 @@ impl Scaler {
         bucket_s: u32,
     ) -> Decision {
         let started = *self.started_unix_s.get_or_insert(now_unix_s);
-        let (mut planned_rps, mut horizon_s) = (current_rps.max(0.0), None);
-        // The shortest horizon that covers the warm-up: capacity asked for now serves from then on,
-        // and longer horizons, with their wider bounds, can be acted on later.
-        let lead = forecasts
-            .iter()
-            .filter(|f| f64::from(f.horizon_s) >= self.policy.warm_up_s)
-            .min_by_key(|f| f.horizon_s);
-        if let Some(f) = lead {
-            let rps = f.upper / f64::from(bucket_s);
-            if rps > planned_rps {
-                (planned_rps, horizon_s) = (rps, Some(f.horizon_s));
-            }
-        }
-        let recommended = self.replicas_for(planned_rps, capacity_rps);
-        self.recent.push_back((now_unix_s, planned_rps));
+        let plan = self.plan(capacity_rps, current_rps.max(0.0), forecasts, bucket_s);
+        let recommended = self.bounded(plan.need);
+        self.recent.push_back((now_unix_s, plan.need));
         while self
             .recent
             .front()
@@ -178,37 +172,37 @@ impl Scaler {
             self.recent.pop_front();
         }
         let previous = self.desired;
-        let load = |rps: f64| rps / (f64::from(previous) * capacity_rps * self.policy.target_utilisation);
         let mut decision = Decision {
             previous,
             desired: previous,
             recommended,
-            planned_rps,
-            horizon_s,
+            planned_rps: plan.rps,
+            horizon_s: plan.horizon_s,
             direction: Direction::Hold,
             reason: String::new(),
         };
-        let what = match horizon_s {
-            Some(h) => format!("the forecast upper bound {planned_rps:.1} req/s at +{h}s"),
-            None => format!("the observed {planned_rps:.1} req/s"),
+        let what = match plan.horizon_s {
+            Some(h) => format!("the forecast {} {:.1} req/s at +{h}s", plan.what, plan.rps),
+            None => format!("the observed {:.1} req/s", plan.rps),
         };
-        let plan = format!(
+        let because = format!(
             "{what} needs {recommended} replicas of {capacity_rps:.1} req/s at {:.0}% utilisation",
-            self.policy.target_utilisation * 100.0
+            plan.utilisation * 100.0
         );
         let since_change = now_unix_s - self.last_change_unix_s.unwrap_or(f64::NEG_INFINITY);
         // Within the cooldown only demand the replicas cannot serve even at full load scales up.
         let overloaded = current_rps > f64::from(previous) * capacity_rps;
         let cooled = since_change >= self.policy.cooldown_s || overloaded;
-        if recommended > previous && load(planned_rps) > 1.0 + self.policy.tolerance && cooled {
+        if recommended > previous && plan.need > f64::from(previous) * (1.0 + self.policy.tolerance) && cooled
+        {
             decision.desired = recommended;
             decision.direction = Direction::Up;
-            decision.reason = plan;
+            decision.reason = because;
         } else {
-            let stable_rps = self.recent.iter().map(|&(_, rps)| rps).fold(0.0, f64::max);
+            let stable_need = self.recent.iter().map(|&(_, need)| need).fold(0.0, f64::max);
             // Down to replicas with the tolerance to spare, so that the next high sample of the same
             // noise does not scale straight back up.
-            let stable = self.replicas_for(stable_rps / (1.0 - self.policy.tolerance), capacity_rps);
+            let stable = self.bounded(stable_need / (1.0 - self.policy.tolerance));
             let settled =
                 now_unix_s - started >= self.policy.stabilisation_s && since_change >= self.policy.cooldown_s;
             if stable < previous && settled {
@@ -216,11 +210,11 @@ impl Scaler {
                 decision.desired = stable.max(previous.saturating_sub(step));
                 decision.direction = Direction::Down;
                 decision.reason = format!(
-                    "the highest plan of the last {:.0}s, {stable_rps:.1} req/s, needs {stable} replicas; stepping down at most {step}",
+                    "the highest plan of the last {:.0}s needs {stable} replicas; stepping down at most {step}",
                     self.policy.stabilisation_s
                 );
             } else {
-                decision.reason = plan;
+                decision.reason = because;
             }
         }
         if decision.desired != previous {
@@ -229,6 +223,66 @@ impl Scaler {
         }
         decision
     }
+
+    /// What the demand needs: the expected rate at the target utilisation or the upper bound at the
+    /// bound utilisation, whichever needs more replicas; each at least the rate observed now. The
+    /// forecast is the one at the shortest horizon that covers the warm-up: capacity asked for now
+    /// serves from then on, and longer horizons, with their wider bounds, can be acted on later.
+    fn plan(&self, capacity_rps: f64, current_rps: f64, forecasts: &[DemandForecast], bucket_s: u32) -> Plan {
+        let policy = &self.policy;
+        let lead = forecasts
+            .iter()
+            .filter(|f| f64::from(f.horizon_s) >= policy.warm_up_s)
+            .min_by_key(|f| f.horizon_s);
+        let per_second = |requests: f64| requests / f64::from(bucket_s);
+        let candidates = [
+            (
+                lead.map(|f| per_second(f.mean)),
+                "mean",
+                policy.target_utilisation,
+            ),
+            (
+                lead.map(|f| per_second(f.upper)),
+                "upper bound",
+                policy.bound_utilisation,
+            ),
+        ];
+        let observed = Plan {
+            need: current_rps / (capacity_rps * policy.target_utilisation),
+            rps: current_rps,
+            horizon_s: None,
+            what: "observed",
+            utilisation: policy.target_utilisation,
+        };
+        candidates
+            .into_iter()
+            .filter_map(|(rps, what, utilisation)| {
+                let rps = rps?;
+                (rps > current_rps).then(|| Plan {
+                    need: rps / (capacity_rps * utilisation),
+                    rps,
+                    horizon_s: lead.map(|f| f.horizon_s),
+                    what,
+                    utilisation,
+                })
+            })
+            .fold(observed, |best, p| if p.need > best.need { p } else { best })
+    }
+}
+
+/// What a decision plans for.
+#[derive(Debug, Clone, Copy)]
+struct Plan {
+    /// Replicas needed, fractional.
+    need: f64,
+    /// The rate planned for, per second.
+    rps: f64,
+    /// The forecast's horizon, `None` for the rate observed.
+    horizon_s: Option<u32>,
+    /// `mean`, `upper bound` or `observed`.
+    what: &'static str,
+    /// The share of capacity it may fill.
+    utilisation: f64,
 }
 
 #[cfg(test)]
@@ -249,6 +303,7 @@ mod tests {
             min_replicas: 2,
             max_replicas: 10,
             target_utilisation: 0.5,
+            bound_utilisation: 0.5,
             warm_up_s: 30.0,
             stabilisation_s: 300.0,
             cooldown_s: 60.0,
@@ -304,6 +359,37 @@ mod tests {
         }
         // The 500-request plan leaves the window at 300 s; then halving every cooldown, to the minimum.
         assert_eq!(changes, vec![(300, 5), (360, 3), (420, 2)]);
+    }
+
+    #[test]
+    fn plans_the_mean_at_the_target_and_the_bound_at_its_own_utilisation() {
+        let policy = ScalingPolicy {
+            bound_utilisation: 1.0,
+            ..scaler().policy().clone()
+        };
+        let forecast = |mean, upper| DemandForecast {
+            horizon_s: 60,
+            mean,
+            upper,
+        };
+        // 10-second buckets, 10 req/s replicas: a mean of 20 req/s at 50% needs 4 replicas, an upper
+        // bound of 30 req/s at full load 3.
+        let mut s = Scaler::new(policy.clone(), 2);
+        let d = s.decide(0.0, 10.0, 1.0, &[forecast(200.0, 300.0)], 10);
+        assert_eq!((d.desired, d.planned_rps), (4, 20.0), "{}", d.reason);
+        assert!(
+            d.reason.contains("mean 20.0 req/s at +60s needs 4 replicas"),
+            "{}",
+            d.reason
+        );
+        // A bound of 70 req/s needs 7 at full load, more than the mean's 4.
+        let mut s = Scaler::new(policy, 2);
+        let d = s.decide(0.0, 10.0, 1.0, &[forecast(200.0, 700.0)], 10);
+        assert_eq!((d.desired, d.planned_rps), (7, 70.0));
+        assert!(d.reason.contains("at 100% utilisation"), "{}", d.reason);
+        // Planned at the target, as by default, 70 req/s at 50% needs 14, clamped to 10.
+        let d = scaler().decide(0.0, 10.0, 1.0, &[forecast(200.0, 700.0)], 10);
+        assert_eq!(d.desired, 10);
     }
 
     #[test]

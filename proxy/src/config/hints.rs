@@ -32,9 +32,13 @@ pub struct HintsConfig {
     /// replicas' full capacity.
     #[serde(default = "defaults::cooldown", with = "humantime_serde")]
     pub cooldown: Duration,
-    /// Share of a replica's capacity to plan for.
+    /// Share of a replica's capacity the expected demand may fill.
     #[serde(default = "defaults::target_utilisation")]
     pub target_utilisation: f64,
+    /// Share of a replica's capacity the forecast's upper bound may fill, at least
+    /// `target_utilisation` (the default): a higher one asks for fewer replicas, and leaves less
+    /// headroom for a crowd the forecasts see late.
+    pub bound_utilisation: Option<f64>,
     /// Largest share of the desired replicas one scale-down removes.
     #[serde(default = "defaults::max_scale_down_share")]
     pub max_scale_down_share: f64,
@@ -160,12 +164,18 @@ impl HintsConfig {
             .collect()
     }
 
+    /// The share of capacity the upper bound may fill: the configured one, else the target.
+    fn bound_utilisation(&self) -> f64 {
+        self.bound_utilisation.unwrap_or(self.target_utilisation)
+    }
+
     /// The decision policy of a pool with `scaling`.
     pub fn policy(&self, scaling: &PoolScalingConfig) -> ScalingPolicy {
         ScalingPolicy {
             min_replicas: scaling.min_replicas,
             max_replicas: scaling.max_replicas,
             target_utilisation: self.target_utilisation,
+            bound_utilisation: self.bound_utilisation(),
             warm_up_s: self.warm_up.as_secs_f64(),
             stabilisation_s: self.stabilisation_window.as_secs_f64(),
             cooldown_s: self.cooldown.as_secs_f64(),
@@ -217,6 +227,13 @@ impl HintsConfig {
             }
         };
         share("target_utilisation", self.target_utilisation, true)?;
+        share("bound_utilisation", self.bound_utilisation(), true)?;
+        if self.bound_utilisation() < self.target_utilisation {
+            return Err(Invalid::new(format!(
+                "hints.bound_utilisation ({}) must be at least hints.target_utilisation ({}): the upper bound needs no more headroom than the expected demand",
+                self.bound_utilisation(), self.target_utilisation
+            )));
+        }
         share("max_scale_down_share", self.max_scale_down_share, true)?;
         share("tolerance", self.tolerance, false)?;
         for sink in &self.sinks {

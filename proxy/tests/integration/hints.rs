@@ -315,6 +315,10 @@ fn bad_hints_configs_say_what_is_wrong() {
             "hints.target_utilisation must be in (0, 1], got 1.5",
         ),
         (
+            format!("{pool}[hints]\ntarget_utilisation = 0.8\nbound_utilisation = 0.75\n"),
+            "hints.bound_utilisation (0.75) must be at least hints.target_utilisation (0.8)",
+        ),
+        (
             format!("{pool}[hints]\n{}", sink.replace("http://", "https://")),
             "only http:// URLs",
         ),

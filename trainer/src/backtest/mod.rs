@@ -130,6 +130,10 @@ pub struct SpikeScore {
 pub struct ScalingScore {
     /// Requests per second per replica planned with.
     pub capacity_rps: f64,
+    /// Share of that capacity the expected demand was planned to fill.
+    pub target_utilisation: f64,
+    /// Share of it the forecast's upper bound was planned to fill.
+    pub bound_utilisation: f64,
     /// Scale-ups decided.
     pub scale_ups: usize,
     /// Scale-downs decided.

@@ -236,6 +236,8 @@ impl Plan {
         let overloaded = overloaded.iter().filter(|&&o| o).count();
         let scaling = ScalingScore {
             capacity_rps: self.capacity_rps,
+            target_utilisation: self.policy.target_utilisation,
+            bound_utilisation: self.policy.bound_utilisation,
             scale_ups: walked.scale_ups.len(),
             scale_downs: walked.scale_downs,
             mean_desired: mean(walked.desired.iter().map(|&d| f64::from(d))),
