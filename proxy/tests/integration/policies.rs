@@ -3,6 +3,8 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use hyper::StatusCode;
+
 use crate::backends::{spawn, TestBackend};
 use crate::harness::*;
 
@@ -54,35 +56,38 @@ async fn random_follows_weights_within_tolerance() {
     proxy.shutdown().await;
 }
 
-/// Sends `n` requests from `concurrency` clients at once and counts answers by backend.
-async fn concurrent_spread(url: &str, n: usize, concurrency: usize) -> HashMap<String, usize> {
+/// Starts `n` requests `every` apart, each without waiting for the ones before it (open-loop
+/// arrivals, as from many independent clients), and counts answers by backend.
+async fn arrivals_spread(url: &str, n: usize, every: Duration) -> HashMap<String, usize> {
+    let client = client();
+    let mut tick = tokio::time::interval(every);
     let mut tasks = Vec::new();
-    for _ in 0..concurrency {
-        let url = url.to_owned();
-        tasks.push(tokio::spawn(async move {
-            spread(&client(), &url, n / concurrency).await
-        }));
+    for _ in 0..n {
+        tick.tick().await;
+        let (client, url) = (client.clone(), url.to_owned());
+        tasks.push(tokio::spawn(async move { get(&client, &url, &[]).await }));
     }
-    let mut total = HashMap::new();
+    let mut counts = HashMap::new();
     for t in tasks {
-        for (k, v) in t.await.unwrap() {
-            *total.entry(k).or_default() += v;
-        }
+        let reply = t.await.unwrap();
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+        *counts.entry(reply.backend().to_owned()).or_default() += 1;
     }
-    total
+    counts
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn least_conn_sends_more_to_the_backend_that_frees_up_sooner() {
     let (slow, fast) = (spawn("slow").await, spawn("fast").await);
-    // Least connections evens out requests in flight, so the split follows the ratio of the two
-    // latencies as the proxy sees them. Under a loaded machine the fast backend's answers take up to
-    // about 100 ms through a debug build, so the slow one must be far slower than that for the 4x
-    // bound to hold: with 200 ms a full test run once gave 63 against 17, with 400 ms 62 against 18.
+    // Requests arrive every 20 ms whatever the answers do, and each one held by the slow backend
+    // stays in flight for a second, so least connections sends the slow one a request only while
+    // the fast one has as many in flight. Closed-loop clients would not test that: each client
+    // keeps finding its own backend the least loaded one while the others are busy elsewhere, so
+    // the split follows the clients, not the policy (it gave 62 against 18 on a loaded CI machine).
     slow.set_delay(Duration::from_secs(1));
     fast.set_delay(Duration::from_millis(5));
     let proxy = start_proxy(&pool("{ kind = \"least_conn\" }", &[(&slow, 1), (&fast, 1)])).await;
-    let counts = concurrent_spread(&url(&proxy, "/"), 80, 4).await;
+    let counts = arrivals_spread(&url(&proxy, "/"), 80, Duration::from_millis(20)).await;
     let (s, f) = (counts.get("slow").copied().unwrap_or(0), counts["fast"]);
     assert!(f >= 4 * s, "fast {f} vs slow {s}");
     proxy.shutdown().await;
