@@ -118,17 +118,22 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 async fn ready(State(shared): State<Arc<Shared>>) -> Response {
     if shared.is_shutting_down() {
-        (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response()
-    } else {
-        "ready\n".into_response()
+        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
     }
+    let router = shared.router.load();
+    if let Some(pool) = router.pools.values().find(|p| !p.discovery_settled()) {
+        let waiting = format!("waiting for service discovery of pool {}\n", pool.name);
+        return (StatusCode::SERVICE_UNAVAILABLE, waiting).into_response();
+    }
+    "ready\n".into_response()
 }
 
 async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
     let router = shared.router.load_full();
     let snapshots: Vec<_> = router.pools.values().map(|p| (p, p.snapshot())).collect();
     let gauges = snapshots.iter().flat_map(|(pool, snapshot)| {
-        pool.backends
+        snapshot
+            .backends
             .iter()
             .zip(&snapshot.status)
             .map(|(backend, status)| BackendGauges {
@@ -158,7 +163,7 @@ async fn backends(State(shared): State<Arc<Shared>>) -> Json<Value> {
         .map(|pool| {
             let snapshot = pool.snapshot();
             let decay = pool.config.policy.decay();
-            let backends: Vec<Value> = pool
+            let backends: Vec<Value> = snapshot
                 .backends
                 .iter()
                 .zip(&snapshot.status)
@@ -170,6 +175,7 @@ async fn backends(State(shared): State<Arc<Shared>>) -> Json<Value> {
                         "cost": b.cost,
                         "healthy": s.healthy,
                         "drained": s.drained,
+                        "leaving": s.leaving,
                         "available": s.available,
                         "ejected_for_s": s.ejected_until.map(|u| u.saturating_sub(now).as_secs_f64()),
                         "warming": s.slow_start.is_some(),

@@ -10,6 +10,7 @@ pub mod admin;
 pub mod clock;
 pub mod config;
 pub mod error;
+mod file_events;
 pub mod forward;
 pub mod hints;
 pub mod listener;

@@ -155,7 +155,7 @@ pub fn spawn_watcher(store: Arc<ModelStore>, interval: Duration, stop: Cancellat
     let (events_tx, mut events) = mpsc::channel::<()>(1);
     // File events are a shortcut, not a necessity: without them (some network file systems) the
     // periodic check still finds every change.
-    let watcher = file_events(&dir, events_tx);
+    let watcher = crate::file_events::watch_dir(&dir, events_tx, "the models directory");
     tokio::spawn(async move {
         let _watcher = watcher;
         let mut tick = tokio::time::interval(interval);
@@ -170,25 +170,6 @@ pub fn spawn_watcher(store: Arc<ModelStore>, interval: Duration, stop: Cancellat
             let _ = tokio::task::spawn_blocking(move || store.check(false)).await;
         }
     });
-}
-
-fn file_events(dir: &Path, tx: mpsc::Sender<()>) -> Option<notify::RecommendedWatcher> {
-    use notify::Watcher;
-    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        if event.is_ok() {
-            // A full channel already holds a pending check.
-            let _ = tx.try_send(());
-        }
-    })
-    .map_err(|e| tracing::warn!(error = %e, "no file events for the models directory; checking periodically"))
-    .ok()?;
-    match watcher.watch(dir, notify::RecursiveMode::NonRecursive) {
-        Ok(()) => Some(watcher),
-        Err(e) => {
-            tracing::warn!(dir = %dir.display(), error = %e, "cannot watch the models directory; checking periodically");
-            None
-        }
-    }
 }
 
 /// Largest manifest or model file read. Linear models of a few dozen features are kilobytes; a file

@@ -55,7 +55,8 @@ impl Route {
 
 impl Router {
     /// Builds the pools and routes of `config`, starting the pools' background tasks. Backends that
-    /// carry on from `previous` keep their live load (in flight, round-trip estimate).
+    /// carry on from `previous` keep their live load (in flight, round-trip estimate), and its
+    /// pools' discovered backends carry on until the new pools' sources answer.
     pub fn build(
         config: &Config,
         previous: Option<&Router>,
@@ -68,14 +69,10 @@ impl Router {
             .pools
             .iter()
             .map(|(name, pool_config)| {
-                let old = previous.and_then(|p| p.pools.get(name));
-                let previous_load = |address: &_| {
-                    old.and_then(|pool| pool.backends.iter().find(|b| &b.address == address))
-                        .map(|b| b.load.clone())
-                };
+                let old = previous.and_then(|p| p.pools.get(name)).map(|p| &**p);
                 (
                     name.clone(),
-                    Pool::spawn(name, pool_config, previous_load, metrics, models, tls),
+                    Pool::spawn(name, pool_config, old, metrics, models, tls),
                 )
             })
             .collect();

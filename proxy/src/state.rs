@@ -186,12 +186,25 @@ impl Shared {
     }
 }
 
-/// Drops the metric series of every pool and backend that `old` has and `new` does not.
+/// Drops the metric series of every pool, backend and discovery source that `old` has and `new`
+/// does not.
 fn forget_removed(metrics: &Metrics, old: &Router, new: &Router) {
     for (name, pool) in &old.pools {
-        let kept = new.pools.get(name);
-        for backend in &pool.backends {
-            if !kept.is_some_and(|p| p.backends.iter().any(|b| b.address == backend.address)) {
+        for source in &pool.config.discovery {
+            if !new
+                .pools
+                .get(name)
+                .is_some_and(|p| p.config.discovery.contains(source))
+            {
+                metrics.discovery.forget_source(name, &source.source.describe());
+            }
+        }
+        let kept = new.pools.get(name).map(|p| p.snapshot());
+        for backend in &pool.snapshot().backends {
+            if !kept
+                .as_ref()
+                .is_some_and(|p| p.backends.iter().any(|b| b.address == backend.address))
+            {
                 metrics.forget_backend(name, backend.address.as_str());
             }
         }

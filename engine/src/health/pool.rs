@@ -51,6 +51,8 @@ pub struct BackendStatus {
     pub ejected_until: Option<Duration>,
     /// Taken out of rotation by an operator.
     pub drained: bool,
+    /// Gone from service discovery: no new requests while those in flight finish, then removed.
+    pub leaving: bool,
     /// A candidate now.
     pub available: bool,
     /// Ramping up after it (re)joined, if it is.
@@ -63,13 +65,19 @@ impl BackendStatus {
         healthy: true,
         ejected_until: None,
         drained: false,
+        leaving: false,
         available: true,
         slow_start: None,
     };
 
-    /// Healthy, not drained, not ejected.
+    /// Healthy, not drained, not leaving, not ejected.
     pub fn eligible(&self) -> bool {
-        self.healthy && !self.drained && self.ejected_until.is_none()
+        self.healthy && self.routable() && self.ejected_until.is_none()
+    }
+
+    /// Neither drained by an operator nor leaving the pool: a candidate at least in panic.
+    fn routable(&self) -> bool {
+        !self.drained && !self.leaving
     }
 }
 
@@ -164,6 +172,33 @@ impl PoolHealth {
         self.status[backend].drained = drained;
     }
 
+    /// Adds a backend that service discovery found, at the end; returns its index. It is healthy
+    /// and, once [`advance`](Self::advance) sees it, ramps up over the slow-start window, as a
+    /// backend returning from an ejection does.
+    pub fn join(&mut self) -> usize {
+        self.status.push(BackendStatus {
+            available: false,
+            ..BackendStatus::INITIAL
+        });
+        self.checks.push(HealthTracker::new(true));
+        self.ejections.push(0);
+        self.was_eligible.push(false);
+        self.status.len() - 1
+    }
+
+    /// Marks a backend as gone from service discovery (no new requests), or back again.
+    pub fn set_leaving(&mut self, backend: usize, leaving: bool) {
+        self.status[backend].leaving = leaving;
+    }
+
+    /// Forgets a backend (one that left and has nothing in flight); later ones move down by one.
+    pub fn remove(&mut self, backend: usize) {
+        self.status.remove(backend);
+        self.checks.remove(backend);
+        self.ejections.remove(backend);
+        self.was_eligible.remove(backend);
+    }
+
     /// Ends the ejections and warm-ups due by `now`, starts the warm-up of each backend that became
     /// eligible again, and recomputes the candidates. Returns the backends whose ejection ended.
     pub fn advance(&mut self, now: Duration) -> Vec<usize> {
@@ -185,12 +220,12 @@ impl PoolHealth {
             }
             self.was_eligible[i] = eligible;
         }
-        let undrained = self.status.iter().filter(|s| !s.drained).count();
+        let routable = self.status.iter().filter(|s| s.routable()).count();
         let eligible = self.status.iter().filter(|s| s.eligible()).count();
-        self.panic = (eligible as f64) < self.policy.panic_threshold * undrained as f64;
+        self.panic = (eligible as f64) < self.policy.panic_threshold * routable as f64;
         let panic = self.panic;
         for s in &mut self.status {
-            s.available = if panic { !s.drained } else { s.eligible() };
+            s.available = if panic { s.routable() } else { s.eligible() };
         }
         returned
     }
@@ -286,5 +321,44 @@ mod tests {
             vec![1, 2, 3],
             "a drained backend stays out, even in panic"
         );
+    }
+
+    #[test]
+    fn a_joining_backend_ramps_up_and_a_leaving_one_is_never_a_candidate() {
+        let mut p = pool(2);
+        p.advance(S);
+        let joined = p.join();
+        assert_eq!(joined, 2);
+        assert_eq!(
+            p.candidates(),
+            vec![0, 1],
+            "not a candidate before the next advance"
+        );
+        p.advance(2 * S);
+        assert_eq!(p.candidates(), vec![0, 1, 2]);
+        assert_eq!(
+            p.status()[2].slow_start,
+            Some(SlowStart {
+                since: 2 * S,
+                window: 20 * S
+            })
+        );
+        p.set_leaving(0, true);
+        p.record_check(1, false);
+        p.record_check(2, false);
+        p.advance(3 * S);
+        assert!(p.panic(), "none healthy of the two that stay");
+        assert_eq!(
+            p.candidates(),
+            vec![1, 2],
+            "a leaving backend stays out, even in panic"
+        );
+        p.record_check(2, true);
+        p.remove(0);
+        p.advance(3 * S);
+        assert_eq!(p.status().len(), 2);
+        assert!(!p.status()[0].healthy, "each backend keeps its own state");
+        assert!(!p.panic(), "one healthy of two is the threshold");
+        assert_eq!(p.candidates(), vec![1], "indices moved down by one");
     }
 }

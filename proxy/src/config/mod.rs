@@ -3,6 +3,7 @@
 //! Values that can be checked alone are checked while parsing (so the TOML error names the line);
 //! cross-references are checked in [`validate`] with the spans kept for them.
 
+mod discovery;
 mod hints;
 mod listener;
 mod load;
@@ -20,6 +21,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
+pub use discovery::{DiscoveryConfig, DiscoverySource, DnsQuery, DnsSource, FileSource, KubernetesSource};
 pub use hints::{HintsConfig, PoolScalingConfig, SecretError, SinkConfig};
 pub use listener::{
     CertificatePair, ConnectionLimits, ListenerConfig, ListenerTls, MIN_REQUEST_HEADER_BYTES,
@@ -27,8 +29,8 @@ pub use listener::{
 pub use load::ConfigError;
 pub use models::{ModelsConfig, DEFAULT_CHECK_INTERVAL};
 pub use pool::{
-    BackendConfig, HealthCheckConfig, MetricSource, MetricsConfig, MetricsPreset, OutlierConfig, PoolConfig,
-    RetryConfig, RetryOn, ScrapedFeature, Timeouts, UpstreamProtocol, UpstreamTls,
+    BackendConfig, BackendEntry, BackendSpec, HealthCheckConfig, MetricSource, MetricsConfig, MetricsPreset,
+    OutlierConfig, PoolConfig, RetryConfig, RetryOn, ScrapedFeature, Timeouts, UpstreamProtocol, UpstreamTls,
 };
 pub use telemetry::TelemetryConfig;
 pub use types::{BackendAddress, Fraction, HeaderMatch, MethodName, ProxyId};

@@ -8,6 +8,7 @@ use augur_engine::PolicySpec;
 use serde::Deserialize;
 use toml::Spanned;
 
+use super::discovery::DiscoveryConfig;
 use super::hints::PoolScalingConfig;
 use super::types::{BackendAddress, Fraction, MethodName};
 
@@ -18,8 +19,12 @@ pub struct PoolConfig {
     /// Routing policy; defaults to power of two choices over Peak-EWMA.
     #[serde(default)]
     pub policy: PolicySpec,
-    /// The backends; at least one.
+    /// The backends listed here; with `discovery`, more come from there (at least one of the two).
+    #[serde(default)]
     pub backends: Vec<BackendConfig>,
+    /// Where else backends come from: DNS, a file, Kubernetes; several may be combined.
+    #[serde(default)]
+    pub discovery: Vec<DiscoveryConfig>,
     /// Send the client's `Host` on (true) or the backend's address (false).
     #[serde(default = "yes")]
     pub preserve_host: bool,
@@ -86,12 +91,13 @@ pub struct UpstreamTls {
     pub insecure_skip_verify: bool,
 }
 
-/// One backend of a pool.
-#[derive(Debug, Clone, Deserialize)]
+/// One backend of a pool, as the config lists it (`A` = a spanned address, so errors name the
+/// line) or as a discovery source finds it (`A` = [`BackendAddress`]).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct BackendConfig {
+pub struct BackendEntry<A> {
     /// `host:port`.
-    pub address: Spanned<BackendAddress>,
+    pub address: A,
     /// Relative weight for weighted policies.
     #[serde(default = "one")]
     pub weight: NonZeroU32,
@@ -103,6 +109,38 @@ pub struct BackendConfig {
     pub cost: f64,
     /// Most requests in flight to this backend at once; absent means no limit.
     pub max_concurrent: Option<NonZeroU32>,
+}
+
+/// A backend of the config's static list.
+pub type BackendConfig = BackendEntry<Spanned<BackendAddress>>;
+
+/// A backend wherever it came from: what a pool runs.
+pub type BackendSpec = BackendEntry<BackendAddress>;
+
+impl<A> BackendEntry<A> {
+    /// What parsing alone cannot check.
+    pub fn check(&self) -> Result<(), String> {
+        if !self.cost.is_finite() || self.cost < 0.0 {
+            return Err(format!(
+                "backend cost must be a finite number >= 0, not {}",
+                self.cost
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl BackendConfig {
+    /// This backend without its place in the file.
+    pub fn spec(&self) -> BackendSpec {
+        BackendEntry {
+            address: self.address.get_ref().clone(),
+            weight: self.weight,
+            labels: self.labels.clone(),
+            cost: self.cost,
+            max_concurrent: self.max_concurrent,
+        }
+    }
 }
 
 /// `[pools.NAME.timeouts]`.

@@ -134,9 +134,9 @@ impl Config {
 
     fn validate_pools(&self) -> Result<(), Invalid> {
         for (name, pool) in &self.pools {
-            if pool.backends.is_empty() {
+            if pool.backends.is_empty() && pool.discovery.is_empty() {
                 return Err(Invalid::new(format!(
-                    "pools.{name}.backends: a pool needs at least one backend"
+                    "pools.{name}.backends: a pool needs at least one backend, or a `discovery` source"
                 )));
             }
             let mut seen = BTreeSet::new();
@@ -150,10 +150,11 @@ impl Config {
                         ),
                     ));
                 }
-                if !backend.cost.is_finite() || backend.cost < 0.0 {
-                    return Err(Invalid::new(format!(
-                        "pools.{name}: backend cost must be a finite number >= 0"
-                    )));
+                if let Err(reason) = backend.check() {
+                    return Err(Invalid::at(
+                        backend.address.span(),
+                        format!("pools.{name}: {reason}"),
+                    ));
                 }
             }
             check_upstream_tls(name, pool)?;

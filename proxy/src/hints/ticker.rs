@@ -17,7 +17,6 @@ use tokio_util::sync::CancellationToken;
 use super::event::{model_version, rfc3339, CloudEvent, Hint, HorizonForecast};
 use super::{HintMetrics, Hints, LastSpike, PoolStatus, SpikeCounts};
 use crate::clock;
-use crate::config::PoolConfig;
 use crate::models::ModelStore;
 use crate::pool::Pool;
 use crate::router::Router;
@@ -124,26 +123,28 @@ fn tick(
     }
 }
 
-/// Replicas the pool routes to: healthy and not drained (an ejection is a passing judgement).
+/// Replicas the pool routes to: healthy, not drained and not leaving (an ejection is a passing
+/// judgement).
 fn current_replicas(pool: &Pool) -> u32 {
     pool.snapshot()
         .status
         .iter()
-        .filter(|s| s.healthy && !s.drained)
+        .filter(|s| s.healthy && !s.drained && !s.leaving)
         .count() as u32
 }
 
 /// The per-replica capacity: the pool's configured one, else the mean of the capacity model's
 /// figures for the pool's backends.
-fn capacity(config: &PoolConfig, models: Option<&ModelSet>) -> Option<(f64, &'static str)> {
-    if let Some(capacity) = config.scaling.capacity_rps {
+fn capacity(pool: &Pool, models: Option<&ModelSet>) -> Option<(f64, &'static str)> {
+    if let Some(capacity) = pool.config.scaling.capacity_rps {
         return Some((capacity, "config"));
     }
     let model = models?.capacity()?;
-    let known: Vec<f64> = config
+    let known: Vec<f64> = pool
+        .snapshot()
         .backends
         .iter()
-        .filter_map(|b| model.backends.get(b.address.get_ref().as_str()))
+        .filter_map(|b| model.backends.get(b.address.as_str()))
         .map(|b| b.capacity_rps)
         .filter(|c| *c > 0.0)
         .collect();
@@ -173,7 +174,7 @@ fn tick_pool(
         PoolStatus::forecast_only(pool, tick_unix_s, bucket_s, (current_rps, current), &forecast);
     status.hints = state.sequence;
     let policy = hints.config.policy(&pool.config.scaling);
-    let capacity = capacity(&pool.config, models);
+    let capacity = capacity(pool, models);
     state.watch_spikes(
         metrics,
         &pool.name,

@@ -7,9 +7,10 @@ use std::time::Duration;
 use augur_engine::health::outlier::{ConsecutiveFailures, OutlierPolicy};
 use augur_engine::policy::Prediction;
 use augur_engine::{BackendLoad, DispatchState};
+use tokio_util::sync::CancellationToken;
 
 use crate::clock;
-use crate::config::BackendAddress;
+use crate::config::{BackendAddress, BackendSpec};
 use crate::metrics::BackendMetrics;
 use crate::outcome::AttemptOutcome;
 
@@ -34,27 +35,47 @@ pub struct Backend {
     consecutive_failures: ConsecutiveFailures,
     /// Metric handles.
     pub metrics: BackendMetrics,
+    /// Cancelled when the backend leaves the pool (or the pool stops): ends its health checks and
+    /// metrics scrapes.
+    pub(super) tasks: CancellationToken,
 }
 
 impl Backend {
     pub(super) fn new(
-        config: &crate::config::BackendConfig,
+        spec: &BackendSpec,
         load: Arc<BackendLoad>,
         metrics: BackendMetrics,
+        tasks: CancellationToken,
     ) -> Self {
-        let address = config.address.get_ref().clone();
+        let address = spec.address.clone();
         Self {
             id: augur_engine::hash::endpoint_id(address.as_str()),
             label: Arc::from(address.as_str()),
             address,
-            weight: config.weight.get(),
-            labels: config.labels.clone(),
-            cost: config.cost,
-            max_concurrent: config.max_concurrent.map(|n| n.get()),
+            weight: spec.weight.get(),
+            labels: spec.labels.clone(),
+            cost: spec.cost,
+            max_concurrent: spec.max_concurrent.map(|n| n.get()),
             load,
             consecutive_failures: ConsecutiveFailures::default(),
             metrics,
+            tasks,
         }
+    }
+
+    /// The same backend with the settings a source now gives it: its load, metric handles and
+    /// tasks carry on (requests in flight finish on the old one).
+    pub(super) fn respecified(&self, spec: &BackendSpec) -> Self {
+        Self::new(spec, self.load.clone(), self.metrics.clone(), self.tasks.clone())
+    }
+
+    /// Whether `spec` gives this backend the settings it has.
+    pub(super) fn is_specified_by(&self, spec: &BackendSpec) -> bool {
+        self.address == spec.address
+            && self.weight == spec.weight.get()
+            && self.labels == spec.labels
+            && self.cost == spec.cost
+            && self.max_concurrent == spec.max_concurrent.map(|n| n.get())
     }
 
     /// Counts one attempt in the metrics and, where its head already tells, judges the backend by

@@ -3,12 +3,14 @@
 
 mod backend;
 pub mod connector;
+mod discovery;
+mod membership;
 mod probes;
 mod scrape;
 mod supervisor;
 
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -22,9 +24,10 @@ use tokio_util::sync::CancellationToken;
 pub use augur_engine::health::pool::BackendStatus;
 pub use backend::{Backend, InFlight};
 pub use connector::{TlsClients, UpstreamClient};
+pub use membership::DiscoveredSets;
 
 use crate::clock;
-use crate::config::{BackendAddress, PoolConfig};
+use crate::config::{BackendSpec, PoolConfig};
 use crate::error::ProxyError;
 use crate::metrics::{Metrics, PoolMetrics};
 use crate::models::ModelStore;
@@ -33,14 +36,13 @@ use crate::rng::with_rng;
 /// Pool events waiting for the supervisor; beyond this they are dropped and counted.
 const EVENT_QUEUE: usize = 1024;
 
-/// A pool: its backends, its current routing snapshot and the channel to its supervisor.
+/// A pool: its current routing snapshot (backends included: discovery changes them) and the
+/// channel to its supervisor.
 pub struct Pool {
     /// Name from the config.
     pub name: Arc<str>,
     /// Its config.
     pub config: PoolConfig,
-    /// Every configured backend, in config order.
-    pub backends: Vec<Arc<Backend>>,
     snapshot: ArcSwap<PoolSnapshot>,
     events: mpsc::Sender<PoolEvent>,
     /// Client for requests and health checks.
@@ -56,36 +58,52 @@ pub struct Pool {
     /// The model set in force, which predictive pools score with.
     models: Arc<ModelStore>,
     tasks: CancellationToken,
+    /// What each discovery source last found: the supervisor's copy, which a reload hands over so
+    /// the new pool starts with the backends the old one had.
+    discovered: Mutex<DiscoveredSets>,
+    /// Discovery sources that have neither answered nor failed yet; readiness waits for them.
+    unsettled_sources: AtomicUsize,
 }
 
-/// What the request path reads: the candidate endpoints and the selector built over them.
+/// What the request path reads: the backends, the candidate endpoints and the selector built over
+/// them.
 pub struct PoolSnapshot {
+    /// Every backend of the pool, leaving ones included: the static list, then what discovery
+    /// found, then backends that joined later.
+    pub backends: Vec<Arc<Backend>>,
     /// Candidates for the next pick.
     pub endpoints: Vec<Endpoint>,
-    /// `members[i]` is the index in [`Pool::backends`] of `endpoints[i]`.
+    /// `members[i]` is the index in `backends` of `endpoints[i]`.
     members: Vec<usize>,
     selector: Selector,
     /// True when too few backends are healthy and the pool routes to all of them.
     pub panic: bool,
-    /// State of every backend, in config order.
+    /// State of every backend, in the order of `backends`.
     pub status: Vec<BackendStatus>,
     /// The models a predictive policy scores with (`None`: it falls back to P2C).
     models: Option<Arc<ActiveModels>>,
 }
 
-/// Something the supervisor must fold into the pool's state.
+/// Something the supervisor must fold into the pool's state. Backends are named by their id: by
+/// the time an event arrives, discovery may have moved or removed them.
 pub(crate) enum PoolEvent {
     HealthCheck {
-        backend: usize,
+        backend: u64,
         passed: bool,
     },
     Failing {
-        backend: usize,
+        backend: u64,
     },
     SetDrained {
-        backend: usize,
+        address: String,
         drained: bool,
-        done: oneshot::Sender<()>,
+        /// Answers whether the pool has that backend, once the new snapshot is live.
+        done: oneshot::Sender<bool>,
+    },
+    /// A discovery source's new set (the `source`-th of the pool's `discovery` list).
+    Discovered {
+        source: usize,
+        backends: Vec<BackendSpec>,
     },
 }
 
@@ -97,30 +115,42 @@ impl PoolSnapshot {
 }
 
 impl Pool {
-    /// Builds the pool and starts its supervisor and health checks. `previous_load` hands over the live
-    /// load of backends that carry on from an earlier config.
+    /// Builds the pool and starts its supervisor, discovery sources, health checks and scrapes.
+    /// `previous` is the pool of the same name in the config this one replaces: its backends hand
+    /// over their live load, and its discovery sources' sets (where this pool has the same source at
+    /// the same place) seed this one's, so a reload never empties a discovered pool.
     pub fn spawn(
         name: &str,
         config: &PoolConfig,
-        previous_load: impl Fn(&BackendAddress) -> Option<Arc<BackendLoad>>,
+        previous: Option<&Pool>,
         metrics: &Arc<Metrics>,
         models: &Arc<ModelStore>,
         tls: &TlsClients,
     ) -> Arc<Self> {
         let now = clock::now();
         let default_rtt = config.policy.default_rtt();
-        let backends: Vec<Arc<Backend>> = config
-            .backends
+        let discovered: DiscoveredSets = (0..config.discovery.len())
+            .map(|i| previous.and_then(|p| p.discovered_set(i, &config.discovery[i])))
+            .collect();
+        let static_backends: Vec<BackendSpec> = config.backends.iter().map(|b| b.spec()).collect();
+        let previous_snapshot = previous.map(|p| p.snapshot());
+        let tasks = CancellationToken::new();
+        let backends: Vec<Arc<Backend>> = membership::wanted(&static_backends, &discovered)
             .iter()
-            .map(|b| {
-                let address = b.address.get_ref();
-                let load =
-                    previous_load(address).unwrap_or_else(|| Arc::new(BackendLoad::new(default_rtt, now)));
-                Arc::new(Backend::new(b, load, metrics.backend(name, address.as_str())))
+            .map(|spec| {
+                let load = previous_snapshot
+                    .as_ref()
+                    .and_then(|s| s.backends.iter().find(|b| b.address == spec.address))
+                    .map_or_else(
+                        || Arc::new(BackendLoad::new(default_rtt, now)),
+                        |b| b.load.clone(),
+                    );
+                let handles = metrics.backend(name, spec.address.as_str());
+                Arc::new(Backend::new(spec, load, handles, tasks.child_token()))
             })
             .collect();
         let (events, events_rx) = mpsc::channel(EVENT_QUEUE);
-        let initial = supervisor::initial_snapshot(name, config, &backends, models, metrics);
+        let initial = supervisor::initial_snapshot(name, config, backends, models, metrics);
         let pool = Arc::new(Self {
             name: Arc::from(name),
             client: connector::client(config, tls.of(name)),
@@ -130,7 +160,6 @@ impl Pool {
                 min_concurrency: config.retries.budget_min_concurrency,
             },
             config: config.clone(),
-            backends,
             snapshot: ArcSwap::from_pointee(initial),
             events,
             active_requests: AtomicU32::new(0),
@@ -138,12 +167,64 @@ impl Pool {
             metrics: metrics.pool(name),
             global_metrics: metrics.clone(),
             models: models.clone(),
-            tasks: CancellationToken::new(),
+            tasks,
+            unsettled_sources: AtomicUsize::new(discovered.iter().filter(|s| s.is_none()).count()),
+            discovered: Mutex::new(discovered),
         });
+        for backend in &pool.snapshot().backends {
+            pool.start_backend_tasks(backend);
+        }
         tokio::spawn(supervisor::run(pool.clone(), events_rx));
-        probes::spawn(&pool);
-        scrape::spawn(&pool);
+        discovery::spawn(&pool);
         pool
+    }
+
+    /// The set the `index`-th discovery source last found, if it is `source`.
+    pub(crate) fn discovered_set(
+        &self,
+        index: usize,
+        source: &crate::config::DiscoveryConfig,
+    ) -> Option<Vec<BackendSpec>> {
+        if self.config.discovery.get(index) != Some(source) {
+            return None;
+        }
+        self.discovered.lock().unwrap_or_else(PoisonError::into_inner)[index].clone()
+    }
+
+    /// Starts a backend's health checks and metrics scrapes, which end when it leaves.
+    fn start_backend_tasks(self: &Arc<Self>, backend: &Arc<Backend>) {
+        probes::spawn(self, backend);
+        scrape::spawn(self, backend);
+    }
+
+    /// Whether every discovery source has answered (or failed) at least once.
+    pub fn discovery_settled(&self) -> bool {
+        self.unsettled_sources.load(Ordering::Relaxed) == 0
+    }
+
+    /// A discovery source answered or failed for the first time.
+    pub(crate) fn settle_source(&self) {
+        self.unsettled_sources.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Hands a discovery source's new set to the supervisor; waits for room rather than drop it, as
+    /// a lost set would leave the pool wrong until the source next changes. False once the pool
+    /// has stopped.
+    pub(crate) async fn discovered(&self, source: usize, backends: Vec<BackendSpec>) -> bool {
+        self.events
+            .send(PoolEvent::Discovered { source, backends })
+            .await
+            .is_ok()
+    }
+
+    /// Cancelled when the pool stops.
+    pub(crate) fn stopped(&self) -> &CancellationToken {
+        &self.tasks
+    }
+
+    /// The proxy's metrics.
+    pub(crate) fn global_metrics(&self) -> &Metrics {
+        &self.global_metrics
     }
 
     /// Stops the pool's background tasks (after a reload replaced it, or at shutdown). Requests in
@@ -185,7 +266,7 @@ impl Pool {
         let decay = self.config.policy.decay();
         // At its concurrency limit? Take the next candidate in line that has room.
         for _ in 0..endpoints.len() {
-            let backend = &self.backends[snapshot.members[chosen]];
+            let backend = &snapshot.backends[snapshot.members[chosen]];
             let found = record_state.then(|| asked.at_backend(&backend.load, now, decay));
             if backend.load.try_start(backend.max_concurrent) {
                 return Ok(InFlight::new(backend.clone(), prediction, found, now));
@@ -225,31 +306,22 @@ impl Pool {
 
     /// Tells the supervisor that `backend` keeps failing.
     pub fn report_failing(&self, backend: &Backend) {
-        if let Some(index) = self.backends.iter().position(|b| b.id == backend.id) {
-            self.notify(PoolEvent::Failing { backend: index });
-        }
+        self.notify(PoolEvent::Failing { backend: backend.id });
     }
 
     /// Drains (no new requests) or undrains a backend; resolves once the new snapshot is live.
     /// Returns false when no backend has that address.
     pub async fn set_drained(&self, address: &str, drained: bool) -> bool {
-        let Some(index) = self.backends.iter().position(|b| b.address.as_str() == address) else {
-            return false;
-        };
         let (done, applied) = oneshot::channel();
-        if self
-            .events
-            .send(PoolEvent::SetDrained {
-                backend: index,
-                drained,
-                done,
-            })
-            .await
-            .is_err()
-        {
+        let event = PoolEvent::SetDrained {
+            address: address.to_owned(),
+            drained,
+            done,
+        };
+        if self.events.send(event).await.is_err() {
             return false;
         }
-        applied.await.is_ok()
+        applied.await.unwrap_or(false)
     }
 
     fn notify(&self, event: PoolEvent) {

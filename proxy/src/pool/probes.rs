@@ -11,52 +11,45 @@ use http::{HeaderValue, Request};
 use http_body_util::BodyExt;
 use rand::Rng;
 
-use super::{Pool, PoolEvent};
+use super::{Backend, Pool, PoolEvent};
 use crate::message::reply;
 use crate::rng::with_rng;
 
-/// Starts one check loop per backend, if the pool has checks configured. Each loop stops with the pool.
-pub(super) fn spawn(pool: &Arc<Pool>) {
+/// Starts `backend`'s check loop, if the pool has checks configured. It stops when the backend leaves
+/// or the pool stops.
+pub(super) fn spawn(pool: &Arc<Pool>, backend: &Arc<Backend>) {
     let Some(check) = pool.config.health_check.clone() else {
         return;
     };
-    for index in 0..pool.backends.len() {
-        let pool = pool.clone();
-        let check = check.clone();
-        tokio::spawn(async move {
-            // Spread the first checks over one interval so a large pool is not probed in a burst.
-            let mut wait = with_rng(|rng| check.interval.mul_f64(rng.random::<f64>()));
-            loop {
-                tokio::select! {
-                    () = pool.tasks.cancelled() => return,
-                    () = tokio::time::sleep(wait) => {}
-                }
-                let backend = &pool.backends[index];
-                let passed = match (&check.path, &check.grpc_service) {
-                    (_, Some(service)) => grpc::probe(&pool, index, service, check.timeout).await,
-                    (Some(path), None) => probe(&pool, index, path, check.timeout).await,
-                    (None, None) => false,
-                };
-                backend.metrics.count_health_check(passed);
-                if !passed {
-                    tracing::debug!(pool = %pool.name, backend = %backend.address, "health check failed");
-                }
-                // Checks wait for room rather than drop: a lost result would stall a state change.
-                if pool
-                    .events
-                    .send(PoolEvent::HealthCheck {
-                        backend: index,
-                        passed,
-                    })
-                    .await
-                    .is_err()
-                {
-                    return;
-                }
-                wait = check.interval;
+    let (pool, backend) = (pool.clone(), backend.clone());
+    tokio::spawn(async move {
+        // Spread the first checks over one interval so a large pool is not probed in a burst.
+        let mut wait = with_rng(|rng| check.interval.mul_f64(rng.random::<f64>()));
+        loop {
+            tokio::select! {
+                () = backend.tasks.cancelled() => return,
+                () = tokio::time::sleep(wait) => {}
             }
-        });
-    }
+            let passed = match (&check.path, &check.grpc_service) {
+                (_, Some(service)) => grpc::probe(&pool, &backend, service, check.timeout).await,
+                (Some(path), None) => probe(&pool, &backend, path, check.timeout).await,
+                (None, None) => false,
+            };
+            backend.metrics.count_health_check(passed);
+            if !passed {
+                tracing::debug!(pool = %pool.name, backend = %backend.address, "health check failed");
+            }
+            // Checks wait for room rather than drop: a lost result would stall a state change.
+            let event = PoolEvent::HealthCheck {
+                backend: backend.id,
+                passed,
+            };
+            if pool.events.send(event).await.is_err() {
+                return;
+            }
+            wait = check.interval;
+        }
+    });
 }
 
 /// Most of a check's response body read; the rest is not waited for (the status decides, and a
@@ -65,8 +58,8 @@ const MAX_CHECK_BODY: usize = 64 * 1024;
 
 /// One check: a GET that must answer 2xx within `timeout`, its body read to the end or to
 /// [`MAX_CHECK_BODY`].
-async fn probe(pool: &Pool, index: usize, path: &str, timeout: Duration) -> bool {
-    let address = pool.backends[index].address.as_str();
+async fn probe(pool: &Pool, backend: &Backend, path: &str, timeout: Duration) -> bool {
+    let address = backend.address.as_str();
     let scheme = crate::pool::connector::scheme(&pool.config);
     let Ok(request) = Request::get(format!("{scheme}://{address}{path}"))
         .header(HOST, address)

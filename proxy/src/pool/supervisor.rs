@@ -1,19 +1,21 @@
-//! The pool's supervisor: the one task that owns the pool's health state (the engine's `PoolHealth`:
-//! checks, ejections, drains, warm-ups, panic) and publishes a new routing snapshot whenever the
-//! candidates change.
+//! The pool's supervisor: the one task that owns the pool's members and their health state (the
+//! engine's `PoolHealth`: checks, ejections, drains, warm-ups, panic), folds in what discovery finds
+//! (backends join with slow start, and leave by draining), and publishes a new routing snapshot
+//! whenever the candidates change.
 
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
 use augur_engine::health::check::HealthThresholds;
 use augur_engine::health::pool::{Ejection, HealthPolicy, PoolHealth};
 use augur_engine::policy::ActiveModels;
-use augur_engine::{Endpoint, PolicySpec, Selector};
+use augur_engine::{BackendLoad, Endpoint, PolicySpec, Selector};
 use tokio::sync::mpsc;
 
+use super::membership::{self, DiscoveredSets, Member};
 use super::{Backend, Pool, PoolEvent, PoolSnapshot};
 use crate::clock;
-use crate::config::PoolConfig;
+use crate::config::{BackendSpec, PoolConfig};
 use crate::metrics::Metrics;
 use crate::models::ModelStore;
 
@@ -37,11 +39,14 @@ fn health_policy(config: &PoolConfig) -> HealthPolicy {
     }
 }
 
+/// How often a supervisor with leaving backends looks whether their last requests have finished.
+const DRAIN_POLL: Duration = Duration::from_millis(250);
+
 /// The snapshot a pool starts with: every backend healthy and available.
 pub(super) fn initial_snapshot(
     name: &str,
     config: &PoolConfig,
-    backends: &[Arc<Backend>],
+    backends: Vec<Arc<Backend>>,
     models: &ModelStore,
     metrics: &Metrics,
 ) -> PoolSnapshot {
@@ -88,7 +93,7 @@ fn scoring_models(
 /// The selector over the current candidates.
 fn build_snapshot(
     config: &PoolConfig,
-    backends: &[Arc<Backend>],
+    backends: Vec<Arc<Backend>>,
     health: &PoolHealth,
     models: Option<Arc<ActiveModels>>,
 ) -> PoolSnapshot {
@@ -107,6 +112,7 @@ fn build_snapshot(
         .collect();
     let selector = Selector::build_with_models(&config.policy, &endpoints, models.clone());
     PoolSnapshot {
+        backends,
         endpoints,
         members,
         selector,
@@ -116,15 +122,28 @@ fn build_snapshot(
     }
 }
 
-/// The supervisor task: folds events into the health state, ends ejections and warm-ups on time, and
-/// publishes.
+/// The supervisor task: folds events into the members and their health, ends ejections, warm-ups
+/// and drains on time, and publishes.
 pub(super) async fn run(pool: Arc<Pool>, mut events: mpsc::Receiver<PoolEvent>) {
-    let mut health = PoolHealth::new(pool.backends.len(), health_policy(&pool.config));
+    let mut members = Members {
+        backends: pool.snapshot().backends.clone(),
+        health: PoolHealth::new(pool.snapshot().backends.len(), health_policy(&pool.config)),
+        discovered: pool
+            .discovered
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone(),
+    };
     let mut models_changed = pool.models.subscribe();
     loop {
-        let wake_at = health.next_deadline();
+        let drain_check = members.any_leaving().then(|| clock::now() + DRAIN_POLL);
+        let wake_at = [members.health.next_deadline(), drain_check]
+            .into_iter()
+            .flatten()
+            .min();
         let mut done = None;
         let mut rescore = false;
+        let mut reshaped = false;
         tokio::select! {
             () = pool.tasks.cancelled() => return,
             Ok(()) = models_changed.changed() => rescore = true,
@@ -132,23 +151,44 @@ pub(super) async fn run(pool: Arc<Pool>, mut events: mpsc::Receiver<PoolEvent>) 
             event = events.recv() => match event {
                 None => return,
                 Some(PoolEvent::HealthCheck { backend, passed }) => {
-                    if let Some(healthy) = health.record_check(backend, passed) {
-                        tracing::warn!(pool = %pool.name, backend = %pool.backends[backend].address, healthy,
-                            "active health check changed the backend's state");
+                    if let Some(i) = members.index_of(backend) {
+                        if let Some(healthy) = members.health.record_check(i, passed) {
+                            tracing::warn!(pool = %pool.name, backend = %members.backends[i].address, healthy,
+                                "active health check changed the backend's state");
+                        }
                     }
                 }
-                Some(PoolEvent::Failing { backend }) => eject(&pool, &mut health, backend),
-                Some(PoolEvent::SetDrained { backend, drained, done: reply }) => {
-                    health.set_drained(backend, drained);
-                    done = Some(reply);
+                Some(PoolEvent::Failing { backend }) => {
+                    if let Some(i) = members.index_of(backend) {
+                        eject(&pool, &mut members, i);
+                    }
+                }
+                Some(PoolEvent::SetDrained { address, drained, done: reply }) => {
+                    let found = members.backends.iter().position(|b| b.address.as_str() == address);
+                    if let Some(i) = found {
+                        members.health.set_drained(i, drained);
+                    }
+                    done = Some((reply, found.is_some()));
+                }
+                Some(PoolEvent::Discovered { source, backends }) => {
+                    members.discovered[source] = Some(backends);
+                    pool.discovered.lock().unwrap_or_else(PoisonError::into_inner)[source] =
+                        members.discovered[source].clone();
+                    reshaped = members.rediscover(&pool);
                 }
             },
         }
-        for backend in health.advance(clock::now()) {
-            tracing::info!(pool = %pool.name, backend = %pool.backends[backend].address, "ejection over");
+        reshaped |= members.remove_drained(&pool);
+        for i in members.health.advance(clock::now()) {
+            tracing::info!(pool = %pool.name, backend = %members.backends[i].address, "ejection over");
         }
         let previous = pool.snapshot.load();
-        if rescore || health.status() != previous.status.as_slice() || health.panic() != previous.panic {
+        let health = &members.health;
+        if rescore
+            || reshaped
+            || health.status() != previous.status.as_slice()
+            || health.panic() != previous.panic
+        {
             if health.panic() && !previous.panic {
                 tracing::warn!(pool = %pool.name, "too few healthy backends: routing to all (panic mode)");
             }
@@ -159,23 +199,117 @@ pub(super) async fn run(pool: Arc<Pool>, mut events: mpsc::Receiver<PoolEvent>) 
             };
             pool.snapshot.store(Arc::new(build_snapshot(
                 &pool.config,
-                &pool.backends,
-                &health,
+                members.backends.clone(),
+                health,
                 models,
             )));
         }
-        if let Some(reply) = done {
-            let _ = reply.send(());
+        if let Some((reply, found)) = done {
+            let _ = reply.send(found);
         }
     }
 }
 
-fn eject(pool: &Pool, health: &mut PoolHealth, backend: usize) {
-    let address = &pool.backends[backend].address;
-    match health.report_failing(backend, clock::now()) {
+/// The supervisor's own state: the backends, their health in the same order, and what each
+/// discovery source last found.
+struct Members {
+    backends: Vec<Arc<Backend>>,
+    health: PoolHealth,
+    discovered: DiscoveredSets,
+}
+
+impl Members {
+    fn index_of(&self, id: u64) -> Option<usize> {
+        self.backends.iter().position(|b| b.id == id)
+    }
+
+    fn any_leaving(&self) -> bool {
+        self.health.status().iter().any(|s| s.leaving)
+    }
+
+    /// Brings the members in line with the static list and the discovered sets: new backends join
+    /// (warming up over the slow-start window), unlisted ones start to drain, returning ones stay.
+    /// True when anything changed.
+    fn rediscover(&mut self, pool: &Arc<Pool>) -> bool {
+        let static_backends: Vec<BackendSpec> = pool.config.backends.iter().map(|b| b.spec()).collect();
+        let wanted = membership::wanted(&static_backends, &self.discovered);
+        let specified: Vec<_> = self
+            .backends
+            .iter()
+            .map(|b| move |spec: &BackendSpec| b.is_specified_by(spec))
+            .collect();
+        let current: Vec<Member<'_>> = self
+            .backends
+            .iter()
+            .zip(self.health.status())
+            .zip(&specified)
+            .map(|((b, s), specified)| Member {
+                address: &b.address,
+                leaving: s.leaving,
+                is_specified_by: specified,
+            })
+            .collect();
+        let changes = membership::diff(&current, wanted);
+        if changes.is_empty() {
+            return false;
+        }
+        for i in changes.stay {
+            self.health.set_leaving(i, false);
+            tracing::info!(pool = %pool.name, backend = %self.backends[i].address, "backend listed again; stays");
+        }
+        for (i, spec) in changes.respecify {
+            self.backends[i] = Arc::new(self.backends[i].respecified(&spec));
+        }
+        for i in changes.leave {
+            self.health.set_leaving(i, true);
+            pool.global_metrics.discovery.count_membership(&pool.name, "left");
+            tracing::info!(pool = %pool.name, backend = %self.backends[i].address,
+                "backend no longer discovered; draining");
+        }
+        let now = clock::now();
+        for spec in changes.join {
+            let load = Arc::new(BackendLoad::new(pool.config.policy.default_rtt(), now));
+            let handles = pool.global_metrics.backend(&pool.name, spec.address.as_str());
+            let backend = Arc::new(Backend::new(&spec, load, handles, pool.tasks.child_token()));
+            pool.start_backend_tasks(&backend);
+            self.health.join();
+            pool.global_metrics
+                .discovery
+                .count_membership(&pool.name, "joined");
+            tracing::info!(pool = %pool.name, backend = %backend.address, "backend discovered; joining");
+            self.backends.push(backend);
+        }
+        true
+    }
+
+    /// Removes the leaving backends whose last request has finished: their checks and scrapes
+    /// stop and their metric series go. True when any went.
+    fn remove_drained(&mut self, pool: &Pool) -> bool {
+        let mut removed = false;
+        for i in (0..self.backends.len()).rev() {
+            if self.health.status()[i].leaving && self.backends[i].load.in_flight() == 0 {
+                let backend = self.backends.remove(i);
+                self.health.remove(i);
+                backend.tasks.cancel();
+                pool.global_metrics
+                    .forget_backend(&pool.name, backend.address.as_str());
+                pool.global_metrics
+                    .discovery
+                    .count_membership(&pool.name, "removed");
+                tracing::info!(pool = %pool.name, backend = %backend.address, "backend drained; removed");
+                removed = true;
+            }
+        }
+        removed
+    }
+}
+
+fn eject(pool: &Pool, members: &mut Members, backend: usize) {
+    let address = &members.backends[backend].address;
+    match members.health.report_failing(backend, clock::now()) {
         Ejection::Ejected { count, time } => {
-            pool.backends[backend].reset_failures();
-            pool.backends[backend].metrics.ejections.inc();
+            members.backends[backend].reset_failures();
+            members.backends[backend].metrics.ejections.inc();
             tracing::warn!(pool = %pool.name, backend = %address, ejection = count, ?time,
                 "backend ejected after consecutive failures");
         }

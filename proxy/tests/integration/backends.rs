@@ -82,9 +82,13 @@ type Body = BoxBody<Bytes, Infallible>;
 
 /// Starts a backend named `name` on a free port.
 pub async fn spawn(name: &str) -> TestBackend {
-    let listener = TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind a test backend");
+    spawn_at(name, "127.0.0.1:0").await
+}
+
+/// Starts a backend named `name` on `address` (another loopback address, say, for DNS records that
+/// give one port to several backends).
+pub async fn spawn_at(name: &str, address: &str) -> TestBackend {
+    let listener = TcpListener::bind(address).await.expect("bind a test backend");
     let addr = listener.local_addr().unwrap();
     let control = Arc::new(Control {
         status: AtomicU16::new(200),

@@ -8,7 +8,7 @@ use http::header::{CONTENT_TYPE, HOST, TE, USER_AGENT};
 use http::{HeaderValue, Request};
 use http_body_util::{BodyExt, Limited};
 
-use super::super::Pool;
+use super::super::{Backend, Pool};
 use crate::message::reply;
 
 /// The health service's method.
@@ -18,9 +18,9 @@ const MAX_ANSWER: usize = 4 * 1024;
 /// `HealthCheckResponse.ServingStatus.SERVING`.
 const SERVING: u64 = 1;
 
-/// One check of `service` at backend `index`: passes on `SERVING` with `grpc-status` 0 in time.
-pub(super) async fn probe(pool: &Pool, index: usize, service: &str, timeout: Duration) -> bool {
-    let address = pool.backends[index].address.as_str();
+/// One check of `service` at `backend`: passes on `SERVING` with `grpc-status` 0 in time.
+pub(super) async fn probe(pool: &Pool, backend: &Backend, service: &str, timeout: Duration) -> bool {
+    let address = backend.address.as_str();
     let scheme = crate::pool::connector::scheme(&pool.config);
     let Ok(request) = Request::post(format!("{scheme}://{address}{CHECK_PATH}"))
         .header(HOST, address)

@@ -17,7 +17,7 @@ use crate::clock;
 use crate::config::MetricsConfig;
 use crate::message::reply;
 use crate::metrics::ScrapeResult;
-use crate::pool::Pool;
+use crate::pool::{Backend, Pool};
 use crate::rng::with_rng;
 
 /// Scraped values count as current for this many intervals, then as missing.
@@ -25,47 +25,45 @@ const VALID_INTERVALS: u32 = 3;
 /// Largest metrics page read; a larger one is an error (vLLM's is a few tens of kilobytes).
 const MAX_BODY: usize = 4 * 1024 * 1024;
 
-/// Starts one scrape loop per backend, if the pool scrapes metrics. Each loop stops with the pool.
-pub(super) fn spawn(pool: &Arc<Pool>) {
+/// Starts `backend`'s scrape loop, if the pool scrapes metrics. It stops when the backend leaves or
+/// the pool stops.
+pub(super) fn spawn(pool: &Arc<Pool>, backend: &Arc<Backend>) {
     let Some(config) = pool.config.metrics.clone() else {
         return;
     };
-    for index in 0..pool.backends.len() {
-        let (pool, config) = (pool.clone(), config.clone());
-        tokio::spawn(async move {
-            // Spread the first scrapes over one interval so a large pool is not scraped in a burst.
-            let mut wait = with_rng(|rng| config.interval.mul_f64(rng.random::<f64>()));
-            let mut failing: Option<ScrapeResult> = None;
-            loop {
-                tokio::select! {
-                    () = pool.tasks.cancelled() => return,
-                    () = tokio::time::sleep(wait) => {}
-                }
-                wait = config.interval;
-                let backend = &pool.backends[index];
-                match scrape(&pool, index, &config).await {
-                    Ok(metrics) => {
-                        backend
-                            .load
-                            .set_scraped(metrics, clock::now() + config.interval * VALID_INTERVALS);
-                        backend.metrics.count_scrape(ScrapeResult::Ok);
-                        if failing.take().is_some() {
-                            tracing::info!(pool = %pool.name, backend = %backend.address, "metrics scrapes succeed again");
-                        }
+    let (pool, backend) = (pool.clone(), backend.clone());
+    tokio::spawn(async move {
+        // Spread the first scrapes over one interval so a large pool is not scraped in a burst.
+        let mut wait = with_rng(|rng| config.interval.mul_f64(rng.random::<f64>()));
+        let mut failing: Option<ScrapeResult> = None;
+        loop {
+            tokio::select! {
+                () = backend.tasks.cancelled() => return,
+                () = tokio::time::sleep(wait) => {}
+            }
+            wait = config.interval;
+            match scrape(&pool, &backend, &config).await {
+                Ok(metrics) => {
+                    backend
+                        .load
+                        .set_scraped(metrics, clock::now() + config.interval * VALID_INTERVALS);
+                    backend.metrics.count_scrape(ScrapeResult::Ok);
+                    if failing.take().is_some() {
+                        tracing::info!(pool = %pool.name, backend = %backend.address, "metrics scrapes succeed again");
                     }
-                    Err(reason) => {
-                        let result = reason.result();
-                        backend.metrics.count_scrape(result);
-                        if failing != Some(result) {
-                            tracing::warn!(pool = %pool.name, backend = %backend.address, %reason,
-                                "metrics scrape failing; its values go missing after three intervals");
-                            failing = Some(result);
-                        }
+                }
+                Err(reason) => {
+                    let result = reason.result();
+                    backend.metrics.count_scrape(result);
+                    if failing != Some(result) {
+                        tracing::warn!(pool = %pool.name, backend = %backend.address, %reason,
+                            "metrics scrape failing; its values go missing after three intervals");
+                        failing = Some(result);
                     }
                 }
             }
-        });
-    }
+        }
+    });
 }
 
 /// Why one scrape gave no metrics.
@@ -97,8 +95,12 @@ impl ScrapeFailure {
 }
 
 /// One scrape: a GET that must answer 2xx with Prometheus text within the timeout.
-async fn scrape(pool: &Pool, index: usize, config: &MetricsConfig) -> Result<ScrapedMetrics, ScrapeFailure> {
-    let address = pool.backends[index].address.as_str();
+async fn scrape(
+    pool: &Pool,
+    backend: &Backend,
+    config: &MetricsConfig,
+) -> Result<ScrapedMetrics, ScrapeFailure> {
+    let address = backend.address.as_str();
     let scheme = crate::pool::connector::scheme(&pool.config);
     let request = Request::get(format!("{scheme}://{address}{}", config.path))
         .header(HOST, address)

@@ -2,6 +2,8 @@
 //! `promtool check metrics` all accept). Hot-path handles are resolved once per pool and backend, so a
 //! request touches only atomics, never the registry's label maps.
 
+mod discovery;
+
 use std::sync::Arc;
 
 use crate::outcome::{status_class_index, AttemptOutcome, ATTEMPT_LABELS};
@@ -11,6 +13,8 @@ use prometheus::{
     exponential_buckets, Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
     IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
+
+pub use discovery::{DiscoveryMetrics, Look, SourceMetrics};
 
 /// Status classes of responses, as label values.
 const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
@@ -50,6 +54,8 @@ pub struct Metrics {
     config_reloads: IntCounterVec,
     prediction_error: HistogramVec,
     predictive_fallback: IntGaugeVec,
+    /// Service discovery's metrics.
+    pub discovery: DiscoveryMetrics,
 }
 
 /// Hot-path handles of one pool.
@@ -245,6 +251,7 @@ impl Metrics {
                 "1 while a predictive pool routes by P2C over Peak-EWMA because no usable model is loaded",
                 &["pool"],
             ),
+            discovery: DiscoveryMetrics::register(&r),
             registry: r,
         })
     }
@@ -314,6 +321,7 @@ impl Metrics {
         let _ = self.retries_refused.remove_label_values(&[pool]);
         let _ = self.prediction_error.remove_label_values(&[pool]);
         let _ = self.predictive_fallback.remove_label_values(&[pool]);
+        self.discovery.forget_pool(pool);
     }
 
     /// Counts responses sent for requests that matched no route (pool label empty).
