@@ -319,6 +319,11 @@ fn a_model_that_does_not_beat_its_baseline_is_not_promoted_unless_forced() {
         "the previous latency model stays active"
     );
 
+    // A scheduled run says the same with exit 0; a window before now makes it a new run, not a no-op.
+    let (code, summary, output) = train(&perfect, &models, &["--since", "3650d", "--not-promoted-ok"]);
+    assert_eq!(code, 0, "{output}");
+    assert_eq!(summary["status"], "not_promoted", "{output}");
+
     let (code, summary, output) = train(&perfect, &models, &["--force"]);
     assert_eq!(code, 0, "{output}");
     let latency = summary["models"]

@@ -36,8 +36,9 @@ pub fn start(config: &TelemetryConfig, proxy_id: &ProxyId) -> (Arc<Telemetry>, T
         }
         Err(e) => tracing::error!(error = %e, "telemetry recovery failed; leftover .tmp files stay in place"),
     }
-    let key = match &config.client_hash_key {
-        Some(key) => key.as_bytes().to_vec(),
+    // Validation read it already: an error here cannot happen with a config that loaded.
+    let key = match config.client_hash_key().ok().flatten() {
+        Some(key) => key.into_bytes(),
         None => {
             tracing::warn!("telemetry.client_hash_key is not set: client hashes hold for this run only");
             let mut key = vec![0u8; 32];

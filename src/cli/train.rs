@@ -16,7 +16,8 @@ pub struct TrainArgs {
     /// Models directory: model files, manifest.json and run reports.
     #[arg(long, default_value = "models")]
     out: PathBuf,
-    /// Use rows dispatched at or after this time (RFC 3339, `YYYY-MM-DD HH:MM:SS` UTC, or Unix seconds).
+    /// Use rows dispatched at or after this time (RFC 3339, `YYYY-MM-DD HH:MM:SS` UTC, or Unix seconds),
+    /// or this long before now (`24h`, `7d`), which a schedule can repeat unchanged.
     #[arg(long)]
     since: Option<String>,
     /// Use rows dispatched before this time.
@@ -28,6 +29,10 @@ pub struct TrainArgs {
     /// Promote every fitted model, even one that does not beat its baseline.
     #[arg(long)]
     force: bool,
+    /// Exit 0 rather than 3 when a model did not beat its baseline (the previous one stays in force),
+    /// for schedulers that count any other exit code as a failed job.
+    #[arg(long)]
+    not_promoted_ok: bool,
     /// Most training rows a fit uses (an even sample over the training window).
     #[arg(long, default_value_t = 1_000_000)]
     max_fit_rows: usize,
@@ -63,6 +68,9 @@ pub fn run(args: TrainArgs) -> ExitCode {
             } else {
                 print_summary(&summary);
             }
+            if args.not_promoted_ok && summary.exit_code == augur_trainer::EXIT_NOT_PROMOTED {
+                return ExitCode::SUCCESS;
+            }
             ExitCode::from(summary.exit_code)
         }
         Err(e) => {
@@ -74,14 +82,7 @@ pub fn run(args: TrainArgs) -> ExitCode {
 
 fn options(args: &TrainArgs) -> Result<Options, String> {
     let time = |flag: &str, value: &Option<String>| -> Result<Option<i64>, String> {
-        value
-            .as_deref()
-            .map(|v| {
-                augur_sim::trace::parse_timestamp(v).ok_or_else(|| {
-                    format!("--{flag} `{v}` is not a time (RFC 3339, `YYYY-MM-DD HH:MM:SS` or Unix seconds)")
-                })
-            })
-            .transpose()
+        value.as_deref().map(|v| time_or_ago(flag, v)).transpose()
     };
     let bucket_s = whole_seconds("--bucket", args.bucket)?;
     Ok(Options {
@@ -104,6 +105,22 @@ fn options(args: &TrainArgs) -> Result<Options, String> {
         progress: !args.json && std::io::stderr().is_terminal(),
         ..Options::new(args.telemetry.clone(), args.out.clone())
     })
+}
+
+/// A time in microseconds since the Unix epoch: an absolute one, or a duration before now.
+fn time_or_ago(flag: &str, value: &str) -> Result<i64, String> {
+    if let Some(time) = augur_sim::trace::parse_timestamp(value) {
+        return Ok(time);
+    }
+    if let Ok(ago) = humantime::parse_duration(value) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        return Ok(now.saturating_sub(ago).as_micros() as i64);
+    }
+    Err(format!(
+        "--{flag} `{value}` is not a time (RFC 3339, `YYYY-MM-DD HH:MM:SS`, Unix seconds, or a duration before now such as `24h`)"
+    ))
 }
 
 /// Parses `30s,60s,2m` into whole seconds.

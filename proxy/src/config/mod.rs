@@ -124,24 +124,32 @@ pub const MIN_TOKEN_CHARS: usize = 16;
 impl AdminConfig {
     /// The admin token, from `token` or `token_env`.
     pub fn token(&self) -> Result<Option<String>, Invalid> {
-        resolve_token("admin.token", self.token.as_ref(), self.token_env.as_ref())
+        resolve_secret(
+            "admin.token",
+            self.token.as_ref(),
+            self.token_env.as_ref(),
+            MIN_TOKEN_CHARS,
+        )
     }
 
     /// The read-only token, from `read_token` or `read_token_env`.
     pub fn read_token(&self) -> Result<Option<String>, Invalid> {
-        resolve_token(
+        resolve_secret(
             "admin.read_token",
             self.read_token.as_ref(),
             self.read_token_env.as_ref(),
+            MIN_TOKEN_CHARS,
         )
     }
 }
 
-/// A token given in the file or named by an environment variable, checked for length.
-fn resolve_token(
+/// A secret given in the file (`field`) or named by an environment variable (`field_env`), with at
+/// least `min_chars` characters.
+fn resolve_secret(
     field: &str,
     value: Option<&String>,
     env: Option<&String>,
+    min_chars: usize,
 ) -> Result<Option<String>, Invalid> {
     let token = match (value, env) {
         (None, None) => return Ok(None),
@@ -156,9 +164,9 @@ fn resolve_token(
         })?,
     };
     let chars = token.chars().count();
-    if chars < MIN_TOKEN_CHARS {
+    if chars < min_chars {
         return Err(Invalid::new(format!(
-            "{field} has {chars} characters; a token needs at least {MIN_TOKEN_CHARS}"
+            "{field} has {chars} characters; it needs at least {min_chars}"
         )));
     }
     Ok(Some(token))

@@ -14,6 +14,8 @@ pub struct TelemetryConfig {
     /// Secret key of the client-address hash. Without one, a random key is drawn at start: hashes then
     /// group clients within one run only.
     pub client_hash_key: Option<String>,
+    /// Instead of `client_hash_key`: the name of an environment variable holding it.
+    pub client_hash_key_env: Option<String>,
     /// Rows the queue holds; when the writer falls behind, further rows are dropped and counted.
     #[serde(default = "telemetry_defaults::queue_rows")]
     pub queue_rows: usize,
@@ -35,6 +37,18 @@ pub struct TelemetryConfig {
     /// Rows kept in memory while writes fail; beyond this they are dropped and counted.
     #[serde(default = "telemetry_defaults::max_pending_rows")]
     pub max_pending_rows: usize,
+}
+
+impl TelemetryConfig {
+    /// The client-address hash key, from `client_hash_key` or `client_hash_key_env`.
+    pub fn client_hash_key(&self) -> Result<Option<String>, super::Invalid> {
+        super::resolve_secret(
+            "telemetry.client_hash_key",
+            self.client_hash_key.as_ref(),
+            self.client_hash_key_env.as_ref(),
+            1,
+        )
+    }
 }
 
 /// Defaults of `[telemetry]`, from the writer's own.
