@@ -56,6 +56,28 @@ fn the_short_demo_prints_its_table_and_writes_telemetry_and_a_report() {
         verdict.contains("ahead"),
         "the hint comes before the crowd outgrows the replicas: {verdict}"
     );
+    // The loop closes: the receiver, acting as the autoscaler, put replicas in service through the
+    // pool's discovery file, and the crowd fared better with them than on the fixed replicas.
+    assert!(
+        stdout.contains("replicas in service at")
+            && stdout.contains("published in the pool's discovery file"),
+        "{stdout}"
+    );
+    let p99 = stdout
+        .lines()
+        .find(|l| l.contains("p99 through the crowd"))
+        .unwrap_or_else(|| panic!("no crowd p99 in: {stdout}"));
+    let millis: Vec<f64> = p99
+        .split(" ms with ")
+        .filter_map(|part| part.rsplit(' ').next()?.parse().ok())
+        .collect();
+    assert_eq!(millis.len(), 2, "{p99}");
+    assert!(millis[1] < millis[0], "hints acting beat fixed replicas: {p99}");
+    assert!(
+        stdout.lines().any(|l| l.starts_with("4 fixed replicas"))
+            && stdout.lines().any(|l| l.starts_with("hints acting (to ")),
+        "the crowd's table: {stdout}"
+    );
     let expected = format!("telemetry: {} rows in", 5 * requests);
     assert!(
         stdout.contains(&expected),
@@ -63,5 +85,6 @@ fn the_short_demo_prints_its_table_and_writes_telemetry_and_a_report() {
     );
     let report = std::fs::read_to_string(out.join("report.html")).unwrap();
     assert!(report.contains("<svg") && report.contains("p2c_ewma") && report.contains("predictive"));
+    assert!(report.contains("The crowd, with the replicas fixed and with the hints acting"));
     let _ = std::fs::remove_dir_all(out);
 }

@@ -10,8 +10,17 @@ const WIDTH: f64 = 760.0;
 const HEIGHT: f64 = 300.0;
 const MARGIN: f64 = 50.0;
 
+/// A part of the page: a results table, then its phases' p99 over time and, where `shares`, each
+/// backend's share.
+pub struct Section<'a> {
+    pub title: &'a str,
+    pub table: &'a str,
+    pub phases: &'a [PhaseResult],
+    pub shares: bool,
+}
+
 /// The whole page.
-pub fn report(title: &str, notes: &[String], table: &str, phases: &[PhaseResult]) -> String {
+pub fn report(title: &str, notes: &[String], sections: &[Section<'_>]) -> String {
     let mut html = String::new();
     let _ = write!(
         html,
@@ -22,17 +31,22 @@ pub fn report(title: &str, notes: &[String], table: &str, phases: &[PhaseResult]
     for note in notes {
         let _ = write!(html, "<p>{}</p>", escape(note));
     }
-    let _ = write!(html, "<h2>Results</h2><pre>{}</pre>", escape(table));
-    let _ = write!(
-        html,
-        "<h2>p99 latency over time (1-second windows)</h2>{}",
-        latency_chart(phases)
-    );
-    let _ = write!(
-        html,
-        "<h2>Share of requests per backend</h2>{}",
-        share_chart(phases)
-    );
+    for section in sections {
+        let _ = write!(
+            html,
+            "<h2>{}</h2><pre>{}</pre><h3>p99 latency over time (1-second windows)</h3>{}",
+            escape(section.title),
+            escape(section.table),
+            latency_chart(section.phases)
+        );
+        if section.shares {
+            let _ = write!(
+                html,
+                "<h3>Share of requests per backend</h3>{}",
+                share_chart(section.phases)
+            );
+        }
+    }
     html.push_str("</body></html>\n");
     html
 }

@@ -129,6 +129,12 @@ async fn demo(args: &DemoArgs) -> Result<(), String> {
         (Duration::from_secs(25), 2_500)
     };
     let telemetry_dir = args.out.join("telemetry");
+    // A run before this one into the same directory left its telemetry, which the table and the
+    // trainer would count as this run's.
+    if telemetry_dir.exists() {
+        std::fs::remove_dir_all(&telemetry_dir)
+            .map_err(|e| format!("cannot clear {}: {e}", telemetry_dir.display()))?;
+    }
     std::fs::create_dir_all(&args.out).map_err(|e| format!("cannot create {}: {e}", args.out.display()))?;
     let schedule = load::schedule(&args.trace, phase, requests, args.seed);
     println!(
@@ -175,7 +181,7 @@ async fn demo(args: &DemoArgs) -> Result<(), String> {
         .await?,
     );
     println!("\n{}", hints::describe(args.short));
-    let hints = hints::run(args.short, args.seed).await?;
+    let hints = hints::run(args.short, args.seed, &args.out).await?;
     for line in &hints.lines {
         println!("  {line}");
     }
@@ -184,8 +190,12 @@ async fn demo(args: &DemoArgs) -> Result<(), String> {
     for line in &forecasts {
         println!("  {line}");
     }
-    let table = table(&results);
-    println!("\n{table}");
+    let crowd_table = table(
+        "crowd (latencies of the requests sent once it began)",
+        &hints.runs,
+    );
+    let table = table("demo", &results);
+    println!("\n{table}\n{crowd_table}");
     let (rows, files) = count_rows(&telemetry_dir);
     println!(
         "telemetry: {rows} rows in {files} Parquet files under {}",
@@ -209,7 +219,21 @@ async fn demo(args: &DemoArgs) -> Result<(), String> {
         .chain(forecasts)
         .collect();
     let report = args.out.join("report.html");
-    std::fs::write(&report, html::report("augur demo", &notes, &table, &results))
+    let sections = [
+        html::Section {
+            title: "The policies",
+            table: &table,
+            phases: &results,
+            shares: true,
+        },
+        html::Section {
+            title: "The crowd, with the replicas fixed and with the hints acting",
+            table: &crowd_table,
+            phases: &hints.runs,
+            shares: false,
+        },
+    ];
+    std::fs::write(&report, html::report("augur demo", &notes, &sections))
         .map_err(|e| format!("cannot write {}: {e}", report.display()))?;
     println!("report: {}", report.display());
     Ok(())
@@ -274,9 +298,9 @@ async fn run_phase(
     Ok(PhaseResult { report, outcomes })
 }
 
-fn table(results: &[PhaseResult]) -> String {
+fn table(scenario: &str, results: &[PhaseResult]) -> String {
     let report = Report {
-        scenario: "demo".into(),
+        scenario: scenario.into(),
         requests: results.first().map_or(0, |r| r.outcomes.len()),
         policies: results.iter().map(|r| r.report.clone()).collect(),
     };
