@@ -2,7 +2,8 @@
 //!
 //! A backend is an address of an endpoint whose `ready` condition holds (absent means ready, as the
 //! API defines it), on the named port; its zone and pod become the labels `zone` and `pod`. A
-//! terminating pod turns not-ready, so it leaves the set and drains. The watch resumes from the last
+//! terminating pod turns not-ready, so it leaves the set and drains; only while no endpoint is
+//! ready do the terminating ones that still serve stand in. The watch resumes from the last
 //! resource version it saw (bookmarks included), and lists afresh when the server says that version
 //! is gone (410).
 
@@ -12,7 +13,7 @@ use std::time::Duration;
 
 use futures_util::stream::BoxStream;
 use futures_util::StreamExt;
-use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::discovery::v1::{EndpointConditions, EndpointSlice};
 use kube::api::{ListParams, WatchEvent, WatchParams};
 use kube::{Api, Client, Config};
 use tokio::time::Instant;
@@ -140,8 +141,20 @@ impl EndpointSlices {
         }
     }
 
-    /// The ready addresses of every slice, on the configured port.
+    /// The backends the slices give: the addresses of ready endpoints, on the configured port. When
+    /// none is ready, those still serving while they terminate (as kube-proxy falls back to them), so
+    /// a rollout that takes every pod down at once does not empty the pool before the new ones are up.
     fn backends(&self) -> Vec<BackendSpec> {
+        let ready = self.endpoints(|c| c.ready.unwrap_or(true));
+        if !ready.is_empty() {
+            return ready;
+        }
+        self.endpoints(|c| c.serving.unwrap_or(false) && c.terminating.unwrap_or(false))
+    }
+
+    /// The addresses of the endpoints whose conditions pass `select` (absent conditions: all
+    /// unknown, which the API reads as ready).
+    fn endpoints(&self, select: impl Fn(&EndpointConditions) -> bool) -> Vec<BackendSpec> {
         let mut seen = BTreeSet::new();
         let mut backends = Vec::new();
         for slice in self.slices.values() {
@@ -154,8 +167,7 @@ impl EndpointSlices {
                 continue;
             };
             for endpoint in &slice.endpoints {
-                let ready = endpoint.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true);
-                if !ready {
+                if !select(&endpoint.conditions.clone().unwrap_or_default()) {
                     continue;
                 }
                 let mut labels = BTreeMap::new();
@@ -228,5 +240,62 @@ impl Source for EndpointSlices {
                 Err(reason) => return self.fail(reason),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn source(slices: serde_json::Value) -> EndpointSlices {
+        let mut source = EndpointSlices::new(KubernetesSource {
+            service: "api".into(),
+            namespace: None,
+            port: Some("http".into()),
+            api_server: None,
+        });
+        for slice in slices.as_array().unwrap() {
+            let slice: EndpointSlice = serde_json::from_value(slice.clone()).unwrap();
+            source.slices.insert(slice.metadata.name.clone().unwrap(), slice);
+        }
+        source
+    }
+
+    fn addresses(source: &EndpointSlices) -> Vec<String> {
+        source.backends().iter().map(|b| b.address.to_string()).collect()
+    }
+
+    #[test]
+    fn ready_endpoints_on_the_named_port_and_terminating_ones_only_when_none_is_ready() {
+        let endpoint = |address: &str, ready: bool, serving: bool, terminating: bool| {
+            serde_json::json!({ "addresses": [address],
+                "conditions": { "ready": ready, "serving": serving, "terminating": terminating } })
+        };
+        let slices = |endpoints: Vec<serde_json::Value>| {
+            serde_json::json!([
+                { "metadata": { "name": "api-1" }, "addressType": "IPv4", "endpoints": endpoints,
+                  "ports": [{ "name": "metrics", "port": 9090 }, { "name": "http", "port": 8080 }] },
+                { "metadata": { "name": "api-2" }, "addressType": "IPv6",
+                  "endpoints": [{ "addresses": ["fd00::7"] }],
+                  "ports": [{ "name": "http", "port": 8080 }] },
+            ])
+        };
+        let rolling = source(slices(vec![
+            endpoint("10.0.0.1", true, true, false),
+            endpoint("10.0.0.2", false, true, true),
+            endpoint("10.0.0.3", false, false, false),
+        ]));
+        assert_eq!(addresses(&rolling), ["10.0.0.1:8080", "[fd00::7]:8080"]);
+
+        let all_terminating = source(serde_json::json!([
+            { "metadata": { "name": "api-1" }, "addressType": "IPv4",
+              "endpoints": [endpoint("10.0.0.2", false, true, true), endpoint("10.0.0.3", false, false, true)],
+              "ports": [{ "name": "http", "port": 8080 }] },
+        ]));
+        assert_eq!(
+            addresses(&all_terminating),
+            ["10.0.0.2:8080"],
+            "serving while terminating stands in"
+        );
     }
 }
