@@ -1,8 +1,9 @@
 //! The deployment recipes under `deploy/`, checked with the tools of the platforms they are for, as
 //! far as that goes without a cluster or a container engine: the Kubernetes manifests against the
 //! API's schemas (kubernetes-validate), the systemd units (systemd-analyze verify), the container
-//! recipe (hadolint), the Prometheus config (promtool), the config the manifests carry (the real
-//! `augur check-config`), and what the files must agree on among themselves (`deploy/check.py`).
+//! recipe (hadolint), the Prometheus config and rules (promtool, the rules' unit tests included), the
+//! config the manifests carry (the real `augur check-config`), and what the files must agree on among
+//! themselves (`deploy/check.py`).
 //!
 //! Each tool comes from `.ci/run`. Where one is missing its test says so and passes, unless
 //! `AUGUR_REQUIRE_DEPLOY_TOOLS` is set (CI sets it).
@@ -161,15 +162,22 @@ fn the_container_recipe_lints_clean() {
 }
 
 #[test]
-fn the_prometheus_scrape_config_checks() {
-    let Some(output) = run(
-        "promtool",
-        &["check", "config", "deploy/prometheus/prometheus.yml"],
-        "the Prometheus config",
-    ) else {
-        return;
-    };
-    assert!(output.status.success(), "{}", text(&output));
+fn the_prometheus_config_and_rules_check_and_each_alert_fires_on_its_series() {
+    for args in [
+        ["check", "config", "deploy/prometheus/prometheus.yml"],
+        ["check", "rules", "deploy/prometheus/rules.yml"],
+        ["test", "rules", "deploy/prometheus/rules_test.yml"],
+    ] {
+        let Some(output) = run("promtool", &args, "the Prometheus config and rules") else {
+            return;
+        };
+        assert!(
+            output.status.success(),
+            "promtool {}: {}",
+            args.join(" "),
+            text(&output)
+        );
+    }
 }
 
 fn temp_dir(name: &str) -> PathBuf {

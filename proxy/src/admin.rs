@@ -17,7 +17,7 @@ use crate::clock;
 use crate::listener::{Downstream, Handler};
 use crate::message::body::{Guarded, ProxyBody};
 use crate::message::reply;
-use crate::metrics::BackendGauges;
+use crate::metrics::{BackendGauges, PoolGauges};
 use crate::state::Shared;
 
 /// The admin listener's [`Handler`]: the routes below, each request counted on its connection
@@ -131,17 +131,19 @@ async fn ready(State(shared): State<Arc<Shared>>) -> Response {
 async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
     let router = shared.router.load_full();
     let snapshots: Vec<_> = router.pools.values().map(|p| (p, p.snapshot())).collect();
-    let gauges = snapshots.iter().flat_map(|(pool, snapshot)| {
-        snapshot
+    let gauges = snapshots.iter().map(|(pool, snapshot)| PoolGauges {
+        pool: &pool.name,
+        panic: snapshot.panic,
+        backends: snapshot
             .backends
             .iter()
             .zip(&snapshot.status)
             .map(|(backend, status)| BackendGauges {
-                pool: &pool.name,
                 backend: backend.address.as_str(),
                 in_flight: backend.load.in_flight(),
                 available: status.available,
             })
+            .collect(),
     });
     if let Some(telemetry) = &shared.telemetry {
         shared.telemetry_metrics.sync(telemetry.sink.stats());

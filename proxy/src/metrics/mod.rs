@@ -49,6 +49,7 @@ pub struct Metrics {
     scrapes: IntCounterVec,
     in_flight: IntGaugeVec,
     available: IntGaugeVec,
+    panic: IntGaugeVec,
     pool_events_dropped: IntCounter,
     config_generation: IntGauge,
     config_reloads: IntCounterVec,
@@ -108,10 +109,18 @@ impl BackendMetrics {
     }
 }
 
-/// Live state of one backend, set at scrape time.
-pub struct BackendGauges<'a> {
+/// Live state of one pool and its backends, set at scrape time.
+pub struct PoolGauges<'a> {
     /// Pool name.
     pub pool: &'a str,
+    /// Whether too few backends are healthy and the pool routes to all of them.
+    pub panic: bool,
+    /// Its backends.
+    pub backends: Vec<BackendGauges<'a>>,
+}
+
+/// Live state of one backend, set at scrape time.
+pub struct BackendGauges<'a> {
     /// Backend address.
     pub backend: &'a str,
     /// Requests in flight.
@@ -213,6 +222,12 @@ impl Metrics {
                 "augur_backend_available",
                 "1 when the pool routes to the backend (healthy, not ejected, not drained, or panic)",
                 &["pool", "backend"],
+            ),
+            panic: gauge(
+                &r,
+                "augur_pool_panic",
+                "1 while too few of the pool's backends are healthy and it routes to all of them (panic mode)",
+                &["pool"],
             ),
             pool_events_dropped: registered(
                 &r,
@@ -345,16 +360,20 @@ impl Metrics {
 
     /// Sets the live backend gauges from `backends` (all of them: backends gone since are dropped),
     /// then encodes every metric of the registry in the Prometheus text format.
-    pub fn render<'a>(&self, backends: impl Iterator<Item = BackendGauges<'a>>) -> String {
+    pub fn render<'a>(&self, pools: impl Iterator<Item = PoolGauges<'a>>) -> String {
         self.in_flight.reset();
         self.available.reset();
-        for b in backends {
-            self.in_flight
-                .with_label_values(&[b.pool, b.backend])
-                .set(i64::from(b.in_flight));
-            self.available
-                .with_label_values(&[b.pool, b.backend])
-                .set(i64::from(b.available));
+        self.panic.reset();
+        for p in pools {
+            self.panic.with_label_values(&[p.pool]).set(i64::from(p.panic));
+            for b in p.backends {
+                self.in_flight
+                    .with_label_values(&[p.pool, b.backend])
+                    .set(i64::from(b.in_flight));
+                self.available
+                    .with_label_values(&[p.pool, b.backend])
+                    .set(i64::from(b.available));
+            }
         }
         let mut out = Vec::new();
         TextEncoder::new()

@@ -12,6 +12,7 @@ mod health;
 mod hints;
 mod lifecycle;
 mod models;
+mod observability;
 mod policies;
 mod retries;
 mod streaming;
