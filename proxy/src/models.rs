@@ -41,6 +41,20 @@ pub struct Refusal {
     pub reason: String,
 }
 
+/// A model set loaded or refused, for the dashboard's timeline.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelEvent {
+    /// When, seconds since the Unix epoch.
+    pub at_unix_s: u64,
+    /// The set's version, when it loaded.
+    pub version: Option<String>,
+    /// Why it was refused, when it was.
+    pub refused: Option<String>,
+}
+
+/// Model events kept for the dashboard.
+const HISTORY: usize = 20;
+
 /// The active model set and what became of the last candidate.
 pub struct ModelStore {
     dir: Option<PathBuf>,
@@ -50,6 +64,8 @@ pub struct ModelStore {
     /// manifest must be judged, and counted, once.
     seen: Mutex<Option<String>>,
     last_refusal: Mutex<Option<Refusal>>,
+    /// The newest loads and refusals, oldest first.
+    history: Mutex<std::collections::VecDeque<ModelEvent>>,
     generation: watch::Sender<u64>,
     metrics: ModelMetrics,
 }
@@ -62,6 +78,7 @@ impl ModelStore {
             active: ArcSwapOption::empty(),
             seen: Mutex::new(None),
             last_refusal: Mutex::new(None),
+            history: Mutex::new(std::collections::VecDeque::with_capacity(HISTORY)),
             generation: watch::channel(0).0,
             metrics: ModelMetrics::register(registry),
         })
@@ -85,6 +102,27 @@ impl ModelStore {
     /// The last refused candidate, if any.
     pub fn last_refusal(&self) -> Option<Refusal> {
         lock(&self.last_refusal).clone()
+    }
+
+    /// The newest sets loaded and candidates refused, oldest first.
+    pub fn history(&self) -> Vec<ModelEvent> {
+        lock(&self.history).iter().cloned().collect()
+    }
+
+    fn remember(&self, version: Option<String>, refused: Option<String>) {
+        let mut history = lock(&self.history);
+        // An unreadable manifest is refused at every check; once is enough to show.
+        if refused.is_some() && history.back().is_some_and(|last| last.refused == refused) {
+            return;
+        }
+        if history.len() == HISTORY {
+            history.pop_front();
+        }
+        history.push_back(ModelEvent {
+            at_unix_s: crate::clock::unix_now().as_secs(),
+            version,
+            refused,
+        });
     }
 
     /// Reads the manifest and, when it changed (or `force`), validates every model it names and
@@ -124,6 +162,7 @@ impl ModelStore {
                 self.active.store(Some(Arc::new(set)));
                 self.generation.send_modify(|g| *g += 1);
                 tracing::info!(version, dir = %dir.display(), "model set loaded");
+                self.remember(Some(version.clone()), None);
                 CheckOutcome::Loaded { version }
             }
             Err(e) => self.refuse(format!("{}: {e}", dir.display())),
@@ -133,6 +172,7 @@ impl ModelStore {
     /// Records a refusal, for `GET /admin/models`.
     fn refuse(&self, reason: String) -> CheckOutcome {
         tracing::warn!(%reason, "model set refused; the previous set keeps serving");
+        self.remember(None, Some(reason.clone()));
         let at_unix_s = crate::clock::unix_now().as_secs();
         *lock(&self.last_refusal) = Some(Refusal {
             at_unix_s,

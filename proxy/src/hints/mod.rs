@@ -7,6 +7,7 @@
 //! The request path's only part in this is one counter increment per request.
 
 pub mod event;
+mod log;
 mod metrics;
 pub mod receiver;
 pub mod signature;
@@ -22,6 +23,7 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 pub use event::{CloudEvent, Hint, HorizonForecast};
+pub use log::{HintLog, HintRecord};
 pub use metrics::{DeliveryOutcome, HintMetrics};
 pub use sink::{Sink, SinkError};
 
@@ -96,6 +98,7 @@ pub struct Hints {
     sinks: Vec<Arc<Sink>>,
     status: Mutex<BTreeMap<String, PoolStatus>>,
     metrics: Arc<HintMetrics>,
+    log: Arc<HintLog>,
 }
 
 impl Hints {
@@ -103,10 +106,11 @@ impl Hints {
     /// source. A sink whose secret cannot be read is left out, with an error logged.
     pub fn new(config: &HintsConfig, proxy_id: &str, registry: &prometheus::Registry) -> Arc<Self> {
         let metrics = Arc::new(HintMetrics::register(registry));
+        let log = Arc::new(HintLog::default());
         let sinks = config
             .sinks
             .iter()
-            .filter_map(|sink| match Sink::new(sink, metrics.clone()) {
+            .filter_map(|sink| match Sink::new(sink, metrics.clone(), log.clone()) {
                 Ok(sink) => Some(sink),
                 Err(e) => {
                     tracing::error!(error = %e, "hints sink left out");
@@ -123,7 +127,13 @@ impl Hints {
             sinks,
             status: Mutex::new(BTreeMap::new()),
             metrics,
+            log,
         })
+    }
+
+    /// The newest hints raised and their deliveries, oldest first.
+    pub fn recent(&self) -> Vec<HintRecord> {
+        self.log.recent()
     }
 
     /// Every pool's latest status.

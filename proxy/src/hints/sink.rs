@@ -19,6 +19,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::event::CONTENT_TYPE;
+use super::log::HintLog;
 use super::metrics::{DeliveryOutcome, HintMetrics};
 use super::signature::{sign, SIGNATURE_HEADER, TIMESTAMP_HEADER};
 use crate::clock;
@@ -41,6 +42,7 @@ pub struct Sink {
     queue: Mutex<VecDeque<Queued>>,
     ready: Notify,
     metrics: Arc<HintMetrics>,
+    log: Arc<HintLog>,
 }
 
 /// A sink that cannot be set up.
@@ -72,7 +74,11 @@ enum DeliveryFailure {
 
 impl Sink {
     /// A sink for `config` (already validated: its URL parses and its secret resolves).
-    pub fn new(config: &SinkConfig, metrics: Arc<HintMetrics>) -> Result<Arc<Self>, SinkError> {
+    pub fn new(
+        config: &SinkConfig,
+        metrics: Arc<HintMetrics>,
+        log: Arc<HintLog>,
+    ) -> Result<Arc<Self>, SinkError> {
         let url: Uri = config.url.parse().map_err(|e| SinkError::Url {
             url: config.url.clone(),
             source: e,
@@ -85,6 +91,7 @@ impl Sink {
             queue: Mutex::new(VecDeque::new()),
             ready: Notify::new(),
             metrics,
+            log,
         }))
     }
 
@@ -100,8 +107,7 @@ impl Sink {
             if queue.len() >= self.config.queue {
                 if let Some(old) = queue.pop_front() {
                     tracing::warn!(sink = %self.label, id = %old.id, "hint queue full; dropped the oldest hint");
-                    self.metrics
-                        .count_delivery(&self.label, DeliveryOutcome::DroppedQueueFull);
+                    self.record(&old.id, DeliveryOutcome::DroppedQueueFull);
                 }
             }
             queue.push_back(Queued {
@@ -113,6 +119,12 @@ impl Sink {
         };
         self.metrics.set_queue_depth(&self.label, depth);
         self.ready.notify_one();
+    }
+
+    /// Counts what happened to hint `id` here, and notes it in the hint log.
+    fn record(&self, id: &str, outcome: DeliveryOutcome) {
+        self.metrics.count_delivery(&self.label, outcome);
+        self.log.delivery(id, &self.label, outcome);
     }
 
     /// The receiver's URL, as configured (also the `sink` label of the metrics).
@@ -151,7 +163,7 @@ impl Sink {
                 outcome = self.deliver(&client, &id, body, decided) => outcome,
                 () = stop.cancelled() => return,
             };
-            self.metrics.count_delivery(&self.label, outcome);
+            self.record(&id, outcome);
             let depth = {
                 let mut queue = self.queue();
                 // The head may have been dropped for room meanwhile; pop only the hint just settled.
@@ -200,7 +212,7 @@ impl Sink {
                         return DeliveryOutcome::Expired;
                     }
                     tracing::warn!(sink = %self.label, id, error = %why, retry_in = ?delay, "hint delivery failed; retrying");
-                    self.metrics.count_delivery(&self.label, DeliveryOutcome::Retried);
+                    self.record(id, DeliveryOutcome::Retried);
                     tokio::time::sleep(delay).await;
                     attempt = attempt.saturating_add(1);
                 }

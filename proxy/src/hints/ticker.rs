@@ -385,6 +385,7 @@ fn publish(hints: &Hints, metrics: &HintMetrics, event: CloudEvent) {
     );
     metrics.count_change(&hint.pool, &hint.direction);
     let body = Bytes::from(serde_json::to_vec(&event).expect("events serialise"));
+    hints.log.raised(&event, hints.sinks.iter().map(|s| s.url()));
     for sink in &hints.sinks {
         sink.enqueue(&event.id, body.clone());
     }

@@ -10,8 +10,8 @@ use crate::outcome::{status_class_index, AttemptOutcome, ATTEMPT_LABELS};
 
 use prometheus::core::Collector;
 use prometheus::{
-    exponential_buckets, Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
-    IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+    exponential_buckets, Counter, CounterVec, Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter,
+    IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 pub use discovery::{DiscoveryMetrics, Look, SourceMetrics};
@@ -54,6 +54,8 @@ pub struct Metrics {
     config_generation: IntGauge,
     config_reloads: IntCounterVec,
     prediction_error: HistogramVec,
+    predicted_seconds: CounterVec,
+    observed_seconds: CounterVec,
     predictive_fallback: IntGaugeVec,
     /// Service discovery's metrics.
     pub discovery: DiscoveryMetrics,
@@ -78,6 +80,39 @@ impl PoolMetrics {
     pub fn count_response(&self, status: u16) {
         self.requests[status_class_index(status)].inc();
     }
+
+    /// Responses sent so far, by status class (`1xx` to `5xx`).
+    pub fn responses(&self) -> [u64; 5] {
+        self.requests.each_ref().map(IntCounter::get)
+    }
+}
+
+/// A histogram as it stands: cumulative counts per upper bound, then the count and sum of all.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct HistogramState {
+    /// Upper bounds of the buckets (the last, `+Inf`, is left out: it is `count`).
+    pub le: Vec<f64>,
+    /// Observations at or under each bound.
+    pub cumulative: Vec<u64>,
+    /// Observations.
+    pub count: u64,
+    /// Their sum.
+    pub sum: f64,
+}
+
+impl HistogramState {
+    /// Reads `histogram` (a copy of its atomics, for the dashboard; never on the request path).
+    pub fn of(histogram: &Histogram) -> Self {
+        use prometheus::core::Metric;
+        let metric = histogram.metric();
+        let h = metric.get_histogram();
+        Self {
+            le: h.get_bucket().iter().map(|b| b.upper_bound()).collect(),
+            cumulative: h.get_bucket().iter().map(|b| b.cumulative_count()).collect(),
+            count: h.get_sample_count(),
+            sum: h.get_sample_sum(),
+        }
+    }
 }
 
 /// Hot-path handles of one backend.
@@ -86,6 +121,10 @@ pub struct BackendMetrics {
     attempts: [IntCounter; 9],
     /// Observed over predicted median latency of requests the predictive policy placed (per pool).
     pub prediction_error: Histogram,
+    /// Sums of the predicted median and of the observed latency of those requests, in seconds (per
+    /// pool): their means side by side.
+    predicted_seconds: Counter,
+    observed_seconds: Counter,
     /// Times this backend was ejected by outlier detection.
     pub ejections: IntCounter,
     health_checks: [IntCounter; 2],
@@ -96,6 +135,35 @@ impl BackendMetrics {
     /// Counts one attempt at this backend.
     pub fn count_attempt(&self, outcome: AttemptOutcome) {
         self.attempts[outcome.label_index()].inc();
+    }
+
+    /// Records how a request the predictive policy placed here went against its prediction.
+    pub fn observe_prediction(&self, observed_ms: f64, predicted_ms: f64) {
+        self.prediction_error.observe(observed_ms / predicted_ms);
+        self.predicted_seconds.inc_by(predicted_ms / 1000.0);
+        self.observed_seconds.inc_by(observed_ms / 1000.0);
+    }
+
+    /// The requests the predictive policy placed in this backend's pool: how they went against
+    /// their predictions, and the sums of the predicted and the observed latency, in seconds.
+    pub fn predictions(&self) -> (HistogramState, f64, f64) {
+        (
+            HistogramState::of(&self.prediction_error),
+            self.predicted_seconds.get(),
+            self.observed_seconds.get(),
+        )
+    }
+
+    /// Attempts so far at this backend, and how many of them failed (5xx or a transport failure).
+    pub fn attempts(&self) -> (u64, u64) {
+        let counts = self.attempts.each_ref().map(IntCounter::get);
+        let failed = ATTEMPT_LABELS
+            .iter()
+            .zip(counts)
+            .filter(|(label, _)| matches!(**label, "5xx" | "connect_error" | "timeout" | "reset"))
+            .map(|(_, n)| n)
+            .sum();
+        (counts.iter().sum(), failed)
     }
 
     /// Counts one active health check.
@@ -260,6 +328,26 @@ impl Metrics {
                     &["pool"],
                 ),
             ),
+            predicted_seconds: registered(
+                &r,
+                CounterVec::new(
+                    Opts::new(
+                        "augur_prediction_predicted_seconds_total",
+                        "Sum of the predicted median latencies of the requests the predictive policy placed",
+                    ),
+                    &["pool"],
+                ),
+            ),
+            observed_seconds: registered(
+                &r,
+                CounterVec::new(
+                    Opts::new(
+                        "augur_prediction_observed_seconds_total",
+                        "Sum of the observed latencies of the requests the predictive policy placed",
+                    ),
+                    &["pool"],
+                ),
+            ),
             predictive_fallback: gauge(
                 &r,
                 "augur_predictive_fallback",
@@ -300,6 +388,8 @@ impl Metrics {
             attempts: ATTEMPT_LABELS
                 .map(|outcome| self.attempts.with_label_values(&[pool, backend, outcome])),
             prediction_error: self.prediction_error.with_label_values(&[pool]),
+            predicted_seconds: self.predicted_seconds.with_label_values(&[pool]),
+            observed_seconds: self.observed_seconds.with_label_values(&[pool]),
             ejections: self.ejections.with_label_values(&[pool, backend]),
             health_checks: ["failed", "passed"]
                 .map(|r| self.health_checks.with_label_values(&[pool, backend, r])),
@@ -335,6 +425,8 @@ impl Metrics {
         let _ = self.retries.remove_label_values(&[pool]);
         let _ = self.retries_refused.remove_label_values(&[pool]);
         let _ = self.prediction_error.remove_label_values(&[pool]);
+        let _ = self.predicted_seconds.remove_label_values(&[pool]);
+        let _ = self.observed_seconds.remove_label_values(&[pool]);
         let _ = self.predictive_fallback.remove_label_values(&[pool]);
         self.discovery.forget_pool(pool);
     }

@@ -156,8 +156,7 @@ impl InFlight {
             .observe_prediction(observed_ms, prediction.median_ms);
         self.backend
             .metrics
-            .prediction_error
-            .observe(observed_ms / prediction.median_ms);
+            .observe_prediction(observed_ms, prediction.median_ms);
     }
 
     /// The backend.

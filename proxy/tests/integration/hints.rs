@@ -118,7 +118,12 @@ async fn a_hint_undelivered_within_max_age_is_retried_then_dropped_and_counted()
         ..sink_config(format!("http://{address}/hints"), SECRET)
     };
     let metrics = Metrics::new();
-    let sink = Sink::new(&config, Arc::new(HintMetrics::register(metrics.registry()))).unwrap();
+    let sink = Sink::new(
+        &config,
+        Arc::new(HintMetrics::register(metrics.registry())),
+        Arc::default(),
+    )
+    .unwrap();
     let stop = CancellationToken::new();
     tokio::spawn(sink.clone().run(stop.clone()));
     let started = tokio::time::Instant::now();
@@ -163,6 +168,7 @@ async fn a_receiver_down_for_a_while_gets_every_hint_after_it_returns_in_order_a
     let sink = Sink::new(
         &sink_config(format!("http://{address}/hints"), SECRET),
         Arc::new(HintMetrics::register(metrics.registry())),
+        Arc::default(),
     )
     .unwrap();
     let stop = CancellationToken::new();
@@ -220,6 +226,7 @@ async fn a_wrong_secret_is_rejected_and_not_retried() {
     let sink = Sink::new(
         &sink_config(format!("http://{address}/"), "not-the-secret"),
         Arc::new(HintMetrics::register(metrics.registry())),
+        Arc::default(),
     )
     .unwrap();
     tokio::spawn(sink.clone().run(stop.clone()));

@@ -2,6 +2,7 @@
 //! One test binary (modules below) keeps link time down.
 
 mod backends;
+mod dashboard;
 mod discovery;
 mod edge;
 mod harness;

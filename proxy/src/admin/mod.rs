@@ -1,5 +1,7 @@
-//! The admin API (axum, on its own listener): health, readiness and metrics for everyone; backend
-//! state, drain and config reload behind a bearer token.
+//! The admin API (axum, on its own listener): health, readiness, metrics and the dashboard's page
+//! for everyone; backend state, drain, config reload and the dashboard's data behind a bearer token.
+
+mod dashboard;
 
 use std::sync::Arc;
 
@@ -64,11 +66,14 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/admin/models/reload", post(reload_models))
         .route("/admin/hints", get(hints))
         .route("/admin/hints/{pool}", get(pool_hint))
+        .route("/admin/dashboard/state", get(dashboard::state))
         .route_layer(middleware::from_fn_with_state(shared.clone(), require_token));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
         .route("/metrics", get(metrics))
+        .route("/dashboard", get(dashboard::page))
+        .route("/dashboard/app.js", get(dashboard::script))
         .merge(protected)
         .with_state(shared)
 }
