@@ -12,7 +12,7 @@ use augur_engine::model::{
     Evaluation, FailureModel, FailurePriors, LatencyModel, Linear, Model, ModelFile, ModelKind, ModelSet,
     ResidualQuantiles, TrainingWindow, FORMAT_VERSION,
 };
-use augur_engine::policy::ActiveModels;
+use augur_engine::policy::{ActiveModels, CandidateScores};
 use augur_engine::telemetry::SCHEMA_VERSION;
 use augur_engine::{
     hash, BackendLoad, DispatchState, Endpoint, PickRequest, PolicySpec, RequestSize, Selector,
@@ -169,6 +169,51 @@ fn picks_the_backend_the_models_predict_fastest_and_says_why() {
         )
         .unwrap();
     assert_ne!(i, 3);
+}
+
+#[test]
+fn a_scored_pick_tells_every_candidates_score_and_picks_the_lowest() {
+    let eps = endpoints(4);
+    for _ in 0..6 {
+        assert!(
+            eps[0].load.try_start(None),
+            "b0 is busy, so b3 alone scores lowest"
+        );
+    }
+    let selector = Selector::build_with_models(&spec(0.0), &eps, Some(active()));
+    let mut rng = SmallRng::seed_from_u64(5);
+    let mut scores = CandidateScores::default();
+    let (i, prediction) = selector
+        .pick_scored(
+            &eps,
+            &PickRequest::default(),
+            &[],
+            Duration::ZERO,
+            &mut rng,
+            &mut scores,
+        )
+        .unwrap();
+    let scored: Vec<(usize, f64)> = scores.iter().collect();
+    let mut indices: Vec<usize> = scored.iter().map(|s| s.0).collect();
+    indices.sort_unstable();
+    assert_eq!(indices, [0, 1, 2, 3], "every candidate of a small pool is scored");
+    let lowest = scored.iter().min_by(|a, b| a.1.total_cmp(&b.1)).unwrap();
+    assert_eq!(i, lowest.0, "{scored:?}");
+    assert!(prediction.is_some());
+    // Without models there are no scores to tell.
+    let fallback = Selector::build_with_models(&spec(0.0), &eps, None);
+    let mut none = CandidateScores::default();
+    fallback
+        .pick_scored(
+            &eps,
+            &PickRequest::default(),
+            &[],
+            Duration::ZERO,
+            &mut rng,
+            &mut none,
+        )
+        .unwrap();
+    assert_eq!(none.iter().count(), 0);
 }
 
 #[test]

@@ -24,6 +24,7 @@ pub mod rng;
 pub mod router;
 pub mod state;
 pub mod telemetry;
+pub mod traces;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -148,7 +149,8 @@ impl Running {
     }
 
     /// Stops accepting, lets requests in flight finish (up to the grace period), stops every
-    /// background task, then writes out the telemetry of every finished request.
+    /// background task, then writes out the telemetry of every finished request and sends the
+    /// spans still waiting.
     pub async fn shutdown(mut self) {
         self.shared.begin_shutdown();
         self.shutdown.cancel();
@@ -156,5 +158,8 @@ impl Running {
         self.shared.tunnels.cancel();
         self.shared.router.load().stop();
         self.shared.close_telemetry().await;
+        if let Some(traces) = &self.shared.traces {
+            traces.flush();
+        }
     }
 }

@@ -16,6 +16,7 @@ use crate::pool::connector::UpstreamTlsError;
 use crate::pool::TlsClients;
 use crate::router::Router;
 use crate::telemetry::{Telemetry, TelemetryMetrics};
+use crate::traces::{TraceMetrics, Traces};
 
 /// Why a reload was refused; the config in force keeps serving.
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +51,8 @@ pub struct Shared {
     pub models: Arc<ModelStore>,
     /// Autoscaling hints, when configured.
     pub hints: Option<Arc<Hints>>,
+    /// Spans of requests and attempts, when `[tracing]` is configured.
+    pub traces: Option<Arc<Traces>>,
     /// This proxy's `Via` entry.
     pub via: http::HeaderValue,
     /// Cancelled at shutdown, once the listeners have drained: closes every upgraded connection.
@@ -89,8 +92,15 @@ impl Shared {
             .as_ref()
             .map(|h| Hints::new(h, config.proxy.id.as_str(), metrics.registry()));
         let telemetry_metrics = TelemetryMetrics::register(metrics.registry());
+        let traces = config.tracing.as_ref().and_then(|t| {
+            let trace_metrics = TraceMetrics::register(metrics.registry());
+            Traces::start(t, config.proxy.id.as_str(), trace_metrics)
+                .map_err(|e| tracing::error!(error = %e, "no spans will be made"))
+                .ok()
+        });
         Arc::new(Self {
             hints,
+            traces,
             via: crate::message::via_entry(config.proxy.id.as_str()),
             tunnels: tokio_util::sync::CancellationToken::new(),
             router: Arc::new(ArcSwap::from_pointee(router)),
@@ -150,6 +160,9 @@ impl Shared {
         }
         if config.hints != current.hints {
             return Err(ReloadError::RestartNeeded("[hints]", file()));
+        }
+        if config.tracing != current.tracing {
+            return Err(ReloadError::RestartNeeded("[tracing]", file()));
         }
         let old = self.router.load_full();
         let generation = old.generation + 1;

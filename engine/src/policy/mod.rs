@@ -27,7 +27,7 @@ use crate::endpoint::Endpoint;
 
 pub use maglev::MAGLEV_TABLE_SIZE;
 pub use predictive::{
-    ActiveModels, Prediction, Predictive, PredictiveSettings, UnusableModels, MAX_CANDIDATES,
+    ActiveModels, CandidateScores, Prediction, Predictive, PredictiveSettings, UnusableModels, MAX_CANDIDATES,
 };
 pub use ring_hash::RING_POINTS_PER_WEIGHT;
 pub use spec::{
@@ -143,6 +143,29 @@ impl Selector {
             _ => self
                 .pick_avoiding(endpoints, request, tried, now, rng)
                 .map(|i| (i, None)),
+        }
+    }
+
+    /// As [`pick_predicted`](Self::pick_predicted), also noting in `scores` the candidates the
+    /// models scored and their scores (none under another policy or without models).
+    pub fn pick_scored<R: Rng + ?Sized>(
+        &self,
+        endpoints: &[Endpoint],
+        request: &PickRequest,
+        tried: &[u64],
+        now: Duration,
+        rng: &mut R,
+        scores: &mut CandidateScores,
+    ) -> Option<(usize, Option<Prediction>)> {
+        match self {
+            Self::Predictive(p) if p.has_models() && !endpoints.is_empty() => {
+                Some(
+                    p.pick_scoring(endpoints, request, tried, now, rng, &mut |i, score| {
+                        scores.push(i, score)
+                    }),
+                )
+            }
+            _ => self.pick_predicted(endpoints, request, tried, now, rng),
         }
     }
 

@@ -10,6 +10,7 @@ mod load;
 mod models;
 mod pool;
 mod telemetry;
+mod tracing;
 mod types;
 mod validate;
 pub use validate::Invalid;
@@ -33,6 +34,7 @@ pub use pool::{
     OutlierConfig, PoolConfig, RetryConfig, RetryOn, ScrapedFeature, Timeouts, UpstreamProtocol, UpstreamTls,
 };
 pub use telemetry::TelemetryConfig;
+pub use tracing::TracingConfig;
 pub use types::{BackendAddress, Fraction, HeaderMatch, MethodName, ProxyId};
 
 /// The whole configuration file.
@@ -56,6 +58,8 @@ pub struct Config {
     pub models: Option<ModelsConfig>,
     /// Autoscaling hints; absent means none are computed or sent.
     pub hints: Option<HintsConfig>,
+    /// OpenTelemetry traces over OTLP; absent means no spans are made.
+    pub tracing: Option<TracingConfig>,
 }
 
 /// `[proxy]`: process-wide settings.

@@ -86,6 +86,9 @@ impl Config {
         if let Some(telemetry) = &self.telemetry {
             telemetry.client_hash_key()?;
         }
+        if let Some(tracing) = &self.tracing {
+            tracing.check().map_err(Invalid::new)?;
+        }
         if self.proxy.upgrades.iter().any(|u| u.eq_ignore_ascii_case("h2c")) {
             return Err(Invalid::new(
                 "proxy.upgrades: `h2c` would hand the client a raw HTTP/2 connection to the backend, \

@@ -9,6 +9,7 @@ use super::record::AttemptDone;
 use crate::listener::RequestActivity;
 use crate::message::body::{BodyObserver, BoxError};
 use crate::pool::ActiveRequest;
+use crate::traces::RequestSpan;
 
 /// The request's part of the accounting.
 pub struct RequestDone {
@@ -18,6 +19,8 @@ pub struct RequestDone {
     pub started: Instant,
     /// The line to write.
     pub log: AccessLog,
+    /// The request's span, when traced: it ends when this is dropped, after the attempt's.
+    pub _span: Option<RequestSpan>,
     /// The request, counted in flight on its client connection until this is dropped.
     pub _connection: RequestActivity,
 }

@@ -37,6 +37,7 @@ use crate::outcome::{AttemptOutcome, UpstreamError};
 use crate::pool::{backoff, InFlight, Pool};
 use crate::router::Router;
 use crate::state::Shared;
+use crate::traces::{AttemptSpan, RequestSpan};
 
 /// The client listeners' [`Handler`]: every request goes through [`handle`].
 #[derive(Clone)]
@@ -115,6 +116,10 @@ pub async fn handle(
         .as_ref()
         .map(|t| RequestRecord::new(t, &request, &route.name, pool, &downstream, &peeked));
     let tokens = peeked.estimated_tokens();
+    let span = shared
+        .traces
+        .as_ref()
+        .map(|t| t.request(&request, &route.name, &pool.name, pool.config.policy.name()));
     let mut request = request;
     let client_upgrade = upgrade::take_client_upgrade(&mut request, upgrade_allowed, &shared.tunnels);
     let (response, attempt) = match forward(
@@ -122,7 +127,10 @@ pub async fn handle(
         request,
         client_upgrade,
         &downstream,
-        record.as_ref(),
+        Observed {
+            record: record.as_ref(),
+            span: span.as_ref(),
+        },
         (tokens, size),
         &mut log,
     )
@@ -141,12 +149,16 @@ pub async fn handle(
     };
     log.status = response.status().as_u16();
     active.pool().metrics.count_response(log.status);
+    if let Some(span) = &span {
+        span.responded(log.status);
+    }
     // The request is done when its response body is: keep the accounting alive until then.
     let (parts, body) = response.into_parts();
     let request = RequestDone {
         active,
         started,
         log,
+        _span: span,
         _connection: from.activity,
     };
     let done = ResponseDone::new(attempt, request);
@@ -279,8 +291,16 @@ async fn peek_body(
     Ok((Request::from_parts(parts, body), peeked))
 }
 
+/// What records a request beside its metrics: its telemetry rows and its trace, when they are on.
+#[derive(Clone, Copy)]
+struct Observed<'a> {
+    record: Option<&'a RequestRecord>,
+    span: Option<&'a RequestSpan>,
+}
+
 /// Sends the request to a backend of `pool`, retrying where the config and the budget allow. Every
-/// attempt gets a telemetry row when `record` is set; `tokens` is the request's estimated size,
+/// attempt gets a telemetry row when `observed` records them, and a span when it traces;
+/// `tokens` is the request's estimated size,
 /// counted in flight at its backend, and `size` what it says of its size (predictive features).
 /// Returns the client's response and, when it relays a backend's body, the attempt that body
 /// finishes.
@@ -289,7 +309,7 @@ async fn forward(
     request: Request<ProxyBody>,
     client_upgrade: Option<ClientUpgrade>,
     downstream: &headers::Forwarded<'_>,
-    record: Option<&RequestRecord>,
+    observed: Observed<'_>,
     (tokens, size): (u64, RequestSize),
     log: &mut AccessLog,
 ) -> Result<(Response<ProxyBody>, Option<AttemptDone>), ProxyError> {
@@ -322,7 +342,7 @@ async fn forward(
             pool,
             pick: &pick,
             head: &head,
-            record,
+            observed,
             attempt,
             tokens,
         };
@@ -347,6 +367,7 @@ async fn forward(
             in_flight: sent.in_flight,
             row: sent.row,
             bytes_in: sent.bytes_in,
+            span: sent.span,
         };
         return Ok(relay(
             response,
@@ -365,7 +386,7 @@ struct Target<'a> {
     pool: &'a Pool,
     pick: &'a PickRequest,
     head: &'a UpstreamHead,
-    record: Option<&'a RequestRecord>,
+    observed: Observed<'a>,
     attempt: u32,
     tokens: u64,
 }
@@ -377,6 +398,7 @@ struct Sent {
     bytes_in: BytesIn,
     outcome: AttemptOutcome,
     result: Result<Response<Incoming>, UpstreamError>,
+    span: Option<AttemptSpan>,
 }
 
 impl Target<'_> {
@@ -390,10 +412,13 @@ impl Target<'_> {
         log: &mut AccessLog,
     ) -> Result<Sent, ProxyError> {
         let pool = self.pool;
-        let mut in_flight = match pool.pick(self.pick, tried, self.record.is_some()) {
+        // The candidates' scores are kept only for a trace of the decision.
+        let mut scores = Vec::new();
+        let traced = self.observed.span.is_some().then_some(&mut scores);
+        let mut in_flight = match pool.pick(self.pick, tried, self.observed.record.is_some(), traced) {
             Ok(in_flight) => in_flight,
             Err(err) => {
-                if let Some(record) = self.record {
+                if let Some(record) = self.observed.record {
                     let asked = DispatchState::of_request(self.pick.pool_in_flight, self.pick.size);
                     record.unplaced(self.attempt, &asked, &err);
                 }
@@ -403,14 +428,22 @@ impl Target<'_> {
         let backend = in_flight.backend().clone();
         tried.push(backend.id);
         log.backend = backend.address.to_string();
-        let mut row = self.record.map(|r| r.dispatch(self.attempt, &in_flight));
+        let mut row = self.observed.record.map(|r| r.dispatch(self.attempt, &in_flight));
         in_flight.count_tokens(self.tokens);
         let (attempt_body, bytes_in) = body.for_attempt();
-        let result = upstream::send(pool, &backend, self.head, attempt_body).await;
+        let span = self
+            .observed
+            .span
+            .map(|s| s.attempt(self.attempt, &backend.label, in_flight.prediction(), &scores));
+        let trace_context = span.as_ref().map(AttemptSpan::context_headers);
+        let result = upstream::send(pool, &backend, self.head, attempt_body, trace_context.as_ref()).await;
         let outcome = match &result {
             Ok(response) => AttemptOutcome::Status(response.status().as_u16()),
             Err(failure) => failure.outcome(),
         };
+        if let Some(span) = &span {
+            span.outcome(outcome);
+        }
         let now = clock::now();
         if let (Some(row), AttemptOutcome::Status(status)) = (row.as_mut(), outcome) {
             row.responded(status, now);
@@ -428,6 +461,7 @@ impl Target<'_> {
             bytes_in,
             outcome,
             result,
+            span,
         })
     }
 }
@@ -437,6 +471,7 @@ struct Relayed {
     in_flight: InFlight,
     row: Option<AttemptRow>,
     bytes_in: BytesIn,
+    span: Option<AttemptSpan>,
 }
 
 /// Turns a backend's response into the client's: hop-by-hop headers out, request id and sticky cookie
@@ -485,6 +520,7 @@ fn relay(
         attempt.row,
         attempt.bytes_in,
         parts.status.as_u16(),
+        attempt.span,
     );
     let body = IdleTimeout::new(body, pool.config.timeouts.idle);
     (Response::from_parts(parts, body.boxed()), Some(done))

@@ -17,6 +17,7 @@ use crate::error::ProxyError;
 use crate::message::body::{BodyObserver, BoxError, IdleTimeoutError};
 use crate::pool::{InFlight, Pool};
 use crate::telemetry::Telemetry;
+use crate::traces::AttemptSpan;
 
 /// The part of every attempt's row that belongs to the request.
 pub struct RequestRecord {
@@ -178,6 +179,8 @@ pub struct AttemptDone {
     bytes_out: u64,
     status: u16,
     end: Option<BodyEnd>,
+    /// The attempt's span, when traced: it ends with the body.
+    _span: Option<AttemptSpan>,
 }
 
 /// How a relayed body ended, when it did before the client let go of it.
@@ -191,7 +194,13 @@ enum BodyEnd {
 
 impl AttemptDone {
     /// Accounting for a response with `status` whose body is about to stream.
-    pub fn new(in_flight: InFlight, row: Option<AttemptRow>, bytes_in: BytesIn, status: u16) -> Self {
+    pub fn new(
+        in_flight: InFlight,
+        row: Option<AttemptRow>,
+        bytes_in: BytesIn,
+        status: u16,
+        span: Option<AttemptSpan>,
+    ) -> Self {
         Self {
             in_flight,
             row,
@@ -199,6 +208,7 @@ impl AttemptDone {
             bytes_out: 0,
             status,
             end: None,
+            _span: span,
         }
     }
 

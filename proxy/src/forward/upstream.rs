@@ -106,12 +106,14 @@ impl RequestBody {
     }
 }
 
-/// Sends one attempt to `backend` over the pool's pooled connections.
+/// Sends one attempt to `backend` over the pool's pooled connections; `trace_context` (the
+/// attempt span's `traceparent`) replaces what the client sent, when the attempt is traced.
 pub async fn send(
     pool: &Pool,
     backend: &Backend,
     head: &UpstreamHead,
     body: ProxyBody,
+    trace_context: Option<&HeaderMap>,
 ) -> Result<Response<Incoming>, UpstreamError> {
     let address = || backend.address.to_string();
     let uri = format!(
@@ -130,6 +132,11 @@ pub async fn send(
             reason: format!("cannot build the upstream request: {e}"),
         })?;
     *request.headers_mut() = head.headers.clone();
+    if let Some(context) = trace_context {
+        for (name, value) in context {
+            request.headers_mut().insert(name, value.clone());
+        }
+    }
     let host = head
         .host
         .clone()

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use augur_engine::health::outlier::OutlierPolicy;
-use augur_engine::policy::ActiveModels;
+use augur_engine::policy::{ActiveModels, CandidateScores};
 use augur_engine::retry_budget::RetryBudget;
 use augur_engine::{BackendLoad, DispatchState, Endpoint, PickRequest, Selector};
 use tokio::sync::{mpsc, oneshot};
@@ -241,12 +241,15 @@ impl Pool {
     /// Picks a backend for `request` and counts the request in flight there. On a retry, `avoid` lists
     /// the backends already tried, which are skipped while another candidate exists. With
     /// `record_state`, the state the request found there is kept for its telemetry row (reading it
-    /// costs a lock and a clock comparison the request path skips when nothing records it).
+    /// costs a lock and a clock comparison the request path skips when nothing records it). With
+    /// `scores` (a trace of the decision), the candidates the models scored are told there, by
+    /// backend, with their scores.
     pub fn pick(
         &self,
         request: &PickRequest,
         avoid: &[u64],
         record_state: bool,
+        scores: Option<&mut Vec<(Arc<str>, f64)>>,
     ) -> Result<InFlight, ProxyError> {
         let snapshot = self.snapshot.load();
         let endpoints = &snapshot.endpoints;
@@ -256,10 +259,16 @@ impl Pool {
             });
         }
         let now = clock::now();
-        let (mut chosen, mut prediction) = with_rng(|rng| {
-            snapshot
-                .selector
-                .pick_predicted(endpoints, request, avoid, now, rng)
+        let selector = &snapshot.selector;
+        let (mut chosen, mut prediction) = with_rng(|rng| match scores {
+            None => selector.pick_predicted(endpoints, request, avoid, now, rng),
+            Some(told) => {
+                let mut scored = CandidateScores::default();
+                let pick = selector.pick_scored(endpoints, request, avoid, now, rng, &mut scored);
+                let label = |i: usize| snapshot.backends[snapshot.members[i]].label.clone();
+                told.extend(scored.iter().map(|(i, score)| (label(i), score)));
+                pick
+            }
         })
         .expect("a non-empty pool always yields a pick");
         let asked = DispatchState::of_request(request.pool_in_flight, request.size);

@@ -20,4 +20,5 @@ mod streaming;
 mod telemetry;
 mod timeouts;
 mod tls;
+mod traces;
 mod upstreams;

@@ -154,6 +154,39 @@ impl Prediction {
     }
 }
 
+/// The candidates one pick scored, by endpoint index, with their scores (lower is better): kept
+/// only when a trace asks for them, in a fixed array so that keeping them allocates nothing.
+#[derive(Debug, Clone)]
+pub struct CandidateScores {
+    entries: [(usize, f64); MAX_CANDIDATES],
+    len: usize,
+}
+
+impl Default for CandidateScores {
+    fn default() -> Self {
+        Self {
+            entries: [(0, 0.0); MAX_CANDIDATES],
+            len: 0,
+        }
+    }
+}
+
+impl CandidateScores {
+    /// Notes candidate `index`'s score (beyond [`MAX_CANDIDATES`], which a pick never scores, it
+    /// is left out).
+    pub fn push(&mut self, index: usize, score: f64) {
+        if self.len < MAX_CANDIDATES {
+            self.entries[self.len] = (index, score);
+            self.len += 1;
+        }
+    }
+
+    /// The candidates scored, in the order they were.
+    pub fn iter(&self) -> impl Iterator<Item = (usize, f64)> + '_ {
+        self.entries[..self.len].iter().copied()
+    }
+}
+
 /// The predictive policy over one snapshot of a pool.
 #[derive(Debug)]
 pub struct Predictive {
@@ -226,6 +259,20 @@ impl Predictive {
         now: Duration,
         rng: &mut R,
     ) -> (usize, Option<Prediction>) {
+        self.pick_scoring(endpoints, request, tried, now, rng, &mut |_, _| {})
+    }
+
+    /// As [`pick`](Self::pick), telling `on_score` each candidate's index and score (lower is
+    /// better) as it is scored: what a trace of the decision shows.
+    pub fn pick_scoring<R: Rng + ?Sized>(
+        &self,
+        endpoints: &[Endpoint],
+        request: &PickRequest,
+        tried: &[u64],
+        now: Duration,
+        rng: &mut R,
+        on_score: &mut impl FnMut(usize, f64),
+    ) -> (usize, Option<Prediction>) {
         let Some(models) = &self.models else {
             return (self.fallback.pick(endpoints, now, rng), None);
         };
@@ -275,6 +322,7 @@ impl Predictive {
             let score = latency_ms
                 + self.settings.failure_penalty_ms * failure_prob
                 + self.settings.cost_weight * endpoint.cost;
+            on_score(i, score);
             let scored = Scored {
                 index: i,
                 score,
