@@ -221,14 +221,12 @@ async fn demo(args: &DemoArgs) -> Result<(), String> {
     let report = args.out.join("report.html");
     let sections = [
         html::Section {
-            title: "The policies",
-            table: &table,
+            title: "The policies, on the same trace-shaped load",
             phases: &results,
             shares: true,
         },
         html::Section {
             title: "The crowd, with the replicas fixed and with the hints acting",
-            table: &crowd_table,
             phases: &hints.runs,
             shares: false,
         },
