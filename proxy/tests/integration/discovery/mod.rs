@@ -111,6 +111,8 @@ impl SteadyLoad {
     async fn finish(self) -> (usize, usize) {
         self.stop.store(true, Ordering::SeqCst);
         let sent = self.task.await.unwrap();
-        (sent, self.failures.load(Ordering::SeqCst))
+        let failures = self.failures.load(Ordering::SeqCst);
+        eprintln!("while backends came and went: {sent} requests, {failures} failed");
+        (sent, failures)
     }
 }
