@@ -2,6 +2,7 @@
 
 use http::StatusCode;
 
+use crate::gate::{Refusal, Refused};
 use crate::outcome::UpstreamError;
 
 /// Most of an unknown `model` name echoed back to the client.
@@ -74,6 +75,9 @@ pub enum ProxyError {
     /// The request names this proxy in its `Via` header: it went round a loop (configuration).
     #[error("the request has been through this proxy before (a routing loop)")]
     Loop,
+    /// The route's door turned the request away: no key, a key not allowed, or a limit (downstream).
+    #[error("refused at the door: {}", .0.reason())]
+    Refused(Refusal),
 }
 
 impl ProxyError {
@@ -90,6 +94,9 @@ impl ProxyError {
             Self::Upstream(_) => StatusCode::BAD_GATEWAY,
             Self::BadRequest(_) | Self::NotAPath { .. } | Self::BadPath(_) => StatusCode::BAD_REQUEST,
             Self::Loop => StatusCode::LOOP_DETECTED,
+            Self::Refused(Refusal::MissingKey | Refusal::UnknownKey) => StatusCode::UNAUTHORIZED,
+            Self::Refused(Refusal::RouteNotAllowed | Refusal::ModelNotAllowed) => StatusCode::FORBIDDEN,
+            Self::Refused(Refusal::Limited { .. }) => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
@@ -111,6 +118,25 @@ impl ProxyError {
                 "the request body stopped or broke before it was sent whole".into()
             }
             Self::NoBackend { .. } => "no backend is available".into(),
+            Self::Refused(Refusal::MissingKey) => {
+                "this route needs a key: send it as `Authorization: Bearer KEY` or `x-api-key: KEY`".into()
+            }
+            Self::Refused(Refusal::UnknownKey) => "the key is not valid".into(),
+            Self::Refused(Refusal::RouteNotAllowed) => "this key may not use this route".into(),
+            Self::Refused(Refusal::ModelNotAllowed) => "this key may not use this model".into(),
+            Self::Refused(Refusal::Limited {
+                scope,
+                refused: Refused::Concurrency { limit },
+            }) => format!("the {scope}'s limit of {limit} requests in flight is reached"),
+            Self::Refused(Refusal::Limited {
+                scope,
+                refused: Refused::Rate(verdict),
+            }) => format!(
+                "the {scope}'s limit of {} {} is reached; retry after {} s",
+                verdict.quota,
+                verdict.name.replace('_', " "),
+                retry_after_secs(verdict.retry_after)
+            ),
             Self::AtCapacity { .. } => "every backend is at its concurrency limit".into(),
             // The name as sent, cut short: a client may send kilobytes of it.
             Self::UnknownModel { model } if model.len() > MAX_ECHOED_MODEL_BYTES => {
@@ -148,8 +174,16 @@ impl ProxyError {
             Self::Upstream(UpstreamError::ClientBody { .. }) => "request_body_error",
             Self::BadPath(_) => "bad_path",
             Self::Loop => "loop_detected",
+            Self::Refused(Refusal::MissingKey | Refusal::UnknownKey) => "unauthorized",
+            Self::Refused(Refusal::RouteNotAllowed | Refusal::ModelNotAllowed) => "forbidden",
+            Self::Refused(Refusal::Limited { .. }) => "rate_limited",
         }
     }
+}
+
+/// Whole seconds to wait, rounded up (what `Retry-After` says), at least 1.
+pub fn retry_after_secs(wait: std::time::Duration) -> u64 {
+    (wait.as_secs_f64().ceil() as u64).max(1)
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ pub mod config;
 pub mod error;
 mod file_events;
 pub mod forward;
+pub mod gate;
 pub mod hints;
 pub mod listener;
 pub mod message;
@@ -46,6 +47,9 @@ pub enum StartError {
     /// A pool's TLS settings did not load.
     #[error(transparent)]
     UpstreamTls(#[from] pool::connector::UpstreamTlsError),
+    /// The keys file did not load.
+    #[error("{0}")]
+    Keys(String),
 }
 
 /// A started proxy: its bound addresses and the handle to stop it.
@@ -100,13 +104,23 @@ async fn start_inner(
         None => None,
     };
     let upstream_tls = pool::TlsClients::load(&config)?;
+    let keyring = match &config.auth {
+        Some(auth) => {
+            gate::Keyring::load(&auth.keys_file, &gate::Keyring::default()).map_err(StartError::Keys)?
+        }
+        None => gate::Keyring::default(),
+    };
     let grace = config.proxy.grace_period;
     let models_check = config.models.as_ref().map(|m| m.check_interval);
-    let shared = Shared::new(config, config_path, telemetry, &upstream_tls);
+    let keys_check = config.auth.as_ref().map(|a| a.check_interval);
+    let shared = Shared::new(config, config_path, telemetry, &upstream_tls, keyring);
     metrics.register(shared.metrics.registry());
     let shutdown = CancellationToken::new();
     if let Some(interval) = models_check {
         models::spawn_watcher(shared.models.clone(), interval, shutdown.clone());
+    }
+    if let Some(interval) = keys_check {
+        shared.gate.spawn_watcher(interval, shutdown.clone());
     }
     if let Some(hints) = &shared.hints {
         hints.spawn(shared.router.clone(), shared.models.clone(), shutdown.clone());

@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use http::{HeaderValue, Request};
 
-use crate::config::{Config, MatchConfig};
+use crate::config::{Config, MatchConfig, RouteAuth};
+use crate::gate::Scope;
 use crate::metrics::Metrics;
 use crate::models::ModelStore;
 use crate::pool::{Pool, TlsClients};
@@ -24,6 +25,8 @@ pub struct Router {
     pub routes_by_model: bool,
     /// Whether some pool scores requests with the models (which read the body's size hints).
     pub scores_requests: bool,
+    /// Whether some route checks keys or limits (which may read the body's `model` and size).
+    pub guards_requests: bool,
 }
 
 /// A route: conditions and the pool (or weighted pools) that serve what matches them.
@@ -34,6 +37,10 @@ pub struct Route {
     /// The pools and their weights (one pool with weight 1 for a plain route).
     targets: Vec<(Arc<Pool>, u32)>,
     total_weight: u32,
+    /// What a client must present.
+    pub auth: RouteAuth,
+    /// The route's own limits and their state, if it has any.
+    pub limits: Option<Scope>,
 }
 
 impl Route {
@@ -86,8 +93,15 @@ impl Router {
                     .map(|(pool, weight)| (pools[pool.get_ref()].clone(), weight))
                     .collect();
                 let first = r.targets()[0].0.get_ref().clone();
+                let name: Arc<str> = Arc::from(r.name.as_deref().unwrap_or(&first));
+                // A route that carries on keeps the state of its limits across the reload.
+                let carried = previous
+                    .and_then(|p| p.routes.iter().find(|old| old.name == name))
+                    .and_then(|old| old.limits.as_ref());
                 Route {
-                    name: Arc::from(r.name.as_deref().unwrap_or(&first)),
+                    limits: r.limits.any().then(|| Scope::new(&r.limits, carried)),
+                    auth: r.auth,
+                    name,
                     matches: r.matches.clone(),
                     total_weight: targets.iter().map(|t| t.1).sum(),
                     targets,
@@ -95,11 +109,16 @@ impl Router {
             })
             .collect();
         let routes_by_model = config.routes.iter().any(|r| !r.matches.models.is_empty());
+        let guards_requests = config
+            .routes
+            .iter()
+            .any(|r| r.auth != RouteAuth::None || r.limits.any());
         Self {
             generation,
             routes,
             pools,
             routes_by_model,
+            guards_requests,
             scores_requests: config
                 .pools
                 .values()

@@ -9,6 +9,7 @@ use arc_swap::ArcSwap;
 use augur_telemetry::TelemetryWriter;
 
 use crate::config::{Config, ConfigError};
+use crate::gate::{Gate, Keyring};
 use crate::hints::Hints;
 use crate::metrics::Metrics;
 use crate::models::ModelStore;
@@ -30,6 +31,9 @@ pub enum ReloadError {
     /// A pool's TLS files did not load.
     #[error(transparent)]
     UpstreamTls(#[from] UpstreamTlsError),
+    /// The keys file did not load.
+    #[error("{0}")]
+    Keys(String),
     /// A setting changed that only a restart can apply.
     #[error("{0} changed in {1}; restart the proxy to change it")]
     RestartNeeded(&'static str, String),
@@ -53,6 +57,8 @@ pub struct Shared {
     pub hints: Option<Arc<Hints>>,
     /// Spans of requests and attempts, when `[tracing]` is configured.
     pub traces: Option<Arc<Traces>>,
+    /// The door: client keys and limits.
+    pub gate: Arc<Gate>,
     /// This proxy's `Via` entry.
     pub via: http::HeaderValue,
     /// Cancelled at shutdown, once the listeners have drained: closes every upgraded connection.
@@ -72,6 +78,7 @@ impl Shared {
         config_path: Option<PathBuf>,
         telemetry: Option<Arc<Telemetry>>,
         tls: &TlsClients,
+        keyring: Keyring,
     ) -> Arc<Self> {
         let metrics = Metrics::new();
         let models = ModelStore::new(config.models.as_ref().map(|m| m.dir.clone()), metrics.registry());
@@ -98,9 +105,11 @@ impl Shared {
                 .map_err(|e| tracing::error!(error = %e, "no spans will be made"))
                 .ok()
         });
+        let gate = Gate::new(config.auth.as_ref(), keyring, metrics.registry());
         Arc::new(Self {
             hints,
             traces,
+            gate,
             via: crate::message::via_entry(config.proxy.id.as_str()),
             tunnels: tokio_util::sync::CancellationToken::new(),
             router: Arc::new(ArcSwap::from_pointee(router)),
@@ -164,6 +173,15 @@ impl Shared {
         if config.tracing != current.tracing {
             return Err(ReloadError::RestartNeeded("[tracing]", file()));
         }
+        if config.auth != current.auth {
+            return Err(ReloadError::RestartNeeded("[auth]", file()));
+        }
+        // The keys file reloads with the config: a bad one refuses the whole reload.
+        let gate = self.gate.clone();
+        tokio::task::spawn_blocking(move || gate.reload())
+            .await
+            .unwrap_or_else(|e| Err(e.to_string()))
+            .map_err(ReloadError::Keys)?;
         let old = self.router.load_full();
         let generation = old.generation + 1;
         let tls = TlsClients::load(&config)?;

@@ -4,6 +4,7 @@ mod backtest;
 mod check_config;
 mod demo;
 mod hints;
+mod keys;
 mod logging;
 mod proxy;
 mod replay;
@@ -66,6 +67,9 @@ enum Command {
     /// Autoscaling hints: a receiver that verifies and prints them.
     #[command(subcommand)]
     Hints(hints::HintsCommand),
+    /// Client keys: draw a new one with its keys-file entry, or hash one.
+    #[command(subcommand)]
+    Keys(keys::KeysCommand),
 }
 
 /// Runs the command line; the process exits with the returned code.
@@ -82,6 +86,7 @@ pub fn main() -> ExitCode {
         Command::Sim(command) => sim::run(command),
         Command::Backtest(args) => backtest::run(args),
         Command::Hints(command) => hints::run(command),
+        Command::Keys(command) => keys::run(command),
         Command::Train(args) => {
             logging::init(cli.log_format);
             train::run(args)

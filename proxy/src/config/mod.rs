@@ -3,6 +3,7 @@
 //! Values that can be checked alone are checked while parsing (so the TOML error names the line);
 //! cross-references are checked in [`validate`] with the spans kept for them.
 
+mod auth;
 mod discovery;
 mod hints;
 mod listener;
@@ -22,6 +23,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
+pub use auth::{AuthConfig, Limits, RouteAuth};
 pub use discovery::{DiscoveryConfig, DiscoverySource, DnsQuery, DnsSource, FileSource, KubernetesSource};
 pub use hints::{HintsConfig, PoolScalingConfig, SecretError, SinkConfig};
 pub use listener::{
@@ -60,6 +62,8 @@ pub struct Config {
     pub hints: Option<HintsConfig>,
     /// OpenTelemetry traces over OTLP; absent means no spans are made.
     pub tracing: Option<TracingConfig>,
+    /// Client keys; absent means no route may ask for one.
+    pub auth: Option<AuthConfig>,
 }
 
 /// `[proxy]`: process-wide settings.
@@ -191,6 +195,12 @@ pub struct RouteConfig {
     /// Conditions, all of which must hold; an empty match takes every request.
     #[serde(default, rename = "match")]
     pub matches: MatchConfig,
+    /// What a client must present to use this route: `"none"` (default) or `"key"` (`[auth]`).
+    #[serde(default)]
+    pub auth: RouteAuth,
+    /// Limits on the route as a whole, whoever sends.
+    #[serde(default)]
+    pub limits: Limits,
 }
 
 /// One pool of a route's weighted split.

@@ -3,7 +3,7 @@
 use std::collections::BTreeSet;
 use std::ops::Range;
 
-use super::{Config, ConnectionLimits, MIN_REQUEST_HEADER_BYTES};
+use super::{Config, ConnectionLimits, RouteAuth, MIN_REQUEST_HEADER_BYTES};
 
 /// A failed check: why, and where (a byte span of the source) when known.
 #[derive(Debug, thiserror::Error)]
@@ -99,6 +99,17 @@ impl Config {
     }
 
     fn validate_routes(&self) -> Result<(), Invalid> {
+        for (i, route) in self.routes.iter().enumerate() {
+            if route.auth == RouteAuth::Key && self.auth.is_none() {
+                return Err(Invalid::new(format!(
+                    "routes[{i}].auth = \"key\" needs an [auth] section with the keys file"
+                )));
+            }
+            route
+                .limits
+                .check()
+                .map_err(|e| Invalid::new(format!("routes[{i}].limits: {e}")))?;
+        }
         if self.routes.is_empty() {
             return Err(Invalid::new("no `[[routes]]`: at least one is needed"));
         }

@@ -23,6 +23,10 @@ pub struct AccessLog {
     pub status: u16,
     /// The proxy's own error code, when it answered itself.
     pub error: Option<&'static str>,
+    /// The tenant of the key the request came with (never the key itself).
+    pub tenant: Option<std::sync::Arc<str>>,
+    /// That key's id.
+    pub key: Option<std::sync::Arc<str>>,
 }
 
 impl AccessLog {
@@ -39,6 +43,8 @@ impl AccessLog {
             attempts: 0,
             status: 0,
             error: None,
+            tenant: None,
+            key: None,
         }
     }
 }
@@ -51,6 +57,7 @@ impl AccessLog {
                 tracing::event!(target: "augur::access", $level,
                     method = %self.method, path = %self.path, status = self.status, route = %self.route,
                     backend = %self.backend, attempts = self.attempts, error = self.error,
+                    tenant = self.tenant.as_deref(), key = self.key.as_deref(),
                     duration_ms = elapsed.as_secs_f64() * 1e3,
                     request_id = self.request_id.to_str().unwrap_or_default(), client = %self.client.ip())
             };

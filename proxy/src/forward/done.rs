@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use super::access_log::AccessLog;
 use super::record::AttemptDone;
+use crate::gate::Admission;
 use crate::listener::RequestActivity;
 use crate::message::body::{BodyObserver, BoxError};
 use crate::pool::ActiveRequest;
@@ -21,6 +22,8 @@ pub struct RequestDone {
     pub log: AccessLog,
     /// The request's span, when traced: it ends when this is dropped, after the attempt's.
     pub _span: Option<RequestSpan>,
+    /// Its admission: counted against its key's, tenant's and route's concurrency until dropped.
+    pub _admission: Admission,
     /// The request, counted in flight on its client connection until this is dropped.
     pub _connection: RequestActivity,
 }

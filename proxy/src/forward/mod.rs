@@ -29,7 +29,9 @@ use self::record::{AttemptDone, AttemptRow, BytesIn, RequestRecord};
 use self::upgrade::ClientUpgrade;
 use self::upstream::{RequestBody, UpstreamHead};
 use crate::clock;
+use crate::config::RouteAuth;
 use crate::error::ProxyError;
+use crate::gate::{self, Refusal};
 use crate::listener::{Downstream, Handler};
 use crate::message::body::{BoxError, Capped, Guarded, IdleTimeout, ProxyBody};
 use crate::message::{reply, X_REQUEST_ID};
@@ -99,9 +101,25 @@ pub async fn handle(
         return unserved(&shared, log, started, &err, &request_id);
     };
     let pool = route.pick_pool();
+    log.route = route.name.to_string();
+    let admission = match shared.gate.admit(
+        &route.name,
+        route.auth,
+        route.limits.as_ref(),
+        request.headers(),
+        peeked.model.as_deref(),
+        peeked.estimated_tokens(),
+    ) {
+        Ok(admission) => admission,
+        Err(refusal) => return refused(pool, log, started, refusal, &request_id),
+    };
+    if let Some(key) = &admission.key {
+        log.tenant = Some(key.tenant.name.clone());
+        log.key = Some(key.id.clone());
+    }
+    // Only the demand let in is the pool's: a refused request asks nothing of its backends.
     pool.metrics.arrivals.inc();
     let active = pool.begin_request();
-    log.route = route.name.to_string();
     let size = RequestSize {
         body_bytes: request
             .headers()
@@ -116,11 +134,14 @@ pub async fn handle(
         .as_ref()
         .map(|t| RequestRecord::new(t, &request, &route.name, pool, &downstream, &peeked));
     let tokens = peeked.estimated_tokens();
+    let mut request = request;
+    if route.auth != RouteAuth::None {
+        gate::strip_key(request.headers_mut());
+    }
     let span = shared
         .traces
         .as_ref()
         .map(|t| t.request(&request, &route.name, &pool.name, pool.config.policy.name()));
-    let mut request = request;
     let client_upgrade = upgrade::take_client_upgrade(&mut request, upgrade_allowed, &shared.tunnels);
     let (response, attempt) = match forward(
         active.pool(),
@@ -147,6 +168,8 @@ pub async fn handle(
             (reply::error(&err, &request_id), None)
         }
     };
+    let mut response = response;
+    admission.write_headers(response.headers_mut());
     log.status = response.status().as_u16();
     active.pool().metrics.count_response(log.status);
     if let Some(span) = &span {
@@ -159,6 +182,7 @@ pub async fn handle(
         started,
         log,
         _span: span,
+        _admission: admission,
         _connection: from.activity,
     };
     let done = ResponseDone::new(attempt, request);
@@ -247,6 +271,24 @@ fn no_route(
     }
 }
 
+/// The answer to a request turned away at its route's door: counted in its pool, logged and
+/// answered with what the client needs (where to put a key, when to come back).
+fn refused(
+    pool: &Pool,
+    mut log: AccessLog,
+    started: Instant,
+    refusal: Refusal,
+    request_id: &HeaderValue,
+) -> Response<ProxyBody> {
+    let err = ProxyError::Refused(refusal);
+    let status = err.status().as_u16();
+    pool.metrics.count_response(status);
+    log.status = status;
+    log.error = Some(err.code());
+    log.write(started.elapsed());
+    reply::error(&err, request_id)
+}
+
 /// The answer to a request that never reached a pool (no route, unreadable body): counted, logged
 /// and answered like any other.
 fn unserved(
@@ -281,10 +323,11 @@ async fn peek_body(
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.contains("json"));
-    if limit == 0
-        || !json
-        || !(router.routes_by_model || router.scores_requests || shared.telemetry.is_some())
-    {
+    let wanted = router.routes_by_model
+        || router.scores_requests
+        || router.guards_requests
+        || shared.telemetry.is_some();
+    if limit == 0 || !json || !wanted {
         return Ok((Request::from_parts(parts, body), PeekedBody::default()));
     }
     let (peeked, body) = body_peek::peek(body, limit, PEEK_IDLE).await?;

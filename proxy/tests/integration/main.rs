@@ -5,6 +5,7 @@ mod backends;
 mod dashboard;
 mod discovery;
 mod edge;
+mod gate;
 mod harness;
 
 mod gpu;
