@@ -10,7 +10,7 @@ pub mod admin;
 pub mod clock;
 pub mod config;
 pub mod error;
-mod file_events;
+mod files;
 pub mod forward;
 pub mod gate;
 pub mod hints;

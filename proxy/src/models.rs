@@ -9,7 +9,7 @@ use std::time::Duration;
 use arc_swap::ArcSwapOption;
 use augur_engine::model::{sha256_hex, ModelSet, MANIFEST_FILE};
 use serde::Serialize;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::{counter, gauge};
@@ -187,28 +187,13 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// Checks the store at once, then on every file event in its directory and every `interval`, until
-/// `stop` is cancelled. Checks run on the blocking pool and never overlap.
+/// `stop` is cancelled.
 pub fn spawn_watcher(store: Arc<ModelStore>, interval: Duration, stop: CancellationToken) {
     let Some(dir) = store.dir().map(Path::to_path_buf) else {
         return;
     };
-    let (events_tx, mut events) = mpsc::channel::<()>(1);
-    // File events are a shortcut, not a necessity: without them (some network file systems) the
-    // periodic check still finds every change.
-    let watcher = crate::file_events::watch_dir(&dir, events_tx, "the models directory");
-    tokio::spawn(async move {
-        let _watcher = watcher;
-        let mut tick = tokio::time::interval(interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                () = stop.cancelled() => return,
-                _ = tick.tick() => {}
-                Some(()) = events.recv() => {}
-            }
-            let store = store.clone();
-            let _ = tokio::task::spawn_blocking(move || store.check(false)).await;
-        }
+    crate::files::follow(&dir, "the models directory", interval, stop, move || {
+        store.check(false);
     });
 }
 
@@ -218,18 +203,7 @@ pub const MAX_MODEL_FILE_BYTES: u64 = 16 * 1024 * 1024;
 
 /// Reads `path` whole, refusing it when it is larger than [`MAX_MODEL_FILE_BYTES`].
 fn read_bounded(path: &Path) -> std::io::Result<Vec<u8>> {
-    use std::io::Read;
-    let mut bytes = Vec::new();
-    std::fs::File::open(path)?
-        .take(MAX_MODEL_FILE_BYTES + 1)
-        .read_to_end(&mut bytes)?;
-    if bytes.len() as u64 > MAX_MODEL_FILE_BYTES {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            format!("larger than {MAX_MODEL_FILE_BYTES} bytes; not a model file the trainer wrote"),
-        ));
-    }
-    Ok(bytes)
+    crate::files::read_bounded(path, MAX_MODEL_FILE_BYTES)
 }
 
 /// The model store's metrics: which set is active, and how the candidates were judged.

@@ -107,7 +107,7 @@ impl Keyring {
     /// An error names the file, and the line and column or the entry where it can.
     pub fn load(path: &Path, previous: &Keyring) -> Result<Self, String> {
         let at = path.display();
-        let text = read_bounded(path).map_err(|e| format!("{at}: {e}"))?;
+        let text = crate::files::read_bounded_text(path, MAX_FILE_BYTES).map_err(|e| format!("{at}: {e}"))?;
         let file: KeysFile = if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("json")) {
             serde_json::from_str(&text).map_err(|e| format!("{at}:{}:{}: {e}", e.line(), e.column()))?
         } else {
@@ -194,21 +194,6 @@ pub fn digest_hex(key: &str) -> String {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
-}
-
-fn read_bounded(path: &Path) -> std::io::Result<String> {
-    use std::io::Read;
-    let mut text = String::new();
-    std::fs::File::open(path)?
-        .take(MAX_FILE_BYTES + 1)
-        .read_to_string(&mut text)?;
-    if text.len() as u64 > MAX_FILE_BYTES {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            format!("larger than {MAX_FILE_BYTES} bytes"),
-        ));
-    }
-    Ok(text)
 }
 
 #[cfg(test)]

@@ -17,7 +17,6 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use http::header::{HeaderName, HeaderValue, AUTHORIZATION};
 use http::HeaderMap;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 pub use keyring::{Key, Keyring};
@@ -151,37 +150,20 @@ impl Gate {
         let Some(path) = self.keys_file.clone() else {
             return;
         };
-        let (events_tx, mut events) = mpsc::channel::<()>(1);
         let dir = path
             .parent()
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from("."));
-        let watcher = crate::file_events::watch_dir(&dir, events_tx, "the keys file");
-        let gate = self.clone();
-        tokio::spawn(async move {
-            let _watcher = watcher;
-            let mut last = std::fs::read(&path).ok();
-            let mut tick = tokio::time::interval(interval);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    () = stop.cancelled() => return,
-                    _ = tick.tick() => {}
-                    Some(()) = events.recv() => tokio::time::sleep(Duration::from_millis(20)).await,
-                }
-                let (gate, path) = (gate.clone(), path.clone());
-                let seen = last.clone();
-                let checked = tokio::task::spawn_blocking(move || {
-                    let now = std::fs::read(&path).ok();
-                    if now.is_some() && now != seen {
-                        let _ = gate.reload();
-                    }
-                    now
-                })
-                .await;
-                if let Ok(Some(now)) = checked {
-                    last = Some(now);
-                }
+        let (gate, last) = (
+            self.clone(),
+            Arc::new(std::sync::Mutex::new(std::fs::read(&path).ok())),
+        );
+        crate::files::follow(&dir, "the keys file", interval, stop, move || {
+            let now = std::fs::read(&path).ok();
+            let mut last = last.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if now.is_some() && *last != now {
+                let _ = gate.reload();
+                *last = now;
             }
         });
     }

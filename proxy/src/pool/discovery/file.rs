@@ -37,7 +37,7 @@ impl File {
             Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
             _ => PathBuf::from("."),
         };
-        let watcher = crate::file_events::watch_dir(&dir, tx, "a discovery file");
+        let watcher = crate::files::watch_dir(&dir, tx, "a discovery file");
         let mut poll = tokio::time::interval_at(Instant::now() + config.interval, config.interval);
         poll.set_missed_tick_behavior(MissedTickBehavior::Delay);
         Self {
@@ -82,15 +82,8 @@ struct Table {
 /// Reads and checks the file; an error names the file, and the line and column where the parser
 /// gives them.
 fn read(path: &Path) -> Result<Vec<BackendSpec>, String> {
-    use std::io::Read;
     let at = path.display();
-    let mut text = String::new();
-    std::fs::File::open(path)
-        .and_then(|f| f.take(MAX_FILE_BYTES + 1).read_to_string(&mut text))
-        .map_err(|e| format!("{at}: {e}"))?;
-    if text.len() as u64 > MAX_FILE_BYTES {
-        return Err(format!("{at}: larger than {MAX_FILE_BYTES} bytes"));
-    }
+    let text = crate::files::read_bounded_text(path, MAX_FILE_BYTES).map_err(|e| format!("{at}: {e}"))?;
     let backends = if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("json")) {
         // Parsed twice on a bad file, so the error is the one of the form it meant to be.
         match serde_json::from_str::<Document>(&text) {
