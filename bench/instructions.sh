@@ -7,6 +7,8 @@
 # Counts only the load: callgrind's counters are zeroed after a warm-up and dumped when wrk ends;
 # the requests come from augur's own `augur_requests_total`. Needs valgrind, nginx and wrk.
 # Prints a line per binary, then a JSON summary.
+# GATED=1: the route asks for a client key and has limits at the key, tenant and route (none of them
+# reached), and wrk sends the key: what the door costs a request.
 set -u
 seconds=${1:-20}; conns=${2:-16}; shift 2
 . "$(dirname "$0")/lib.sh"
@@ -14,13 +16,34 @@ require valgrind callgrind_control nginx wrk python3
 start_workdir
 
 nginx_backend 9301
+gate=""; route_gate=""; header=()
+if [ -n "${GATED:-}" ]; then
+  key=augur-bench-key-0123456789
+  digest=$(printf %s "$key" | sha256sum | cut -d' ' -f1)
+  cat >"$w/keys.toml" <<KEYS
+[tenants.bench]
+limits = { requests_per_second = 1000000, concurrent = 100000 }
+[[keys]]
+id = "bench"
+tenant = "bench"
+sha256 = "$digest"
+limits = { requests_per_minute = 1000000000, tokens_per_minute = 1000000000 }
+KEYS
+  gate="[auth]
+keys_file = \"$w/keys.toml\""
+  route_gate='auth = "key"
+limits = { requests_per_second = 1000000 }'
+  header=(-H "Authorization: Bearer $key")
+fi
 cat >"$w/augur.toml" <<CONF
+$gate
 [[listeners]]
 address = "127.0.0.1:9302"
 [admin]
 address = "127.0.0.1:9303"
 [[routes]]
 pool = "be"
+$route_gate
 [pools.be]
 policy = { kind = "p2c_ewma" }
 backends = [{ address = "127.0.0.1:9301" }]
@@ -33,10 +56,10 @@ for bin in "$@"; do
   valgrind --tool=callgrind --callgrind-out-file="$w/cg.%p" "$bin" proxy --config "$w/augur.toml" \
     >"$w/augur.log" 2>&1 & pid=$!; pids+=($pid)
   for _ in $(seq 120); do augur_served 9303 >/dev/null 2>&1 && break; sleep 1; done
-  wrk -t1 -c"$conns" -d5s http://127.0.0.1:9302/ >/dev/null   # warm-up: pools, caches, lazy statics
+  wrk -t1 -c"$conns" -d5s "${header[@]}" http://127.0.0.1:9302/ >/dev/null   # warm-up: pools, caches, lazy statics
   before=$(augur_served 9303)
   callgrind_control -z "$pid" >/dev/null 2>&1
-  wrk -t1 -c"$conns" -d"${seconds}s" http://127.0.0.1:9302/ >/dev/null
+  wrk -t1 -c"$conns" -d"${seconds}s" "${header[@]}" http://127.0.0.1:9302/ >/dev/null
   callgrind_control -d "$pid" >/dev/null 2>&1
   after=$(augur_served 9303)
   kill -TERM "$pid"; wait "$pid" 2>/dev/null

@@ -76,8 +76,9 @@ pub enum ProxyError {
     #[error("the request has been through this proxy before (a routing loop)")]
     Loop,
     /// The route's door turned the request away: no key, a key not allowed, or a limit (downstream).
+    /// Boxed: every `Result` of the request path carries this enum, and a refusal is the rare case.
     #[error("refused at the door: {}", .0.reason())]
-    Refused(Refusal),
+    Refused(Box<Refusal>),
 }
 
 impl ProxyError {
@@ -94,9 +95,13 @@ impl ProxyError {
             Self::Upstream(_) => StatusCode::BAD_GATEWAY,
             Self::BadRequest(_) | Self::NotAPath { .. } | Self::BadPath(_) => StatusCode::BAD_REQUEST,
             Self::Loop => StatusCode::LOOP_DETECTED,
-            Self::Refused(Refusal::MissingKey | Refusal::UnknownKey) => StatusCode::UNAUTHORIZED,
-            Self::Refused(Refusal::RouteNotAllowed | Refusal::ModelNotAllowed) => StatusCode::FORBIDDEN,
-            Self::Refused(Refusal::Limited { .. }) => StatusCode::TOO_MANY_REQUESTS,
+            Self::Refused(r) if matches!(**r, Refusal::MissingKey | Refusal::UnknownKey) => {
+                StatusCode::UNAUTHORIZED
+            }
+            Self::Refused(r) if matches!(**r, Refusal::RouteNotAllowed | Refusal::ModelNotAllowed) => {
+                StatusCode::FORBIDDEN
+            }
+            Self::Refused(_) => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
@@ -118,25 +123,6 @@ impl ProxyError {
                 "the request body stopped or broke before it was sent whole".into()
             }
             Self::NoBackend { .. } => "no backend is available".into(),
-            Self::Refused(Refusal::MissingKey) => {
-                "this route needs a key: send it as `Authorization: Bearer KEY` or `x-api-key: KEY`".into()
-            }
-            Self::Refused(Refusal::UnknownKey) => "the key is not valid".into(),
-            Self::Refused(Refusal::RouteNotAllowed) => "this key may not use this route".into(),
-            Self::Refused(Refusal::ModelNotAllowed) => "this key may not use this model".into(),
-            Self::Refused(Refusal::Limited {
-                scope,
-                refused: Refused::Concurrency { limit },
-            }) => format!("the {scope}'s limit of {limit} requests in flight is reached"),
-            Self::Refused(Refusal::Limited {
-                scope,
-                refused: Refused::Rate(verdict),
-            }) => format!(
-                "the {scope}'s limit of {} {} is reached; retry after {} s",
-                verdict.quota,
-                verdict.name.replace('_', " "),
-                retry_after_secs(verdict.retry_after)
-            ),
             Self::AtCapacity { .. } => "every backend is at its concurrency limit".into(),
             // The name as sent, cut short: a client may send kilobytes of it.
             Self::UnknownModel { model } if model.len() > MAX_ECHOED_MODEL_BYTES => {
@@ -146,6 +132,28 @@ impl ProxyError {
                     .unwrap_or(0);
                 format!("no route serves model `{}…`", &model[..cut])
             }
+            Self::Refused(refusal) => match &**refusal {
+                Refusal::MissingKey => {
+                    "this route needs a key: send it as `Authorization: Bearer KEY` or `x-api-key: KEY`"
+                        .into()
+                }
+                Refusal::UnknownKey => "the key is not valid".into(),
+                Refusal::RouteNotAllowed => "this key may not use this route".into(),
+                Refusal::ModelNotAllowed => "this key may not use this model".into(),
+                Refusal::Limited {
+                    scope,
+                    refused: Refused::Concurrency { limit },
+                } => format!("the {scope}'s limit of {limit} requests in flight is reached"),
+                Refusal::Limited {
+                    scope,
+                    refused: Refused::Rate(verdict),
+                } => format!(
+                    "the {scope}'s limit of {} {} is reached; retry after {} s",
+                    verdict.quota,
+                    verdict.name.replace('_', " "),
+                    retry_after_secs(verdict.retry_after)
+                ),
+            },
             Self::NoRoute { .. }
             | Self::UnknownModel { .. }
             | Self::BadRequest(_)
@@ -174,9 +182,11 @@ impl ProxyError {
             Self::Upstream(UpstreamError::ClientBody { .. }) => "request_body_error",
             Self::BadPath(_) => "bad_path",
             Self::Loop => "loop_detected",
-            Self::Refused(Refusal::MissingKey | Refusal::UnknownKey) => "unauthorized",
-            Self::Refused(Refusal::RouteNotAllowed | Refusal::ModelNotAllowed) => "forbidden",
-            Self::Refused(Refusal::Limited { .. }) => "rate_limited",
+            Self::Refused(r) => match **r {
+                Refusal::MissingKey | Refusal::UnknownKey => "unauthorized",
+                Refusal::RouteNotAllowed | Refusal::ModelNotAllowed => "forbidden",
+                Refusal::Limited { .. } => "rate_limited",
+            },
         }
     }
 }

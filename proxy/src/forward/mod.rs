@@ -113,7 +113,7 @@ pub async fn handle(
         Ok(admission) => admission,
         Err(refusal) => return refused(pool, log, started, refusal, &request_id),
     };
-    if let Some(key) = &admission.key {
+    if let Some(key) = admission.key() {
         log.tenant = Some(key.tenant.name.clone());
         log.key = Some(key.id.clone());
     }
@@ -277,7 +277,7 @@ fn refused(
     pool: &Pool,
     mut log: AccessLog,
     started: Instant,
-    refusal: Refusal,
+    refusal: Box<Refusal>,
     request_id: &HeaderValue,
 ) -> Response<ProxyBody> {
     let err = ProxyError::Refused(refusal);

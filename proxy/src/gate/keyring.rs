@@ -17,8 +17,9 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 
+use prometheus::IntCounter;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
@@ -78,19 +79,40 @@ pub struct Tenant {
     pub name: Arc<str>,
     /// The limits all its keys count against together.
     pub scope: Scope,
+    /// Its count of requests let in, resolved at its first (so a request does no label lookup).
+    pub admitted: OnceLock<IntCounter>,
 }
 
 /// The keys in force.
 #[derive(Debug, Default)]
 pub struct Keyring {
     by_digest: HashMap<[u8; 32], Arc<Key>>,
+    /// Keys already matched, by themselves: a request with a key seen before skips the SHA-256.
+    /// Only keys of this file get in, so it holds at most as many as the file lists; it goes with
+    /// the keyring when the file reloads.
+    matched: RwLock<HashMap<Box<str>, Arc<Key>>>,
 }
 
 impl Keyring {
     /// The key whose SHA-256 is that of `presented`, if any.
-    pub fn find(&self, presented: &str) -> Option<&Arc<Key>> {
+    pub fn find(&self, presented: &str) -> Option<Arc<Key>> {
+        let matched = |ring: &Self| {
+            ring.matched
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get(presented)
+                .cloned()
+        };
+        if let Some(key) = matched(self) {
+            return Some(key);
+        }
         let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
-        self.by_digest.get(&digest)
+        let key = self.by_digest.get(&digest)?.clone();
+        self.matched
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(presented.into(), key.clone());
+        Some(key)
     }
 
     /// Keys in force.
@@ -131,6 +153,7 @@ impl Keyring {
                 Arc::new(Tenant {
                     name: Arc::from(name.as_str()),
                     scope: Scope::new(&entry.limits, carried),
+                    admitted: OnceLock::new(),
                 }),
             );
         }
@@ -154,6 +177,7 @@ impl Keyring {
                     let tenant = Arc::new(Tenant {
                         name: Arc::from(entry.tenant.as_str()),
                         scope: Scope::new(&Limits::default(), carried),
+                        admitted: OnceLock::new(),
                     });
                     tenants.insert(entry.tenant.clone(), tenant.clone());
                     tenant
@@ -171,7 +195,10 @@ impl Keyring {
                 return Err(format!("{place}: the same key is listed twice"));
             }
         }
-        Ok(Self { by_digest })
+        Ok(Self {
+            by_digest,
+            matched: RwLock::default(),
+        })
     }
 }
 

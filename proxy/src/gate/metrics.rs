@@ -1,7 +1,9 @@
 //! The door's Prometheus metrics: requests let in per route and tenant, refusals per route and
 //! reason, and the keys in force. Never a key: keys are named by their tenant only.
 
-use prometheus::{IntCounterVec, IntGauge, Registry};
+use std::sync::OnceLock;
+
+use prometheus::{IntCounter, IntCounterVec, IntGauge, Registry};
 
 use super::keyring::Key;
 use super::Refusal;
@@ -22,8 +24,8 @@ impl GateMetrics {
             admitted: counter(
                 registry,
                 "augur_gate_admitted_total",
-                "Requests let in, by route and tenant (empty on routes without keys)",
-                &["route", "tenant"],
+                "Requests let in on routes with keys or limits, by tenant (empty on routes without keys)",
+                &["tenant"],
             ),
             refused: counter(
                 registry,
@@ -44,9 +46,16 @@ impl GateMetrics {
         }
     }
 
-    pub(super) fn admitted(&self, route: &str, key: Option<&Key>) {
-        let tenant = key.map_or("", |k| &*k.tenant.name);
-        self.admitted.with_label_values(&[route, tenant]).inc();
+    /// Counts a request let in, under its key's tenant: the handle is resolved once per tenant.
+    pub(super) fn admitted(&self, key: Option<&Key>, anonymous: &OnceLock<IntCounter>) {
+        let handle = match key {
+            Some(key) => key
+                .tenant
+                .admitted
+                .get_or_init(|| self.admitted.with_label_values(&[&*key.tenant.name])),
+            None => anonymous.get_or_init(|| self.admitted.with_label_values(&[""])),
+        };
+        handle.inc();
     }
 
     pub(super) fn refused(&self, route: &str, refusal: &Refusal) {

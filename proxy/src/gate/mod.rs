@@ -69,38 +69,70 @@ impl Refusal {
     }
 }
 
-/// A request let in: whose it is, what it holds in flight, and the limit to tell it about.
+/// A request let in. On an open route without limits it is empty (a pointer's worth, which every
+/// request carries to its end); otherwise it says whose the request is, holds it in flight, and
+/// keeps the limit to tell it about.
 #[derive(Debug, Default)]
-pub struct Admission {
+pub struct Admission(Option<Box<Admitted>>);
+
+#[derive(Debug, Default)]
+struct Admitted {
     /// The key it came with, on a route that asks for one.
-    pub key: Option<Arc<Key>>,
-    /// Counted against the concurrency limits until dropped (when the response ends).
-    _in_flight: Vec<InFlightGuard>,
+    key: Option<Arc<Key>>,
+    /// Counted against the concurrency limits (key, tenant, route) until dropped (when the
+    /// response ends).
+    _in_flight: [Option<InFlightGuard>; 3],
     /// The limit with the least left, for the `RateLimit` headers.
     tightest: Option<Verdict>,
 }
 
 impl Admission {
+    /// The key the request came with, on a route that asks for one.
+    pub fn key(&self) -> Option<&Arc<Key>> {
+        self.0.as_ref()?.key.as_ref()
+    }
+
     /// Tells the client the limit with the least left (`RateLimit` and `RateLimit-Policy`).
     pub fn write_headers(&self, headers: &mut HeaderMap) {
-        if let Some(verdict) = &self.tightest {
+        if let Some(verdict) = self.0.as_ref().and_then(|a| a.tightest.as_ref()) {
             write_rate_headers(verdict, headers);
         }
     }
 }
 
+const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
+const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+
 /// `RateLimit-Policy: "name";q=quota;w=window` and `RateLimit: "name";r=remaining;t=seconds`, as
-/// the IETF's RateLimit header fields draft writes them.
+/// the IETF's RateLimit header fields draft writes them. Every admitted response carries them, so
+/// the policy is made once per limit and the state without the formatting machinery.
 pub fn write_rate_headers(verdict: &Verdict, headers: &mut HeaderMap) {
-    let window = verdict.window.as_secs();
-    let policy = format!("\"{}\";q={};w={window}", verdict.name, verdict.quota);
-    let reset = verdict.retry_after.as_secs_f64().ceil() as u64;
-    let state = format!("\"{}\";r={};t={reset}", verdict.name, verdict.remaining);
-    for (name, value) in [("ratelimit-policy", policy), ("ratelimit", state)] {
-        if let Ok(value) = HeaderValue::from_str(&value) {
-            headers.insert(HeaderName::from_static(name), value);
+    let mut state = Vec::with_capacity(48);
+    state.push(b'"');
+    state.extend_from_slice(verdict.name.as_bytes());
+    state.extend_from_slice(b"\";r=");
+    push_decimal(&mut state, verdict.remaining);
+    state.extend_from_slice(b";t=");
+    push_decimal(&mut state, verdict.retry_after.as_secs_f64().ceil() as u64);
+    headers.insert(RATELIMIT_POLICY, verdict.policy.clone());
+    if let Ok(state) = HeaderValue::from_bytes(&state) {
+        headers.insert(RATELIMIT, state);
+    }
+}
+
+/// Appends `n` in decimal.
+fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
         }
     }
+    out.extend_from_slice(&digits[i..]);
 }
 
 /// The door: the keys in force and the refusal counts.
@@ -108,6 +140,8 @@ pub struct Gate {
     keys_file: Option<PathBuf>,
     keyring: ArcSwap<Keyring>,
     metrics: GateMetrics,
+    /// The count of requests let in without a key (routes with limits only).
+    anonymous: std::sync::OnceLock<prometheus::IntCounter>,
 }
 
 impl Gate {
@@ -120,6 +154,7 @@ impl Gate {
             keys_file: config.map(|c| c.keys_file.clone()),
             keyring: ArcSwap::from_pointee(keyring),
             metrics,
+            anonymous: std::sync::OnceLock::new(),
         })
     }
 
@@ -180,17 +215,21 @@ impl Gate {
         headers: &HeaderMap,
         model: Option<&str>,
         tokens: u64,
-    ) -> Result<Admission, Refusal> {
+    ) -> Result<Admission, Box<Refusal>> {
         // An open route with no limits has nothing to check, and costs nothing: not even a count.
         if auth == RouteAuth::None && route_limits.is_none() {
             return Ok(Admission::default());
         }
-        let result = self.decide(route, auth, route_limits, headers, model, tokens);
-        match &result {
-            Ok(admission) => self.metrics.admitted(route, admission.key.as_deref()),
-            Err(refusal) => self.metrics.refused(route, refusal),
+        match self.decide(route, auth, route_limits, headers, model, tokens) {
+            Ok(admitted) => {
+                self.metrics.admitted(admitted.key.as_deref(), &self.anonymous);
+                Ok(Admission(Some(Box::new(admitted))))
+            }
+            Err(refusal) => {
+                self.metrics.refused(route, &refusal);
+                Err(Box::new(refusal))
+            }
         }
-        result
     }
 
     fn decide(
@@ -201,17 +240,12 @@ impl Gate {
         headers: &HeaderMap,
         model: Option<&str>,
         tokens: u64,
-    ) -> Result<Admission, Refusal> {
+    ) -> Result<Admitted, Refusal> {
         let key = match auth {
             RouteAuth::None => None,
             RouteAuth::Key => {
                 let presented = presented_key(headers).ok_or(Refusal::MissingKey)?;
-                let key = self
-                    .keyring
-                    .load()
-                    .find(presented)
-                    .cloned()
-                    .ok_or(Refusal::UnknownKey)?;
+                let key = self.keyring.load().find(presented).ok_or(Refusal::UnknownKey)?;
                 if key.routes.as_ref().is_some_and(|r| !r.contains(route)) {
                     return Err(Refusal::RouteNotAllowed);
                 }
@@ -229,27 +263,24 @@ impl Gate {
             route_limits.map(|s| ("route", s)),
         ];
         let now = clock::now().as_nanos() as u64;
-        let mut admission = Admission {
+        let mut admission = Admitted {
             key: key.clone(),
-            ..Admission::default()
+            ..Admitted::default()
         };
-        let mut admitted: Vec<&Scope> = Vec::with_capacity(3);
-        for (scope_name, scope) in scopes.into_iter().flatten() {
+        let mut admitted: [Option<&Scope>; 3] = [None; 3];
+        for (i, (scope_name, scope)) in scopes.into_iter().flatten().enumerate() {
             match scope.admit(tokens, now) {
                 Ok((verdict, guard)) => {
-                    admitted.push(scope);
-                    admission._in_flight.extend(guard);
+                    admitted[i] = Some(scope);
+                    admission._in_flight[i] = guard;
                     if let Some(v) = verdict {
-                        let tighter = admission
-                            .tightest
-                            .is_none_or(|t| v.remaining * t.quota < t.remaining * v.quota);
-                        if tighter {
+                        if admission.tightest.as_ref().is_none_or(|t| v.tighter_than(t)) {
                             admission.tightest = Some(v);
                         }
                     }
                 }
                 Err(refused) => {
-                    for scope in admitted {
+                    for scope in admitted.into_iter().flatten() {
                         scope.refund(tokens);
                     }
                     return Err(Refusal::Limited {

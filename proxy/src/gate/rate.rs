@@ -6,9 +6,12 @@
 //! the next admission, and a request costing `n` is admitted when pushing that time `n` intervals on
 //! keeps it within a window of now.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
+
+use http::HeaderValue;
 
 use crate::config::Limits;
 
@@ -22,19 +25,49 @@ pub struct Gcra {
     quota: u64,
     /// The policy's name in the `RateLimit` headers.
     name: &'static str,
+    /// Its `RateLimit-Policy` header.
+    policy: &'static HeaderValue,
 }
 
 /// What a limit says of a request.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Verdict {
-    /// The limit's name, quota and window (for `RateLimit-Policy`).
+    /// The limit's name, quota and window.
     pub name: &'static str,
     pub quota: u64,
     pub window: Duration,
+    /// Its `RateLimit-Policy` header: `"name";q=quota;w=seconds`.
+    pub policy: &'static HeaderValue,
     /// What is left of the quota now.
     pub remaining: u64,
     /// When admitted: zero; when refused: how long until it would be admitted.
     pub retry_after: Duration,
+}
+
+/// The `RateLimit-Policy` header of a limit, made once per distinct limit for the life of the
+/// process: every admitted response carries one, and copying a `&'static` costs nothing. The table
+/// holds as many as distinct limits were ever configured (a handful), reloads included.
+fn policy_header(name: &'static str, quota: u64, window: Duration) -> &'static HeaderValue {
+    type Table = HashMap<(&'static str, u64, u64), &'static HeaderValue>;
+    static POLICIES: OnceLock<Mutex<Table>> = OnceLock::new();
+    let mut table = POLICIES
+        .get_or_init(Mutex::default)
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    table.entry((name, quota, window.as_secs())).or_insert_with(|| {
+        let text = format!("\"{name}\";q={quota};w={}", window.as_secs());
+        Box::leak(Box::new(
+            HeaderValue::from_str(&text).expect("names and numbers are valid header text"),
+        ))
+    })
+}
+
+impl Verdict {
+    /// Whether this limit has less of its quota left than `other` has of its own.
+    pub fn tighter_than(&self, other: &Verdict) -> bool {
+        u128::from(self.remaining) * u128::from(other.quota)
+            < u128::from(other.remaining) * u128::from(self.quota)
+    }
 }
 
 impl Gcra {
@@ -46,6 +79,7 @@ impl Gcra {
             window_ns,
             quota,
             name,
+            policy: policy_header(name, quota, window),
         }
     }
 
@@ -84,6 +118,7 @@ impl Gcra {
             name: self.name,
             quota: self.quota,
             window: Duration::from_nanos(self.window_ns),
+            policy: self.policy,
             remaining: self.quota.saturating_sub(used),
             retry_after: Duration::from_nanos(wait_ns),
         }
@@ -180,7 +215,9 @@ impl Scope {
     /// Admits a request costing `tokens` at `now` (nanoseconds): every limit charged, or none and
     /// the first refusal. The verdict of the limit with the least left comes back for the headers.
     pub fn admit(&self, tokens: u64, now: u64) -> Result<(Option<Verdict>, Option<InFlightGuard>), Refused> {
-        let mut charged: Vec<(&Gcra, u64)> = Vec::with_capacity(3);
+        // At most three limits (two rates and the tokens): a fixed array, no allocation.
+        let mut charged: [Option<(&Gcra, u64)>; 3] = [None; 3];
+        let mut n = 0;
         let mut tightest: Option<Verdict> = None;
         let limits = self
             .requests
@@ -190,13 +227,14 @@ impl Scope {
         for (gcra, cost) in limits {
             match gcra.charge(cost, now) {
                 Ok(verdict) => {
-                    charged.push((gcra, cost));
-                    if tightest.is_none_or(|t| verdict.remaining * t.quota < t.remaining * verdict.quota) {
+                    charged[n] = Some((gcra, cost));
+                    n += 1;
+                    if tightest.as_ref().is_none_or(|t| verdict.tighter_than(t)) {
                         tightest = Some(verdict);
                     }
                 }
                 Err(verdict) => {
-                    for (gcra, cost) in charged {
+                    for (gcra, cost) in charged.into_iter().flatten() {
                         gcra.refund(cost);
                     }
                     return Err(Refused::Rate(verdict));
@@ -208,7 +246,7 @@ impl Scope {
             Some((limit, count)) => {
                 if count.fetch_add(1, Ordering::Relaxed) >= *limit {
                     count.fetch_sub(1, Ordering::Relaxed);
-                    for (gcra, cost) in charged {
+                    for (gcra, cost) in charged.into_iter().flatten() {
                         gcra.refund(cost);
                     }
                     return Err(Refused::Concurrency { limit: *limit });
