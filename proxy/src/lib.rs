@@ -173,7 +173,7 @@ impl Running {
         self.shared.router.load().stop();
         self.shared.close_telemetry().await;
         if let Some(traces) = &self.shared.traces {
-            traces.flush();
+            traces.flush().await;
         }
     }
 }

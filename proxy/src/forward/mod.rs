@@ -102,13 +102,14 @@ pub async fn handle(
     };
     let pool = route.pick_pool();
     log.route = route.name.to_string();
+    let tokens = peeked.estimated_tokens();
     let admission = match shared.gate.admit(
         &route.name,
         route.auth,
         route.limits.as_ref(),
         request.headers(),
         peeked.model.as_deref(),
-        peeked.estimated_tokens(),
+        tokens,
     ) {
         Ok(admission) => admission,
         Err(refusal) => return refused(pool, log, started, refusal, &request_id),
@@ -133,7 +134,6 @@ pub async fn handle(
         .telemetry
         .as_ref()
         .map(|t| RequestRecord::new(t, &request, &route.name, pool, &downstream, &peeked));
-    let tokens = peeked.estimated_tokens();
     let mut request = request;
     if route.auth != RouteAuth::None {
         gate::strip_key(request.headers_mut());

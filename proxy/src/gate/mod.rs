@@ -263,10 +263,7 @@ impl Gate {
             route_limits.map(|s| ("route", s)),
         ];
         let now = clock::now().as_nanos() as u64;
-        let mut admission = Admitted {
-            key: key.clone(),
-            ..Admitted::default()
-        };
+        let mut admission = Admitted::default();
         let mut admitted: [Option<&Scope>; 3] = [None; 3];
         for (i, (scope_name, scope)) in scopes.into_iter().flatten().enumerate() {
             match scope.admit(tokens, now) {
@@ -290,6 +287,7 @@ impl Gate {
                 }
             }
         }
+        admission.key = key;
         Ok(admission)
     }
 }

@@ -12,7 +12,7 @@ use augur_engine::policy::ActiveModels;
 use augur_engine::{BackendLoad, Endpoint, PolicySpec, Selector};
 use tokio::sync::mpsc;
 
-use super::membership::{self, DiscoveredSets, Member};
+use super::membership::{self, Member};
 use super::{Backend, Pool, PoolEvent, PoolSnapshot};
 use crate::clock;
 use crate::config::{BackendSpec, PoolConfig};
@@ -128,11 +128,6 @@ pub(super) async fn run(pool: Arc<Pool>, mut events: mpsc::Receiver<PoolEvent>) 
     let mut members = Members {
         backends: pool.snapshot().backends.clone(),
         health: PoolHealth::new(pool.snapshot().backends.len(), health_policy(&pool.config)),
-        discovered: pool
-            .discovered
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone(),
     };
     let mut models_changed = pool.models.subscribe();
     loop {
@@ -171,9 +166,7 @@ pub(super) async fn run(pool: Arc<Pool>, mut events: mpsc::Receiver<PoolEvent>) 
                     done = Some((reply, found.is_some()));
                 }
                 Some(PoolEvent::Discovered { source, backends }) => {
-                    members.discovered[source] = Some(backends);
-                    pool.discovered.lock().unwrap_or_else(PoisonError::into_inner)[source] =
-                        members.discovered[source].clone();
+                    pool.discovered.lock().unwrap_or_else(PoisonError::into_inner)[source] = Some(backends);
                     reshaped = members.rediscover(&pool);
                 }
             },
@@ -210,12 +203,11 @@ pub(super) async fn run(pool: Arc<Pool>, mut events: mpsc::Receiver<PoolEvent>) 
     }
 }
 
-/// The supervisor's own state: the backends, their health in the same order, and what each
-/// discovery source last found.
+/// The supervisor's own state: the backends, and their health in the same order. What each
+/// discovery source last found is the pool's (a reload hands it on), written only here.
 struct Members {
     backends: Vec<Arc<Backend>>,
     health: PoolHealth,
-    discovered: DiscoveredSets,
 }
 
 impl Members {
@@ -232,7 +224,10 @@ impl Members {
     /// True when anything changed.
     fn rediscover(&mut self, pool: &Arc<Pool>) -> bool {
         let static_backends: Vec<BackendSpec> = pool.config.backends.iter().map(|b| b.spec()).collect();
-        let wanted = membership::wanted(&static_backends, &self.discovered);
+        let wanted = membership::wanted(
+            &static_backends,
+            &pool.discovered.lock().unwrap_or_else(PoisonError::into_inner),
+        );
         let specified: Vec<_> = self
             .backends
             .iter()

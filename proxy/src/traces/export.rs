@@ -53,12 +53,6 @@ pub struct Shed {
     dropped: IntCounter,
 }
 
-impl std::fmt::Debug for TraceMetrics {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("TraceMetrics")
-    }
-}
-
 impl Shed {
     /// Builds the exporter and starts the export task (on the current Tokio runtime).
     pub fn start(config: &TracingConfig, metrics: TraceMetrics) -> Result<Self, String> {
@@ -81,6 +75,26 @@ impl Shed {
             dropped: metrics.dropped,
         })
     }
+
+    /// A handle that asks the export task to send what it holds, and waits for it.
+    pub fn flusher(&self) -> Flusher {
+        Flusher(self.queue.clone())
+    }
+}
+
+/// Asks the export task to send the spans it holds now.
+pub struct Flusher(mpsc::Sender<Message>);
+
+impl Flusher {
+    /// Sends what is queued and waits until it has gone (or failed, counted).
+    pub async fn flush(&self) -> Result<(), &'static str> {
+        let (done, flushed) = oneshot::channel();
+        self.0
+            .send(Message::Flush(done))
+            .await
+            .map_err(|_| "the export task has stopped")?;
+        flushed.await.map_err(|_| "the export task has stopped")
+    }
 }
 
 impl SpanProcessor for Shed {
@@ -92,15 +106,13 @@ impl SpanProcessor for Shed {
         }
     }
 
+    /// Asks for a send without waiting: the SDK calls this from any thread, and waiting here could
+    /// block a runtime's worker. The proxy waits through [`Flusher`] instead.
     fn force_flush(&self) -> OTelSdkResult {
-        let (done, flushed) = oneshot::channel();
+        let (done, _) = oneshot::channel();
         self.queue
             .try_send(Message::Flush(done))
-            .map_err(|_| OTelSdkError::InternalFailure("the export queue is full or closed".into()))?;
-        // Called from async code at shutdown: wait for the task without blocking the runtime's
-        // thread for longer than the export takes.
-        tokio::task::block_in_place(|| flushed.blocking_recv())
-            .map_err(|_| OTelSdkError::InternalFailure("the export task has stopped".into()))
+            .map_err(|_| OTelSdkError::InternalFailure("the export queue is full or closed".into()))
     }
 
     fn shutdown_with_timeout(&self, _timeout: Duration) -> OTelSdkResult {

@@ -37,7 +37,7 @@ pub struct TracesError {
 /// The tracer and its export.
 pub struct Traces {
     tracer: SdkTracer,
-    provider: SdkTracerProvider,
+    flusher: export::Flusher,
     propagator: TraceContextPropagator,
 }
 
@@ -56,6 +56,7 @@ impl Traces {
             .with_service_name(config.service_name.clone())
             .with_attribute(KeyValue::new("service.instance.id", proxy_id.to_owned()))
             .build();
+        let flusher = processor.flusher();
         let provider = SdkTracerProvider::builder()
             .with_span_processor(processor)
             .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
@@ -65,7 +66,7 @@ impl Traces {
             .build();
         Ok(Arc::new(Self {
             tracer: provider.tracer("augur"),
-            provider,
+            flusher,
             propagator: TraceContextPropagator::new(),
         }))
     }
@@ -94,8 +95,8 @@ impl Traces {
     }
 
     /// Sends the spans that are waiting (at shutdown, before the process exits).
-    pub fn flush(&self) {
-        if let Err(e) = self.provider.force_flush() {
+    pub async fn flush(&self) {
+        if let Err(e) = self.flusher.flush().await {
             tracing::warn!(error = %e, "tracing: spans left unsent at shutdown");
         }
     }

@@ -26,13 +26,6 @@ fn key_entry(id: &str, tenant: &str, key: &str, extra: &str) -> String {
     )
 }
 
-/// Writes the keys file as a tool should: beside it, then renamed over it.
-fn publish(path: &Path, text: &str) {
-    let staging = path.with_extension("toml.tmp");
-    std::fs::write(&staging, text).unwrap();
-    std::fs::rename(&staging, path).unwrap();
-}
-
 async fn gated_proxy(keys: &Path, backend: &TestBackend, routes: &str) -> Running {
     start_proxy_from_file(&{
         let config = temp_path("gate.toml");
@@ -71,7 +64,7 @@ fn bearer(key: &str) -> String {
 async fn keys_open_their_routes_and_models_and_never_reach_the_backend_or_the_metrics() {
     let backend = spawn("b").await;
     let keys = temp_path("keys.toml");
-    publish(
+    replace_file(
         &keys,
         &format!(
             "{}{}",
@@ -163,7 +156,7 @@ async fn keys_open_their_routes_and_models_and_never_reach_the_backend_or_the_me
 async fn limits_answer_429_with_retry_after_and_the_ratelimit_headers() {
     let backend = spawn("b").await;
     let keys = temp_path("keys.toml");
-    publish(
+    replace_file(
         &keys,
         &format!(
             "[tenants.beta]\nlimits = {{ concurrent = 1 }}\n{}{}{}",
@@ -261,7 +254,7 @@ async fn limits_answer_429_with_retry_after_and_the_ratelimit_headers() {
 async fn a_route_limit_counts_every_client() {
     let backend = spawn("b").await;
     let keys = temp_path("keys.toml");
-    publish(&keys, "");
+    replace_file(&keys, "");
     let routes = "[[routes]]\nname = \"open\"\npool = \"p\"\nlimits = { requests_per_minute = 2 }\n";
     let proxy = gated_proxy(&keys, &backend, routes).await;
     let statuses: Vec<StatusCode> =
@@ -282,7 +275,7 @@ async fn keys_reload_on_change_and_on_sighup_under_load_and_a_bad_file_is_refuse
     let backend = spawn("b").await;
     let keys = temp_path("keys.toml");
     let alpha = key_entry("alpha", "alpha", ALPHA, "");
-    publish(&keys, &alpha);
+    replace_file(&keys, &alpha);
     let routes = "[[routes]]\nname = \"chat\"\npool = \"p\"\nauth = \"key\"\n";
     let proxy = gated_proxy(&keys, &backend, routes).await;
 
@@ -311,10 +304,10 @@ async fn keys_reload_on_change_and_on_sighup_under_load_and_a_bad_file_is_refuse
     };
     let beta_ok = async || call(&proxy, "/", &[("x-api-key", BETA)], None).await.status == StatusCode::OK;
     assert!(!beta_ok().await);
-    publish(&keys, &format!("{alpha}{}", key_entry("beta", "beta", BETA, "")));
+    replace_file(&keys, &format!("{alpha}{}", key_entry("beta", "beta", BETA, "")));
     eventually(Duration::from_secs(5), "a key added to the file works", beta_ok).await;
 
-    publish(&keys, "[[keys]]\nid = \"broken\"\n");
+    replace_file(&keys, "[[keys]]\nid = \"broken\"\n");
     eventually(Duration::from_secs(5), "the broken file is refused", async || {
         metric(&proxy, "augur_keys_reloads_total{result=\"failure\"}").await >= 1.0
     })

@@ -79,6 +79,14 @@ pub fn temp_path(name: &str) -> PathBuf {
     std::env::temp_dir().join(format!("augur-test-{}-{n}-{name}", std::process::id()))
 }
 
+/// Replaces `path` with `text` as a tool should: written beside it, then renamed over it, so a
+/// watcher never reads half a file.
+pub fn replace_file(path: &Path, text: &str) {
+    let staging = path.with_extension("staging");
+    std::fs::write(&staging, text).unwrap();
+    std::fs::rename(&staging, path).unwrap();
+}
+
 /// The base URL of the proxy's first listener.
 pub fn url(proxy: &Running, path: &str) -> String {
     format!("http://{}{path}", proxy.listeners[0])

@@ -17,7 +17,7 @@ use hickory_resolver::proto::rr::RData;
 use hickory_resolver::TokioResolver;
 use tokio::time::Instant;
 
-use super::Source;
+use super::{Backoff, Source};
 use crate::config::{BackendAddress, BackendEntry, BackendSpec, DnsQuery, DnsSource};
 
 pub(super) struct Dns {
@@ -26,8 +26,7 @@ pub(super) struct Dns {
     resolver: Option<TokioResolver>,
     /// When the next look is due; `None` at start.
     due: Option<Instant>,
-    /// Failed looks in a row, for the backoff.
-    failures: u32,
+    backoff: Backoff,
 }
 
 impl Dns {
@@ -36,7 +35,7 @@ impl Dns {
             config,
             resolver: None,
             due: None,
-            failures: 0,
+            backoff: Backoff::default(),
         }
     }
 
@@ -124,17 +123,13 @@ impl Source for Dns {
         }
         match self.look().await {
             Ok((backends, hold)) => {
-                self.failures = 0;
+                self.backoff.reset();
                 self.due = Some(Instant::now() + hold);
                 Ok(backends)
             }
             Err(reason) => {
-                self.failures = self.failures.saturating_add(1);
-                let backoff = self
-                    .config
-                    .min_ttl
-                    .saturating_mul(1 << self.failures.min(16).saturating_sub(1));
-                self.due = Some(Instant::now() + backoff.min(self.config.max_ttl));
+                let wait = self.backoff.failed(self.config.min_ttl, self.config.max_ttl);
+                self.due = Some(Instant::now() + wait);
                 Err(reason)
             }
         }

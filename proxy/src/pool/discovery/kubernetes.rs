@@ -18,7 +18,7 @@ use kube::api::{ListParams, WatchEvent, WatchParams};
 use kube::{Api, Client, Config};
 use tokio::time::Instant;
 
-use super::Source;
+use super::{Backoff, Source};
 use crate::config::{BackendAddress, BackendEntry, BackendSpec, KubernetesSource};
 
 /// The label every EndpointSlice of a Service carries.
@@ -38,7 +38,7 @@ pub(super) struct EndpointSlices {
     events: Option<Events>,
     /// After a failure, when to try again.
     due: Option<Instant>,
-    failures: u32,
+    backoff: Backoff,
 }
 
 impl EndpointSlices {
@@ -50,7 +50,7 @@ impl EndpointSlices {
             version: None,
             events: None,
             due: None,
-            failures: 0,
+            backoff: Backoff::default(),
         }
     }
 
@@ -205,9 +205,7 @@ impl EndpointSlices {
     fn fail(&mut self, reason: String) -> Result<Vec<BackendSpec>, String> {
         self.events = None;
         self.version = None;
-        self.failures = self.failures.saturating_add(1);
-        let backoff = FIRST_BACKOFF.saturating_mul(1 << self.failures.min(16).saturating_sub(1));
-        self.due = Some(Instant::now() + backoff.min(LONGEST_BACKOFF));
+        self.due = Some(Instant::now() + self.backoff.failed(FIRST_BACKOFF, LONGEST_BACKOFF));
         Err(reason)
     }
 }
@@ -229,7 +227,7 @@ impl Source for EndpointSlices {
                 if let Err(reason) = opened {
                     return self.fail(reason);
                 }
-                self.failures = 0;
+                self.backoff.reset();
                 if resume.is_none() {
                     return Ok(self.backends());
                 }

@@ -165,6 +165,28 @@ impl Guard {
     }
 }
 
+/// Failed looks in a row, and how long to wait after the latest: from `first`, doubling, up to
+/// `longest`.
+#[derive(Debug, Default)]
+struct Backoff {
+    failures: u32,
+}
+
+impl Backoff {
+    /// Another failure: the wait before the next look.
+    fn failed(&mut self, first: Duration, longest: Duration) -> Duration {
+        self.failures = self.failures.saturating_add(1);
+        first
+            .saturating_mul(1 << self.failures.min(16).saturating_sub(1))
+            .min(longest)
+    }
+
+    /// A look that worked: the next failure waits `first` again.
+    fn reset(&mut self) {
+        self.failures = 0;
+    }
+}
+
 async fn sleep_until(deadline: Option<Instant>) {
     if let Some(deadline) = deadline {
         tokio::time::sleep_until(deadline).await;

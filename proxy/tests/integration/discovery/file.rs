@@ -9,15 +9,13 @@ use super::*;
 use crate::backends::spawn;
 use crate::harness::*;
 
-/// Writes the file as a tool should: elsewhere, then renamed into place.
+/// Lists `addresses` in the file.
 fn publish(path: &Path, addresses: &[&str]) {
     let entries: Vec<String> = addresses
         .iter()
         .map(|a| format!("{{\"address\": \"{a}\", \"labels\": {{\"zone\": \"z1\"}}}}"))
         .collect();
-    let staging = path.with_extension("json.tmp");
-    std::fs::write(&staging, format!("{{\"backends\": [{}]}}", entries.join(", "))).unwrap();
-    std::fs::rename(&staging, path).unwrap();
+    replace_file(path, &format!("{{\"backends\": [{}]}}", entries.join(", ")));
 }
 
 fn pool_from_file(path: &Path, extra: &str) -> String {
