@@ -26,6 +26,7 @@ pub mod router;
 pub mod state;
 pub mod telemetry;
 pub mod traces;
+pub mod usage;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

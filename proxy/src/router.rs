@@ -40,7 +40,7 @@ pub struct Route {
     /// What a client must present.
     pub auth: RouteAuth,
     /// The route's own limits and their state, if it has any.
-    pub limits: Option<Scope>,
+    pub limits: Option<Arc<Scope>>,
 }
 
 impl Route {
@@ -97,9 +97,9 @@ impl Router {
                 // A route that carries on keeps the state of its limits across the reload.
                 let carried = previous
                     .and_then(|p| p.routes.iter().find(|old| old.name == name))
-                    .and_then(|old| old.limits.as_ref());
+                    .and_then(|old| old.limits.as_deref());
                 Route {
-                    limits: r.limits.any().then(|| Scope::new(&r.limits, carried)),
+                    limits: r.limits.any().then(|| Arc::new(Scope::new(&r.limits, carried))),
                     auth: r.auth,
                     name,
                     matches: r.matches.clone(),

@@ -18,6 +18,7 @@ use crate::pool::TlsClients;
 use crate::router::Router;
 use crate::telemetry::{Telemetry, TelemetryMetrics};
 use crate::traces::{TraceMetrics, Traces};
+use crate::usage::Accounts;
 
 /// Why a reload was refused; the config in force keeps serving.
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +60,8 @@ pub struct Shared {
     pub traces: Option<Arc<Traces>>,
     /// The door: client keys and limits.
     pub gate: Arc<Gate>,
+    /// The tokens responses used, by tenant and model.
+    pub usage: Arc<Accounts>,
     /// This proxy's `Via` entry.
     pub via: http::HeaderValue,
     /// Cancelled at shutdown, once the listeners have drained: closes every upgraded connection.
@@ -106,7 +109,9 @@ impl Shared {
                 .ok()
         });
         let gate = Gate::new(config.auth.as_ref(), keyring, metrics.registry());
+        let usage = Accounts::new(&config.usage, metrics.registry());
         Arc::new(Self {
+            usage,
             hints,
             traces,
             gate,
@@ -187,6 +192,7 @@ impl Shared {
         let tls = TlsClients::load(&config)?;
         let router = Router::build(&config, Some(&old), &self.metrics, &self.models, &tls, generation);
         forget_removed(&self.metrics, &old, &router);
+        self.usage.configure(&config.usage);
         self.router.store(Arc::new(router));
         self.config.store(Arc::new(config));
         old.stop();

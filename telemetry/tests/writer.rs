@@ -58,6 +58,11 @@ fn row(i: u64) -> TelemetryRow {
         propensity: Some(0.5),
         model_version: None,
         client_hash: 0xdead_beef,
+        tenant: Some(Arc::from("tenant-t")),
+        input_tokens: Some(40 + i as u32),
+        output_tokens: Some(60 + i as u32),
+        usage_source: Some("reported"),
+        cost: Some(0.125),
     }
 }
 
@@ -183,6 +188,11 @@ fn rows_read_back_with_the_schema_and_every_value_in_its_column() {
         col("client_hash").as_primitive::<UInt64Type>().value(i),
         0xdead_beef
     );
+    assert_eq!(col("tenant").as_string::<i32>().value(i), "tenant-t");
+    assert_eq!(col("input_tokens").as_primitive::<UInt32Type>().value(i), 47);
+    assert_eq!(col("output_tokens").as_primitive::<UInt32Type>().value(i), 67);
+    assert_eq!(col("usage_source").as_string::<i32>().value(i), "reported");
+    assert_eq!(col("cost").as_primitive::<Float64Type>().value(i), 0.125);
     std::fs::remove_dir_all(dir).unwrap();
 }
 

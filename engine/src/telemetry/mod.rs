@@ -23,7 +23,9 @@ pub use outcome::Outcome;
 ///
 /// - 1: the first.
 /// - 2: `outcome` may be `client_abort`.
-pub const SCHEMA_VERSION: u32 = 2;
+/// - 3: who asked and what it used: `tenant`, `input_tokens`, `output_tokens`, `usage_source`,
+///   `cost`.
+pub const SCHEMA_VERSION: u32 = 3;
 
 /// The oldest schema version the trainer still reads (columns added since read as null).
 pub const OLDEST_READABLE_SCHEMA_VERSION: u32 = 1;
@@ -143,6 +145,22 @@ telemetry_columns! {
     /// Keyed hash of the client address (never the address itself).
     #[column(since = 1)]
     client_hash: u64,
+    /// The tenant of the client key the request came with (never the key).
+    #[column(since = 3, encoding = Dictionary)]
+    tenant: Option<Arc<str>>,
+    /// Prompt tokens the response reported (the request body's estimate when it reported none);
+    /// null for a response that carries no usage, and for attempts whose response was not relayed.
+    #[column(since = 3)]
+    input_tokens: Option<u32>,
+    /// Completion tokens the response reported, or that were counted in its stream.
+    #[column(since = 3)]
+    output_tokens: Option<u32>,
+    /// `reported` (the response's `usage`) or `counted` (streamed chunks counted, prompt estimated).
+    #[column(since = 3, encoding = Dictionary)]
+    usage_source: Option<&'static str>,
+    /// What the tokens cost at the configured prices.
+    #[column(since = 3)]
+    cost: Option<f64>,
 }
 
 impl TelemetryRow {

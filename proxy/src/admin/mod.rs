@@ -2,6 +2,7 @@
 //! for everyone; backend state, drain, config reload and the dashboard's data behind a bearer token.
 
 mod dashboard;
+mod usage;
 
 use std::sync::Arc;
 
@@ -67,6 +68,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/admin/hints", get(hints))
         .route("/admin/hints/{pool}", get(pool_hint))
         .route("/admin/dashboard/state", get(dashboard::state))
+        .route("/admin/usage", get(usage::summary))
         .route_layer(middleware::from_fn_with_state(shared.clone(), require_token));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))

@@ -13,6 +13,7 @@ mod pool;
 mod telemetry;
 mod tracing;
 mod types;
+mod usage;
 mod validate;
 pub use validate::Invalid;
 
@@ -38,6 +39,7 @@ pub use pool::{
 pub use telemetry::TelemetryConfig;
 pub use tracing::TracingConfig;
 pub use types::{BackendAddress, Fraction, HeaderMatch, MethodName, ProxyId};
+pub use usage::{Price, UsageConfig};
 
 /// The whole configuration file.
 #[derive(Debug, Clone, Deserialize)]
@@ -64,6 +66,9 @@ pub struct Config {
     pub tracing: Option<TracingConfig>,
     /// Client keys; absent means no route may ask for one.
     pub auth: Option<AuthConfig>,
+    /// How the tokens of OpenAI-style responses are counted and priced.
+    #[serde(default)]
+    pub usage: UsageConfig,
 }
 
 /// `[proxy]`: process-wide settings.

@@ -57,6 +57,8 @@ pub struct PoolConfig {
     pub protocol: UpstreamProtocol,
     /// Speak TLS to the backends (HTTPS); absent means plain TCP.
     pub tls: Option<UpstreamTls>,
+    /// What the pool's tokens cost, for the models `[usage.prices]` does not list.
+    pub price: Option<super::Price>,
 }
 
 /// `protocol`: the HTTP version spoken to a pool's backends.

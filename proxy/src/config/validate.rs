@@ -89,6 +89,7 @@ impl Config {
         if let Some(tracing) = &self.tracing {
             tracing.check().map_err(Invalid::new)?;
         }
+        self.usage.check().map_err(Invalid::new)?;
         if self.proxy.upgrades.iter().any(|u| u.eq_ignore_ascii_case("h2c")) {
             return Err(Invalid::new(
                 "proxy.upgrades: `h2c` would hand the client a raw HTTP/2 connection to the backend, \
@@ -155,6 +156,11 @@ impl Config {
                 return Err(Invalid::new(format!(
                     "pools.{name}.backends: a pool needs at least one backend, or a `discovery` source"
                 )));
+            }
+            if let Some(price) = &pool.price {
+                price
+                    .check()
+                    .map_err(|e| Invalid::new(format!("pools.{name}.price: {e}")))?;
             }
             let mut seen = BTreeSet::new();
             for backend in &pool.backends {

@@ -27,6 +27,8 @@ pub struct AccessLog {
     pub tenant: Option<std::sync::Arc<str>>,
     /// That key's id.
     pub key: Option<std::sync::Arc<str>>,
+    /// Prompt and completion tokens the response used, when it was metered.
+    pub tokens: Option<(u32, u32)>,
 }
 
 impl AccessLog {
@@ -45,6 +47,7 @@ impl AccessLog {
             error: None,
             tenant: None,
             key: None,
+            tokens: None,
         }
     }
 }
@@ -58,6 +61,7 @@ impl AccessLog {
                     method = %self.method, path = %self.path, status = self.status, route = %self.route,
                     backend = %self.backend, attempts = self.attempts, error = self.error,
                     tenant = self.tenant.as_deref(), key = self.key.as_deref(),
+                    input_tokens = self.tokens.map(|t| t.0), output_tokens = self.tokens.map(|t| t.1),
                     duration_ms = elapsed.as_secs_f64() * 1e3,
                     request_id = self.request_id.to_str().unwrap_or_default(), client = %self.client.ip())
             };

@@ -24,7 +24,7 @@ use hyper::body::Incoming;
 
 use self::access_log::AccessLog;
 use self::body_peek::PeekedBody;
-use self::done::{RequestDone, ResponseDone};
+use self::done::{Metering, RequestDone, ResponseDone};
 use self::record::{AttemptDone, AttemptRow, BytesIn, RequestRecord};
 use self::upgrade::ClientUpgrade;
 use self::upstream::{RequestBody, UpstreamHead};
@@ -40,6 +40,7 @@ use crate::pool::{backoff, InFlight, Pool};
 use crate::router::Router;
 use crate::state::Shared;
 use crate::traces::{AttemptSpan, RequestSpan};
+use crate::usage::UsageMeter;
 
 /// The client listeners' [`Handler`]: every request goes through [`handle`].
 #[derive(Clone)]
@@ -64,13 +65,14 @@ pub async fn handle(
     let started = Instant::now();
     let client = from.client;
     // The settings the request path reads, from one load of the config in force.
-    let (access_log, peek_bytes, trusted_peer, upgrade_allowed) = {
+    let (access_log, peek_bytes, meter_usage, trusted_peer, upgrade_allowed) = {
         let config = shared.config.load();
         let trusted = headers::is_trusted(client.ip(), &config.proxy.trusted_hops);
         let upgrade = headers::is_upgrade(&request, &config.proxy.upgrades);
         (
             config.proxy.access_log,
             config.proxy.model_peek_bytes,
+            config.usage.meter,
             trusted,
             upgrade,
         )
@@ -92,7 +94,12 @@ pub async fn handle(
     };
     let router = shared.router.load_full();
     let request = cap_body(request, &from);
-    let (request, peeked) = match peek_body(request, &router, &shared, peek_bytes).await {
+    let wanted = router.routes_by_model
+        || router.scores_requests
+        || router.guards_requests
+        || shared.telemetry.is_some()
+        || meter_usage;
+    let (request, peeked) = match peek_body(request, wanted, peek_bytes).await {
         Ok(read) => read,
         Err(err) => return unserved(&shared, log, started, &err, &request_id),
     };
@@ -130,10 +137,10 @@ pub async fn handle(
         prompt_tokens: peeked.prompt_tokens,
         max_tokens: peeked.max_tokens,
     };
-    let record = shared
-        .telemetry
-        .as_ref()
-        .map(|t| RequestRecord::new(t, &request, &route.name, pool, &downstream, &peeked));
+    let record = shared.telemetry.as_ref().map(|t| {
+        let tenant = admission.key().map(|k| &k.tenant.name);
+        RequestRecord::new(t, &request, &route.name, pool, &downstream, &peeked, tenant)
+    });
     let mut request = request;
     if route.auth != RouteAuth::None {
         gate::strip_key(request.headers_mut());
@@ -170,6 +177,9 @@ pub async fn handle(
     };
     let mut response = response;
     admission.write_headers(response.headers_mut());
+    let metering = attempt
+        .as_ref()
+        .and_then(|_| metering(&shared, &response, &peeked, active.pool()));
     log.status = response.status().as_u16();
     active.pool().metrics.count_response(log.status);
     if let Some(span) = &span {
@@ -182,11 +192,36 @@ pub async fn handle(
         started,
         log,
         _span: span,
-        _admission: admission,
+        admission,
         _connection: from.activity,
     };
-    let done = ResponseDone::new(attempt, request);
+    let done = ResponseDone::new(attempt, request, metering);
     Response::from_parts(parts, Guarded::new(body, done).boxed())
+}
+
+/// The metering of a backend's `response` to an OpenAI-style request (one whose body named a
+/// `model`), priced at the model's price or else its pool's; `None` for other traffic.
+fn metering(
+    shared: &Arc<Shared>,
+    response: &Response<ProxyBody>,
+    peeked: &PeekedBody,
+    pool: &Pool,
+) -> Option<Metering> {
+    let model = peeked.model_to_record()?;
+    let price = shared
+        .config
+        .load()
+        .usage
+        .prices
+        .get(model)
+        .copied()
+        .or(pool.config.price);
+    let meter = UsageMeter::for_response(response.status(), response.headers(), peeked.prompt_tokens, price)?;
+    Some(Metering {
+        meter,
+        model: model.to_owned(),
+        accounts: shared.usage.clone(),
+    })
 }
 
 /// Refuses, before anything is read or routed, a request the proxy will not forward: one whose
@@ -309,12 +344,11 @@ fn unserved(
 /// How long peeking at a body may wait for each of its frames.
 const PEEK_IDLE: Duration = Duration::from_secs(30);
 
-/// Boxes the body and, for a JSON body when routing by model or telemetry wants them, reads what it
-/// says about itself (the body goes on unchanged).
+/// Reads, when something `wanted` it (routing by model, scoring, limits, telemetry, usage), what a
+/// JSON body says about itself; the body goes on unchanged.
 async fn peek_body(
     request: Request<ProxyBody>,
-    router: &Router,
-    shared: &Shared,
+    wanted: bool,
     limit: usize,
 ) -> Result<(Request<ProxyBody>, PeekedBody), ProxyError> {
     let (parts, body) = request.into_parts();
@@ -323,10 +357,6 @@ async fn peek_body(
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.contains("json"));
-    let wanted = router.routes_by_model
-        || router.scores_requests
-        || router.guards_requests
-        || shared.telemetry.is_some();
     if limit == 0 || !json || !wanted {
         return Ok((Request::from_parts(parts, body), PeekedBody::default()));
     }

@@ -18,6 +18,7 @@ use crate::message::body::{BodyObserver, BoxError, IdleTimeoutError};
 use crate::pool::{InFlight, Pool};
 use crate::telemetry::Telemetry;
 use crate::traces::AttemptSpan;
+use crate::usage::Metered;
 
 /// The part of every attempt's row that belongs to the request.
 pub struct RequestRecord {
@@ -45,8 +46,10 @@ impl RequestRecord {
         pool: &Pool,
         downstream: &Forwarded<'_>,
         peeked: &PeekedBody,
+        tenant: Option<&Arc<str>>,
     ) -> Self {
         let template = TelemetryRow {
+            tenant: tenant.cloned(),
             request_id: downstream.request_id.to_str().unwrap_or_default().to_owned(),
             model: peeked.model_to_record().map(Arc::from),
             client_hash: telemetry.hasher.hash(downstream.client_ip),
@@ -124,6 +127,14 @@ impl AttemptRow {
         self.row.ttfb_us = Some(self.since_dispatch_us(clock::now()));
     }
 
+    /// What the relayed response used.
+    fn used(&mut self, usage: &Metered) {
+        self.row.input_tokens = Some(usage.input_tokens);
+        self.row.output_tokens = Some(usage.output_tokens);
+        self.row.usage_source = Some(usage.source.as_str());
+        self.row.cost = usage.cost;
+    }
+
     /// Completes the row, the attempt having ended at `now`, and hands it to the writer.
     pub fn finish(mut self, outcome: Outcome, bytes_in: u64, bytes_out: u64, now: Duration) {
         self.row.outcome = outcome;
@@ -165,8 +176,8 @@ impl BytesIn {
 pub struct ByteCounter(pub Arc<AtomicU64>);
 
 impl BodyObserver for ByteCounter {
-    fn data(&mut self, len: usize) {
-        self.0.fetch_add(len as u64, Ordering::Relaxed);
+    fn data(&mut self, data: &[u8]) {
+        self.0.fetch_add(data.len() as u64, Ordering::Relaxed);
     }
 }
 
@@ -212,7 +223,7 @@ impl AttemptDone {
         }
     }
 
-    /// `len` more body bytes reached the client.
+    /// `len` more body bytes passed to the client.
     pub fn data(&mut self, len: usize) {
         if self.bytes_out == 0 && len > 0 {
             if let Some(row) = self.row.as_mut() {
@@ -240,8 +251,9 @@ impl AttemptDone {
     /// The body is done (ended, failed, or let go by the client). A body that arrived whole teaches
     /// the online correction; one the backend broke off counts against it in `pool`'s outlier
     /// detection; one the client let go of first says nothing of the backend (`client_abort`). The
-    /// row is written, and the backend stops counting the request in flight when this returns.
-    pub fn finish(mut self, pool: &Pool) {
+    /// row is written, with what the response `used` when it was metered, and the backend stops
+    /// counting the request in flight when this returns.
+    pub fn finish(mut self, pool: &Pool, used: Option<&Metered>) {
         let (outcome, body_failed) = match self.end {
             Some(BodyEnd::Whole) => {
                 self.in_flight.learn();
@@ -255,7 +267,10 @@ impl AttemptDone {
         if outcome.judges_backend() && self.status < 500 && backend.judge(body_failed, &pool.outlier) {
             pool.report_failing(backend);
         }
-        if let Some(row) = self.row.take() {
+        if let Some(mut row) = self.row.take() {
+            if let Some(used) = used {
+                row.used(used);
+            }
             row.finish(outcome, self.bytes_in.get(), self.bytes_out, clock::now());
         }
     }

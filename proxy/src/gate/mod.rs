@@ -84,12 +84,34 @@ struct Admitted {
     _in_flight: [Option<InFlightGuard>; 3],
     /// The limit with the least left, for the `RateLimit` headers.
     tightest: Option<Verdict>,
+    /// The route's limits, when it has any.
+    route_scope: Option<Arc<Scope>>,
+    /// Tokens charged at admission (the request's estimate), settled when its usage is known.
+    charged_tokens: u64,
 }
 
 impl Admission {
     /// The key the request came with, on a route that asks for one.
     pub fn key(&self) -> Option<&Arc<Key>> {
         self.0.as_ref()?.key.as_ref()
+    }
+
+    /// Settles the token limits with what the request used (its response's usage): the estimate
+    /// it was charged at admission is replaced by `used`.
+    pub fn settle_tokens(&self, used: u64) {
+        let Some(admitted) = self.0.as_ref() else {
+            return;
+        };
+        let now = clock::now().as_nanos() as u64;
+        let key = admitted.key.as_deref();
+        let scopes = [
+            key.map(|k| &k.scope),
+            key.map(|k| &k.tenant.scope),
+            admitted.route_scope.as_deref(),
+        ];
+        for scope in scopes.into_iter().flatten() {
+            scope.settle_tokens(admitted.charged_tokens, used, now);
+        }
     }
 
     /// Tells the client the limit with the least left (`RateLimit` and `RateLimit-Policy`).
@@ -211,7 +233,7 @@ impl Gate {
         &self,
         route: &str,
         auth: RouteAuth,
-        route_limits: Option<&Scope>,
+        route_limits: Option<&Arc<Scope>>,
         headers: &HeaderMap,
         model: Option<&str>,
         tokens: u64,
@@ -236,7 +258,7 @@ impl Gate {
         &self,
         route: &str,
         auth: RouteAuth,
-        route_limits: Option<&Scope>,
+        route_limits: Option<&Arc<Scope>>,
         headers: &HeaderMap,
         model: Option<&str>,
         tokens: u64,
@@ -260,7 +282,7 @@ impl Gate {
         let scopes = [
             key.as_deref().map(|k| ("key", &k.scope)),
             key.as_deref().map(|k| ("tenant", &k.tenant.scope)),
-            route_limits.map(|s| ("route", s)),
+            route_limits.map(|s| ("route", &**s)),
         ];
         let now = clock::now().as_nanos() as u64;
         let mut admission = Admitted::default();
@@ -288,6 +310,8 @@ impl Gate {
             }
         }
         admission.key = key;
+        admission.route_scope = route_limits.cloned();
+        admission.charged_tokens = tokens;
         Ok(admission)
     }
 }

@@ -112,6 +112,17 @@ impl Gcra {
             });
     }
 
+    /// Charges `cost` at `now` whatever the limit says: what a request turned out to use beyond
+    /// what it was charged at admission. The debt delays the admissions that follow.
+    fn debit(&self, cost: u64, now: u64) {
+        let step = cost.saturating_mul(self.interval_ns);
+        let _ = self
+            .tat
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |tat| {
+                Some(tat.max(now).saturating_add(step))
+            });
+    }
+
     fn verdict(&self, tat: u64, now: u64, wait_ns: u64) -> Verdict {
         let used = tat.saturating_sub(now).div_ceil(self.interval_ns);
         Verdict {
@@ -212,6 +223,19 @@ impl Scope {
         }
     }
 
+    /// Settles the token limit of a request charged `charged` tokens at admission that used `used`:
+    /// the difference is given back, or charged at `now` (a debt, not a refusal).
+    pub fn settle_tokens(&self, charged: u64, used: u64, now: u64) {
+        let Some(gcra) = &self.tokens else {
+            return;
+        };
+        if used < charged {
+            gcra.refund(charged - used);
+        } else if used > charged {
+            gcra.debit(used - charged, now);
+        }
+    }
+
     /// Admits a request costing `tokens` at `now` (nanoseconds): every limit charged, or none and
     /// the first refusal. The verdict of the limit with the least left comes back for the headers.
     pub fn admit(&self, tokens: u64, now: u64) -> Result<(Option<Verdict>, Option<InFlightGuard>), Refused> {
@@ -306,6 +330,22 @@ mod tests {
         let (verdict, _) = scope.admit(0, now).unwrap();
         assert_eq!(verdict.unwrap().remaining, 98);
         assert!(scope.admit(400, now).is_ok(), "exactly the rest of the quota");
+    }
+
+    #[test]
+    fn settling_gives_back_what_was_not_used_and_charges_what_was() {
+        let scope = Scope::new(&limits(None, Some(1_000), None), None);
+        let now = 1_000 * MS;
+        assert!(scope.admit(1_000, now).is_ok());
+        assert!(scope.admit(1, now).is_err(), "the estimate took the whole quota");
+        scope.settle_tokens(1_000, 300, now);
+        assert!(scope.admit(700, now).is_ok(), "700 unused tokens came back");
+        scope.settle_tokens(700, 900, now);
+        let Err(Refused::Rate(refused)) = scope.admit(1, now) else {
+            panic!("the 200 tokens used beyond the charge are owed")
+        };
+        // 200 tokens owed at 60 ms each, plus the one asked for.
+        assert_eq!(refused.retry_after, Duration::from_millis(201 * 60));
     }
 
     #[test]

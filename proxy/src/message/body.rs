@@ -140,8 +140,8 @@ where
 /// Told about a body's frames as they pass, and dropped with the body: the place to count bytes and
 /// to finish accounting (in-flight counts, latency, telemetry) when the body ends, fails or is dropped.
 pub trait BodyObserver {
-    /// A data frame of `len` bytes passed.
-    fn data(&mut self, _len: usize) {}
+    /// A data frame passed.
+    fn data(&mut self, _data: &[u8]) {}
     /// The body failed.
     fn failed(&mut self, _error: &BoxError) {}
     /// The body's last frame passed: it arrived whole.
@@ -182,7 +182,7 @@ where
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
-                    this.guard.data(data.len());
+                    this.guard.data(data);
                 }
                 // hyper stops polling a body that says it has ended, so this may be the last poll.
                 if this.inner.is_end_stream() {

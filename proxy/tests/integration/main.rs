@@ -23,3 +23,4 @@ mod timeouts;
 mod tls;
 mod traces;
 mod upstreams;
+mod usage;

@@ -18,7 +18,7 @@ use crate::backends::spawn;
 use crate::harness::*;
 
 /// Every `.parquet` file under `dir`, read whole; fails on any other file (a `.tmp` left behind).
-fn read_tree(dir: &Path) -> Vec<RecordBatch> {
+pub(crate) fn read_tree(dir: &Path) -> Vec<RecordBatch> {
     let mut batches = Vec::new();
     for path in files_under(dir) {
         let name = path.to_string_lossy().into_owned();
@@ -32,7 +32,7 @@ fn read_tree(dir: &Path) -> Vec<RecordBatch> {
     batches
 }
 
-fn strings(batches: &[RecordBatch], column: &str) -> Vec<Option<String>> {
+pub(crate) fn strings(batches: &[RecordBatch], column: &str) -> Vec<Option<String>> {
     batches
         .iter()
         .flat_map(|b| {
@@ -42,7 +42,7 @@ fn strings(batches: &[RecordBatch], column: &str) -> Vec<Option<String>> {
         .collect()
 }
 
-fn numbers<T: arrow_array::ArrowPrimitiveType>(
+pub(crate) fn numbers<T: arrow_array::ArrowPrimitiveType>(
     batches: &[RecordBatch],
     column: &str,
 ) -> Vec<Option<T::Native>> {
@@ -55,13 +55,13 @@ fn numbers<T: arrow_array::ArrowPrimitiveType>(
         .collect()
 }
 
-fn telemetry_dir(name: &str) -> PathBuf {
+pub(crate) fn telemetry_dir(name: &str) -> PathBuf {
     let dir = temp_path(name);
     let _ = std::fs::remove_dir_all(&dir);
     dir
 }
 
-fn telemetry_section(dir: &Path) -> String {
+pub(crate) fn telemetry_section(dir: &Path) -> String {
     format!(
         "[telemetry]\ndir = \"{}\"\nclient_hash_key = \"test-key\"\nflush_interval = \"50ms\"\n",
         dir.display()

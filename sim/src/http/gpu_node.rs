@@ -142,9 +142,12 @@ impl GpuNode {
         }
         let model_name = json["model"].as_str().unwrap_or(&self.name).to_owned();
         let stream = json["stream"].as_bool().unwrap_or(false);
+        // As vLLM and OpenAI do: a last chunk with the usage, only when asked for.
+        let usage_chunk = stream && json["stream_options"]["include_usage"].as_bool() == Some(true);
         let (tx, rx) = mpsc::channel::<String>(8);
         let node = self.clone();
-        let generation = tokio::spawn(async move { node.generate(size, chat, &model_name, tx).await });
+        let generation =
+            tokio::spawn(async move { node.generate(size, chat, &model_name, usage_chunk, tx).await });
         if stream {
             let body = StreamBody::new(Events(rx)).boxed();
             return Response::builder()
@@ -156,8 +159,7 @@ impl GpuNode {
         }
         drop(rx);
         let text = generation.await.unwrap_or_default();
-        let usage = json!({ "prompt_tokens": size.prompt_tokens, "completion_tokens": size.output_tokens,
-                            "total_tokens": size.prompt_tokens + size.output_tokens });
+        let usage = usage(size);
         let choice = if chat {
             json!({ "index": 0, "message": { "role": "assistant", "content": text }, "finish_reason": "length" })
         } else {
@@ -174,12 +176,14 @@ impl GpuNode {
     }
 
     /// Waits for a place in the batch, then produces the tokens at the model's pace. Streams each as
-    /// an SSE event into `events` (if anyone listens) and returns the whole text.
+    /// an SSE event into `events` (if anyone listens), then the usage when `usage_chunk`, and
+    /// returns the whole text.
     async fn generate(
         &self,
         size: RequestTokens,
         chat: bool,
         model: &str,
+        usage_chunk: bool,
         events: mpsc::Sender<String>,
     ) -> String {
         let slot = self.admit(size).await;
@@ -216,6 +220,11 @@ impl GpuNode {
             };
             let _ = events.send(format!("data: {chunk}\n\n")).await;
         }
+        if usage_chunk {
+            let chunk = json!({ "object": "chat.completion.chunk", "model": model, "choices": [],
+                                "usage": usage(size) });
+            let _ = events.send(format!("data: {chunk}\n\n")).await;
+        }
         let _ = events.send("data: [DONE]\n\n".to_owned()).await;
         drop(slot);
         text
@@ -245,6 +254,12 @@ impl GpuNode {
             freed.await;
         }
     }
+}
+
+/// OpenAI's `usage` of a request of `size`.
+fn usage(size: RequestTokens) -> Value {
+    json!({ "prompt_tokens": size.prompt_tokens, "completion_tokens": size.output_tokens,
+            "total_tokens": size.prompt_tokens + size.output_tokens })
 }
 
 fn error(status: u16, message: &str) -> Response<SimBody> {
