@@ -27,6 +27,8 @@ pub struct Router {
     pub scores_requests: bool,
     /// Whether some route checks keys or limits (which may read the body's `model` and size).
     pub guards_requests: bool,
+    /// Whether some pool renames the body's `model` (`model_map`).
+    pub maps_models: bool,
 }
 
 /// A route: conditions and the pool (or weighted pools) that serve what matches them.
@@ -41,6 +43,10 @@ pub struct Route {
     pub auth: RouteAuth,
     /// The route's own limits and their state, if it has any.
     pub limits: Option<Arc<Scope>>,
+    /// Pools a request moves on to, in order, when the one it was sent to cannot serve it.
+    pub fallback: Vec<Arc<Pool>>,
+    /// Methods besides the idempotent ones that move on after they reached a backend.
+    pub fallback_methods: Vec<http::Method>,
 }
 
 impl Route {
@@ -101,6 +107,8 @@ impl Router {
                 Route {
                     limits: r.limits.any().then(|| Arc::new(Scope::new(&r.limits, carried))),
                     auth: r.auth,
+                    fallback: r.fallback.iter().map(|p| pools[p.get_ref()].clone()).collect(),
+                    fallback_methods: r.fallback_methods.iter().map(|m| m.0.clone()).collect(),
                     name,
                     matches: r.matches.clone(),
                     total_weight: targets.iter().map(|t| t.1).sum(),
@@ -119,6 +127,7 @@ impl Router {
             pools,
             routes_by_model,
             guards_requests,
+            maps_models: config.pools.values().any(|p| !p.model_map.is_empty()),
             scores_requests: config
                 .pools
                 .values()

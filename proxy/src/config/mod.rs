@@ -10,6 +10,7 @@ mod listener;
 mod load;
 mod models;
 mod pool;
+mod provider;
 mod telemetry;
 mod tracing;
 mod types;
@@ -36,6 +37,7 @@ pub use pool::{
     BackendConfig, BackendEntry, BackendSpec, HealthCheckConfig, MetricSource, MetricsConfig, MetricsPreset,
     OutlierConfig, PoolConfig, RetryConfig, RetryOn, ScrapedFeature, Timeouts, UpstreamProtocol, UpstreamTls,
 };
+pub use provider::Credentials;
 pub use telemetry::TelemetryConfig;
 pub use tracing::TracingConfig;
 pub use types::{BackendAddress, Fraction, HeaderMatch, MethodName, ProxyId};
@@ -206,6 +208,16 @@ pub struct RouteConfig {
     /// Limits on the route as a whole, whoever sends.
     #[serde(default)]
     pub limits: Limits,
+    /// Pools tried in order when the route's pool cannot serve a request: it refuses to connect,
+    /// times out, answers 5xx or 429, or has no backend to give. A pool whose `Retry-After` is
+    /// running is passed over (unless it is the last).
+    #[serde(default)]
+    pub fallback: Vec<Spanned<String>>,
+    /// Methods besides the idempotent ones that move on after they reached a pool (a timeout, a
+    /// 5xx or 429): `["POST"]` for LLM APIs, whose requests are safe to ask again. Others move on
+    /// only when nothing was sent (no connection, no backend).
+    #[serde(default)]
+    pub fallback_methods: Vec<MethodName>,
 }
 
 /// One pool of a route's weighted split.

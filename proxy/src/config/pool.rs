@@ -59,6 +59,22 @@ pub struct PoolConfig {
     pub tls: Option<UpstreamTls>,
     /// What the pool's tokens cost, for the models `[usage.prices]` does not list.
     pub price: Option<super::Price>,
+    /// The `model` of a JSON request body as this pool knows it: `{ "llama-3-8b" = "gpt-4o-mini" }`
+    /// sends a request for `llama-3-8b` here as one for `gpt-4o-mini` (a route's fallback to a
+    /// hosted provider, say). Models not listed go as asked.
+    #[serde(default)]
+    pub model_map: BTreeMap<String, String>,
+    /// What the proxy presents to the backends (a provider's API key from the environment), in
+    /// place of whatever the client sent in that header.
+    pub credentials: Option<super::Credentials>,
+    /// Longest a backend's `Retry-After` (on a 429, or a 503) keeps the pool out of its routes'
+    /// fallback order.
+    #[serde(default = "default_max_cool_down", with = "humantime_serde")]
+    pub max_cool_down: Duration,
+}
+
+fn default_max_cool_down() -> Duration {
+    Duration::from_secs(60)
 }
 
 /// `protocol`: the HTTP version spoken to a pool's backends.

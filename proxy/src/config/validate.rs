@@ -126,7 +126,12 @@ impl Config {
                     "routes[{i}].split: at least one weight must be > 0"
                 )));
             }
-            for (pool, _) in route.targets() {
+            let named = route
+                .targets()
+                .into_iter()
+                .map(|(pool, _)| pool)
+                .chain(&route.fallback);
+            for pool in named {
                 if !self.pools.contains_key(pool.get_ref()) {
                     let known: Vec<&str> = self.pools.keys().map(String::as_str).collect();
                     return Err(Invalid::at(
@@ -156,6 +161,9 @@ impl Config {
                 return Err(Invalid::new(format!(
                     "pools.{name}.backends: a pool needs at least one backend, or a `discovery` source"
                 )));
+            }
+            if let Some(credentials) = &pool.credentials {
+                credentials.resolve(name)?;
             }
             if let Some(price) = &pool.price {
                 price

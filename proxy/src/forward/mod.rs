@@ -5,6 +5,7 @@ mod access_log;
 pub mod affinity;
 mod body_peek;
 mod done;
+mod fallback;
 pub mod headers;
 mod path;
 mod record;
@@ -25,6 +26,7 @@ use hyper::body::Incoming;
 use self::access_log::AccessLog;
 use self::body_peek::PeekedBody;
 use self::done::{Metering, RequestDone, ResponseDone};
+use self::fallback::{Chain, MoveOn};
 use self::record::{AttemptDone, AttemptRow, BytesIn, RequestRecord};
 use self::upgrade::ClientUpgrade;
 use self::upstream::{RequestBody, UpstreamHead};
@@ -36,8 +38,8 @@ use crate::listener::{Downstream, Handler};
 use crate::message::body::{BoxError, Capped, Guarded, IdleTimeout, ProxyBody};
 use crate::message::{reply, X_REQUEST_ID};
 use crate::outcome::{AttemptOutcome, UpstreamError};
-use crate::pool::{backoff, InFlight, Pool};
-use crate::router::Router;
+use crate::pool::{backoff, ActiveRequest, InFlight, Pool};
+use crate::router::{Route, Router};
 use crate::state::Shared;
 use crate::traces::{AttemptSpan, RequestSpan};
 use crate::usage::UsageMeter;
@@ -95,6 +97,7 @@ pub async fn handle(
     let router = shared.router.load_full();
     let request = cap_body(request, &from);
     let wanted = router.routes_by_model
+        || router.maps_models
         || router.scores_requests
         || router.guards_requests
         || shared.telemetry.is_some()
@@ -125,9 +128,6 @@ pub async fn handle(
         log.tenant = Some(key.tenant.name.clone());
         log.key = Some(key.id.clone());
     }
-    // Only the demand let in is the pool's: a refused request asks nothing of its backends.
-    pool.metrics.arrivals.inc();
-    let active = pool.begin_request();
     let size = RequestSize {
         body_bytes: request
             .headers()
@@ -137,10 +137,6 @@ pub async fn handle(
         prompt_tokens: peeked.prompt_tokens,
         max_tokens: peeked.max_tokens,
     };
-    let record = shared.telemetry.as_ref().map(|t| {
-        let tenant = admission.key().map(|k| &k.tenant.name);
-        RequestRecord::new(t, &request, &route.name, pool, &downstream, &peeked, tenant)
-    });
     let mut request = request;
     if route.auth != RouteAuth::None {
         gate::strip_key(request.headers_mut());
@@ -150,20 +146,18 @@ pub async fn handle(
         .as_ref()
         .map(|t| t.request(&request, &route.name, &pool.name, pool.config.policy.name()));
     let client_upgrade = upgrade::take_client_upgrade(&mut request, upgrade_allowed, &shared.tunnels);
-    let (response, attempt) = match forward(
-        active.pool(),
-        request,
-        client_upgrade,
-        &downstream,
-        Observed {
-            record: record.as_ref(),
-            span: span.as_ref(),
-        },
-        (tokens, size),
-        &mut log,
-    )
-    .await
-    {
+    let exchange = Exchange {
+        shared: &shared,
+        route,
+        downstream: &downstream,
+        peeked: &peeked,
+        tenant: admission.key().map(|k| &k.tenant.name),
+        span: span.as_ref(),
+        tokens,
+        size,
+    };
+    let (result, active) = exchange.serve(pool, request, client_upgrade, &mut log).await;
+    let (response, attempt) = match result {
         Ok(relayed) => relayed,
         Err(err) => {
             log.error = Some(err.code());
@@ -364,6 +358,121 @@ async fn peek_body(
     Ok((Request::from_parts(parts, body), peeked))
 }
 
+/// One admitted request on its way to the pools of its route: what every pool it tries needs.
+struct Exchange<'a> {
+    shared: &'a Shared,
+    route: &'a Route,
+    downstream: &'a headers::Forwarded<'a>,
+    peeked: &'a PeekedBody,
+    /// The tenant of its key.
+    tenant: Option<&'a Arc<str>>,
+    span: Option<&'a RequestSpan>,
+    /// Its estimated tokens, and what it says of its size.
+    tokens: u64,
+    size: RequestSize,
+}
+
+/// What became of a request at the pools it tried: the response (and the attempt relaying its
+/// body) or the failure, and the pool it ends in, counted active until its response ends.
+type Served = (
+    Result<(Response<ProxyBody>, Option<AttemptDone>), ProxyError>,
+    ActiveRequest,
+);
+
+impl Exchange<'_> {
+    /// Sends the request to `first`, the pool its route picked, and on to the route's fallbacks,
+    /// in order, while a pool cannot serve it (see [`fallback`]). Each pool it reaches counts its
+    /// arrival and makes its own attempts (and their retries).
+    async fn serve(
+        &self,
+        first: &Arc<Pool>,
+        request: Request<ProxyBody>,
+        mut client_upgrade: Option<ClientUpgrade>,
+        log: &mut AccessLog,
+    ) -> Served {
+        let mut chain = Chain::new(self.route, first, request.method());
+        let (parts, body) = request.into_parts();
+        // A body is kept (up to the first pool's `retries.max_body_bytes`) when a retry or a
+        // fallback may have to send it again.
+        let keep = client_upgrade.is_none() && (chain.may_move_on() || may_retry(first, &parts.method));
+        let prepared = RequestBody::prepare(
+            body,
+            keep,
+            first.config.retries.max_body_bytes,
+            first.config.timeouts.idle,
+        )
+        .await;
+        let mut body = match prepared {
+            Ok(body) => body,
+            Err(err) => {
+                first.metrics.arrivals.inc();
+                return (Err(err), first.begin_request());
+            }
+        };
+        let route = &self.route.name;
+        loop {
+            let pool = chain
+                .next_pool(|cooling| {
+                    let reason = MoveOn::Cooling.label();
+                    self.shared.metrics.count_fallback(route, &cooling.name, reason);
+                })
+                .expect("a chain never passes over its last pool");
+            // Only the demand let in is the pool's: a refused request asks nothing of its backends.
+            pool.metrics.arrivals.inc();
+            let active = pool.begin_request();
+            let mut renamed = match fallback::body_for(pool, self.peeked.model.as_deref(), &body) {
+                Ok(renamed) => renamed,
+                Err(err) => return (Err(err), active),
+            };
+            let record = self.shared.telemetry.as_ref().map(|t| {
+                RequestRecord::new(
+                    t,
+                    &parts.method,
+                    route,
+                    pool,
+                    self.downstream,
+                    self.peeked,
+                    self.tenant,
+                )
+            });
+            let observed = Observed {
+                record: record.as_ref(),
+                span: self.span,
+            };
+            let result = forward(
+                active.pool(),
+                &parts,
+                renamed.as_mut().unwrap_or(&mut body),
+                client_upgrade.take(),
+                self.downstream,
+                observed,
+                (self.tokens, self.size),
+                log,
+            )
+            .await;
+            if let Ok((response, Some(_))) = &result {
+                pool.cool_down
+                    .observe(response.status(), response.headers(), pool.config.max_cool_down);
+            }
+            match MoveOn::after(&result) {
+                Some(why) if chain.moves_on(why, &body) => {
+                    self.shared.metrics.count_fallback(route, &pool.name, why.label());
+                    if let Ok((_, Some(attempt))) = result {
+                        attempt.discard(active.pool());
+                    }
+                }
+                _ => return (result, active),
+            }
+        }
+    }
+}
+
+/// Whether `pool` may retry a request with `method`.
+fn may_retry(pool: &Pool, method: &http::Method) -> bool {
+    let retries = &pool.config.retries;
+    retries.max_retries > 0 && (method.is_idempotent() || retries.methods.iter().any(|m| m.0 == method))
+}
+
 /// What records a request beside its metrics: its telemetry rows and its trace, when they are on.
 #[derive(Clone, Copy)]
 struct Observed<'a> {
@@ -371,36 +480,28 @@ struct Observed<'a> {
     span: Option<&'a RequestSpan>,
 }
 
-/// Sends the request to a backend of `pool`, retrying where the config and the budget allow. Every
-/// attempt gets a telemetry row when `observed` records them, and a span when it traces;
-/// `tokens` is the request's estimated size,
-/// counted in flight at its backend, and `size` what it says of its size (predictive features).
-/// Returns the client's response and, when it relays a backend's body, the attempt that body
-/// finishes.
+/// Sends the request (`parts`, `body`) to a backend of `pool`, retrying where the config and the
+/// budget allow. Every attempt gets a telemetry row when `observed` records them, and a span when
+/// it traces; `tokens` is the request's estimated size, counted in flight at its backend, and
+/// `size` what it says of its size (predictive features). Returns the client's response and, when
+/// it relays a backend's body, the attempt that body finishes.
+#[allow(clippy::too_many_arguments)]
 async fn forward(
     pool: &Arc<Pool>,
-    request: Request<ProxyBody>,
+    parts: &http::request::Parts,
+    body: &mut RequestBody,
     client_upgrade: Option<ClientUpgrade>,
     downstream: &headers::Forwarded<'_>,
     observed: Observed<'_>,
     (tokens, size): (u64, RequestSize),
     log: &mut AccessLog,
 ) -> Result<(Response<ProxyBody>, Option<AttemptDone>), ProxyError> {
-    let mut pick = affinity::pick_request(&pool.config.policy, request.headers(), downstream.client_ip);
+    let mut pick = affinity::pick_request(&pool.config.policy, &parts.headers, downstream.client_ip);
     pick.size = size;
-    let head = UpstreamHead::new(&request, pool, downstream, client_upgrade.is_some());
+    let upgrade = client_upgrade.is_some();
+    let head = UpstreamHead::new(parts, pool, downstream, upgrade, body.kept_len());
     let retries = &pool.config.retries;
-    let idempotent =
-        request.method().is_idempotent() || retries.methods.iter().any(|m| m.0 == request.method());
-    let may_retry = retries.max_retries > 0 && idempotent && client_upgrade.is_none();
-    let mut body = RequestBody::prepare(
-        request.into_body(),
-        may_retry,
-        retries.max_body_bytes,
-        pool.config.timeouts.idle,
-    )
-    .await?;
-    let max_attempts = if body.is_replayable() {
+    let max_attempts = if !upgrade && may_retry(pool, &parts.method) && body.is_replayable() {
         1 + retries.max_retries
     } else {
         1
@@ -408,7 +509,7 @@ async fn forward(
     let mut tried = Vec::new();
     let mut _retry = None;
     for attempt in 1..=max_attempts {
-        log.attempts = attempt;
+        log.attempts += 1;
         // Other requests active in the pool: the state this request found, not the one it made.
         pick.pool_in_flight = pool.active_requests().saturating_sub(1);
         let target = Target {
@@ -419,7 +520,7 @@ async fn forward(
             attempt,
             tokens,
         };
-        let mut sent = target.send(&mut tried, &mut body, log).await?;
+        let mut sent = target.send(&mut tried, body, log).await?;
         let retryable = attempt < max_attempts && retries.on.iter().any(|on| sent.outcome.retried_on(*on));
         let retry = if retryable { pool.begin_retry() } else { None };
         if retry.is_some() || sent.result.is_err() {

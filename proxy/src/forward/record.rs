@@ -8,7 +8,6 @@ use std::time::Duration;
 use augur_engine::telemetry::{Outcome, TelemetryRow};
 use augur_engine::DispatchState;
 use augur_telemetry::TelemetrySink;
-use http::Request;
 
 use super::body_peek::PeekedBody;
 use super::headers::Forwarded;
@@ -38,10 +37,10 @@ fn recorded_method(method: &http::Method) -> &str {
 }
 
 impl RequestRecord {
-    /// The request-level fields of `request`, routed by `route` to `pool`.
-    pub fn new<B>(
+    /// The request-level fields of a request with `method`, routed by `route` to `pool`.
+    pub fn new(
         telemetry: &Telemetry,
-        request: &Request<B>,
+        method: &http::Method,
         route: &Arc<str>,
         pool: &Pool,
         downstream: &Forwarded<'_>,
@@ -57,7 +56,7 @@ impl RequestRecord {
                 telemetry.proxy_id.clone(),
                 route.clone(),
                 pool.name.clone(),
-                Arc::from(recorded_method(request.method())),
+                Arc::from(recorded_method(method)),
                 pool.config.policy.name(),
             )
         };
@@ -201,6 +200,8 @@ enum BodyEnd {
     Whole,
     /// The backend broke it off (`Reset`) or let it stall (`Timeout`).
     Failed(Outcome),
+    /// Not relayed: the request moved on to another pool.
+    Unread,
 }
 
 impl AttemptDone {
@@ -248,6 +249,13 @@ impl AttemptDone {
             }));
     }
 
+    /// The response is not relayed (its request moved on to another pool): the row is written
+    /// with its status, and the backend learns nothing more from it.
+    pub fn discard(mut self, pool: &Pool) {
+        self.end = Some(BodyEnd::Unread);
+        self.finish(pool, None);
+    }
+
     /// The body is done (ended, failed, or let go by the client). A body that arrived whole teaches
     /// the online correction; one the backend broke off counts against it in `pool`'s outlier
     /// detection; one the client let go of first says nothing of the backend (`client_abort`). The
@@ -260,6 +268,7 @@ impl AttemptDone {
                 (Outcome::of_status(self.status), false)
             }
             Some(BodyEnd::Failed(outcome)) => (outcome, true),
+            Some(BodyEnd::Unread) => (Outcome::of_status(self.status), false),
             None => (Outcome::ClientAbort, false),
         };
         // A 5xx was judged by its head already.

@@ -28,25 +28,33 @@ pub struct UpstreamHead {
 }
 
 impl UpstreamHead {
-    /// Method, path and prepared headers of `request` as `pool` forwards it for `downstream`.
-    pub fn new<B>(
-        request: &Request<B>,
+    /// Method, path and prepared headers of `request` as `pool` forwards it for `downstream`,
+    /// with its body of `body_len` bytes when known (a kept body, renamed for the pool perhaps).
+    pub fn new(
+        request: &http::request::Parts,
         pool: &Pool,
         downstream: &headers::Forwarded<'_>,
         upgrade: bool,
+        body_len: Option<usize>,
     ) -> Self {
-        let mut h = request.headers().clone();
+        let mut h = request.headers.clone();
         headers::strip_hop_by_hop(&mut h, upgrade);
         headers::set_forwarded(&mut h, downstream);
+        if let Some((name, value)) = &pool.credentials {
+            h.insert(name.clone(), value.clone());
+        }
+        if let Some(len) = body_len {
+            h.insert(http::header::CONTENT_LENGTH, HeaderValue::from(len));
+        }
         let host = match (&pool.config.host_rewrite, pool.config.preserve_host) {
             (Some(rewrite), _) => HeaderValue::from_str(rewrite).ok(),
             (None, true) => downstream.host.cloned(),
             (None, false) => None,
         };
         Self {
-            method: request.method().clone(),
+            method: request.method.clone(),
             path_and_query: request
-                .uri()
+                .uri
                 .path_and_query()
                 .map_or("/", |p| p.as_str())
                 .to_owned(),
@@ -88,6 +96,19 @@ impl RequestBody {
     /// Whether a second attempt can send the body again.
     pub fn is_replayable(&self) -> bool {
         matches!(self, Self::Replayable(_))
+    }
+
+    /// Whether the next attempt gets the whole body: it is kept, or no attempt has taken it yet.
+    pub fn is_intact(&self) -> bool {
+        matches!(self, Self::Replayable(_) | Self::Streaming(Some(_), _))
+    }
+
+    /// Its length, when kept.
+    pub fn kept_len(&self) -> Option<usize> {
+        match self {
+            Self::Replayable(bytes) => Some(bytes.len()),
+            Self::Streaming(..) => None,
+        }
     }
 
     /// The body for the next attempt, and how many of its bytes reach the backend.

@@ -57,6 +57,7 @@ pub struct Metrics {
     predicted_seconds: CounterVec,
     observed_seconds: CounterVec,
     predictive_fallback: IntGaugeVec,
+    route_fallbacks: IntCounterVec,
     /// Service discovery's metrics.
     pub discovery: DiscoveryMetrics,
 }
@@ -354,6 +355,12 @@ impl Metrics {
                 "1 while a predictive pool routes by P2C over Peak-EWMA because no usable model is loaded",
                 &["pool"],
             ),
+            route_fallbacks: counter(
+                &r,
+                "augur_route_fallbacks_total",
+                "Requests that moved on from a pool to the route's next, by route, the pool left and why (cooling, saturated, connect, timeout, reset, rate_limited, server_error)",
+                &["route", "pool", "reason"],
+            ),
             discovery: DiscoveryMetrics::register(&r),
             registry: r,
         })
@@ -435,6 +442,13 @@ impl Metrics {
     pub fn count_unrouted(&self, status: u16) {
         self.requests
             .with_label_values(&["", CLASSES[status_class_index(status)]])
+            .inc();
+    }
+
+    /// Counts a request of `route` that moved on from `pool` for `reason`.
+    pub fn count_fallback(&self, route: &str, pool: &str, reason: &str) {
+        self.route_fallbacks
+            .with_label_values(&[route, pool, reason])
             .inc();
     }
 

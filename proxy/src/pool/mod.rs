@@ -3,6 +3,7 @@
 
 mod backend;
 pub mod connector;
+mod cool_down;
 mod discovery;
 mod membership;
 mod probes;
@@ -24,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 pub use augur_engine::health::pool::BackendStatus;
 pub use backend::{Backend, InFlight};
 pub use connector::{TlsClients, UpstreamClient};
+pub use cool_down::CoolDown;
 pub use membership::DiscoveredSets;
 
 use crate::clock;
@@ -63,6 +65,10 @@ pub struct Pool {
     discovered: Mutex<DiscoveredSets>,
     /// Discovery sources that have neither answered nor failed yet; readiness waits for them.
     unsettled_sources: AtomicUsize,
+    /// The header the backends get in place of the client's (`credentials`), read at start.
+    pub credentials: Option<(http::HeaderName, http::HeaderValue)>,
+    /// Passed over by routes that can fall back, after a backend's `Retry-After`.
+    pub cool_down: CoolDown,
 }
 
 /// What the request path reads: the backends, the candidate endpoints and the selector built over
@@ -169,6 +175,13 @@ impl Pool {
             models: models.clone(),
             tasks,
             unsettled_sources: AtomicUsize::new(discovered.iter().filter(|s| s.is_none()).count()),
+            // Checked when the config was loaded; an environment changed since is logged here.
+            credentials: config.credentials.as_ref().and_then(|c| {
+                c.resolve(name)
+                    .map_err(|e| tracing::error!(pool = name, error = %e, "no credentials sent"))
+                    .ok()
+            }),
+            cool_down: CoolDown::carried(previous.map(|p| &p.cool_down)),
             discovered: Mutex::new(discovered),
         });
         for backend in &pool.snapshot().backends {

@@ -5,6 +5,7 @@ mod backends;
 mod dashboard;
 mod discovery;
 mod edge;
+mod fallback;
 mod gate;
 mod harness;
 
