@@ -95,9 +95,8 @@ impl ProxyError {
             Self::Upstream(_) => StatusCode::BAD_GATEWAY,
             Self::BadRequest(_) | Self::NotAPath { .. } | Self::BadPath(_) => StatusCode::BAD_REQUEST,
             Self::Loop => StatusCode::LOOP_DETECTED,
-            Self::Refused(r) if matches!(**r, Refusal::MissingKey | Refusal::UnknownKey) => {
-                StatusCode::UNAUTHORIZED
-            }
+            Self::Refused(r) if r.is_unauthenticated() => StatusCode::UNAUTHORIZED,
+            Self::Refused(r) if matches!(**r, Refusal::LimiterUnavailable) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Refused(r) if matches!(**r, Refusal::RouteNotAllowed | Refusal::ModelNotAllowed) => {
                 StatusCode::FORBIDDEN
             }
@@ -138,6 +137,13 @@ impl ProxyError {
                         .into()
                 }
                 Refusal::UnknownKey => "the key is not valid".into(),
+                Refusal::MissingToken => {
+                    "this route needs a token: send it as `Authorization: Bearer TOKEN`".into()
+                }
+                Refusal::InvalidToken(why) => format!("the token is not valid: {why}"),
+                Refusal::LimiterUnavailable => {
+                    "the rate limiter is unavailable and this proxy fails closed; retry shortly".into()
+                }
                 Refusal::RouteNotAllowed => "this key may not use this route".into(),
                 Refusal::ModelNotAllowed => "this key may not use this model".into(),
                 Refusal::Limited {
@@ -183,9 +189,13 @@ impl ProxyError {
             Self::BadPath(_) => "bad_path",
             Self::Loop => "loop_detected",
             Self::Refused(r) => match **r {
-                Refusal::MissingKey | Refusal::UnknownKey => "unauthorized",
+                Refusal::MissingKey
+                | Refusal::UnknownKey
+                | Refusal::MissingToken
+                | Refusal::InvalidToken(_) => "unauthorized",
                 Refusal::RouteNotAllowed | Refusal::ModelNotAllowed => "forbidden",
                 Refusal::Limited { .. } => "rate_limited",
+                Refusal::LimiterUnavailable => "limiter_unavailable",
             },
         }
     }

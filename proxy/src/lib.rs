@@ -105,16 +105,20 @@ async fn start_inner(
         None => None,
     };
     let upstream_tls = pool::TlsClients::load(&config)?;
-    let keyring = match &config.auth {
-        Some(auth) => {
-            gate::Keyring::load(&auth.keys_file, &gate::Keyring::default()).map_err(StartError::Keys)?
+    let keyring = match config.auth.as_ref().and_then(|a| a.keys_file.as_ref()) {
+        Some(keys_file) => {
+            gate::Keyring::load(keys_file, &gate::Keyring::default()).map_err(StartError::Keys)?
         }
         None => gate::Keyring::default(),
+    };
+    let jwks = match config.auth.as_ref().and_then(|a| a.jwt.as_ref()) {
+        Some(jwt) => Some(gate::jwt::Jwks::load(&jwt.jwks_file).map_err(StartError::Keys)?),
+        None => None,
     };
     let grace = config.proxy.grace_period;
     let models_check = config.models.as_ref().map(|m| m.check_interval);
     let keys_check = config.auth.as_ref().map(|a| a.check_interval);
-    let shared = Shared::new(config, config_path, telemetry, &upstream_tls, keyring);
+    let shared = Shared::new(config, config_path, telemetry, &upstream_tls, (keyring, jwks));
     metrics.register(shared.metrics.registry());
     let shutdown = CancellationToken::new();
     if let Some(interval) = models_check {

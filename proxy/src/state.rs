@@ -9,7 +9,7 @@ use arc_swap::ArcSwap;
 use augur_telemetry::TelemetryWriter;
 
 use crate::config::{Config, ConfigError};
-use crate::gate::{Gate, Keyring};
+use crate::gate::{Gate, Jwks, Keyring, SharedLimiter};
 use crate::hints::Hints;
 use crate::metrics::Metrics;
 use crate::models::ModelStore;
@@ -81,7 +81,7 @@ impl Shared {
         config_path: Option<PathBuf>,
         telemetry: Option<Arc<Telemetry>>,
         tls: &TlsClients,
-        keyring: Keyring,
+        keys: (Keyring, Option<Jwks>),
     ) -> Arc<Self> {
         let metrics = Metrics::new();
         let models = ModelStore::new(config.models.as_ref().map(|m| m.dir.clone()), metrics.registry());
@@ -108,7 +108,14 @@ impl Shared {
                 .map_err(|e| tracing::error!(error = %e, "no spans will be made"))
                 .ok()
         });
-        let gate = Gate::new(config.auth.as_ref(), keyring, metrics.registry());
+        let tunnels = tokio_util::sync::CancellationToken::new();
+        // Checked when the config was loaded.
+        let shared_limiter = config.limiter.as_ref().and_then(|l| {
+            SharedLimiter::start(l, metrics.registry(), tunnels.clone())
+                .map_err(|e| tracing::error!(error = %e, "no shared limiter"))
+                .ok()
+        });
+        let gate = Gate::new(config.auth.as_ref(), keys, shared_limiter, metrics.registry());
         let usage = Accounts::new(&config.usage, metrics.registry());
         Arc::new(Self {
             usage,
@@ -116,7 +123,7 @@ impl Shared {
             traces,
             gate,
             via: crate::message::via_entry(config.proxy.id.as_str()),
-            tunnels: tokio_util::sync::CancellationToken::new(),
+            tunnels,
             router: Arc::new(ArcSwap::from_pointee(router)),
             config: ArcSwap::from_pointee(config),
             metrics,
@@ -180,6 +187,9 @@ impl Shared {
         }
         if config.auth != current.auth {
             return Err(ReloadError::RestartNeeded("[auth]", file()));
+        }
+        if config.limiter != current.limiter {
+            return Err(ReloadError::RestartNeeded("[limiter]", file()));
         }
         // The keys file reloads with the config: a bad one refuses the whole reload.
         let gate = self.gate.clone();

@@ -25,7 +25,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-pub use auth::{AuthConfig, Limits, RouteAuth};
+pub use auth::{AuthConfig, JwtConfig, LimiterConfig, Limits, OnLimiterError, RouteAuth};
 pub use discovery::{DiscoveryConfig, DiscoverySource, DnsQuery, DnsSource, FileSource, KubernetesSource};
 pub use hints::{HintsConfig, PoolScalingConfig, SecretError, SinkConfig};
 pub use listener::{
@@ -68,6 +68,8 @@ pub struct Config {
     pub tracing: Option<TracingConfig>,
     /// Client keys; absent means no route may ask for one.
     pub auth: Option<AuthConfig>,
+    /// Where the rate and token limits keep their state; absent means in this proxy.
+    pub limiter: Option<LimiterConfig>,
     /// How the tokens of OpenAI-style responses are counted and priced.
     #[serde(default)]
     pub usage: UsageConfig,

@@ -90,6 +90,12 @@ impl Config {
             tracing.check().map_err(Invalid::new)?;
         }
         self.usage.check().map_err(Invalid::new)?;
+        if let Some(limiter) = &self.limiter {
+            limiter.check().map_err(Invalid::new)?;
+        }
+        if let Some(jwt) = self.auth.as_ref().and_then(|a| a.jwt.as_ref()) {
+            jwt.check().map_err(Invalid::new)?;
+        }
         if self.proxy.upgrades.iter().any(|u| u.eq_ignore_ascii_case("h2c")) {
             return Err(Invalid::new(
                 "proxy.upgrades: `h2c` would hand the client a raw HTTP/2 connection to the backend, \
@@ -101,9 +107,15 @@ impl Config {
 
     fn validate_routes(&self) -> Result<(), Invalid> {
         for (i, route) in self.routes.iter().enumerate() {
-            if route.auth == RouteAuth::Key && self.auth.is_none() {
+            let auth = self.auth.as_ref();
+            if route.auth == RouteAuth::Key && auth.and_then(|a| a.keys_file.as_ref()).is_none() {
                 return Err(Invalid::new(format!(
-                    "routes[{i}].auth = \"key\" needs an [auth] section with the keys file"
+                    "routes[{i}].auth = \"key\" needs `auth.keys_file`"
+                )));
+            }
+            if route.auth == RouteAuth::Jwt && auth.and_then(|a| a.jwt.as_ref()).is_none() {
+                return Err(Invalid::new(format!(
+                    "routes[{i}].auth = \"jwt\" needs an [auth.jwt] section"
                 )));
             }
             route

@@ -39,7 +39,7 @@ impl RequestDone {
             self.admission.settle_tokens(used.tokens());
             self.log.tokens = Some((used.input_tokens, used.output_tokens));
         }
-        let tenant = self.admission.key().map(|k| &k.tenant.name);
+        let tenant = self.admission.tenant().map(|t| &t.name);
         metered
             .accounts
             .record(tenant, &metered.model, metered.used.as_ref());

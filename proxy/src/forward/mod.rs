@@ -113,21 +113,23 @@ pub async fn handle(
     let pool = route.pick_pool();
     log.route = route.name.to_string();
     let tokens = peeked.estimated_tokens();
-    let admission = match shared.gate.admit(
-        &route.name,
-        route.auth,
-        route.limits.as_ref(),
-        request.headers(),
-        peeked.model.as_deref(),
-        tokens,
-    ) {
+    let admission = match shared
+        .gate
+        .admit(
+            &route.name,
+            route.auth,
+            route.limits.as_ref(),
+            request.headers(),
+            peeked.model.as_deref(),
+            tokens,
+        )
+        .await
+    {
         Ok(admission) => admission,
         Err(refusal) => return refused(pool, log, started, refusal, &request_id),
     };
-    if let Some(key) = admission.key() {
-        log.tenant = Some(key.tenant.name.clone());
-        log.key = Some(key.id.clone());
-    }
+    log.tenant = admission.tenant().map(|t| t.name.clone());
+    log.key = admission.key().map(|k| k.id.clone());
     let size = RequestSize {
         body_bytes: request
             .headers()
@@ -151,7 +153,7 @@ pub async fn handle(
         route,
         downstream: &downstream,
         peeked: &peeked,
-        tenant: admission.key().map(|k| &k.tenant.name),
+        tenant: admission.tenant().map(|t| &t.name),
         span: span.as_ref(),
         tokens,
         size,

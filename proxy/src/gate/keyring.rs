@@ -87,6 +87,8 @@ pub struct Tenant {
 #[derive(Debug, Default)]
 pub struct Keyring {
     by_digest: HashMap<[u8; 32], Arc<Key>>,
+    /// Every tenant of the file, those without keys included (tokens name them).
+    tenants: HashMap<String, Arc<Tenant>>,
     /// Keys already matched, by themselves: a request with a key seen before skips the SHA-256.
     /// Only keys of this file get in, so it holds at most as many as the file lists; it goes with
     /// the keyring when the file reloads.
@@ -115,6 +117,17 @@ impl Keyring {
         Some(key)
     }
 
+    /// The tenant called `name`: the file's, with its limits, or one without limits.
+    pub fn tenant(&self, name: &str) -> Arc<Tenant> {
+        self.tenants.get(name).cloned().unwrap_or_else(|| {
+            Arc::new(Tenant {
+                name: Arc::from(name),
+                scope: Scope::new(&Limits::default(), None),
+                admitted: OnceLock::new(),
+            })
+        })
+    }
+
     /// Keys in force.
     pub fn len(&self) -> usize {
         self.by_digest.len()
@@ -136,9 +149,9 @@ impl Keyring {
             toml::from_str(&text).map_err(|e| format!("{at}: {}", e.to_string().trim_end()))?
         };
         let old_tenants: HashMap<&str, &Arc<Tenant>> = previous
-            .by_digest
-            .values()
-            .map(|k| (&*k.tenant.name, &k.tenant))
+            .tenants
+            .iter()
+            .map(|(name, t)| (name.as_str(), t))
             .collect();
         let old_keys: HashMap<&str, &Arc<Key>> = previous.by_digest.values().map(|k| (&*k.id, k)).collect();
         let mut tenants: HashMap<String, Arc<Tenant>> = HashMap::new();
@@ -197,6 +210,7 @@ impl Keyring {
         }
         Ok(Self {
             by_digest,
+            tenants,
             matched: RwLock::default(),
         })
     }

@@ -5,7 +5,7 @@ use std::sync::OnceLock;
 
 use prometheus::{IntCounter, IntCounterVec, IntGauge, Registry};
 
-use super::keyring::Key;
+use super::keyring::Tenant;
 use super::Refusal;
 use crate::metrics::{counter, registered};
 
@@ -46,13 +46,12 @@ impl GateMetrics {
         }
     }
 
-    /// Counts a request let in, under its key's tenant: the handle is resolved once per tenant.
-    pub(super) fn admitted(&self, key: Option<&Key>, anonymous: &OnceLock<IntCounter>) {
-        let handle = match key {
-            Some(key) => key
-                .tenant
+    /// Counts a request let in, under its tenant: the handle is resolved once per tenant.
+    pub(super) fn admitted(&self, tenant: Option<&Tenant>, anonymous: &OnceLock<IntCounter>) {
+        let handle = match tenant {
+            Some(tenant) => tenant
                 .admitted
-                .get_or_init(|| self.admitted.with_label_values(&[&*key.tenant.name])),
+                .get_or_init(|| self.admitted.with_label_values(&[&*tenant.name])),
             None => anonymous.get_or_init(|| self.admitted.with_label_values(&[""])),
         };
         handle.inc();

@@ -6,9 +6,12 @@
 //! log name its `id` and tenant. The keys file reloads on SIGHUP and when it changes; one that does
 //! not load is refused and the keys in force stay.
 
+mod charge;
+pub mod jwt;
 pub mod keyring;
 mod metrics;
 pub mod rate;
+mod shared;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -19,12 +22,15 @@ use http::header::{HeaderName, HeaderValue, AUTHORIZATION};
 use http::HeaderMap;
 use tokio_util::sync::CancellationToken;
 
-pub use keyring::{Key, Keyring};
+use charge::{Charged, Limited};
+pub use jwt::Jwks;
+pub use keyring::{Key, Keyring, Tenant};
 pub use metrics::GateMetrics;
 pub use rate::{InFlightGuard, Refused, Scope, Verdict};
+pub use shared::SharedLimiter;
 
 use crate::clock;
-use crate::config::{AuthConfig, RouteAuth};
+use crate::config::{AuthConfig, JwtConfig, RouteAuth};
 
 /// The header a key may also come in.
 pub const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
@@ -36,6 +42,12 @@ pub enum Refusal {
     MissingKey,
     /// The key is not in the keys file (401).
     UnknownKey,
+    /// The route needs a token and none came (401).
+    MissingToken,
+    /// The token does not verify: why (401).
+    InvalidToken(String),
+    /// The shared limiter did not answer and `on_error = "closed"` (503).
+    LimiterUnavailable,
     /// The key may not use this route (403).
     RouteNotAllowed,
     /// The key may not ask for this model (403).
@@ -50,11 +62,22 @@ pub enum Refusal {
 }
 
 impl Refusal {
+    /// Whether the client did not say who it is (401).
+    pub fn is_unauthenticated(&self) -> bool {
+        matches!(
+            self,
+            Self::MissingKey | Self::UnknownKey | Self::MissingToken | Self::InvalidToken(_)
+        )
+    }
+
     /// The label of the refusal metric.
     pub fn reason(&self) -> &'static str {
         match self {
             Self::MissingKey => "missing_key",
             Self::UnknownKey => "unknown_key",
+            Self::MissingToken => "missing_token",
+            Self::InvalidToken(_) => "invalid_token",
+            Self::LimiterUnavailable => "limiter_unavailable",
             Self::RouteNotAllowed => "route_not_allowed",
             Self::ModelNotAllowed => "model_not_allowed",
             Self::Limited {
@@ -79,11 +102,12 @@ pub struct Admission(Option<Box<Admitted>>);
 struct Admitted {
     /// The key it came with, on a route that asks for one.
     key: Option<Arc<Key>>,
-    /// Counted against the concurrency limits (key, tenant, route) until dropped (when the
-    /// response ends).
-    _in_flight: [Option<InFlightGuard>; 3],
-    /// The limit with the least left, for the `RateLimit` headers.
-    tightest: Option<Verdict>,
+    /// Its tenant: its key's, or the one its token names.
+    tenant: Option<Arc<Tenant>>,
+    /// What admitting it took: its places in flight (until dropped, when the response ends), the
+    /// limit with the least left (for the `RateLimit` headers), the token limits charged in the
+    /// shared limiter.
+    charged: Charged,
     /// The route's limits, when it has any.
     route_scope: Option<Arc<Scope>>,
     /// Tokens charged at admission (the request's estimate), settled when its usage is known.
@@ -96,17 +120,30 @@ impl Admission {
         self.0.as_ref()?.key.as_ref()
     }
 
+    /// The request's tenant: its key's, or the one its token names.
+    pub fn tenant(&self) -> Option<&Arc<Tenant>> {
+        self.0.as_ref()?.tenant.as_ref()
+    }
+
     /// Settles the token limits with what the request used (its response's usage): the estimate
     /// it was charged at admission is replaced by `used`.
     pub fn settle_tokens(&self, used: u64) {
         let Some(admitted) = self.0.as_ref() else {
             return;
         };
+        if let Some(shared) = &admitted.charged.shared_tokens {
+            let delta = used as i64 - admitted.charged_tokens as i64;
+            if delta != 0 {
+                for (key, interval) in &shared.limits {
+                    shared.limiter.settle(key.clone(), *interval, delta);
+                }
+            }
+            return;
+        }
         let now = clock::now().as_nanos() as u64;
-        let key = admitted.key.as_deref();
         let scopes = [
-            key.map(|k| &k.scope),
-            key.map(|k| &k.tenant.scope),
+            admitted.key.as_deref().map(|k| &k.scope),
+            admitted.tenant.as_deref().map(|t| &t.scope),
             admitted.route_scope.as_deref(),
         ];
         for scope in scopes.into_iter().flatten() {
@@ -116,7 +153,7 @@ impl Admission {
 
     /// Tells the client the limit with the least left (`RateLimit` and `RateLimit-Policy`).
     pub fn write_headers(&self, headers: &mut HeaderMap) {
-        if let Some(verdict) = self.0.as_ref().and_then(|a| a.tightest.as_ref()) {
+        if let Some(verdict) = self.0.as_ref().and_then(|a| a.charged.tightest.as_ref()) {
             write_rate_headers(verdict, headers);
         }
     }
@@ -157,33 +194,60 @@ fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
     out.extend_from_slice(&digits[i..]);
 }
 
-/// The door: the keys in force and the refusal counts.
+/// Who a request is: its key, on a route that asks for one, and its tenant (the key's, or the one
+/// its token names).
+type Identity = (Option<Arc<Key>>, Option<Arc<Tenant>>);
+
+/// The door: the keys and token keys in force, and the refusal counts.
 pub struct Gate {
     keys_file: Option<PathBuf>,
     keyring: ArcSwap<Keyring>,
+    /// How tokens are checked, and the provider's keys in force.
+    jwt: Option<(JwtConfig, ArcSwap<Jwks>)>,
+    /// The fleet's shared limiter, when `[limiter]` names one.
+    shared: Option<Arc<SharedLimiter>>,
     metrics: GateMetrics,
     /// The count of requests let in without a key (routes with limits only).
     anonymous: std::sync::OnceLock<prometheus::IntCounter>,
 }
 
 impl Gate {
-    /// The door for `config`, with `keyring` (the keys file as loaded at start: see
-    /// [`Keyring::load`]).
-    pub fn new(config: Option<&AuthConfig>, keyring: Keyring, registry: &prometheus::Registry) -> Arc<Self> {
+    /// The door for `config`, with `keyring` and `jwks` (the keys file and the token keys as
+    /// loaded at start: see [`Keyring::load`] and [`Jwks::load`]).
+    pub fn new(
+        config: Option<&AuthConfig>,
+        (keyring, jwks): (Keyring, Option<Jwks>),
+        shared: Option<Arc<SharedLimiter>>,
+        registry: &prometheus::Registry,
+    ) -> Arc<Self> {
         let metrics = GateMetrics::register(registry);
         metrics.keys_loaded(keyring.len(), true);
+        let jwt = config.and_then(|c| c.jwt.clone()).zip(jwks);
         Arc::new(Self {
-            keys_file: config.map(|c| c.keys_file.clone()),
+            keys_file: config.and_then(|c| c.keys_file.clone()),
             keyring: ArcSwap::from_pointee(keyring),
+            jwt: jwt.map(|(config, jwks)| (config, ArcSwap::from_pointee(jwks))),
+            shared,
             metrics,
             anonymous: std::sync::OnceLock::new(),
         })
     }
 
-    /// Reads the keys file again; a file that does not load is refused (logged and counted) and the
-    /// keys in force stay. Blocking file I/O: off the request path.
+    /// Reads the keys file and the token keys again; a file that does not load is refused (logged
+    /// and counted) and the keys in force stay. Blocking file I/O: off the request path.
     pub fn reload(&self) -> Result<usize, String> {
+        if let Some((config, jwks)) = &self.jwt {
+            match Jwks::load(&config.jwks_file) {
+                Ok(loaded) => jwks.store(Arc::new(loaded)),
+                Err(e) => {
+                    self.metrics.keys_loaded(self.keyring.load().len(), false);
+                    tracing::error!(error = %e, "JWKS file refused; the token keys in force stay");
+                    return Err(e);
+                }
+            }
+        }
         let Some(path) = &self.keys_file else {
+            self.metrics.keys_loaded(0, true);
             return Ok(0);
         };
         match Keyring::load(path, &self.keyring.load()) {
@@ -201,35 +265,40 @@ impl Gate {
         }
     }
 
-    /// Reloads the keys file when it changes (file events, and a check every `interval`), until
-    /// `stop`. Each check compares the file's bytes, so an unchanged file is not reloaded.
+    /// Reloads the keys file and the token keys when either changes (file events, and a check
+    /// every `interval`), until `stop`. Each check compares the files' bytes, so unchanged files
+    /// are not reloaded.
     pub fn spawn_watcher(self: &Arc<Self>, interval: Duration, stop: CancellationToken) {
-        let Some(path) = self.keys_file.clone() else {
-            return;
-        };
-        let dir = path
-            .parent()
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from("."));
-        let (gate, last) = (
-            self.clone(),
-            Arc::new(std::sync::Mutex::new(std::fs::read(&path).ok())),
-        );
-        crate::files::follow(&dir, "the keys file", interval, stop, move || {
-            let now = std::fs::read(&path).ok();
-            let mut last = last.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            if now.is_some() && *last != now {
-                let _ = gate.reload();
-                *last = now;
-            }
-        });
+        let files = self
+            .keys_file
+            .iter()
+            .chain(self.jwt.as_ref().map(|(c, _)| &c.jwks_file));
+        for path in files {
+            let path = path.clone();
+            let dir = path
+                .parent()
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from("."));
+            let (gate, last) = (
+                self.clone(),
+                Arc::new(std::sync::Mutex::new(std::fs::read(&path).ok())),
+            );
+            crate::files::follow(&dir, "the keys files", interval, stop.clone(), move || {
+                let now = std::fs::read(&path).ok();
+                let mut last = last.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                if now.is_some() && *last != now {
+                    let _ = gate.reload();
+                    *last = now;
+                }
+            });
+        }
     }
 
     /// Lets a request to a route with `auth` and route-wide `limits` in, or says why not: its key
     /// (from `headers`), what the key may use (`route` by name, `model` as asked), then the key's,
     /// its tenant's and the route's limits, charged `tokens` (its estimate) against the token
     /// limits. A refused request is charged nothing.
-    pub fn admit(
+    pub async fn admit(
         &self,
         route: &str,
         auth: RouteAuth,
@@ -242,9 +311,12 @@ impl Gate {
         if auth == RouteAuth::None && route_limits.is_none() {
             return Ok(Admission::default());
         }
-        match self.decide(route, auth, route_limits, headers, model, tokens) {
+        match self
+            .decide(route, auth, route_limits, headers, model, tokens)
+            .await
+        {
             Ok(admitted) => {
-                self.metrics.admitted(admitted.key.as_deref(), &self.anonymous);
+                self.metrics.admitted(admitted.tenant.as_deref(), &self.anonymous);
                 Ok(Admission(Some(Box::new(admitted))))
             }
             Err(refusal) => {
@@ -254,7 +326,7 @@ impl Gate {
         }
     }
 
-    fn decide(
+    async fn decide(
         &self,
         route: &str,
         auth: RouteAuth,
@@ -263,8 +335,54 @@ impl Gate {
         model: Option<&str>,
         tokens: u64,
     ) -> Result<Admitted, Refusal> {
-        let key = match auth {
-            RouteAuth::None => None,
+        let (key, tenant) = self.identify(route, auth, headers, model)?;
+        let scopes = [
+            key.as_deref().map(|k| Limited {
+                scope: "key",
+                name: &k.id,
+                limits: &k.scope,
+            }),
+            tenant.as_deref().map(|t| Limited {
+                scope: "tenant",
+                name: &t.name,
+                limits: &t.scope,
+            }),
+            route_limits.map(|s| Limited {
+                scope: "route",
+                name: route,
+                limits: s,
+            }),
+        ];
+        let charged = match &self.shared {
+            Some(limiter) => charge::shared(limiter, &scopes, tokens).await?,
+            None => charge::local(&scopes, tokens)?,
+        };
+        Ok(Admitted {
+            key,
+            tenant,
+            charged,
+            route_scope: route_limits.cloned(),
+            charged_tokens: tokens,
+        })
+    }
+
+    /// Who the request is, as its route asks: its key (which may use this route and `model`), or
+    /// the tenant its token names.
+    fn identify(
+        &self,
+        route: &str,
+        auth: RouteAuth,
+        headers: &HeaderMap,
+        model: Option<&str>,
+    ) -> Result<Identity, Refusal> {
+        match auth {
+            RouteAuth::None => Ok((None, None)),
+            RouteAuth::Jwt => {
+                let (config, jwks) = self.jwt.as_ref().ok_or(Refusal::MissingToken)?;
+                let token = bearer(headers).ok_or(Refusal::MissingToken)?;
+                let name = jwks.load().verify(token, config).map_err(Refusal::InvalidToken)?;
+                Ok((None, Some(self.keyring.load().tenant(&name))))
+            }
             RouteAuth::Key => {
                 let presented = presented_key(headers).ok_or(Refusal::MissingKey)?;
                 let key = self.keyring.load().find(presented).ok_or(Refusal::UnknownKey)?;
@@ -276,54 +394,30 @@ impl Gate {
                         return Err(Refusal::ModelNotAllowed);
                     }
                 }
-                Some(key)
-            }
-        };
-        let scopes = [
-            key.as_deref().map(|k| ("key", &k.scope)),
-            key.as_deref().map(|k| ("tenant", &k.tenant.scope)),
-            route_limits.map(|s| ("route", &**s)),
-        ];
-        let now = clock::now().as_nanos() as u64;
-        let mut admission = Admitted::default();
-        let mut admitted: [Option<&Scope>; 3] = [None; 3];
-        for (i, (scope_name, scope)) in scopes.into_iter().flatten().enumerate() {
-            match scope.admit(tokens, now) {
-                Ok((verdict, guard)) => {
-                    admitted[i] = Some(scope);
-                    admission._in_flight[i] = guard;
-                    if let Some(v) = verdict {
-                        if admission.tightest.as_ref().is_none_or(|t| v.tighter_than(t)) {
-                            admission.tightest = Some(v);
-                        }
-                    }
-                }
-                Err(refused) => {
-                    for scope in admitted.into_iter().flatten() {
-                        scope.refund(tokens);
-                    }
-                    return Err(Refusal::Limited {
-                        scope: scope_name,
-                        refused,
-                    });
-                }
+                let tenant = key.tenant.clone();
+                Ok((Some(key), Some(tenant)))
             }
         }
-        admission.key = key;
-        admission.route_scope = route_limits.cloned();
-        admission.charged_tokens = tokens;
-        Ok(admission)
     }
 }
 
 /// The key a request presents: `Authorization: Bearer KEY`, else `x-api-key: KEY`.
 fn presented_key(headers: &HeaderMap) -> Option<&str> {
-    let bearer = headers
+    bearer(headers).or_else(|| {
+        headers
+            .get(X_API_KEY)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|k| !k.is_empty())
+    })
+}
+
+/// The credential of `Authorization: Bearer CREDENTIAL`.
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")));
-    bearer
-        .or_else(|| headers.get(X_API_KEY).and_then(|v| v.to_str().ok()))
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
         .map(str::trim)
         .filter(|k| !k.is_empty())
 }

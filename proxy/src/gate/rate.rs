@@ -71,6 +71,33 @@ impl Verdict {
 }
 
 impl Gcra {
+    /// The limit's name (`requests_per_second`, `requests_per_minute`, `tokens_per_minute`).
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// Whether it limits tokens (rather than requests).
+    pub fn counts_tokens(&self) -> bool {
+        self.name == "tokens_per_minute"
+    }
+
+    /// Its quota per window.
+    pub fn quota(&self) -> u64 {
+        self.quota
+    }
+
+    /// Its window.
+    pub fn window(&self) -> Duration {
+        Duration::from_nanos(self.window_ns)
+    }
+
+    /// The verdict of a limit whose next admission is due `used` from now (what the shared
+    /// limiter reports), `wait` being how long a refused request waits.
+    pub fn verdict_after(&self, used: Duration, wait: Duration) -> Verdict {
+        let used = used.as_nanos() as u64;
+        self.verdict(used, 0, wait.as_nanos() as u64)
+    }
+
     fn new(name: &'static str, quota: u64, window: Duration) -> Self {
         let window_ns = window.as_nanos() as u64;
         Self {
@@ -212,6 +239,36 @@ impl Scope {
         scope
     }
 
+    /// Its rate limits and what a request costing `tokens` costs each: 1 for a request limit, the
+    /// tokens for the token limit (none when the request says nothing of its tokens).
+    pub fn rates(&self, tokens: u64) -> impl Iterator<Item = (&Gcra, u64)> {
+        self.requests.iter().map(|g| (g, 1)).chain(
+            self.tokens
+                .iter()
+                .filter(move |_| tokens > 0)
+                .map(move |g| (g, tokens)),
+        )
+    }
+
+    /// Its token limit, if it has one.
+    pub fn token_limit(&self) -> Option<&Gcra> {
+        self.tokens.as_ref()
+    }
+
+    /// Counts a request in flight against the concurrency limit, if there is one and it allows.
+    pub fn hold(&self) -> Result<Option<InFlightGuard>, Refused> {
+        match &self.concurrent {
+            None => Ok(None),
+            Some((limit, count)) => {
+                if count.fetch_add(1, Ordering::Relaxed) >= *limit {
+                    count.fetch_sub(1, Ordering::Relaxed);
+                    return Err(Refused::Concurrency { limit: *limit });
+                }
+                Ok(Some(InFlightGuard(count.clone())))
+            }
+        }
+    }
+
     /// Gives back what [`Scope::admit`] charged a request costing `tokens` (another scope refused
     /// it).
     pub fn refund(&self, tokens: u64) {
@@ -243,12 +300,7 @@ impl Scope {
         let mut charged: [Option<(&Gcra, u64)>; 3] = [None; 3];
         let mut n = 0;
         let mut tightest: Option<Verdict> = None;
-        let limits = self
-            .requests
-            .iter()
-            .map(|g| (g, 1))
-            .chain(self.tokens.iter().filter(|_| tokens > 0).map(|g| (g, tokens)));
-        for (gcra, cost) in limits {
+        for (gcra, cost) in self.rates(tokens) {
             match gcra.charge(cost, now) {
                 Ok(verdict) => {
                     charged[n] = Some((gcra, cost));
@@ -265,20 +317,15 @@ impl Scope {
                 }
             }
         }
-        let guard = match &self.concurrent {
-            None => None,
-            Some((limit, count)) => {
-                if count.fetch_add(1, Ordering::Relaxed) >= *limit {
-                    count.fetch_sub(1, Ordering::Relaxed);
-                    for (gcra, cost) in charged.into_iter().flatten() {
-                        gcra.refund(cost);
-                    }
-                    return Err(Refused::Concurrency { limit: *limit });
+        match self.hold() {
+            Ok(guard) => Ok((tightest, guard)),
+            Err(refused) => {
+                for (gcra, cost) in charged.into_iter().flatten() {
+                    gcra.refund(cost);
                 }
-                Some(InFlightGuard(count.clone()))
+                Err(refused)
             }
-        };
-        Ok((tightest, guard))
+        }
     }
 }
 

@@ -33,13 +33,22 @@ pub fn error(err: &ProxyError, request_id: &HeaderValue) -> Response<ProxyBody> 
 /// What a refused client needs besides the body: where a key goes (401), when to come back (429).
 fn refusal_headers(refusal: &Refusal, headers: &mut HeaderMap) {
     match refusal {
-        Refusal::MissingKey | Refusal::UnknownKey => {
+        Refusal::MissingKey | Refusal::UnknownKey | Refusal::MissingToken => {
             headers.insert(
                 WWW_AUTHENTICATE,
                 HeaderValue::from_static("Bearer realm=\"augur\""),
             );
         }
+        Refusal::InvalidToken(_) => {
+            headers.insert(
+                WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"augur\", error=\"invalid_token\""),
+            );
+        }
         Refusal::RouteNotAllowed | Refusal::ModelNotAllowed => {}
+        Refusal::LimiterUnavailable => {
+            headers.insert(RETRY_AFTER, HeaderValue::from_static("1"));
+        }
         Refusal::Limited { refused, .. } => {
             let wait = match refused {
                 Refused::Rate(verdict) => {

@@ -8,6 +8,8 @@ mod edge;
 mod fallback;
 mod gate;
 mod harness;
+mod jwt;
+mod limiter;
 
 mod gpu;
 mod headers;

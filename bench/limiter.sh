@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# What the shared (Redis) limiter costs a request, beside the in-process one, with the proxy at 70%
+# of its saturated throughput: the same gated route (a client key; limits at key, tenant and route,
+# none reached) through one augur pinned to core 0, with `[limiter]` off and on.
+#   bench/limiter.sh AUGUR_BIN [SECONDS]
+# Each side: a saturated run (wrk -c64) gives its peak; then a paced run offers 70% of the
+# in-process peak to both (64 connections, each pausing between requests, wrk's `delay`), and
+# reports the rate achieved, the latency (p50, p99) and the proxy's CPU per request (its utime +
+# stime over the requests it answered). wrk, nginx and redis-server share core 1.
+# Needs wrk, nginx, redis-server, taskset, python3.
+set -u
+bin=$1; seconds=${2:-10}
+. "$(dirname "$0")/lib.sh"
+require wrk nginx redis-server taskset python3
+start_workdir
+
+nginx_backend 9401
+taskset -c 1 nginx -c "$w/backend.conf" & pids+=($!)
+taskset -c 1 redis-server --port 9479 --bind 127.0.0.1 --save "" --appendonly no >/dev/null & pids+=($!)
+key=augur-bench-key-0123456789
+digest=$(printf %s "$key" | sha256sum | cut -d' ' -f1)
+cat >"$w/keys.toml" <<KEYS
+[tenants.bench]
+limits = { requests_per_second = 1000000, concurrent = 100000 }
+[[keys]]
+id = "bench"
+tenant = "bench"
+sha256 = "$digest"
+limits = { requests_per_minute = 1000000000 }
+KEYS
+
+write_config() { # write_config NAME LIMITER_SECTION
+  cat >"$w/$1.toml" <<CONF
+[auth]
+keys_file = "$w/keys.toml"
+$2
+[[listeners]]
+address = "127.0.0.1:9400"
+[admin]
+address = "127.0.0.1:9402"
+[[routes]]
+pool = "p"
+auth = "key"
+limits = { requests_per_second = 1000000 }
+[pools.p]
+backends = [{ address = "127.0.0.1:9401" }]
+CONF
+}
+write_config local ""
+write_config redis "[limiter]
+redis_url = \"redis://127.0.0.1:9479\"
+on_error = \"closed\""
+
+cat >"$w/paced.lua" <<'LUA'
+local pause = tonumber(os.getenv("PAUSE_MS"))
+function delay() return pause end
+done = function(summary, latency, requests)
+  io.write(string.format("RESULT %d %.1f %.1f %.1f\n", summary.requests, summary.duration / 1e6,
+    latency:percentile(50), latency:percentile(99)))
+end
+LUA
+cat >"$w/peak.lua" <<'LUA'
+done = function(summary, latency, requests)
+  io.write(string.format("RESULT %d %.1f %.1f %.1f\n", summary.requests, summary.duration / 1e6,
+    latency:percentile(50), latency:percentile(99)))
+end
+LUA
+
+cpu_seconds() { # cpu_seconds PID: utime + stime
+  python3 -c "import os; f=open('/proc/$1/stat').read().rsplit(')',1)[1].split(); print((int(f[11])+int(f[12]))/os.sysconf('SC_CLK_TCK'))"
+}
+
+# run NAME SCRIPT [PAUSE_MS]: prints "rps p50_us p99_us cpu_us_per_request"
+run() {
+  taskset -c 0 "$bin" proxy --config "$w/$1.toml" >/dev/null 2>&1 & local pid=$!
+  for _ in $(seq 100); do curl -sf -o /dev/null "http://127.0.0.1:9402/readyz" && break; sleep 0.1; done
+  # Warm up (and, with Redis, connect).
+  taskset -c 1 wrk -t1 -c8 -d2s -H "Authorization: Bearer $key" http://127.0.0.1:9400/ >/dev/null
+  local before served_before
+  before=$(cpu_seconds $pid); served_before=$(augur_served 9402)
+  local out
+  out=$(PAUSE_MS=${3:-0} taskset -c 1 wrk -t1 -c64 -d${seconds}s -s "$w/$2.lua" -H "Authorization: Bearer $key" http://127.0.0.1:9400/ | grep RESULT)
+  local after served_after
+  after=$(cpu_seconds $pid); served_after=$(augur_served 9402)
+  kill $pid; wait $pid 2>/dev/null
+  python3 - "$out" "$before" "$after" "$served_before" "$served_after" <<'PY'
+import sys
+_, requests, duration, p50, p99 = sys.argv[1].split()
+cpu = float(sys.argv[3]) - float(sys.argv[2]); served = int(sys.argv[5]) - int(sys.argv[4])
+print(f"{int(requests)/float(duration):.0f} {float(p50):.0f} {float(p99):.0f} {cpu/served*1e6:.1f}")
+PY
+}
+
+echo "side   phase      rps  p50_us  p99_us  cpu_us/req"
+read -r peak_local p50 p99 cpu < <(run local peak); echo "local  peak   $peak_local $p50 $p99 $cpu"
+read -r peak_redis p50 p99 cpu < <(run redis peak); echo "redis  peak   $peak_redis $p50 $p99 $cpu"
+# 64 connections offering 70% of the in-process peak: each pauses 64/rate less its own latency.
+pause=$(python3 -c "print(max(0, round(64 / (0.7 * $peak_local) * 1000 - 1)))")
+read -r rps p50 p99 cpu_local < <(run local paced "$pause"); echo "local  70%    $rps $p50 $p99 $cpu_local"
+read -r rps p50 p99 cpu_redis < <(run redis paced "$pause"); echo "redis  70%    $rps $p50 $p99 $cpu_redis"
+python3 -c "print('{\"peak_ratio_redis_over_local\": %.3f, \"cpu_per_request_added_us_at_70pct\": %.1f}' % ($peak_redis / $peak_local, $cpu_redis - $cpu_local))"
