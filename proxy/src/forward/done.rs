@@ -84,10 +84,11 @@ struct MeteredResponse {
 pub struct ResponseDone {
     attempt: Option<AttemptDone>,
     request: RequestDone,
-    /// Reads the usage until the body is done...
-    metering: Option<Metering>,
-    /// ...and then holds it for the attempt's row.
-    metered: Option<MeteredResponse>,
+    /// Reads a metered response's usage until the body is done (boxed: most responses are not
+    /// metered, and every response carries this to its end)...
+    metering: Option<Box<Metering>>,
+    /// ...and then holds what it used for the attempt's row.
+    used: Option<Metered>,
 }
 
 impl ResponseDone {
@@ -97,8 +98,8 @@ impl ResponseDone {
         Self {
             attempt,
             request,
-            metering,
-            metered: None,
+            metering: metering.map(Box::new),
+            used: None,
         }
     }
 
@@ -109,7 +110,7 @@ impl ResponseDone {
         if let Some(metering) = self.metering.take() {
             let metered = metering.finish();
             self.request.account(&metered);
-            self.metered = Some(metered);
+            self.used = metered.used;
         }
     }
 }
@@ -142,7 +143,7 @@ impl Drop for ResponseDone {
     fn drop(&mut self) {
         self.account();
         if let Some(attempt) = self.attempt.take() {
-            let used = self.metered.as_ref().and_then(|m| m.used.as_ref());
+            let used = self.used.as_ref();
             attempt.finish(self.request.active.pool(), used);
         }
         self.request.finish();

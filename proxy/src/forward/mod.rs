@@ -441,10 +441,14 @@ impl Exchange<'_> {
                 record: record.as_ref(),
                 span: self.span,
             };
+            let renamed_len = match &renamed {
+                Some(RequestBody::Replayable(bytes)) => Some(bytes.len()),
+                _ => None,
+            };
             let result = forward(
                 active.pool(),
                 &parts,
-                renamed.as_mut().unwrap_or(&mut body),
+                (renamed.as_mut().unwrap_or(&mut body), renamed_len),
                 client_upgrade.take(),
                 self.downstream,
                 observed,
@@ -482,8 +486,8 @@ struct Observed<'a> {
     span: Option<&'a RequestSpan>,
 }
 
-/// Sends the request (`parts`, `body`) to a backend of `pool`, retrying where the config and the
-/// budget allow. Every attempt gets a telemetry row when `observed` records them, and a span when
+/// Sends the request (`parts`, `body`, of `renamed_len` bytes when renamed for the pool) to a
+/// backend of `pool`, retrying where the config and the budget allow. Every attempt gets a telemetry row when `observed` records them, and a span when
 /// it traces; `tokens` is the request's estimated size, counted in flight at its backend, and
 /// `size` what it says of its size (predictive features). Returns the client's response and, when
 /// it relays a backend's body, the attempt that body finishes.
@@ -491,7 +495,7 @@ struct Observed<'a> {
 async fn forward(
     pool: &Arc<Pool>,
     parts: &http::request::Parts,
-    body: &mut RequestBody,
+    (body, renamed_len): (&mut RequestBody, Option<usize>),
     client_upgrade: Option<ClientUpgrade>,
     downstream: &headers::Forwarded<'_>,
     observed: Observed<'_>,
@@ -501,7 +505,7 @@ async fn forward(
     let mut pick = affinity::pick_request(&pool.config.policy, &parts.headers, downstream.client_ip);
     pick.size = size;
     let upgrade = client_upgrade.is_some();
-    let head = UpstreamHead::new(parts, pool, downstream, upgrade, body.kept_len());
+    let head = UpstreamHead::new(parts, pool, downstream, upgrade, renamed_len);
     let retries = &pool.config.retries;
     let max_attempts = if !upgrade && may_retry(pool, &parts.method) && body.is_replayable() {
         1 + retries.max_retries

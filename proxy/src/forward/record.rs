@@ -78,7 +78,7 @@ impl RequestRecord {
             prediction.record(&mut row);
         }
         AttemptRow {
-            row,
+            row: Box::new(row),
             dispatched: in_flight.dispatched(),
             sink: self.sink.clone(),
         }
@@ -103,7 +103,9 @@ impl RequestRecord {
 
 /// One attempt's row, written when the attempt ends.
 pub struct AttemptRow {
-    row: TelemetryRow,
+    /// Boxed: an attempt carries its row (or its absence, with telemetry off) through every move
+    /// of its futures and accounting, and a row is hundreds of bytes.
+    row: Box<TelemetryRow>,
     dispatched: Duration,
     sink: TelemetrySink,
 }
@@ -140,7 +142,7 @@ impl AttemptRow {
         self.row.latency_us = self.since_dispatch_us(now);
         self.row.bytes_in = bytes_in;
         self.row.bytes_out = bytes_out;
-        self.sink.record(self.row);
+        self.sink.record(*self.row);
     }
 }
 

@@ -28,14 +28,14 @@ pub struct UpstreamHead {
 }
 
 impl UpstreamHead {
-    /// Method, path and prepared headers of `request` as `pool` forwards it for `downstream`,
-    /// with its body of `body_len` bytes when known (a kept body, renamed for the pool perhaps).
+    /// Method, path and prepared headers of `request` as `pool` forwards it for `downstream`;
+    /// `renamed_len` is the length of its body when the pool gets it rewritten (`model_map`).
     pub fn new(
         request: &http::request::Parts,
         pool: &Pool,
         downstream: &headers::Forwarded<'_>,
         upgrade: bool,
-        body_len: Option<usize>,
+        renamed_len: Option<usize>,
     ) -> Self {
         let mut h = request.headers.clone();
         headers::strip_hop_by_hop(&mut h, upgrade);
@@ -43,7 +43,7 @@ impl UpstreamHead {
         if let Some((name, value)) = &pool.credentials {
             h.insert(name.clone(), value.clone());
         }
-        if let Some(len) = body_len {
+        if let Some(len) = renamed_len {
             h.insert(http::header::CONTENT_LENGTH, HeaderValue::from(len));
         }
         let host = match (&pool.config.host_rewrite, pool.config.preserve_host) {
@@ -101,14 +101,6 @@ impl RequestBody {
     /// Whether the next attempt gets the whole body: it is kept, or no attempt has taken it yet.
     pub fn is_intact(&self) -> bool {
         matches!(self, Self::Replayable(_) | Self::Streaming(Some(_), _))
-    }
-
-    /// Its length, when kept.
-    pub fn kept_len(&self) -> Option<usize> {
-        match self {
-            Self::Replayable(bytes) => Some(bytes.len()),
-            Self::Streaming(..) => None,
-        }
     }
 
     /// The body for the next attempt, and how many of its bytes reach the backend.

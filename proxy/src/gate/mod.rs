@@ -354,7 +354,8 @@ impl Gate {
             }),
         ];
         let charged = match &self.shared {
-            Some(limiter) => charge::shared(limiter, &scopes, tokens).await?,
+            // Boxed: the shared limiter's call would otherwise make every request's future larger.
+            Some(limiter) => Box::pin(charge::shared(limiter, &scopes, tokens)).await?,
             None => charge::local(&scopes, tokens)?,
         };
         Ok(Admitted {
