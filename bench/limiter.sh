@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# What the shared (Redis) limiter costs a request, beside the in-process one, with the proxy at 70%
-# of its saturated throughput: the same gated route (a client key; limits at key, tenant and route,
-# none reached) through one augur pinned to core 0, with `[limiter]` off and on.
+# What the door costs (the route open, then behind a key with in-process limits) and what the
+# shared (Redis) limiter adds, with the proxy saturated and at 70% of its saturated throughput: the
+# same route (for the gated sides, a client key; limits at key, tenant and route, none reached)
+# through one augur pinned to core 0.
 #   bench/limiter.sh AUGUR_BIN [SECONDS]
 # Each side: a saturated run (wrk -c64) gives its peak; then a paced run offers 70% of the
 # in-process peak to both (64 connections, each pausing between requests, wrk's `delay`), and
@@ -47,6 +48,8 @@ backends = [{ address = "127.0.0.1:9401" }]
 CONF
 }
 write_config local ""
+# The same route open (no key, no limits): what the door itself costs.
+sed -e '/^\[auth\]/,/^keys_file/d' -e '/^auth = "key"/d' -e '/^limits = /d' "$w/local.toml" >"$w/open.toml"
 write_config redis "[limiter]
 redis_url = \"redis://127.0.0.1:9479\"
 on_error = \"closed\""
@@ -92,10 +95,11 @@ PY
 }
 
 echo "side   phase      rps  p50_us  p99_us  cpu_us/req"
+read -r peak_open p50 p99 cpu < <(run open peak); echo "open   peak   $peak_open $p50 $p99 $cpu"
 read -r peak_local p50 p99 cpu < <(run local peak); echo "local  peak   $peak_local $p50 $p99 $cpu"
 read -r peak_redis p50 p99 cpu < <(run redis peak); echo "redis  peak   $peak_redis $p50 $p99 $cpu"
 # 64 connections offering 70% of the in-process peak: each pauses 64/rate less its own latency.
 pause=$(python3 -c "print(max(0, round(64 / (0.7 * $peak_local) * 1000 - 1)))")
 read -r rps p50 p99 cpu_local < <(run local paced "$pause"); echo "local  70%    $rps $p50 $p99 $cpu_local"
 read -r rps p50 p99 cpu_redis < <(run redis paced "$pause"); echo "redis  70%    $rps $p50 $p99 $cpu_redis"
-python3 -c "print('{\"peak_ratio_redis_over_local\": %.3f, \"cpu_per_request_added_us_at_70pct\": %.1f}' % ($peak_redis / $peak_local, $cpu_redis - $cpu_local))"
+python3 -c "print('{\"peak_ratio_local_over_open\": %.3f, \"peak_ratio_redis_over_local\": %.3f, \"cpu_per_request_added_us_at_70pct\": %.1f}' % ($peak_local / $peak_open, $peak_redis / $peak_local, $cpu_redis - $cpu_local))"

@@ -47,6 +47,8 @@ pub struct Route {
     pub fallback: Vec<Arc<Pool>>,
     /// Methods besides the idempotent ones that move on after they reached a backend.
     pub fallback_methods: Vec<http::Method>,
+    /// Whether GETs (`cache`) and deterministic LLM requests (`cache_llm`) use the cache.
+    pub cache: (bool, bool),
 }
 
 impl Route {
@@ -109,6 +111,7 @@ impl Router {
                     auth: r.auth,
                     fallback: r.fallback.iter().map(|p| pools[p.get_ref()].clone()).collect(),
                     fallback_methods: r.fallback_methods.iter().map(|m| m.0.clone()).collect(),
+                    cache: (r.cache, r.cache_llm),
                     name,
                     matches: r.matches.clone(),
                     total_weight: targets.iter().map(|t| t.1).sum(),

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use arc_swap::ArcSwap;
 use augur_telemetry::TelemetryWriter;
 
+use crate::cache::ResponseCache;
 use crate::config::{Config, ConfigError};
 use crate::gate::{Gate, Jwks, Keyring, SharedLimiter};
 use crate::hints::Hints;
@@ -62,6 +63,8 @@ pub struct Shared {
     pub gate: Arc<Gate>,
     /// The tokens responses used, by tenant and model.
     pub usage: Arc<Accounts>,
+    /// The response cache, when `[cache]` is configured.
+    pub cache: Option<Arc<ResponseCache>>,
     /// This proxy's `Via` entry.
     pub via: http::HeaderValue,
     /// Cancelled at shutdown, once the listeners have drained: closes every upgraded connection.
@@ -117,8 +120,13 @@ impl Shared {
         });
         let gate = Gate::new(config.auth.as_ref(), keys, shared_limiter, metrics.registry());
         let usage = Accounts::new(&config.usage, metrics.registry());
+        let cache = config
+            .cache
+            .as_ref()
+            .map(|c| ResponseCache::new(c, metrics.registry()));
         Arc::new(Self {
             usage,
+            cache,
             hints,
             traces,
             gate,
@@ -187,6 +195,9 @@ impl Shared {
         }
         if config.auth != current.auth {
             return Err(ReloadError::RestartNeeded("[auth]", file()));
+        }
+        if config.cache != current.cache {
+            return Err(ReloadError::RestartNeeded("[cache]", file()));
         }
         if config.limiter != current.limiter {
             return Err(ReloadError::RestartNeeded("[limiter]", file()));

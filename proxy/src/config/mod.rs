@@ -4,6 +4,8 @@
 //! cross-references are checked in [`validate`] with the spans kept for them.
 
 mod auth;
+mod cache;
+mod compression;
 mod discovery;
 mod hints;
 mod listener;
@@ -26,6 +28,8 @@ use serde::Deserialize;
 use toml::Spanned;
 
 pub use auth::{AuthConfig, JwtConfig, LimiterConfig, Limits, OnLimiterError, RouteAuth};
+pub use cache::CacheConfig;
+pub use compression::{CompressionConfig, Encoding};
 pub use discovery::{DiscoveryConfig, DiscoverySource, DnsQuery, DnsSource, FileSource, KubernetesSource};
 pub use hints::{HintsConfig, PoolScalingConfig, SecretError, SinkConfig};
 pub use listener::{
@@ -68,6 +72,10 @@ pub struct Config {
     pub tracing: Option<TracingConfig>,
     /// Client keys; absent means no route may ask for one.
     pub auth: Option<AuthConfig>,
+    /// The response cache; absent means no route may use one.
+    pub cache: Option<CacheConfig>,
+    /// Response compression; absent means responses go as the backends sent them.
+    pub compression: Option<CompressionConfig>,
     /// Where the rate and token limits keep their state; absent means in this proxy.
     pub limiter: Option<LimiterConfig>,
     /// How the tokens of OpenAI-style responses are counted and priced.
@@ -220,6 +228,15 @@ pub struct RouteConfig {
     /// only when nothing was sent (no connection, no backend).
     #[serde(default)]
     pub fallback_methods: Vec<MethodName>,
+    /// Serve GET responses from `[cache]` while their `Cache-Control` (or `Expires`) says they are
+    /// fresh.
+    #[serde(default)]
+    pub cache: bool,
+    /// Serve deterministic LLM requests (a JSON body with `temperature` 0) from `[cache]`: the
+    /// same body (in canonical form) from the same tenant gets the stored answer for
+    /// `cache.llm_ttl`.
+    #[serde(default)]
+    pub cache_llm: bool,
 }
 
 /// One pool of a route's weighted split.

@@ -90,6 +90,21 @@ impl Config {
             tracing.check().map_err(Invalid::new)?;
         }
         self.usage.check().map_err(Invalid::new)?;
+        if let Some(cache) = &self.cache {
+            cache.check().map_err(Invalid::new)?;
+        }
+        if let Some(i) = self
+            .routes
+            .iter()
+            .position(|r| (r.cache || r.cache_llm) && self.cache.is_none())
+        {
+            return Err(Invalid::new(format!(
+                "routes[{i}] asks for the cache: add a [cache] section"
+            )));
+        }
+        if let Some(compression) = &self.compression {
+            compression.check().map_err(Invalid::new)?;
+        }
         if let Some(limiter) = &self.limiter {
             limiter.check().map_err(Invalid::new)?;
         }

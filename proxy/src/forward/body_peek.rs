@@ -11,6 +11,7 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use pin_project_lite::pin_project;
 use serde_json::Value;
+use sha2::Digest;
 
 use crate::error::ProxyError;
 use crate::message::body::{BoxError, ProxyBody};
@@ -31,6 +32,9 @@ pub struct PeekedBody {
     pub prompt_tokens: Option<u32>,
     /// `max_tokens` (or `max_completion_tokens`) asked for.
     pub max_tokens: Option<u32>,
+    /// For a whole body asking for `temperature` 0 (a deterministic answer): the SHA-256 of its
+    /// canonical form (keys sorted, no spaces), what the LLM response cache keys on.
+    pub deterministic_digest: Option<[u8; 32]>,
 }
 
 /// The first bytes of a body, and the rest of it if there is more.
@@ -139,7 +143,28 @@ fn parse(body: &[u8]) -> PeekedBody {
         model: json["model"].as_str().map(str::to_owned),
         prompt_tokens: prompt_chars.map(|c: usize| (c / CHARS_PER_TOKEN) as u32),
         max_tokens: max_tokens.map(|n| n.min(u64::from(u32::MAX)) as u32),
+        deterministic_digest: (json["temperature"].as_f64() == Some(0.0)).then(|| canonical_digest(json)),
     }
+}
+
+/// The SHA-256 of `json` in canonical form: keys sorted (serde_json's maps are ordered), no
+/// spaces, and whole numbers written as integers (`0.0` as `0`).
+fn canonical_digest(mut json: Value) -> [u8; 32] {
+    fn whole_numbers_as_integers(value: &mut Value) {
+        match value {
+            Value::Number(n) => {
+                if let Some(f) = n.as_f64().filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15) {
+                    *value = Value::from(f as i64);
+                }
+            }
+            Value::Array(items) => items.iter_mut().for_each(whole_numbers_as_integers),
+            Value::Object(fields) => fields.values_mut().for_each(whole_numbers_as_integers),
+            _ => {}
+        }
+    }
+    whole_numbers_as_integers(&mut json);
+    let canonical = serde_json::to_vec(&json).expect("a parsed value serializes");
+    sha2::Sha256::digest(&canonical).into()
 }
 
 /// The `"model": "..."` of a JSON prefix too long to read whole (OpenAI clients put `model` first).
@@ -220,7 +245,8 @@ mod tests {
             PeekedBody {
                 model: Some("llama-3-8b".into()),
                 prompt_tokens: Some(2),
-                max_tokens: Some(64)
+                max_tokens: Some(64),
+                deterministic_digest: None,
             }
         );
         let chat = br#"{"model":"m","messages":[{"role":"system","content":"abcd"},{"role":"user","content":[{"type":"text","text":"efgh"}]}],"max_completion_tokens":5}"#;
@@ -229,10 +255,33 @@ mod tests {
             PeekedBody {
                 model: Some("m".into()),
                 prompt_tokens: Some(2),
-                max_tokens: Some(5)
+                max_tokens: Some(5),
+                deterministic_digest: None,
             }
         );
         assert_eq!(parse(b"not json"), PeekedBody::default());
+    }
+
+    #[test]
+    fn a_deterministic_body_is_known_by_its_canonical_form() {
+        let a =
+            parse(br#"{"model": "m", "temperature": 0, "messages": [{"role": "user", "content": "hi"}]}"#);
+        let b = parse(br#"{"messages":[{"content":"hi","role":"user"}],"temperature":0.0,"model":"m"}"#);
+        assert!(a.deterministic_digest.is_some());
+        assert_eq!(
+            a.deterministic_digest, b.deterministic_digest,
+            "same request, other spelling"
+        );
+        let other =
+            parse(br#"{"model": "m", "temperature": 0, "messages": [{"role": "user", "content": "ho"}]}"#);
+        assert_ne!(a.deterministic_digest, other.deterministic_digest);
+        let sampled = parse(br#"{"model": "m", "temperature": 0.7, "messages": []}"#);
+        assert_eq!(sampled.deterministic_digest, None);
+        assert_eq!(
+            parse(br#"{"model": "m"}"#).deterministic_digest,
+            None,
+            "no temperature: sampled"
+        );
     }
 
     #[test]

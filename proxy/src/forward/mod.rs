@@ -30,13 +30,14 @@ use self::fallback::{Chain, MoveOn};
 use self::record::{AttemptDone, AttemptRow, BytesIn, RequestRecord};
 use self::upgrade::ClientUpgrade;
 use self::upstream::{RequestBody, UpstreamHead};
+use crate::cache::{ResponseCache, X_AUGUR_CACHE};
 use crate::clock;
 use crate::config::RouteAuth;
 use crate::error::ProxyError;
 use crate::gate::{self, Refusal};
 use crate::listener::{Downstream, Handler};
 use crate::message::body::{BoxError, Capped, Guarded, IdleTimeout, ProxyBody};
-use crate::message::{reply, X_REQUEST_ID};
+use crate::message::{compress, reply, X_REQUEST_ID};
 use crate::outcome::{AttemptOutcome, UpstreamError};
 use crate::pool::{backoff, ActiveRequest, InFlight, Pool};
 use crate::router::{Route, Router};
@@ -67,7 +68,7 @@ pub async fn handle(
     let started = Instant::now();
     let client = from.client;
     // The settings the request path reads, from one load of the config in force.
-    let (access_log, peek_bytes, meter_usage, trusted_peer, upgrade_allowed) = {
+    let (access_log, peek_bytes, meter_usage, trusted_peer, upgrade_allowed, accepts) = {
         let config = shared.config.load();
         let trusted = headers::is_trusted(client.ip(), &config.proxy.trusted_hops);
         let upgrade = headers::is_upgrade(&request, &config.proxy.upgrades);
@@ -77,6 +78,11 @@ pub async fn handle(
             config.usage.meter,
             trusted,
             upgrade,
+            // What a compressed response needs of the request, when compression is on.
+            config.compression.as_ref().and_then(|_| {
+                let accept = request.headers().get(http::header::ACCEPT_ENCODING)?;
+                Some((accept.clone(), request.method().clone()))
+            }),
         )
     };
     let request_id = headers::request_id(&request, trusted_peer);
@@ -130,6 +136,28 @@ pub async fn handle(
     };
     log.tenant = admission.tenant().map(|t| t.name.clone());
     log.key = admission.key().map(|k| k.id.clone());
+    let cache_key = shared.cache.as_ref().and_then(|_| {
+        let tenant = admission.tenant().map(|t| &*t.name);
+        ResponseCache::key(
+            route.cache,
+            &request,
+            tenant,
+            peeked.deterministic_digest.as_ref(),
+        )
+    });
+    // What the stored response may vary on: the request's headers, kept only where it may be stored.
+    let mut request_headers = None;
+    if let (Some(cache), Some(key)) = (&shared.cache, &cache_key) {
+        if let Some(mut hit) = cache.get(&route.name, key, request.headers()) {
+            hit.headers_mut().insert(X_REQUEST_ID, request_id.clone());
+            admission.write_headers(hit.headers_mut());
+            log.status = hit.status().as_u16();
+            log.backend = "cache".to_owned();
+            log.write(started.elapsed());
+            return hit;
+        }
+        request_headers = Some(request.headers().clone());
+    }
     let size = RequestSize {
         body_bytes: request
             .headers()
@@ -172,10 +200,22 @@ pub async fn handle(
         }
     };
     let mut response = response;
+    // Stored as the backend answered, before this request's own headers are added.
+    let recorder = match (&shared.cache, cache_key, &attempt, &request_headers) {
+        (Some(cache), Some(key), Some(_), Some(request)) => {
+            let recorder = cache.recorder(key, request, response.status(), response.headers());
+            response
+                .headers_mut()
+                .insert(X_AUGUR_CACHE, HeaderValue::from_static("miss"));
+            recorder
+        }
+        _ => None,
+    };
     admission.write_headers(response.headers_mut());
     let metering = attempt
         .as_ref()
         .and_then(|_| metering(&shared, &response, &peeked, active.pool()));
+
     log.status = response.status().as_u16();
     active.pool().metrics.count_response(log.status);
     if let Some(span) = &span {
@@ -192,7 +232,44 @@ pub async fn handle(
         _connection: from.activity,
     };
     let done = ResponseDone::new(attempt, request, metering);
-    Response::from_parts(parts, Guarded::new(body, done).boxed())
+    let mut parts = parts;
+    let body = match recorder {
+        Some(recorder) => Guarded::new(body, recorder).boxed(),
+        None => body,
+    };
+    let body = Guarded::new(body, done).boxed();
+    let body = match accepts {
+        Some((accept, method)) => compressed(&shared, (&accept, &method), &mut parts, body),
+        None => body,
+    };
+    Response::from_parts(parts, body)
+}
+
+/// The response body encoded as `[compression]` and the client's `Accept-Encoding` agree, with its
+/// headers (`parts`) saying so; or as it is. The usage and byte counts see it before encoding.
+fn compressed(
+    shared: &Shared,
+    (accept, method): (&HeaderValue, &http::Method),
+    parts: &mut http::response::Parts,
+    body: ProxyBody,
+) -> ProxyBody {
+    let config = shared.config.load();
+    let Some(config) = config.compression.as_ref() else {
+        return body;
+    };
+    let Some(encoding) = compress::choose(config, accept, method, parts.status, &parts.headers) else {
+        return body;
+    };
+    match compress::Encoder::new(encoding, config.level) {
+        Ok(encoder) => {
+            compress::encode_headers(&mut parts.headers, encoding);
+            compress::Compressed::new(body, encoder).boxed()
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "response sent uncompressed: the encoder did not start");
+            body
+        }
+    }
 }
 
 /// The metering of a backend's `response` to an OpenAI-style request (one whose body named a

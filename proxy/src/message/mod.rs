@@ -3,6 +3,7 @@
 //! below both, so neither reaches into the other for them.
 
 pub mod body;
+pub mod compress;
 pub mod reply;
 
 use http::{HeaderName, HeaderValue};

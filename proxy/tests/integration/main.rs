@@ -2,6 +2,8 @@
 //! One test binary (modules below) keeps link time down.
 
 mod backends;
+mod cache;
+mod compression;
 mod dashboard;
 mod discovery;
 mod edge;

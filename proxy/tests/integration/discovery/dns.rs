@@ -31,9 +31,11 @@ async fn a_records_are_followed_on_their_ttl_and_a_failing_server_keeps_the_last
     wait_ready(&proxy).await;
     // Ready once the source has answered or failed: on a loaded machine the first question can
     // time out, and the set then comes with the next one.
-    eventually(Duration::from_secs(5), "the A record's backend is listed", async || {
-        listed(&proxy).await == vec![a.addr.to_string()]
-    })
+    eventually(
+        Duration::from_secs(5),
+        "the A record's backend is listed",
+        async || listed(&proxy).await == vec![a.addr.to_string()],
+    )
     .await;
     let load = SteadyLoad::start(&proxy, 20_000);
 
