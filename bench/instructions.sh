@@ -18,17 +18,7 @@ start_workdir
 nginx_backend 9301
 gate=""; route_gate=""; header=()
 if [ -n "${GATED:-}" ]; then
-  key=augur-bench-key-0123456789
-  digest=$(printf %s "$key" | sha256sum | cut -d' ' -f1)
-  cat >"$w/keys.toml" <<KEYS
-[tenants.bench]
-limits = { requests_per_second = 1000000, concurrent = 100000 }
-[[keys]]
-id = "bench"
-tenant = "bench"
-sha256 = "$digest"
-limits = { requests_per_minute = 1000000000, tokens_per_minute = 1000000000 }
-KEYS
+  bench_keys "$w/keys.toml"
   gate="[auth]
 keys_file = \"$w/keys.toml\""
   route_gate='auth = "key"

@@ -22,6 +22,23 @@ http { access_log off; keepalive_requests 1000000;
 CONF
 }
 
+# bench_keys FILE: writes a keys file of one key (tenant `bench`) whose limits, at the key and the
+# tenant, are never reached; sets $key to the key itself.
+bench_keys() {
+  key=augur-bench-key-0123456789
+  local digest
+  digest=$(printf %s "$key" | sha256sum | cut -d' ' -f1)
+  cat >"$1" <<KEYS
+[tenants.bench]
+limits = { requests_per_second = 1000000, concurrent = 100000 }
+[[keys]]
+id = "bench"
+tenant = "bench"
+sha256 = "$digest"
+limits = { requests_per_minute = 1000000000, tokens_per_minute = 1000000000 }
+KEYS
+}
+
 # augur_served ADMIN_PORT: the requests augur has answered, by its own augur_requests_total.
 augur_served() {
   python3 -c "

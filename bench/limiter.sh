@@ -18,17 +18,7 @@ start_workdir
 nginx_backend 9401
 taskset -c 1 nginx -c "$w/backend.conf" & pids+=($!)
 taskset -c 1 redis-server --port 9479 --bind 127.0.0.1 --save "" --appendonly no >/dev/null & pids+=($!)
-key=augur-bench-key-0123456789
-digest=$(printf %s "$key" | sha256sum | cut -d' ' -f1)
-cat >"$w/keys.toml" <<KEYS
-[tenants.bench]
-limits = { requests_per_second = 1000000, concurrent = 100000 }
-[[keys]]
-id = "bench"
-tenant = "bench"
-sha256 = "$digest"
-limits = { requests_per_minute = 1000000000 }
-KEYS
+bench_keys "$w/keys.toml"
 
 write_config() { # write_config NAME LIMITER_SECTION
   cat >"$w/$1.toml" <<CONF

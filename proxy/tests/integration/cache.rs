@@ -2,7 +2,6 @@
 //! they are fresh (and matched on what they vary on), deterministic LLM requests served again by
 //! their canonical body and tenant, and what must not be stored, never stored.
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -12,68 +11,52 @@ use augur_proxy::Running;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpListener;
 
+use crate::backends::serve_fn;
 use crate::harness::*;
 
 /// Answers each path as its name says; every body names how many requests the backend has had.
 async fn backend(hits: Arc<AtomicUsize>) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let hits = hits.clone();
-            tokio::spawn(async move {
-                let service = service_fn(move |req: Request<Incoming>| {
-                    let hits = hits.clone();
-                    async move {
-                        let n = hits.fetch_add(1, Ordering::SeqCst) + 1;
-                        let language = req
-                            .headers()
-                            .get("accept-language")
-                            .map(|v| v.to_str().unwrap().to_owned())
-                            .unwrap_or_default();
-                        let path = req.uri().path().to_owned();
-                        let _ = req.into_body().collect().await;
-                        let mut response = Response::builder().header("content-type", "text/plain");
-                        let body = match path.as_str() {
-                            "/fresh" => {
-                                response = response.header("cache-control", "public, max-age=60");
-                                format!("fresh {n}")
-                            }
-                            "/private" => {
-                                response = response.header("cache-control", "private, max-age=60");
-                                format!("private {n}")
-                            }
-                            "/vary" => {
-                                response = response
-                                    .header("cache-control", "max-age=60")
-                                    .header("vary", "accept-language");
-                                format!("{language} {n}")
-                            }
-                            "/big" => {
-                                response = response.header("cache-control", "max-age=60");
-                                format!("{n} {}", "x".repeat(4096))
-                            }
-                            "/v1/chat/completions" => {
-                                response = response.header("content-type", "application/json");
-                                format!("{{\"answer\": {n}}}")
-                            }
-                            _ => format!("plain {n}"),
-                        };
-                        Ok::<_, Infallible>(response.body(Full::new(Bytes::from(body))).unwrap())
-                    }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
+    serve_fn(move |req: Request<Incoming>| answer(req, hits.clone())).await
+}
+
+async fn answer(req: Request<Incoming>, hits: Arc<AtomicUsize>) -> Response<Full<Bytes>> {
+    let n = hits.fetch_add(1, Ordering::SeqCst) + 1;
+    let language = req
+        .headers()
+        .get("accept-language")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    let path = req.uri().path().to_owned();
+    let _ = req.into_body().collect().await;
+    let mut response = Response::builder().header("content-type", "text/plain");
+    let body = match path.as_str() {
+        "/fresh" => {
+            response = response.header("cache-control", "public, max-age=60");
+            format!("fresh {n}")
         }
-    });
-    addr
+        "/private" => {
+            response = response.header("cache-control", "private, max-age=60");
+            format!("private {n}")
+        }
+        "/vary" => {
+            response = response
+                .header("cache-control", "max-age=60")
+                .header("vary", "accept-language");
+            format!("{language} {n}")
+        }
+        "/big" => {
+            response = response.header("cache-control", "max-age=60");
+            format!("{n} {}", "x".repeat(4096))
+        }
+        "/v1/chat/completions" => {
+            response = response.header("content-type", "application/json");
+            format!("{{\"answer\": {n}}}")
+        }
+        _ => format!("plain {n}"),
+    };
+    response.body(Full::new(Bytes::from(body))).unwrap()
 }
 
 async fn get(proxy: &Running, path: &str, headers: &[(&str, &str)]) -> Reply {

@@ -11,12 +11,10 @@ use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
-use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpListener;
 use tokio::sync::Notify;
 
+use crate::backends::serve_fn;
 use crate::harness::*;
 
 type Body = BoxBody<Bytes, Infallible>;
@@ -30,23 +28,11 @@ fn document() -> String {
 /// `/json` (a 16 KB document), `/stream` (the document in five frames, all but the first held
 /// until `release`), `/sse`, `/png`, `/small`, `/encoded` (already gzip).
 async fn backend(release: Arc<Notify>) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let release = release.clone();
-            tokio::spawn(async move {
-                let service = service_fn(move |req: Request<Incoming>| {
-                    let release = release.clone();
-                    async move { Ok::<_, Infallible>(answer(req.uri().path(), release)) }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
-    addr
+    serve_fn(move |req: Request<Incoming>| {
+        let response = answer(req.uri().path(), release.clone());
+        async move { response }
+    })
+    .await
 }
 
 fn answer(path: &str, release: Arc<Notify>) -> Response<Body> {

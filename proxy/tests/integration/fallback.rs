@@ -3,82 +3,61 @@
 //! said `Retry-After` is passed over until then; a request already sent moves on only where the
 //! route allows it.
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use augur_proxy::Running;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpListener;
 
-use crate::backends::spawn;
+use crate::backends::{serve_fn, spawn};
 use crate::harness::*;
 
 const PROVIDER_KEY_VAR: &str = "AUGUR_TEST_PROVIDER_KEY";
 
 /// A provider stand-in: answers `status` (with `Retry-After: 30` on a 429), else 200 with the
-/// request's headers and body as JSON; keeps every request it got.
+/// request's headers and body as JSON.
 struct Provider {
     addr: SocketAddr,
     status: Arc<AtomicU16>,
     hits: Arc<AtomicUsize>,
-    seen: Arc<Mutex<Vec<serde_json::Value>>>,
 }
 
 async fn provider(status: u16) -> Provider {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let p = Provider {
-        addr: listener.local_addr().unwrap(),
-        status: Arc::new(AtomicU16::new(status)),
-        hits: Arc::default(),
-        seen: Arc::default(),
-    };
-    let (status, hits, seen) = (p.status.clone(), p.hits.clone(), p.seen.clone());
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let (status, hits, seen) = (status.clone(), hits.clone(), seen.clone());
-            tokio::spawn(async move {
-                let service = service_fn(move |req: Request<Incoming>| {
-                    let (status, hits, seen) = (status.clone(), hits.clone(), seen.clone());
-                    async move {
-                        hits.fetch_add(1, Ordering::SeqCst);
-                        let headers: serde_json::Map<String, serde_json::Value> = req
-                            .headers()
-                            .iter()
-                            .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").into()))
-                            .collect();
-                        let body = req.into_body().collect().await.unwrap().to_bytes();
-                        let seen_now = serde_json::json!({
-                            "headers": headers,
-                            "body": serde_json::from_slice::<serde_json::Value>(&body).unwrap_or_default(),
-                        });
-                        seen.lock().unwrap().push(seen_now.clone());
-                        let status = status.load(Ordering::SeqCst);
-                        let mut response = Response::builder().status(status);
-                        if status == 429 {
-                            response = response.header("retry-after", "30");
-                        }
-                        let body = if status == 200 {
-                            seen_now.to_string()
-                        } else {
-                            "busy".into()
-                        };
-                        Ok::<_, Infallible>(response.body(Full::new(Bytes::from(body))).unwrap())
-                    }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
+    let (status, hits) = (Arc::new(AtomicU16::new(status)), Arc::new(AtomicUsize::new(0)));
+    let (answer_status, answer_hits) = (status.clone(), hits.clone());
+    let addr = serve_fn(move |req: Request<Incoming>| {
+        let (status, hits) = (answer_status.clone(), answer_hits.clone());
+        async move {
+            hits.fetch_add(1, Ordering::SeqCst);
+            let headers: serde_json::Map<String, serde_json::Value> = req
+                .headers()
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").into()))
+                .collect();
+            let body = req.into_body().collect().await.unwrap().to_bytes();
+            let status = status.load(Ordering::SeqCst);
+            let mut response = Response::builder().status(status);
+            if status == 429 {
+                response = response.header("retry-after", "30");
+            }
+            let body = if status == 200 {
+                serde_json::json!({
+                    "headers": headers,
+                    "body": serde_json::from_slice::<serde_json::Value>(&body).unwrap_or_default(),
+                })
+                .to_string()
+            } else {
+                "busy".into()
+            };
+            response.body(Full::new(Bytes::from(body))).unwrap()
         }
-    });
-    p
+    })
+    .await;
+    Provider { addr, status, hits }
 }
 
 fn pool(name: &str, addr: impl std::fmt::Display, extra: &str) -> String {

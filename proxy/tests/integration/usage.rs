@@ -20,12 +20,10 @@ use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
-use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpListener;
 use tokio::sync::Notify;
 
+use crate::backends::serve_fn;
 use crate::harness::*;
 use crate::telemetry::{numbers, read_tree, strings, telemetry_dir, telemetry_section};
 
@@ -224,23 +222,11 @@ type Body = BoxBody<Bytes, Infallible>;
 /// and on `/gated` streams 2,000 events with a usage chunk, holding all but the first until
 /// `release` is notified.
 async fn thrifty_backend(release: Arc<Notify>) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let release = release.clone();
-            tokio::spawn(async move {
-                let service = service_fn(move |req: Request<Incoming>| {
-                    let release = release.clone();
-                    async move { Ok::<_, Infallible>(thrifty(req, release)) }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
-    addr
+    serve_fn(move |req: Request<Incoming>| {
+        let response = thrifty(req, release.clone());
+        async move { response }
+    })
+    .await
 }
 
 fn thrifty(req: Request<Incoming>, release: Arc<Notify>) -> Response<Body> {
