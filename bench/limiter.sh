@@ -4,8 +4,8 @@
 # same route (for the gated sides, a client key; limits at key, tenant and route, none reached)
 # through one augur pinned to core 0.
 #   bench/limiter.sh AUGUR_BIN [SECONDS]
-# Each side: a saturated run (wrk -c64) gives its peak; then a paced run offers 70% of the
-# in-process peak to both (64 connections, each pausing between requests, wrk's `delay`), and
+# Each side: saturated runs (wrk -c64, ROUNDS rounds side by side) give its median peak; then a
+# paced run offers 70% of the in-process peak to the two limiters (64 connections, each pausing between requests, wrk's `delay`), and
 # reports the rate achieved, the latency (p50, p99) and the proxy's CPU per request (its utime +
 # stime over the requests it answered). wrk, nginx and redis-server share core 1.
 # Needs wrk, nginx, redis-server, taskset, python3.
@@ -85,9 +85,15 @@ PY
 }
 
 echo "side   phase      rps  p50_us  p99_us  cpu_us/req"
-read -r peak_open p50 p99 cpu < <(run open peak); echo "open   peak   $peak_open $p50 $p99 $cpu"
-read -r peak_local p50 p99 cpu < <(run local peak); echo "local  peak   $peak_local $p50 $p99 $cpu"
-read -r peak_redis p50 p99 cpu < <(run redis peak); echo "redis  peak   $peak_redis $p50 $p99 $cpu"
+# Peaks: ROUNDS rounds (default 3) of open, local and Redis side by side; the medians are compared.
+opens=(); locals=(); redises=()
+for _ in $(seq "${ROUNDS:-3}"); do
+  read -r rps p50 p99 cpu < <(run open peak); echo "open   peak   $rps $p50 $p99 $cpu"; opens+=("$rps")
+  read -r rps p50 p99 cpu < <(run local peak); echo "local  peak   $rps $p50 $p99 $cpu"; locals+=("$rps")
+  read -r rps p50 p99 cpu < <(run redis peak); echo "redis  peak   $rps $p50 $p99 $cpu"; redises+=("$rps")
+done
+median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+peak_open=$(median "${opens[@]}"); peak_local=$(median "${locals[@]}"); peak_redis=$(median "${redises[@]}")
 # 64 connections offering 70% of the in-process peak: each pauses 64/rate less its own latency.
 pause=$(python3 -c "print(max(0, round(64 / (0.7 * $peak_local) * 1000 - 1)))")
 read -r rps p50 p99 cpu_local < <(run local paced "$pause"); echo "local  70%    $rps $p50 $p99 $cpu_local"
