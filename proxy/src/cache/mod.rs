@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::{Bytes, BytesMut};
-use http::header::{HeaderMap, HeaderName, HeaderValue, AGE, HOST, VARY};
+use http::header::{HeaderMap, HeaderName, HeaderValue, AGE, VARY};
 use http::{Method, Request, Response, StatusCode};
 use moka::sync::Cache;
 use prometheus::{IntCounterVec, IntGauge, Registry};
@@ -133,12 +133,13 @@ impl ResponseCache {
         })
     }
 
-    /// Where `request` (with the `model` body's `digest` when it is deterministic) may find or
-    /// leave its answer on a route that caches as `http` and `llm` say; `tenant` keeps tenants
-    /// apart. `None`: the cache does not apply.
+    /// Where `request` for `host` (its `Host`, or its HTTP/2 authority), with the `model` body's
+    /// `digest` when it is deterministic, may find or leave its answer on a route that caches as
+    /// `http` and `llm` say; `tenant` keeps tenants apart. `None`: the cache does not apply.
     pub fn key<B>(
         (http, llm): (bool, bool),
         request: &Request<B>,
+        host: Option<&HeaderValue>,
         tenant: Option<&str>,
         digest: Option<&[u8; 32]>,
     ) -> Option<CacheKey> {
@@ -158,8 +159,7 @@ impl ResponseCache {
         hash.update([0]);
         match kind {
             Kind::Http => {
-                let host = headers.get(HOST).map_or(&b""[..], HeaderValue::as_bytes);
-                hash.update(host);
+                hash.update(host.map_or(&b""[..], HeaderValue::as_bytes));
                 hash.update([0]);
                 hash.update(request.uri().path_and_query().map_or("/", |p| p.as_str()));
             }

@@ -138,23 +138,24 @@ pub async fn handle(
     log.key = admission.key().map(|k| k.id.clone());
     let cache_key = shared.cache.as_ref().and_then(|_| {
         let tenant = admission.tenant().map(|t| &*t.name);
-        ResponseCache::key(
-            route.cache,
-            &request,
-            tenant,
-            peeked.deterministic_digest.as_ref(),
-        )
+        let digest = peeked.deterministic_digest.as_ref();
+        ResponseCache::key(route.cache, &request, downstream.host, tenant, digest)
     });
     // What the stored response may vary on: the request's headers, kept only where it may be stored.
     let mut request_headers = None;
     if let (Some(cache), Some(key)) = (&shared.cache, &cache_key) {
-        if let Some(mut hit) = cache.get(&route.name, key, request.headers()) {
-            hit.headers_mut().insert(X_REQUEST_ID, request_id.clone());
-            admission.write_headers(hit.headers_mut());
-            log.status = hit.status().as_u16();
+        if let Some(hit) = cache.get(&route.name, key, request.headers()) {
+            let (mut parts, body) = hit.into_parts();
+            parts.headers.insert(X_REQUEST_ID, request_id.clone());
+            admission.write_headers(&mut parts.headers);
+            log.status = parts.status.as_u16();
             log.backend = "cache".to_owned();
             log.write(started.elapsed());
-            return hit;
+            let body = match &accepts {
+                Some((accept, method)) => compressed(&shared, (accept, method), &mut parts, body),
+                None => body,
+            };
+            return Response::from_parts(parts, body);
         }
         request_headers = Some(request.headers().clone());
     }

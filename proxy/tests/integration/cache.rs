@@ -100,7 +100,7 @@ async fn fresh_responses_and_deterministic_answers_are_served_again_and_nothing_
     std::fs::write(
         &config,
         config_text(&format!(
-            "[cache]\nmax_entry_bytes = 2048\n[auth]\nkeys_file = \"{}\"\n\
+            "[cache]\nmax_entry_bytes = 2048\n[compression]\nmin_length = 1\n[auth]\nkeys_file = \"{}\"\n\
              [[routes]]\nname = \"llm\"\npool = \"p\"\nauth = \"key\"\ncache_llm = true\nmatch = {{ path_prefix = \"/v1/\" }}\n\
              [[routes]]\nname = \"web\"\npool = \"p\"\ncache = true\n\
              [pools.p]\nbackends = [{{ address = \"{addr}\" }}]\n",
@@ -122,6 +122,23 @@ async fn fresh_responses_and_deterministic_answers_are_served_again_and_nothing_
         "its own request id"
     );
     assert_eq!(backend_hits(), 1);
+    // A stored answer is compressed for a client that takes it, like any other.
+    let request = Request::get(url(&proxy, "/fresh")).header("accept-encoding", "gzip");
+    let response = client()
+        .request(request.body(Full::new(Bytes::new())).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            response.headers()["x-augur-cache"].to_str().unwrap(),
+            response.headers()["content-encoding"].to_str().unwrap()
+        ),
+        ("hit", "gzip")
+    );
+    let zipped = response.into_body().collect().await.unwrap().to_bytes();
+    let mut unzipped = String::new();
+    std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&zipped[..]), &mut unzipped).unwrap();
+    assert_eq!(unzipped, first.body);
     // A client that asks for a fresh answer gets one, which then replaces the stored one.
     let fresh = get(&proxy, "/fresh", &[("cache-control", "no-cache")]).await;
     assert_eq!(fresh.body, "fresh 2");
@@ -167,7 +184,7 @@ async fn fresh_responses_and_deterministic_answers_are_served_again_and_nothing_
     assert_eq!(cache_header(&s1), "", "a sampled request is not the cache's");
 
     let hit = "augur_cache_requests_total{kind=\"http\",result=\"hit\",route=\"web\"}";
-    assert_eq!(metric(&proxy, hit).await, 3.0);
+    assert_eq!(metric(&proxy, hit).await, 4.0, "fresh twice, compressed once, vary once");
     let llm_hit = "augur_cache_requests_total{kind=\"llm\",result=\"hit\",route=\"llm\"}";
     assert_eq!(metric(&proxy, llm_hit).await, 1.0);
     assert!(metric(&proxy, "augur_cache_bytes").await > 0.0);
