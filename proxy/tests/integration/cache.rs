@@ -184,7 +184,11 @@ async fn fresh_responses_and_deterministic_answers_are_served_again_and_nothing_
     assert_eq!(cache_header(&s1), "", "a sampled request is not the cache's");
 
     let hit = "augur_cache_requests_total{kind=\"http\",result=\"hit\",route=\"web\"}";
-    assert_eq!(metric(&proxy, hit).await, 4.0, "fresh twice, compressed once, vary once");
+    assert_eq!(
+        metric(&proxy, hit).await,
+        4.0,
+        "fresh twice, compressed once, vary once"
+    );
     let llm_hit = "augur_cache_requests_total{kind=\"llm\",result=\"hit\",route=\"llm\"}";
     assert_eq!(metric(&proxy, llm_hit).await, 1.0);
     assert!(metric(&proxy, "augur_cache_bytes").await > 0.0);
