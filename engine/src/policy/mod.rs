@@ -136,14 +136,7 @@ impl Selector {
         now: Duration,
         rng: &mut R,
     ) -> Option<(usize, Option<Prediction>)> {
-        match self {
-            Self::Predictive(p) if p.has_models() && !endpoints.is_empty() => {
-                Some(p.pick(endpoints, request, tried, now, rng))
-            }
-            _ => self
-                .pick_avoiding(endpoints, request, tried, now, rng)
-                .map(|i| (i, None)),
-        }
+        self.pick_telling(endpoints, request, tried, now, rng, &mut |_, _| {})
     }
 
     /// As [`pick_predicted`](Self::pick_predicted), also noting in `scores` the candidates the
@@ -157,15 +150,29 @@ impl Selector {
         rng: &mut R,
         scores: &mut CandidateScores,
     ) -> Option<(usize, Option<Prediction>)> {
+        self.pick_telling(endpoints, request, tried, now, rng, &mut |i, score| {
+            scores.push(i, score)
+        })
+    }
+
+    /// The pick of [`pick_predicted`](Self::pick_predicted), telling `on_score` each candidate the
+    /// models scored.
+    fn pick_telling<R: Rng + ?Sized>(
+        &self,
+        endpoints: &[Endpoint],
+        request: &PickRequest,
+        tried: &[u64],
+        now: Duration,
+        rng: &mut R,
+        on_score: &mut impl FnMut(usize, f64),
+    ) -> Option<(usize, Option<Prediction>)> {
         match self {
             Self::Predictive(p) if p.has_models() && !endpoints.is_empty() => {
-                Some(
-                    p.pick_scoring(endpoints, request, tried, now, rng, &mut |i, score| {
-                        scores.push(i, score)
-                    }),
-                )
+                Some(p.pick_scoring(endpoints, request, tried, now, rng, on_score))
             }
-            _ => self.pick_predicted(endpoints, request, tried, now, rng),
+            _ => self
+                .pick_avoiding(endpoints, request, tried, now, rng)
+                .map(|i| (i, None)),
         }
     }
 

@@ -138,11 +138,7 @@ impl<'a> Chain<'a> {
 
 /// The body `pool` gets: the kept body with its `model` renamed as the pool's `model_map` says,
 /// or `None` when the pool takes it as it is.
-pub fn body_for(
-    pool: &Pool,
-    model: Option<&str>,
-    body: &RequestBody,
-) -> Result<Option<RequestBody>, ProxyError> {
+pub fn body_for(pool: &Pool, model: Option<&str>, body: &RequestBody) -> Result<Option<Bytes>, ProxyError> {
     let Some(renamed) = model.and_then(|m| pool.config.model_map.get(m)) else {
         return Ok(None);
     };
@@ -156,5 +152,5 @@ pub fn body_for(
         .map_err(|e| ProxyError::BadRequest(format!("the JSON body does not parse: {e}")))?;
     json["model"] = serde_json::Value::String(renamed.clone());
     let bytes = serde_json::to_vec(&json).expect("a parsed value serializes");
-    Ok(Some(RequestBody::Replayable(Bytes::from(bytes))))
+    Ok(Some(Bytes::from(bytes)))
 }

@@ -500,10 +500,12 @@ impl Exchange<'_> {
             // Only the demand let in is the pool's: a refused request asks nothing of its backends.
             pool.metrics.arrivals.inc();
             let active = pool.begin_request();
-            let mut renamed = match fallback::body_for(pool, self.peeked.model.as_deref(), &body) {
+            let renamed = match fallback::body_for(pool, self.peeked.model.as_deref(), &body) {
                 Ok(renamed) => renamed,
                 Err(err) => return (Err(err), active),
             };
+            let renamed_len = renamed.as_ref().map(bytes::Bytes::len);
+            let mut renamed = renamed.map(RequestBody::Replayable);
             let record = self.shared.telemetry.as_ref().map(|t| {
                 RequestRecord::new(
                     t,
@@ -518,10 +520,6 @@ impl Exchange<'_> {
             let observed = Observed {
                 record: record.as_ref(),
                 span: self.span,
-            };
-            let renamed_len = match &renamed {
-                Some(RequestBody::Replayable(bytes)) => Some(bytes.len()),
-                _ => None,
             };
             let result = forward(
                 active.pool(),

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::rate::{InFlightGuard, Refused, Scope, Verdict};
-use super::shared::{self, SharedCharge, SharedLimiter, SharedVerdict};
+use super::shared::{SharedCharge, SharedLimiter, SharedVerdict};
 use super::Refusal;
 use crate::clock;
 use crate::config::OnLimiterError;
@@ -99,7 +99,7 @@ pub async fn shared(
                 let limits = charges
                     .iter()
                     .filter(|c| c.gcra.counts_tokens())
-                    .map(|c| (c.key.clone(), shared::interval(c.gcra)))
+                    .map(|c| (c.key.clone(), c.gcra.interval()))
                     .collect::<Vec<_>>();
                 if !limits.is_empty() {
                     charged.shared_tokens = Some(SharedTokens {
@@ -131,7 +131,7 @@ pub async fn shared(
             Err(refused) => {
                 // Give back what the shared limiter was charged for a request that goes no further.
                 for charge in charges {
-                    let interval = shared::interval(charge.gcra);
+                    let interval = charge.gcra.interval();
                     limiter.settle(charge.key, interval, -(charge.cost as i64));
                 }
                 return Err(Refusal::Limited {

@@ -64,16 +64,6 @@ impl Jwks {
         Ok(Self { keys })
     }
 
-    /// Keys in the set.
-    pub fn len(&self) -> usize {
-        self.keys.len()
-    }
-
-    /// Whether there is none (never, for a set that loaded).
-    pub fn is_empty(&self) -> bool {
-        self.keys.is_empty()
-    }
-
     /// Verifies `token` under `config`: returns its tenant, or why it is not valid.
     pub fn verify(&self, token: &str, config: &JwtConfig) -> Result<String, String> {
         let header = jsonwebtoken::decode_header(token).map_err(|e| format!("malformed: {e}"))?;

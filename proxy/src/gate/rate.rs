@@ -86,6 +86,11 @@ impl Gcra {
         self.quota
     }
 
+    /// How far apart it spaces admissions.
+    pub fn interval(&self) -> Duration {
+        Duration::from_nanos(self.interval_ns)
+    }
+
     /// Its window.
     pub fn window(&self) -> Duration {
         Duration::from_nanos(self.window_ns)

@@ -165,7 +165,7 @@ impl SharedLimiter {
         for limit in limits {
             invocation
                 .key(&limit.key)
-                .arg(micros(interval(limit.gcra)))
+                .arg(micros(limit.gcra.interval()))
                 .arg(micros(limit.gcra.window()))
                 .arg(limit.cost);
         }
@@ -211,11 +211,6 @@ impl SharedLimiter {
             }
         });
     }
-}
-
-/// How far apart a limit spaces its admissions.
-pub fn interval(gcra: &Gcra) -> Duration {
-    gcra.window() / u32::try_from(gcra.quota().max(1)).unwrap_or(u32::MAX)
 }
 
 fn micros(d: Duration) -> u64 {
