@@ -8,7 +8,9 @@
 # the requests come from augur's own `augur_requests_total`. Needs valgrind, nginx and wrk.
 # Prints a line per binary, then a JSON summary.
 # GATED=1: the route asks for a client key and has limits at the key, tenant and route (none of them
-# reached), and wrk sends the key: what the door costs a request.
+# reached), and wrk sends the key: what the door costs a request. GATED=open: wrk sends the same key
+# to the route left open, the side to compare GATED=1 with (the same request, no door).
+# GATED=always: as GATED=1, with the RateLimit headers on every response.
 set -u
 seconds=${1:-20}; conns=${2:-16}; shift 2
 . "$(dirname "$0")/lib.sh"
@@ -17,12 +19,17 @@ start_workdir
 
 nginx_backend 9301
 gate=""; route_gate=""; header=()
-if [ -n "${GATED:-}" ]; then
-  bench_keys "$w/keys.toml"
+if [ "${GATED:-}" = open ]; then
+  bench_keys "$w/keys/keys.toml"
+  header=(-H "Authorization: Bearer $key")
+elif [ -n "${GATED:-}" ]; then
+  bench_keys "$w/keys/keys.toml"
   gate="[auth]
-keys_file = \"$w/keys.toml\""
+keys_file = \"$w/keys/keys.toml\""
   route_gate='auth = "key"
 limits = { requests_per_second = 1000000 }'
+  [ "$GATED" = always ] && route_gate="$route_gate
+rate_limit_headers = \"always\""
   header=(-H "Authorization: Bearer $key")
 fi
 cat >"$w/augur.toml" <<CONF

@@ -23,10 +23,13 @@ CONF
 }
 
 # bench_keys FILE: writes a keys file of one key (tenant `bench`) whose limits, at the key and the
-# tenant, are never reached; sets $key to the key itself.
+# tenant, are never reached; sets $key to the key itself. Give FILE a folder of its own: the proxy
+# watches the keys file's folder, and the logs and profiles a benchmark writes beside it would wake
+# the watcher, as a real /etc/augur would not.
 bench_keys() {
   key=augur-bench-key-0123456789
   local digest
+  mkdir -p "$(dirname "$1")"
   digest=$(printf %s "$key" | sha256sum | cut -d' ' -f1)
   cat >"$1" <<KEYS
 [tenants.bench]

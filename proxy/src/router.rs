@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use http::{HeaderValue, Request};
 
-use crate::config::{Config, MatchConfig, RouteAuth};
+use crate::config::{Config, MatchConfig, RateLimitHeaders, RouteAuth};
 use crate::gate::Scope;
 use crate::metrics::Metrics;
 use crate::models::ModelStore;
@@ -41,6 +41,8 @@ pub struct Route {
     total_weight: u32,
     /// What a client must present.
     pub auth: RouteAuth,
+    /// Which responses tell the client its limit.
+    pub rate_limit_headers: RateLimitHeaders,
     /// The route's own limits and their state, if it has any.
     pub limits: Option<Arc<Scope>>,
     /// Pools a request moves on to, in order, when the one it was sent to cannot serve it.
@@ -109,6 +111,7 @@ impl Router {
                 Route {
                     limits: r.limits.any().then(|| Arc::new(Scope::new(&r.limits, carried))),
                     auth: r.auth,
+                    rate_limit_headers: r.rate_limit_headers,
                     fallback: r.fallback.iter().map(|p| pools[p.get_ref()].clone()).collect(),
                     fallback_methods: r.fallback_methods.iter().map(|m| m.0.clone()).collect(),
                     cache: (r.cache, r.cache_llm),

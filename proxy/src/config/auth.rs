@@ -151,6 +151,20 @@ pub enum RouteAuth {
     Jwt,
 }
 
+/// Which of a route's responses carry the `RateLimit` and `RateLimit-Policy` headers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RateLimitHeaders {
+    /// Refusals (429) only, as Envoy's rate limit filters do by default: what a client needs to
+    /// back off, at no cost to the requests let in.
+    #[default]
+    Refused,
+    /// Every response of a request with limits too, telling the limit with the least left (about
+    /// 2,500 instructions a response more, 3.6% of a proxied request: mostly growing the response's
+    /// header map).
+    Always,
+}
+
 /// Limits of a key, a tenant or a route. Each one given is enforced on its own; a request must pass
 /// them all.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]

@@ -27,7 +27,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-pub use auth::{AuthConfig, JwtConfig, LimiterConfig, Limits, OnLimiterError, RouteAuth};
+pub use auth::{AuthConfig, JwtConfig, LimiterConfig, Limits, OnLimiterError, RateLimitHeaders, RouteAuth};
 pub use cache::CacheConfig;
 pub use compression::{CompressionConfig, Encoding};
 pub use discovery::{DiscoveryConfig, DiscoverySource, DnsQuery, DnsSource, FileSource, KubernetesSource};
@@ -218,6 +218,10 @@ pub struct RouteConfig {
     /// Limits on the route as a whole, whoever sends.
     #[serde(default)]
     pub limits: Limits,
+    /// Which responses tell the client its limit: `"refused"` (default: 429s only) or `"always"`
+    /// (every response of a request with limits: the limit with the least left).
+    #[serde(default)]
+    pub rate_limit_headers: RateLimitHeaders,
     /// Pools tried in order when the route's pool cannot serve a request: it refuses to connect,
     /// times out, answers 5xx or 429, or has no backend to give. A pool whose `Retry-After` is
     /// running is passed over (unless it is the last).

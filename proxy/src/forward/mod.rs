@@ -123,7 +123,7 @@ pub async fn handle(
         .gate
         .admit(
             &route.name,
-            route.auth,
+            (route.auth, route.rate_limit_headers),
             route.limits.as_ref(),
             request.headers(),
             peeked.model.as_deref(),

@@ -41,14 +41,15 @@ fn keep_tightest(tightest: &mut Option<Verdict>, verdict: Verdict) {
     }
 }
 
-/// Charges the request, costing `tokens`, to every scope's limits in process, or to none.
-pub fn local(scopes: &[Option<Limited<'_>>; 3], tokens: u64) -> Result<Charged, Refusal> {
+/// Charges the request, costing `tokens`, to every scope's limits in process, or to none; with
+/// `tell`, keeps the limit with the least left for the `RateLimit` headers.
+pub fn local(scopes: &[Option<Limited<'_>>; 3], tokens: u64, tell: bool) -> Result<Charged, Refusal> {
     let now = clock::now().as_nanos() as u64;
     let mut charged = Charged::default();
     let mut admitted: [Option<&Scope>; 3] = [None; 3];
     for (i, limited) in scopes.iter().enumerate() {
         let Some(limited) = limited else { continue };
-        match limited.limits.admit(tokens, now) {
+        match limited.limits.admit(tokens, now, tell) {
             Ok((verdict, guard)) => {
                 admitted[i] = Some(limited.limits);
                 charged.in_flight[i] = guard;
@@ -76,6 +77,7 @@ pub async fn shared(
     limiter: &Arc<SharedLimiter>,
     scopes: &[Option<Limited<'_>>; 3],
     tokens: u64,
+    tell: bool,
 ) -> Result<Charged, Refusal> {
     let mut charges = Vec::new();
     let mut owners = Vec::new();
@@ -93,7 +95,7 @@ pub async fn shared(
     if !charges.is_empty() {
         match limiter.charge(&charges).await {
             Ok(SharedVerdict::Admitted(verdicts)) => {
-                for verdict in verdicts {
+                for verdict in verdicts.into_iter().filter(|_| tell) {
                     keep_tightest(&mut charged.tightest, verdict);
                 }
                 let limits = charges
@@ -117,7 +119,7 @@ pub async fn shared(
             Err(error) => {
                 tracing::debug!(%error, on_error = limiter.on_error.as_str(), "shared limiter unavailable");
                 match limiter.on_error {
-                    OnLimiterError::Local => return local(scopes, tokens),
+                    OnLimiterError::Local => return local(scopes, tokens, tell),
                     OnLimiterError::Closed => return Err(Refusal::LimiterUnavailable),
                     OnLimiterError::Open => charges.clear(),
                 }

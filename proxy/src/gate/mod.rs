@@ -30,7 +30,7 @@ pub use rate::{InFlightGuard, Refused, Scope, Verdict};
 pub use shared::SharedLimiter;
 
 use crate::clock;
-use crate::config::{AuthConfig, JwtConfig, RouteAuth};
+use crate::config::{AuthConfig, JwtConfig, RateLimitHeaders, RouteAuth};
 
 /// The header a key may also come in.
 pub const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
@@ -151,7 +151,8 @@ impl Admission {
         }
     }
 
-    /// Tells the client the limit with the least left (`RateLimit` and `RateLimit-Policy`).
+    /// Tells the client the limit with the least left (`RateLimit` and `RateLimit-Policy`), on
+    /// routes with `rate_limit_headers = "always"`.
     pub fn write_headers(&self, headers: &mut HeaderMap) {
         if let Some(verdict) = self.0.as_ref().and_then(|a| a.charged.tightest.as_ref()) {
             write_rate_headers(verdict, headers);
@@ -163,8 +164,8 @@ const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
 const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
 
 /// `RateLimit-Policy: "name";q=quota;w=window` and `RateLimit: "name";r=remaining;t=seconds`, as
-/// the IETF's RateLimit header fields draft writes them. Every admitted response carries them, so
-/// the policy is made once per limit and the state without the formatting machinery.
+/// the IETF's RateLimit header fields draft writes them. Where every admitted response carries
+/// them, the policy is made once per limit and the state without the formatting machinery.
 pub fn write_rate_headers(verdict: &Verdict, headers: &mut HeaderMap) {
     let mut state = Vec::with_capacity(48);
     state.push(b'"');
@@ -297,11 +298,12 @@ impl Gate {
     /// Lets a request to a route with `auth` and route-wide `limits` in, or says why not: its key
     /// (from `headers`), what the key may use (`route` by name, `model` as asked), then the key's,
     /// its tenant's and the route's limits, charged `tokens` (its estimate) against the token
-    /// limits. A refused request is charged nothing.
+    /// limits. A refused request is charged nothing. `rate_limit_headers` says whether the
+    /// admission keeps the limit to tell of in its response.
     pub async fn admit(
         &self,
         route: &str,
-        auth: RouteAuth,
+        (auth, rate_limit_headers): (RouteAuth, RateLimitHeaders),
         route_limits: Option<&Arc<Scope>>,
         headers: &HeaderMap,
         model: Option<&str>,
@@ -311,8 +313,9 @@ impl Gate {
         if auth == RouteAuth::None && route_limits.is_none() {
             return Ok(Admission::default());
         }
+        let tell = rate_limit_headers == RateLimitHeaders::Always;
         match self
-            .decide(route, auth, route_limits, headers, model, tokens)
+            .decide(route, auth, route_limits, headers, model, (tokens, tell))
             .await
         {
             Ok(admitted) => {
@@ -333,7 +336,7 @@ impl Gate {
         route_limits: Option<&Arc<Scope>>,
         headers: &HeaderMap,
         model: Option<&str>,
-        tokens: u64,
+        (tokens, tell): (u64, bool),
     ) -> Result<Admitted, Refusal> {
         let (key, tenant) = self.identify(route, auth, headers, model)?;
         let scopes = [
@@ -355,8 +358,8 @@ impl Gate {
         ];
         let charged = match &self.shared {
             // Boxed: the shared limiter's call would otherwise make every request's future larger.
-            Some(limiter) => Box::pin(charge::shared(limiter, &scopes, tokens)).await?,
-            None => charge::local(&scopes, tokens)?,
+            Some(limiter) => Box::pin(charge::shared(limiter, &scopes, tokens, tell)).await?,
+            None => charge::local(&scopes, tokens, tell)?,
         };
         Ok(Admitted {
             key,
@@ -381,6 +384,8 @@ impl Gate {
             RouteAuth::Jwt => {
                 let (config, jwks) = self.jwt.as_ref().ok_or(Refusal::MissingToken)?;
                 let token = bearer(headers).ok_or(Refusal::MissingToken)?;
+                let token =
+                    std::str::from_utf8(token).map_err(|_| Refusal::InvalidToken("not text".to_owned()))?;
                 let name = jwks.load().verify(token, config).map_err(Refusal::InvalidToken)?;
                 Ok((None, Some(self.keyring.load().tenant(&name))))
             }
@@ -402,25 +407,23 @@ impl Gate {
     }
 }
 
-/// The key a request presents: `Authorization: Bearer KEY`, else `x-api-key: KEY`.
-fn presented_key(headers: &HeaderMap) -> Option<&str> {
+/// The key a request presents: `Authorization: Bearer KEY`, else `x-api-key: KEY`. Bytes, not
+/// text: a key is compared with what the keys file holds, never shown, so checking that it is
+/// text would be work for nothing on every request.
+fn presented_key(headers: &HeaderMap) -> Option<&[u8]> {
     bearer(headers).or_else(|| {
         headers
             .get(X_API_KEY)
-            .and_then(|v| v.to_str().ok())
-            .map(str::trim)
+            .map(|v| v.as_bytes().trim_ascii())
             .filter(|k| !k.is_empty())
     })
 }
 
 /// The credential of `Authorization: Bearer CREDENTIAL`.
-fn bearer(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get(AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-        .map(str::trim)
-        .filter(|k| !k.is_empty())
+fn bearer(headers: &HeaderMap) -> Option<&[u8]> {
+    let value = headers.get(AUTHORIZATION)?.as_bytes();
+    let (scheme, credential) = value.split_at_checked(b"Bearer ".len())?;
+    Some(credential.trim_ascii()).filter(|c| scheme.eq_ignore_ascii_case(b"Bearer ") && !c.is_empty())
 }
 
 /// Takes the client's key off a request before it goes on: a backend (a hosted provider, say)
@@ -428,4 +431,32 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 pub fn strip_key(headers: &mut HeaderMap) {
     headers.remove(AUTHORIZATION);
     headers.remove(X_API_KEY);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        pairs
+            .iter()
+            .map(|(k, v)| (HeaderName::from_static(k), HeaderValue::from_static(v)))
+            .collect()
+    }
+
+    #[test]
+    fn a_key_comes_as_a_bearer_credential_in_any_case_or_as_x_api_key() {
+        let key = |pairs| presented_key(&headers(pairs)).map(|k| k.to_vec());
+        assert_eq!(key(&[("authorization", "Bearer  sk-1 ")]), Some(b"sk-1".to_vec()));
+        assert_eq!(key(&[("authorization", "bearer sk-1")]), Some(b"sk-1".to_vec()));
+        assert_eq!(key(&[("authorization", "BEARER sk-1")]), Some(b"sk-1".to_vec()));
+        // Another scheme is not a key; the other header still may hold one.
+        assert_eq!(key(&[("authorization", "Basic c2stMQ==")]), None);
+        assert_eq!(
+            key(&[("authorization", "Basic c2stMQ=="), ("x-api-key", "sk-2")]),
+            Some(b"sk-2".to_vec())
+        );
+        assert_eq!(key(&[("authorization", "Bearer "), ("x-api-key", " ")]), None);
+        assert_eq!(key(&[("authorization", "Bear")]), None);
+    }
 }

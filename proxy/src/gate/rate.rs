@@ -115,8 +115,9 @@ impl Gcra {
         }
     }
 
-    /// Charges `cost` at `now` (nanoseconds) if the limit allows it; says either way.
-    fn charge(&self, cost: u64, now: u64) -> Result<Verdict, Verdict> {
+    /// Charges `cost` at `now` (nanoseconds) if the limit allows it: the theoretical arrival time
+    /// it moved to (of which [`Gcra::verdict`] tells what is left), or the refusal.
+    fn charge(&self, cost: u64, now: u64) -> Result<u64, Verdict> {
         let step = cost.saturating_mul(self.interval_ns);
         let mut tat = self.tat.load(Ordering::Relaxed);
         loop {
@@ -128,7 +129,7 @@ impl Gcra {
                 .tat
                 .compare_exchange_weak(tat, next, Ordering::Relaxed, Ordering::Relaxed)
             {
-                Ok(_) => return Ok(self.verdict(next, now, 0)),
+                Ok(_) => return Ok(next),
                 Err(seen) => tat = seen,
             }
         }
@@ -299,25 +300,39 @@ impl Scope {
     }
 
     /// Admits a request costing `tokens` at `now` (nanoseconds): every limit charged, or none and
-    /// the first refusal. The verdict of the limit with the least left comes back for the headers.
-    pub fn admit(&self, tokens: u64, now: u64) -> Result<(Option<Verdict>, Option<InFlightGuard>), Refused> {
-        // At most three limits (two rates and the tokens): a fixed array, no allocation.
-        let mut charged: [Option<(&Gcra, u64)>; 3] = [None; 3];
-        let mut n = 0;
+    /// the first refusal. With `tell`, the verdict of the limit with the least left comes back for
+    /// the `RateLimit` headers (without, none is made: most routes send them on refusals only).
+    pub fn admit(
+        &self,
+        tokens: u64,
+        now: u64,
+        tell: bool,
+    ) -> Result<(Option<Verdict>, Option<InFlightGuard>), Refused> {
         let mut tightest: Option<Verdict> = None;
-        for (gcra, cost) in self.rates(tokens) {
-            match gcra.charge(cost, now) {
-                Ok(verdict) => {
-                    charged[n] = Some((gcra, cost));
-                    n += 1;
-                    if tightest.as_ref().is_none_or(|t| verdict.tighter_than(t)) {
-                        tightest = Some(verdict);
-                    }
+        let mut tell_of = |gcra: &Gcra, tat: u64| {
+            if tell {
+                let verdict = gcra.verdict(tat, now, 0);
+                if tightest.as_ref().is_none_or(|t| verdict.tighter_than(t)) {
+                    tightest = Some(verdict);
                 }
+            }
+        };
+        for (i, gcra) in self.requests.iter().enumerate() {
+            match gcra.charge(1, now) {
+                Ok(tat) => tell_of(gcra, tat),
                 Err(verdict) => {
-                    for (gcra, cost) in charged.into_iter().flatten() {
-                        gcra.refund(cost);
-                    }
+                    self.requests[..i].iter().for_each(|g| g.refund(1));
+                    return Err(Refused::Rate(verdict));
+                }
+            }
+        }
+        if let Some(gcra) = self.tokens.as_ref().filter(|_| tokens > 0) {
+            match gcra.charge(tokens, now) {
+                Ok(tat) => tell_of(gcra, tat),
+                Err(verdict) => {
+                    // The request limits, all charged above (with no tokens, `refund` leaves the
+                    // token limit, which was not).
+                    self.refund(0);
                     return Err(Refused::Rate(verdict));
                 }
             }
@@ -325,9 +340,7 @@ impl Scope {
         match self.hold() {
             Ok(guard) => Ok((tightest, guard)),
             Err(refused) => {
-                for (gcra, cost) in charged.into_iter().flatten() {
-                    gcra.refund(cost);
-                }
+                self.refund(tokens);
                 Err(refused)
             }
         }
@@ -354,17 +367,17 @@ mod tests {
         let scope = Scope::new(&limits(Some(10), None, None), None);
         let now = 5_000 * MS;
         for i in 0..10 {
-            let (verdict, _) = scope.admit(0, now).unwrap();
+            let (verdict, _) = scope.admit(0, now, true).unwrap();
             assert_eq!(verdict.unwrap().remaining, 9 - i);
         }
-        let Err(Refused::Rate(refused)) = scope.admit(0, now) else {
+        let Err(Refused::Rate(refused)) = scope.admit(0, now, true) else {
             panic!("the eleventh at once is refused")
         };
         assert_eq!(refused.retry_after, Duration::from_millis(100));
         assert_eq!(refused.name, "requests_per_second");
-        assert!(scope.admit(0, now + 99 * MS).is_err());
+        assert!(scope.admit(0, now + 99 * MS, true).is_err());
         assert!(
-            scope.admit(0, now + 100 * MS).is_ok(),
+            scope.admit(0, now + 100 * MS, true).is_ok(),
             "one interval later, one more"
         );
     }
@@ -373,27 +386,33 @@ mod tests {
     fn tokens_are_charged_by_cost_and_a_refusal_charges_nothing() {
         let scope = Scope::new(&limits(Some(100), Some(1_000), None), None);
         let now = 1_000 * MS;
-        assert!(scope.admit(600, now).is_ok());
-        let Err(Refused::Rate(refused)) = scope.admit(600, now) else {
+        assert!(scope.admit(600, now, true).is_ok());
+        let Err(Refused::Rate(refused)) = scope.admit(600, now, true) else {
             panic!("1,200 tokens in a minute's quota of 1,000")
         };
         assert_eq!(refused.name, "tokens_per_minute");
         // The refused request's request-rate charge was given back: 99 requests are left.
-        let (verdict, _) = scope.admit(0, now).unwrap();
+        let (verdict, _) = scope.admit(0, now, true).unwrap();
         assert_eq!(verdict.unwrap().remaining, 98);
-        assert!(scope.admit(400, now).is_ok(), "exactly the rest of the quota");
+        assert!(
+            scope.admit(400, now, true).is_ok(),
+            "exactly the rest of the quota"
+        );
     }
 
     #[test]
     fn settling_gives_back_what_was_not_used_and_charges_what_was() {
         let scope = Scope::new(&limits(None, Some(1_000), None), None);
         let now = 1_000 * MS;
-        assert!(scope.admit(1_000, now).is_ok());
-        assert!(scope.admit(1, now).is_err(), "the estimate took the whole quota");
+        assert!(scope.admit(1_000, now, true).is_ok());
+        assert!(
+            scope.admit(1, now, true).is_err(),
+            "the estimate took the whole quota"
+        );
         scope.settle_tokens(1_000, 300, now);
-        assert!(scope.admit(700, now).is_ok(), "700 unused tokens came back");
+        assert!(scope.admit(700, now, true).is_ok(), "700 unused tokens came back");
         scope.settle_tokens(700, 900, now);
-        let Err(Refused::Rate(refused)) = scope.admit(1, now) else {
+        let Err(Refused::Rate(refused)) = scope.admit(1, now, true) else {
             panic!("the 200 tokens used beyond the charge are owed")
         };
         // 200 tokens owed at 60 ms each, plus the one asked for.
@@ -403,28 +422,28 @@ mod tests {
     #[test]
     fn concurrency_counts_until_the_guard_drops_and_survives_a_reload() {
         let old = Scope::new(&limits(None, None, Some(2)), None);
-        let a = old.admit(0, 0).unwrap().1;
+        let a = old.admit(0, 0, true).unwrap().1;
         let reloaded = Scope::new(&limits(None, None, Some(2)), Some(&old));
-        let b = reloaded.admit(0, 0).unwrap().1;
+        let b = reloaded.admit(0, 0, true).unwrap().1;
         assert_eq!(
-            reloaded.admit(0, 0).unwrap_err(),
+            reloaded.admit(0, 0, true).unwrap_err(),
             Refused::Concurrency { limit: 2 }
         );
         drop(a);
-        assert!(reloaded.admit(0, 0).is_ok());
+        assert!(reloaded.admit(0, 0, true).is_ok());
         drop(b);
     }
 
     #[test]
     fn a_reload_keeps_the_rate_state_of_an_unchanged_limit() {
         let old = Scope::new(&limits(Some(2), None, None), None);
-        assert!(old.admit(0, 0).is_ok() && old.admit(0, 0).is_ok());
+        assert!(old.admit(0, 0, true).is_ok() && old.admit(0, 0, true).is_ok());
         let reloaded = Scope::new(&limits(Some(2), None, None), Some(&old));
         assert!(
-            reloaded.admit(0, 0).is_err(),
+            reloaded.admit(0, 0, true).is_err(),
             "the burst was spent before the reload"
         );
         let raised = Scope::new(&limits(Some(4), None, None), Some(&old));
-        assert!(raised.admit(0, 0).is_ok(), "a changed limit starts afresh");
+        assert!(raised.admit(0, 0, true).is_ok(), "a changed limit starts afresh");
     }
 }

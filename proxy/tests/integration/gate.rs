@@ -165,7 +165,8 @@ async fn limits_answer_429_with_retry_after_and_the_ratelimit_headers() {
             key_entry("gamma", "gamma", GAMMA, "limits = { tokens_per_minute = 100 }")
         ),
     );
-    let routes = "[[routes]]\nname = \"chat\"\npool = \"p\"\nauth = \"key\"\n";
+    let routes =
+        "[[routes]]\nname = \"chat\"\npool = \"p\"\nauth = \"key\"\nrate_limit_headers = \"always\"\n";
     let proxy = gated_proxy(&keys, &backend, routes).await;
     let alpha = [("authorization", bearer(ALPHA))];
     let alpha: Vec<(&str, &str)> = alpha.iter().map(|(k, v)| (*k, v.as_str())).collect();
@@ -251,22 +252,27 @@ async fn limits_answer_429_with_retry_after_and_the_ratelimit_headers() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_route_limit_counts_every_client() {
+async fn a_route_limit_counts_every_client_and_tells_of_it_on_refusals() {
     let backend = spawn("b").await;
     let keys = temp_path("keys.toml");
     replace_file(&keys, "");
     let routes = "[[routes]]\nname = \"open\"\npool = \"p\"\nlimits = { requests_per_minute = 2 }\n";
     let proxy = gated_proxy(&keys, &backend, routes).await;
-    let statuses: Vec<StatusCode> =
-        futures_util::future::join_all((0..5).map(|_| call(&proxy, "/", &[], None)))
-            .await
-            .into_iter()
-            .map(|r| r.status)
-            .collect();
+    let replies = futures_util::future::join_all((0..5).map(|_| call(&proxy, "/", &[], None))).await;
+    let statuses: Vec<StatusCode> = replies.iter().map(|r| r.status).collect();
     let ok = statuses.iter().filter(|s| **s == StatusCode::OK).count();
     // Two at once; the next is 30 s away.
     assert_eq!(ok, 2, "{statuses:?}");
-    assert!(statuses.contains(&StatusCode::TOO_MANY_REQUESTS));
+    // By default the RateLimit headers come with refusals only.
+    for reply in &replies {
+        let told = reply.headers.contains_key("ratelimit") && reply.headers.contains_key("ratelimit-policy");
+        assert_eq!(
+            told,
+            reply.status == StatusCode::TOO_MANY_REQUESTS,
+            "{:?}",
+            reply.headers
+        );
+    }
     proxy.shutdown().await;
 }
 
