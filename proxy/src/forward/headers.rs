@@ -43,7 +43,12 @@ pub fn request_id<B>(request: &Request<B>, trusted_peer: bool) -> HeaderValue {
         .cloned()
         .unwrap_or_else(|| {
             let id: u128 = crate::rng::with_rng(|rng| rng.random());
-            HeaderValue::from_str(&format!("{id:032x}")).expect("hex is a valid header value")
+            // 32 hex digits, written by hand: every request without an id of its own makes one.
+            let mut hex = [0u8; 32];
+            for (i, digit) in hex.iter_mut().enumerate() {
+                *digit = b"0123456789abcdef"[(id >> (124 - 4 * i) & 0xf) as usize];
+            }
+            HeaderValue::from_bytes(&hex).expect("hex is a valid header value")
         })
 }
 
@@ -91,30 +96,131 @@ fn lists_token(headers: &HeaderMap, name: HeaderName, token: &str) -> bool {
         .any(|t| t.trim().eq_ignore_ascii_case(token))
 }
 
-/// Removes hop-by-hop headers, including any the `Connection` header names. An upgrade keeps its
-/// `Upgrade` header and a `Connection: upgrade`, which the next hop needs to switch protocols.
-pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
-    let listed: Vec<HeaderName> = headers
+/// Whether `name` is hop-by-hop by definition (`Upgrade` included; an upgrade puts back what the
+/// next hop needs).
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    HOP_BY_HOP.contains(name) || name == header::UPGRADE
+}
+
+/// The names a message's `Connection` header lists beyond the hop-by-hop ones, which go with it;
+/// never the client identity headers (a client's way to strip what a trusted hop added). Empty,
+/// and no allocation, for a message without such a list, which is nearly every one.
+fn connection_listed(headers: &HeaderMap) -> Vec<&str> {
+    headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-        .filter(|name| !CLIENT_IDENTITY.contains(name))
-        .collect();
-    let upgrade_to = headers.get(header::UPGRADE).cloned();
-    let te_trailers = lists_token(headers, header::TE, "trailers");
-    for name in listed.iter().chain(HOP_BY_HOP.iter()) {
+        .map(str::trim)
+        .filter(|t| {
+            let named = |n: &HeaderName| n.as_str().eq_ignore_ascii_case(t);
+            !t.is_empty() && !HOP_BY_HOP.iter().any(named) && !CLIENT_IDENTITY.iter().any(named)
+        })
+        .collect()
+}
+
+/// Whether a message whose `Connection` lists `listed` drops `name`.
+fn dropped(name: &HeaderName, listed: &[&str]) -> bool {
+    is_hop_by_hop(name) || listed.iter().any(|t| name.as_str().eq_ignore_ascii_case(t))
+}
+
+/// What the next hop needs put back: `TE: trailers` when the message asked for trailers (the one
+/// TE value that must pass: gRPC relies on it), and on an upgrade its `Upgrade` with a
+/// `Connection: upgrade`.
+fn restore_end_to_end(from: &HeaderMap, to: &mut HeaderMap, upgrade: bool) {
+    if lists_token(from, header::TE, "trailers") {
+        to.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
+    if let (true, Some(protocol)) = (upgrade, from.get(header::UPGRADE)) {
+        to.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        to.insert(header::UPGRADE, protocol.clone());
+    }
+}
+
+/// Removes hop-by-hop headers, including any the `Connection` header names. An upgrade keeps its
+/// `Upgrade` header and a `Connection: upgrade`, which the next hop needs to switch protocols.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
+    // One look at each name present finds what goes: a message carries one hop-by-hop header or
+    // none, and probing the map for each of ten names cost more than the look.
+    let listed = connection_listed(headers);
+    let found: Vec<HeaderName> = headers.keys().filter(|n| dropped(n, &listed)).cloned().collect();
+    if found.is_empty() {
+        return;
+    }
+    let mut restored = HeaderMap::new();
+    restore_end_to_end(headers, &mut restored, upgrade);
+    for name in &found {
         headers.remove(name);
     }
-    headers.remove(header::UPGRADE);
-    if te_trailers {
-        // `TE: trailers` is the one TE value that must pass (gRPC relies on it).
-        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    headers.extend(restored);
+}
+
+/// The headers a request goes to a backend with, made in one pass over the client's: hop-by-hop
+/// headers and those its `Connection` lists left behind, and the client's key on routes that read
+/// it (`forwarded.keyed`); `X-Forwarded-For` appended to (a trusted peer's chain) or started (an
+/// untrusted peer's claims are dropped, with its `Forwarded` and `X-Real-IP`);
+/// `X-Forwarded-Proto` and `-Host` set (overwriting what the client claimed: this proxy is where
+/// the facts are known), this proxy's `Via` appended, the request id set. One map, sized for all
+/// of it: copying the client's map, then removing from it and inserting into it (each removal a
+/// probe, each insertion past the copy's capacity a rehash) cost a request about 10,000
+/// instructions.
+pub fn upstream(client: &HeaderMap, forwarded: &Forwarded<'_>, upgrade: bool) -> HeaderMap {
+    let listed = connection_listed(client);
+    let trusted = forwarded.trusted_peer;
+    let mut out = HeaderMap::with_capacity(client.len() + 7);
+    let mut chain: Vec<u8> = Vec::new();
+    for (name, value) in client {
+        if name == X_FORWARDED_FOR {
+            if trusted && value.to_str().is_ok() {
+                chain.extend_from_slice(value.as_bytes());
+                chain.extend_from_slice(b", ");
+            }
+            continue;
+        }
+        let left = dropped(name, &listed)
+            || (forwarded.keyed && crate::gate::is_client_key(name))
+            || (!trusted && (name == header::FORWARDED || name == X_REAL_IP))
+            || [X_FORWARDED_PROTO, X_FORWARDED_HOST, X_REQUEST_ID].contains(name);
+        if !left {
+            out.append(name.clone(), value.clone());
+        }
     }
-    if let (true, Some(protocol)) = (upgrade, upgrade_to) {
-        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-        headers.insert(header::UPGRADE, protocol);
+    push_ip(&mut chain, forwarded.client_ip);
+    if let Ok(value) = HeaderValue::from_bytes(&chain) {
+        out.insert(X_FORWARDED_FOR, value);
+    }
+    let proto = if forwarded.tls { "https" } else { "http" };
+    out.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
+    out.append(header::VIA, forwarded.via.clone());
+    if let Some(host) = forwarded.host {
+        out.insert(X_FORWARDED_HOST, host.clone());
+    }
+    out.insert(X_REQUEST_ID, forwarded.request_id.clone());
+    restore_end_to_end(client, &mut out, upgrade);
+    out
+}
+
+/// Appends `ip` as text: IPv4 digit by digit (every request writes one), IPv6 by its `Display`.
+fn push_ip(out: &mut Vec<u8>, ip: IpAddr) {
+    use std::io::Write as _;
+    match ip {
+        IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                if octet >= 100 {
+                    out.push(b'0' + octet / 100);
+                }
+                if octet >= 10 {
+                    out.push(b'0' + octet / 10 % 10);
+                }
+                out.push(b'0' + octet % 10);
+            }
+        }
+        IpAddr::V6(v6) => {
+            let _ = write!(out, "{v6}");
+        }
     }
 }
 
@@ -132,6 +238,9 @@ pub struct Forwarded<'a> {
     pub tls: bool,
     /// This proxy's `Via` entry.
     pub via: &'a HeaderValue,
+    /// Whether the request's route reads a client key or token, which must then stay here: a
+    /// backend (a hosted provider, say) must never see it.
+    pub keyed: bool,
 }
 
 /// Whether `headers` already passed through the proxy whose `Via` entry is `via`: a request that
@@ -150,40 +259,6 @@ pub fn passed_through(headers: &HeaderMap, via: &HeaderValue) -> bool {
 /// Whether `peer` is in one of the `trusted` networks.
 pub fn is_trusted(peer: IpAddr, trusted: &[ipnet::IpNet]) -> bool {
     trusted.iter().any(|net| net.contains(&peer))
-}
-
-/// Appends the client to `X-Forwarded-For` (a trusted peer's chain), or makes it the whole chain (an
-/// untrusted peer's claims are dropped, with its `Forwarded` and `X-Real-IP`); sets
-/// `X-Forwarded-Proto` and `-Host` (overwriting what the client claimed: this proxy is where the
-/// facts are known) and the request id.
-pub fn set_forwarded(headers: &mut HeaderMap, forwarded: &Forwarded<'_>) {
-    if !forwarded.trusted_peer {
-        for name in [&X_FORWARDED_FOR, &header::FORWARDED, &X_REAL_IP] {
-            headers.remove(name);
-        }
-    }
-    let client = forwarded.client_ip.to_string();
-    let chain: Vec<&str> = headers
-        .get_all(X_FORWARDED_FOR)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .collect();
-    let value = if chain.is_empty() {
-        client
-    } else {
-        format!("{}, {client}", chain.join(", "))
-    };
-    if let Ok(value) = HeaderValue::from_str(&value) {
-        headers.insert(X_FORWARDED_FOR, value);
-    }
-    let proto = if forwarded.tls { "https" } else { "http" };
-    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
-    headers.append(header::VIA, forwarded.via.clone());
-    match forwarded.host {
-        Some(host) => headers.insert(X_FORWARDED_HOST, host.clone()),
-        None => headers.remove(X_FORWARDED_HOST),
-    };
-    headers.insert(X_REQUEST_ID, forwarded.request_id.clone());
 }
 
 #[cfg(test)]
@@ -221,28 +296,114 @@ mod tests {
         assert_eq!(h.get(header::UPGRADE).unwrap(), "websocket");
     }
 
+    fn forwarded<'a>(host: &'a HeaderValue, id: &'a HeaderValue, via: &'a HeaderValue) -> Forwarded<'a> {
+        Forwarded {
+            client_ip: "127.0.0.1".parse().unwrap(),
+            host: Some(host),
+            request_id: id,
+            trusted_peer: true,
+            tls: false,
+            via,
+            keyed: false,
+        }
+    }
+
     #[test]
     fn appends_to_the_forwarded_chain() {
         let mut h = HeaderMap::new();
         h.insert(X_FORWARDED_FOR, HeaderValue::from_static("203.0.113.7"));
+        h.append(X_FORWARDED_FOR, HeaderValue::from_static("198.51.100.2"));
         h.insert(X_FORWARDED_PROTO, HeaderValue::from_static("https"));
-        let id = HeaderValue::from_static("abc");
-        let host = HeaderValue::from_static("api.example.com");
-        let f = Forwarded {
-            client_ip: "127.0.0.1".parse().unwrap(),
-            host: Some(&host),
-            request_id: &id,
-            trusted_peer: true,
-            tls: false,
-            via: &HeaderValue::from_static("1.1 edge-1"),
+        h.insert(X_REQUEST_ID, HeaderValue::from_static("the client's"));
+        h.insert(header::VIA, HeaderValue::from_static("1.1 cdn"));
+        h.insert(X_REAL_IP, HeaderValue::from_static("203.0.113.7"));
+        let (host, id, via) = (
+            HeaderValue::from_static("api.example.com"),
+            HeaderValue::from_static("abc"),
+            HeaderValue::from_static("1.1 edge-1"),
+        );
+        let f = forwarded(&host, &id, &via);
+        let up = upstream(&h, &f, false);
+        assert_eq!(
+            up.get(X_FORWARDED_FOR).unwrap(),
+            "203.0.113.7, 198.51.100.2, 127.0.0.1"
+        );
+        assert_eq!(up.get_all(X_FORWARDED_FOR).iter().count(), 1);
+        assert_eq!(up.get(X_FORWARDED_PROTO).unwrap(), "http");
+        assert_eq!(up.get(X_FORWARDED_HOST).unwrap(), "api.example.com");
+        assert_eq!(up.get_all(X_REQUEST_ID).iter().collect::<Vec<_>>(), ["abc"]);
+        assert_eq!(
+            up.get_all(header::VIA).iter().collect::<Vec<_>>(),
+            ["1.1 cdn", "1.1 edge-1"]
+        );
+        assert_eq!(
+            up.get(X_REAL_IP).unwrap(),
+            "203.0.113.7",
+            "a trusted peer's claims pass"
+        );
+        assert!(passed_through(&up, f.via), "the request now names this proxy");
+
+        // From an untrusted peer the claims are dropped and the chain starts at the client.
+        let untrusted = Forwarded {
+            trusted_peer: false,
+            host: None,
+            client_ip: "2001:db8::7".parse().unwrap(),
+            ..f
         };
-        set_forwarded(&mut h, &f);
-        assert_eq!(h.get(X_FORWARDED_FOR).unwrap(), "203.0.113.7, 127.0.0.1");
-        assert_eq!(h.get(X_FORWARDED_PROTO).unwrap(), "http");
-        assert_eq!(h.get(X_FORWARDED_HOST).unwrap(), "api.example.com");
-        assert_eq!(h.get(X_REQUEST_ID).unwrap(), "abc");
-        assert_eq!(h.get(header::VIA).unwrap(), "1.1 edge-1");
-        assert!(passed_through(&h, f.via), "the request now names this proxy");
+        let up = upstream(&h, &untrusted, false);
+        assert_eq!(up.get(X_FORWARDED_FOR).unwrap(), "2001:db8::7");
+        assert!(up.get(X_REAL_IP).is_none() && up.get(X_FORWARDED_HOST).is_none());
+    }
+
+    #[test]
+    fn the_clients_key_stays_behind_on_routes_that_read_it() {
+        let mut h = HeaderMap::new();
+        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer sk-1"));
+        h.insert("x-api-key", HeaderValue::from_static("sk-2"));
+        h.insert("x-app", HeaderValue::from_static("1"));
+        let (host, id, via) = (
+            HeaderValue::from_static("h"),
+            HeaderValue::from_static("abc"),
+            HeaderValue::from_static("1.1 edge-1"),
+        );
+        let open = forwarded(&host, &id, &via);
+        let up = upstream(&h, &open, false);
+        assert!(up.contains_key(header::AUTHORIZATION) && up.contains_key("x-api-key"));
+        let keyed = Forwarded { keyed: true, ..open };
+        let up = upstream(&h, &keyed, false);
+        assert!(!up.contains_key(header::AUTHORIZATION) && !up.contains_key("x-api-key"));
+        assert_eq!(up.get("x-app").unwrap(), "1");
+    }
+
+    #[test]
+    fn a_request_id_is_the_trusted_peers_or_32_fresh_hex_digits() {
+        let asked = Request::get("/").header(X_REQUEST_ID, "up-7").body(()).unwrap();
+        assert_eq!(request_id(&asked, true), "up-7");
+        let (a, b) = (request_id(&asked, false), request_id(&asked, false));
+        assert_ne!(a, b);
+        for id in [a, b] {
+            assert_eq!(id.len(), 32);
+            assert!(id
+                .as_bytes()
+                .iter()
+                .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(c)));
+        }
+    }
+
+    #[test]
+    fn ipv4_addresses_are_written_as_display_writes_them() {
+        for ip in [
+            "0.0.0.0",
+            "9.10.99.100",
+            "255.255.255.255",
+            "127.0.0.1",
+            "::1",
+            "::ffff:1.2.3.4",
+        ] {
+            let mut out = Vec::new();
+            push_ip(&mut out, ip.parse().unwrap());
+            assert_eq!(String::from_utf8(out).unwrap(), ip);
+        }
     }
 
     #[test]
@@ -279,11 +440,27 @@ mod tests {
             }
             h.insert("x-app", HeaderValue::from_static("1"));
             h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+            let named_app = tokens.iter().any(|t| t.trim().eq_ignore_ascii_case("x-app"));
+            // A request on its way up, from a trusted peer: the identity headers go on (those the
+            // proxy sets, set by it).
+            let (host, id, via) = (
+                HeaderValue::from_static("h"),
+                HeaderValue::from_static("kept"),
+                HeaderValue::from_static("1.1 edge-1"),
+            );
+            let up = upstream(&h, &forwarded(&host, &id, &via), upgrade);
+            for name in [header::FORWARDED, X_REAL_IP, X_REQUEST_ID] {
+                proptest::prop_assert_eq!(up.get(&name).map(|v| v.as_bytes()), Some(&b"kept"[..]));
+            }
+            proptest::prop_assert_eq!(up.get(X_FORWARDED_FOR).unwrap(), "kept, 127.0.0.1");
+            proptest::prop_assert_eq!(up.contains_key("x-app"), !named_app);
+            proptest::prop_assert_eq!(up.contains_key(header::UPGRADE), upgrade);
+            proptest::prop_assert!(!up.contains_key(header::TE) && !up.contains_key("keep-alive"));
+
             strip_hop_by_hop(&mut h, upgrade);
             for name in CLIENT_IDENTITY.iter() {
                 proptest::prop_assert_eq!(h.get(name).map(|v| v.as_bytes()), Some(&b"kept"[..]));
             }
-            let named_app = tokens.iter().any(|t| t.trim().eq_ignore_ascii_case("x-app"));
             proptest::prop_assert_eq!(h.contains_key("x-app"), !named_app);
             proptest::prop_assert_eq!(h.contains_key(header::UPGRADE), upgrade);
         }

@@ -34,7 +34,7 @@ use crate::cache::{ResponseCache, X_AUGUR_CACHE};
 use crate::clock;
 use crate::config::RouteAuth;
 use crate::error::ProxyError;
-use crate::gate::{self, Refusal};
+use crate::gate::Refusal;
 use crate::listener::{Downstream, Handler};
 use crate::message::body::{BoxError, Capped, Guarded, IdleTimeout, ProxyBody};
 use crate::message::{compress, reply, X_REQUEST_ID};
@@ -87,13 +87,14 @@ pub async fn handle(
     };
     let request_id = headers::request_id(&request, trusted_peer);
     let host = headers::original_host(&request);
-    let downstream = headers::Forwarded {
+    let mut downstream = headers::Forwarded {
         client_ip: client.ip(),
         host: host.as_ref(),
         request_id: &request_id,
         trusted_peer,
         tls: from.is_tls(),
         via: &shared.via,
+        keyed: false,
     };
     let mut log = AccessLog::new(&request, client, request_id.clone(), access_log);
     let request = match admissible(request, &from, &shared) {
@@ -169,9 +170,7 @@ pub async fn handle(
         max_tokens: peeked.max_tokens,
     };
     let mut request = request;
-    if route.auth != RouteAuth::None {
-        gate::strip_key(request.headers_mut());
-    }
+    downstream.keyed = route.auth != RouteAuth::None;
     let span = shared
         .traces
         .as_ref()

@@ -37,9 +37,7 @@ impl UpstreamHead {
         upgrade: bool,
         renamed_len: Option<usize>,
     ) -> Self {
-        let mut h = request.headers.clone();
-        headers::strip_hop_by_hop(&mut h, upgrade);
-        headers::set_forwarded(&mut h, downstream);
+        let mut h = headers::upstream(&request.headers, downstream, upgrade);
         if let Some((name, value)) = &pool.credentials {
             h.insert(name.clone(), value.clone());
         }

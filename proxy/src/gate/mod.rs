@@ -426,11 +426,10 @@ fn bearer(headers: &HeaderMap) -> Option<&[u8]> {
     Some(credential.trim_ascii()).filter(|c| scheme.eq_ignore_ascii_case(b"Bearer ") && !c.is_empty())
 }
 
-/// Takes the client's key off a request before it goes on: a backend (a hosted provider, say)
-/// must never see it.
-pub fn strip_key(headers: &mut HeaderMap) {
-    headers.remove(AUTHORIZATION);
-    headers.remove(X_API_KEY);
+/// Whether `name` is a header a client's key or token comes in, which the request leaves behind
+/// on routes that read one: a backend (a hosted provider, say) must never see it.
+pub fn is_client_key(name: &HeaderName) -> bool {
+    name == AUTHORIZATION || name == X_API_KEY
 }
 
 #[cfg(test)]
