@@ -185,8 +185,18 @@ pub fn upstream(client: &HeaderMap, forwarded: &Forwarded<'_>, upgrade: bool) ->
             out.append(name.clone(), value.clone());
         }
     }
-    push_ip(&mut chain, forwarded.client_ip);
-    if let Ok(value) = HeaderValue::from_bytes(&chain) {
+    let value = if chain.is_empty() {
+        // The usual case, the client alone: written on the stack, one allocation (the value's).
+        let mut text = [0u8; 48];
+        let mut rest = &mut text[..];
+        push_ip(&mut rest, forwarded.client_ip);
+        let written = 48 - rest.len();
+        HeaderValue::from_bytes(&text[..written])
+    } else {
+        push_ip(&mut chain, forwarded.client_ip);
+        HeaderValue::from_bytes(&chain)
+    };
+    if let Ok(value) = value {
         out.insert(X_FORWARDED_FOR, value);
     }
     let proto = if forwarded.tls { "https" } else { "http" };
@@ -200,23 +210,30 @@ pub fn upstream(client: &HeaderMap, forwarded: &Forwarded<'_>, upgrade: bool) ->
     out
 }
 
-/// Appends `ip` as text: IPv4 digit by digit (every request writes one), IPv6 by its `Display`.
-fn push_ip(out: &mut Vec<u8>, ip: IpAddr) {
-    use std::io::Write as _;
+/// Writes `ip` as text: IPv4 digit by digit (every request writes one), IPv6 by its `Display`.
+/// At most 39 bytes; into a slice too short for it, what fits.
+fn push_ip(out: &mut impl std::io::Write, ip: IpAddr) {
     match ip {
         IpAddr::V4(v4) => {
+            let mut text = [0u8; 15];
+            let mut n = 0;
             for (i, octet) in v4.octets().into_iter().enumerate() {
                 if i > 0 {
-                    out.push(b'.');
+                    text[n] = b'.';
+                    n += 1;
                 }
-                if octet >= 100 {
-                    out.push(b'0' + octet / 100);
+                let digits = [octet / 100, octet / 10 % 10, octet % 10];
+                let first = match octet {
+                    100.. => 0,
+                    10.. => 1,
+                    _ => 2,
+                };
+                for digit in &digits[first..] {
+                    text[n] = b'0' + digit;
+                    n += 1;
                 }
-                if octet >= 10 {
-                    out.push(b'0' + octet / 10 % 10);
-                }
-                out.push(b'0' + octet % 10);
             }
+            let _ = out.write_all(&text[..n]);
         }
         IpAddr::V6(v6) => {
             let _ = write!(out, "{v6}");
