@@ -118,7 +118,7 @@ pub async fn handle(
         return unserved(&shared, log, started, &err, &request_id);
     };
     let pool = route.pick_pool();
-    log.route = route.name.to_string();
+    log.route = Some(route.name.clone());
     let tokens = peeked.estimated_tokens();
     let admission = match shared
         .gate
@@ -150,7 +150,7 @@ pub async fn handle(
             parts.headers.insert(X_REQUEST_ID, request_id.clone());
             admission.write_headers(&mut parts.headers);
             log.status = parts.status.as_u16();
-            log.backend = "cache".to_owned();
+            log.backend = Some(Arc::from("cache"));
             log.write(started.elapsed());
             let body = match &accepts {
                 Some((accept, method)) => compressed(&shared, (accept, method), &mut parts, body),
@@ -682,7 +682,7 @@ impl Target<'_> {
         };
         let backend = in_flight.backend().clone();
         tried.push(backend.id);
-        log.backend = backend.address.to_string();
+        log.backend = Some(backend.label.clone());
         let mut row = self.observed.record.map(|r| r.dispatch(self.attempt, &in_flight));
         in_flight.count_tokens(self.tokens);
         let (attempt_body, bytes_in) = body.for_attempt();
