@@ -20,6 +20,10 @@ pub struct Backend {
     pub address: BackendAddress,
     /// The address as a shared string, for telemetry rows (a reference count, not a copy, per row).
     pub label: Arc<str>,
+    /// The address as a URI's authority and as a `Host` header, made once rather than formatted
+    /// and parsed for every attempt. `None` only for an address that is not one, which
+    /// `BackendAddress` does not let through.
+    pub authority: Option<(http::uri::Authority, http::HeaderValue)>,
     /// Stable identity (hash of the address) used by hashing and sticky cookies.
     pub id: u64,
     /// Configured weight.
@@ -51,6 +55,11 @@ impl Backend {
         Self {
             id: augur_engine::hash::endpoint_id(address.as_str()),
             label: Arc::from(address.as_str()),
+            authority: address
+                .as_str()
+                .parse()
+                .ok()
+                .zip(http::HeaderValue::from_str(address.as_str()).ok()),
             address,
             weight: spec.weight.get(),
             labels: spec.labels.clone(),

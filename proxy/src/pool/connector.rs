@@ -69,11 +69,11 @@ impl TlsClients {
 }
 
 /// The URI scheme of a pool's backends.
-pub fn scheme(config: &PoolConfig) -> &'static str {
+pub fn scheme(config: &PoolConfig) -> http::uri::Scheme {
     if config.tls.is_some() {
-        "https"
+        http::uri::Scheme::HTTPS
     } else {
-        "http"
+        http::uri::Scheme::HTTP
     }
 }
 
