@@ -110,6 +110,9 @@ pub(crate) enum PoolEvent {
     Discovered {
         source: usize,
         backends: Vec<BackendSpec>,
+        /// The source's first answer: readiness waits until this set is in force, not merely
+        /// handed over, or a request let in at once could find the pool empty.
+        settles: bool,
     },
 }
 
@@ -223,9 +226,13 @@ impl Pool {
     /// Hands a discovery source's new set to the supervisor; waits for room rather than drop it, as
     /// a lost set would leave the pool wrong until the source next changes. False once the pool
     /// has stopped.
-    pub(crate) async fn discovered(&self, source: usize, backends: Vec<BackendSpec>) -> bool {
+    pub(crate) async fn discovered(&self, source: usize, backends: Vec<BackendSpec>, settles: bool) -> bool {
         self.events
-            .send(PoolEvent::Discovered { source, backends })
+            .send(PoolEvent::Discovered {
+                source,
+                backends,
+                settles,
+            })
             .await
             .is_ok()
     }

@@ -137,6 +137,7 @@ pub(super) async fn run(pool: Arc<Pool>, mut events: mpsc::Receiver<PoolEvent>) 
             .flatten()
             .min();
         let mut done = None;
+        let mut settled = false;
         let mut rescore = false;
         let mut reshaped = false;
         tokio::select! {
@@ -165,9 +166,10 @@ pub(super) async fn run(pool: Arc<Pool>, mut events: mpsc::Receiver<PoolEvent>) 
                     }
                     done = Some((reply, found.is_some()));
                 }
-                Some(PoolEvent::Discovered { source, backends }) => {
+                Some(PoolEvent::Discovered { source, backends, settles }) => {
                     pool.discovered.lock().unwrap_or_else(PoisonError::into_inner)[source] = Some(backends);
                     reshaped = members.rediscover(&pool);
+                    settled = settles;
                 }
             },
         }
@@ -199,6 +201,10 @@ pub(super) async fn run(pool: Arc<Pool>, mut events: mpsc::Receiver<PoolEvent>) 
         }
         if let Some((reply, found)) = done {
             let _ = reply.send(found);
+        }
+        // Published above: a source's first set is in force.
+        if settled {
+            pool.settle_source();
         }
     }
 }

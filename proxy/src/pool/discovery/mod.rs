@@ -101,24 +101,26 @@ impl Guard {
             let alive = match look {
                 Ok(mut set) => {
                     set.sort_by(|a, b| a.address.cmp(&b.address));
-                    self.found(set).await
+                    self.found(set, settled_now).await
                 }
                 Err(reason) => {
                     self.failed(reason);
+                    // Nothing to wait for: the pool goes on with what it has.
+                    if settled_now {
+                        self.pool.settle_source();
+                    }
                     true
                 }
             };
-            if settled_now {
-                self.pool.settle_source();
-            }
             if !alive {
                 return;
             }
         }
     }
 
-    /// Folds in a set the source gave. False once the pool has stopped.
-    async fn found(&mut self, set: Vec<BackendSpec>) -> bool {
+    /// Folds in a set the source gave; `first`: its first answer, which the pool's supervisor
+    /// settles once the set is in force. False once the pool has stopped.
+    async fn found(&mut self, set: Vec<BackendSpec>, first: bool) -> bool {
         if let Some((reason, _)) = self.failing.take() {
             tracing::info!(pool = %self.pool.name, source = %self.name, %reason, "discovery source answers again");
         }
@@ -144,7 +146,7 @@ impl Guard {
         self.metrics.set_backends(set.len());
         tracing::info!(pool = %self.pool.name, source = %self.name, backends = set.len(), "discovery source changed");
         self.applied = Some(set.clone());
-        self.pool.discovered(self.index, set).await
+        self.pool.discovered(self.index, set, first).await
     }
 
     /// Keeps the last good set, counts the failure and logs it when the spell starts, when its
