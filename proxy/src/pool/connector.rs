@@ -22,12 +22,13 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use tower_service::Service;
 
+use super::tcp::BareConnector;
 use crate::config::{Config, PoolConfig, UpstreamProtocol, UpstreamTls};
 use crate::message::body::ProxyBody;
 use crate::pem::{read_certificates, read_private_key, TlsError};
 
 /// The client every request, health check and scrape of a pool goes through.
-pub type UpstreamClient = Client<HttpsConnector<HttpConnector<TimedResolver>>, ProxyBody>;
+pub type UpstreamClient = Client<HttpsConnector<BareConnector<TimedResolver>>, ProxyBody>;
 
 /// A pool whose TLS settings did not load.
 #[derive(Debug, thiserror::Error)]
@@ -113,8 +114,10 @@ pub fn client(config: &PoolConfig, tls: Option<Arc<ClientConfig>>) -> UpstreamCl
         None => builder,
     };
     let connector = match config.protocol {
-        UpstreamProtocol::Http1 => builder.enable_http1().wrap_connector(tcp),
-        UpstreamProtocol::H2 | UpstreamProtocol::H2c => builder.enable_http2().wrap_connector(tcp),
+        UpstreamProtocol::Http1 => builder.enable_http1().wrap_connector(BareConnector(tcp)),
+        UpstreamProtocol::H2 | UpstreamProtocol::H2c => {
+            builder.enable_http2().wrap_connector(BareConnector(tcp))
+        }
     };
     let mut client = Client::builder(TokioExecutor::new());
     client

@@ -9,6 +9,7 @@ mod membership;
 mod probes;
 mod scrape;
 mod supervisor;
+mod tcp;
 
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
