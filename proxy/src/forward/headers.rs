@@ -6,7 +6,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::Request;
 use rand::Rng;
 
-use crate::message::X_REQUEST_ID;
+use crate::message::{lists_token, X_REQUEST_ID};
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -84,16 +84,6 @@ pub fn is_upgrade<B>(request: &Request<B>, allowed: &[String]) -> bool {
             })
         })
         && lists_token(headers, header::CONNECTION, "upgrade")
-}
-
-/// Whether any `name` header's comma-separated list holds `token` (case-insensitively).
-fn lists_token(headers: &HeaderMap, name: HeaderName, token: &str) -> bool {
-    headers
-        .get_all(name)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case(token))
 }
 
 /// Whether `name` is hop-by-hop by definition (`Upgrade` included; an upgrade puts back what the

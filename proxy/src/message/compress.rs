@@ -43,14 +43,7 @@ pub fn choose(
     if declared.is_some_and(|n| n < config.min_length) {
         return None;
     }
-    let no_transform = headers
-        .get_all(CACHE_CONTROL)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .any(|v| {
-            v.split(',')
-                .any(|d| d.trim().eq_ignore_ascii_case("no-transform"))
-        });
+    let no_transform = super::lists_token(headers, CACHE_CONTROL, "no-transform");
     if no_transform {
         return None;
     }
@@ -110,14 +103,8 @@ pub fn encode_headers(headers: &mut HeaderMap, encoding: Encoding) {
     headers.remove(CONTENT_LENGTH);
     headers.remove(ACCEPT_RANGES);
     headers.insert(CONTENT_ENCODING, HeaderValue::from_static(encoding.as_str()));
-    let varies = headers
-        .get_all(VARY)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .any(|v| {
-            v.split(',')
-                .any(|f| f.trim() == "*" || f.trim().eq_ignore_ascii_case("accept-encoding"))
-        });
+    let varies =
+        super::lists_token(headers, VARY, "*") || super::lists_token(headers, VARY, "accept-encoding");
     if !varies {
         headers.append(VARY, HeaderValue::from_static("accept-encoding"));
     }
