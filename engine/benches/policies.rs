@@ -1,4 +1,5 @@
-//! How long one pick takes for each policy over pools of 4, 16 and 64 backends.
+//! How long one pick takes for each policy over pools of 4, 16 and 64 backends, and a pick with
+//! prefix scoring over 16 LLM servers.
 //!
 //! Run: `cargo bench -p augur-engine --bench policies`. Results are recorded in `bench/README.md`.
 //! The predictive policy scores with the model set committed in `models/` (trained on `datasets/`).
@@ -9,6 +10,7 @@ use std::time::Duration;
 
 use augur_engine::model::{ModelSet, MANIFEST_FILE};
 use augur_engine::policy::{ActiveModels, HashAlgorithm, HashKey};
+use augur_engine::prefix::{PromptBlocks, DEFAULT_INDEX_BLOCKS, INDEX_BLOCK_BYTES};
 use augur_engine::{hash, BackendLoad, Endpoint, PickRequest, PolicySpec, Selector};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use rand::rngs::SmallRng;
@@ -104,6 +106,65 @@ fn pick(c: &mut Criterion) {
     group.finish();
 }
 
+/// A pick with prefix scoring: a 24 KB chat prompt over 16 LLM servers whose indexes hold 150
+/// tenants' documents. `prefix_hash` is the prompt's block hashes (once per request), `prefix_pick`
+/// the pick that scores them, `prefix_request` both.
+fn prefix(c: &mut Criterion) {
+    let mut group = c.benchmark_group("prefix");
+    let eps: Vec<Endpoint> = (0..16)
+        .map(|i| {
+            let load = BackendLoad::new(Duration::from_millis(30), Duration::ZERO)
+                .with_prefix_index(DEFAULT_INDEX_BLOCKS);
+            Endpoint::new(hash::endpoint_id(&format!("gpu-{i}")), 1, Arc::new(load))
+        })
+        .collect();
+    let document = |tenant: usize| -> String {
+        (0..6_000)
+            .map(|i| format!("{:03x} ", (i * 7 + tenant * 131) % 4096))
+            .collect()
+    };
+    let hash = |document: &str, blocks: &mut PromptBlocks<INDEX_BLOCK_BYTES>| {
+        blocks.reset(b"llama");
+        blocks.push_message(b"system", document.as_bytes());
+        blocks.push_message(b"user", b"What does section 4 say about retention?");
+    };
+    let mut blocks = PromptBlocks::new(b"");
+    for tenant in 0..150 {
+        hash(&document(tenant), &mut blocks);
+        eps[tenant % 16].load.record_prompt(blocks.hashes());
+    }
+    let asked = document(37);
+    let selector = Selector::build(&PolicySpec::weighted_scorer(), &eps);
+    let mut rng = SmallRng::seed_from_u64(42);
+    let now = Duration::from_secs(1);
+    group.bench_function("prefix_hash", |b| {
+        b.iter(|| {
+            hash(black_box(&asked), &mut blocks);
+            black_box(blocks.hashes().len())
+        })
+    });
+    hash(&asked, &mut blocks);
+    let prompt = blocks.hashes().to_vec();
+    group.bench_function("prefix_pick", |b| {
+        let request = PickRequest {
+            prompt: Some(&prompt),
+            ..PickRequest::default()
+        };
+        b.iter(|| black_box(selector.pick(&eps, &request, now, &mut rng)))
+    });
+    group.bench_function("prefix_request", |b| {
+        b.iter(|| {
+            hash(black_box(&asked), &mut blocks);
+            let request = PickRequest {
+                prompt: Some(blocks.hashes()),
+                ..PickRequest::default()
+            };
+            black_box(selector.pick(&eps, &request, now, &mut rng))
+        })
+    });
+    group.finish();
+}
+
 fn committed_models() -> Arc<ActiveModels> {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models");
     let manifest = std::fs::read(dir.join(MANIFEST_FILE)).expect("models/manifest.json");
@@ -111,5 +172,5 @@ fn committed_models() -> Arc<ActiveModels> {
     Arc::new(ActiveModels::new(&set, 0.9).expect("a latency model"))
 }
 
-criterion_group!(benches, pick);
+criterion_group!(benches, pick, prefix);
 criterion_main!(benches);

@@ -17,6 +17,7 @@ pub mod health;
 pub mod load;
 pub mod model;
 pub mod policy;
+pub mod prefix;
 pub mod retry_budget;
 pub mod scaling;
 pub mod scraped;

@@ -7,6 +7,7 @@ use std::time::Duration;
 use arc_swap::ArcSwapOption;
 
 use crate::ewma::PeakEwma;
+use crate::prefix::PrefixIndex;
 use crate::scraped::ScrapedMetrics;
 
 /// Metrics scraped from a backend, and until when they count as current.
@@ -34,6 +35,8 @@ pub struct BackendLoad {
     /// Bumped by every change to the state above, so a policy can tell a score it computed earlier
     /// is still current.
     version: AtomicU64,
+    /// The prompt blocks lately sent here, for pools of LLM servers that score prefixes.
+    prefixes: Option<PrefixIndex>,
 }
 
 /// Weight of each new observation in the prediction-error mean: about the last 20 requests count.
@@ -52,6 +55,32 @@ impl BackendLoad {
             scraped: ArcSwapOption::empty(),
             prediction_error: AtomicU64::new(0f64.to_bits()),
             version: AtomicU64::new(0),
+            prefixes: None,
+        }
+    }
+
+    /// This backend with an index of the prompt prefixes sent to it, of about `blocks` blocks.
+    pub fn with_prefix_index(mut self, blocks: usize) -> Self {
+        self.prefixes = Some(PrefixIndex::new(blocks));
+        self
+    }
+
+    /// The index of prompt prefixes sent here, when the backend keeps one.
+    pub fn prefix_index(&self) -> Option<&PrefixIndex> {
+        self.prefixes.as_ref()
+    }
+
+    /// How many of a prompt's leading blocks were lately sent here (0 without an index).
+    pub fn prefix_matched(&self, blocks: &[u64]) -> usize {
+        self.prefixes.as_ref().map_or(0, |index| index.matched(blocks))
+    }
+
+    /// Notes that a prompt with these blocks is being sent here (nothing without an index). The
+    /// index's content is not part of the [`version`](Self::version): a cached score never depends
+    /// on a prompt.
+    pub fn record_prompt(&self, blocks: &[u64]) {
+        if let Some(index) = &self.prefixes {
+            index.record(blocks);
         }
     }
 

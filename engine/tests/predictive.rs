@@ -1,8 +1,6 @@
 //! The predictive policy: scores by the models, learns from its errors, explores with a known
 //! propensity, falls back without models, and never allocates in a pick.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,29 +18,7 @@ use augur_engine::{
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
 
-/// Counts the allocations of the thread that asked, so the test harness's threads do not interfere.
-struct CountingAllocator;
-
-thread_local! {
-    static COUNTING: Cell<bool> = const { Cell::new(false) };
-    static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
-}
-
-unsafe impl GlobalAlloc for CountingAllocator {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if COUNTING.with(Cell::get) {
-            ALLOCATIONS.with(|n| n.set(n.get() + 1));
-        }
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
-#[global_allocator]
-static ALLOCATOR: CountingAllocator = CountingAllocator;
+mod support;
 
 fn file(model: Model) -> ModelFile {
     ModelFile {
@@ -300,19 +276,19 @@ fn a_pick_allocates_nothing() {
     for _ in 0..10 {
         selector.pick_predicted(&eps, &request, &[], Duration::ZERO, &mut rng);
     }
-    COUNTING.with(|c| c.set(true));
     let mut picked = 0;
-    for _ in 0..1_000 {
-        if let Some((i, prediction)) =
-            selector.pick_predicted(&eps, &request, &[eps[0].id], Duration::ZERO, &mut rng)
-        {
-            picked += i + usize::from(prediction.is_some());
-            drop(prediction);
+    let allocations = support::allocations_in(|| {
+        for _ in 0..1_000 {
+            if let Some((i, prediction)) =
+                selector.pick_predicted(&eps, &request, &[eps[0].id], Duration::ZERO, &mut rng)
+            {
+                picked += i + usize::from(prediction.is_some());
+                drop(prediction);
+            }
         }
-    }
-    COUNTING.with(|c| c.set(false));
+    });
     assert!(picked > 0);
-    assert_eq!(ALLOCATIONS.with(Cell::get), 0, "predictive picks allocated");
+    assert_eq!(allocations, 0, "predictive picks allocated");
 }
 
 /// Training and serving see the same features: the latency the policy predicts for the backend it

@@ -25,6 +25,8 @@ pub struct Router {
     pub routes_by_model: bool,
     /// Whether some pool scores requests with the models (which read the body's size hints).
     pub scores_requests: bool,
+    /// Whether some pool scores prompt prefixes (which hash the body's prompt).
+    pub scores_prefixes: bool,
     /// Whether some route checks keys or limits (which may read the body's `model` and size).
     pub guards_requests: bool,
     /// Whether some pool renames the body's `model` (`model_map`).
@@ -138,6 +140,7 @@ impl Router {
                 .pools
                 .values()
                 .any(|p| matches!(p.policy, augur_engine::PolicySpec::Predictive { .. })),
+            scores_prefixes: config.pools.values().any(|p| p.policy.scores_prefixes()),
         }
     }
 

@@ -67,9 +67,10 @@ pub struct CpuBehaviour {
 
 /// An LLM inference node with continuous batching (vLLM-like).
 ///
-/// A request is admitted into the running batch when the batch has room and its tokens fit in the
-/// KV cache; otherwise it waits. Time to first token is prefill (proportional to the prompt) after
-/// admission; each output token then takes longer the larger the batch.
+/// A request is admitted into the running batch when the batch has room, its tokens fit in the KV
+/// cache and its LoRA adapter is resident or can be loaded; otherwise it waits. Time to first token
+/// is the adapter's load, if it had to be loaded, then prefill of the prompt tokens not already in
+/// the node's prefix cache; each output token then takes longer the larger the batch.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct GpuBehaviour {
     /// Most requests in the running batch.
@@ -82,6 +83,14 @@ pub struct GpuBehaviour {
     pub tpot_base_us: f64,
     /// Extra time per output token for each other running request, in microseconds.
     pub tpot_per_running_us: f64,
+    /// Whether prefills share the node's compute, one after another (as on a real GPU, where
+    /// prefill is compute-bound), rather than each running alongside the others at full speed
+    /// (the lighter model the `gpu-mixed` scenario was sized with).
+    pub shared_prefill: bool,
+    /// LoRA adapters resident at once (vLLM's `--max-loras`); 0 serves every adapter as if resident.
+    pub max_lora: u32,
+    /// Time to load an adapter that is not resident, in microseconds.
+    pub lora_load_us: f64,
 }
 
 impl GpuBehaviour {
@@ -90,12 +99,24 @@ impl GpuBehaviour {
         (size.prompt_tokens + size.output_tokens).clamp(1, self.kv_capacity_tokens)
     }
 
-    /// Time to first token and total time of a request admitted with `running` others in the batch,
-    /// in seconds.
+    /// Time to prefill `tokens` prompt tokens, in seconds.
+    pub fn prefill_s(&self, tokens: u32) -> f64 {
+        f64::from(tokens) * self.prefill_us_per_token / 1e6
+    }
+
+    /// Time per output token with `running` others in the batch, in seconds.
+    pub fn tpot_s(&self, running: u32) -> f64 {
+        (self.tpot_base_us + self.tpot_per_running_us * f64::from(running)) / 1e6
+    }
+
+    /// Time to first token and total time of a request admitted with `running` others in the batch
+    /// and nothing of its prompt cached, in seconds.
     pub fn timing(&self, size: RequestTokens, running: u32) -> (f64, f64) {
-        let ttft = f64::from(size.prompt_tokens) * self.prefill_us_per_token / 1e6;
-        let tpot = (self.tpot_base_us + self.tpot_per_running_us * f64::from(running)) / 1e6;
-        (ttft, ttft + f64::from(size.output_tokens.max(1)) * tpot)
+        let ttft = self.prefill_s(size.prompt_tokens);
+        (
+            ttft,
+            ttft + f64::from(size.output_tokens.max(1)) * self.tpot_s(running),
+        )
     }
 }
 
@@ -148,6 +169,9 @@ mod tests {
             prefill_us_per_token: 100.0,
             tpot_base_us: 10_000.0,
             tpot_per_running_us: 2_000.0,
+            shared_prefill: false,
+            max_lora: 0,
+            lora_load_us: 0.0,
         };
         let size = RequestTokens {
             prompt_tokens: 1000,

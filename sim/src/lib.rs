@@ -7,7 +7,9 @@
 pub mod behaviour;
 pub mod des;
 pub mod faults;
+pub mod gpu;
 pub mod http;
+pub mod prompt;
 pub mod report;
 pub mod scenario;
 pub mod trace;

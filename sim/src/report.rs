@@ -23,6 +23,25 @@ pub struct PolicyReport {
     pub error_rate: f64,
     /// Share of requests each backend finally served.
     pub share: BTreeMap<String, f64>,
+    /// What LLM servers add: time to first token, output rate, prefix-cache hits.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub llm: Option<LlmReport>,
+}
+
+/// The LLM side of a run.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct LlmReport {
+    /// Median time to first token, in milliseconds (a request that never got one counts with the
+    /// time it waited before failing).
+    pub ttft_p50_ms: f64,
+    /// 90th percentile.
+    pub ttft_p90_ms: f64,
+    /// 99th percentile.
+    pub ttft_p99_ms: f64,
+    /// Output tokens of the requests that succeeded, per second of the run.
+    pub output_tokens_per_s: f64,
+    /// Share of prompt tokens the servers found in their prefix caches.
+    pub prefix_hit_ratio: f64,
 }
 
 /// The `q` quantile (nearest rank) of latencies in microseconds, sorted ascending, in milliseconds.
@@ -50,6 +69,8 @@ pub struct Tally {
     latencies_us: Vec<u64>,
     failures: usize,
     served: Vec<usize>,
+    ttfts_us: Vec<u64>,
+    output_tokens: u64,
 }
 
 impl Tally {
@@ -59,7 +80,31 @@ impl Tally {
             latencies_us: Vec::with_capacity(expected),
             failures: 0,
             served: vec![0; backends],
+            ttfts_us: Vec::new(),
+            output_tokens: 0,
         }
+    }
+
+    /// Records an LLM request's time to first token and the output tokens it got.
+    pub fn record_llm(&mut self, ttft_us: u64, output_tokens: u32) {
+        self.ttfts_us.push(ttft_us);
+        self.output_tokens += u64::from(output_tokens);
+    }
+
+    /// The LLM side of what was recorded, over a run of `duration_s` seconds whose servers found
+    /// `cached` of `prompt` prompt tokens in their caches; `None` when no LLM request was recorded.
+    pub fn llm(&mut self, duration_s: f64, (prompt, cached): (u64, u64)) -> Option<LlmReport> {
+        if self.ttfts_us.is_empty() {
+            return None;
+        }
+        self.ttfts_us.sort_unstable();
+        Some(LlmReport {
+            ttft_p50_ms: percentile_ms(&self.ttfts_us, 0.5),
+            ttft_p90_ms: percentile_ms(&self.ttfts_us, 0.9),
+            ttft_p99_ms: percentile_ms(&self.ttfts_us, 0.99),
+            output_tokens_per_s: self.output_tokens as f64 / duration_s.max(1e-9),
+            prefix_hit_ratio: cached as f64 / prompt.max(1) as f64,
+        })
     }
 
     /// Records one request: its end-to-end latency, whether it failed, and the backend that finally
@@ -72,8 +117,9 @@ impl Tally {
         }
     }
 
-    /// The report of what was recorded; `names` are the backends' names, in index order.
-    pub fn finish(mut self, policy: &str, names: &[String]) -> PolicyReport {
+    /// The report of what was recorded; `names` are the backends' names, in index order; `llm` from
+    /// [`Tally::llm`].
+    pub fn finish(mut self, policy: &str, names: &[String], llm: Option<LlmReport>) -> PolicyReport {
         self.latencies_us.sort_unstable();
         let n = self.latencies_us.len();
         let quantile = |q: f64| percentile_ms(&self.latencies_us, q);
@@ -92,6 +138,7 @@ impl Tally {
                 .cloned()
                 .zip(self.served.iter().map(|&s| s as f64 / total))
                 .collect(),
+            llm,
         }
     }
 }
@@ -103,7 +150,39 @@ impl Report {
             "scenario {} ({} requests per policy)\n{:<22} {:>9} {:>9} {:>9} {:>9} {:>8}  share\n",
             self.scenario, self.requests, "policy", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "errors"
         );
+        let llm = self.policies.iter().any(|p| p.llm.is_some());
+        if llm {
+            out = format!(
+                "scenario {} ({} requests per policy)\n{:<22} {:>9} {:>9} {:>9} {:>11} {:>11} {:>8} {:>9} {:>8}\n",
+                self.scenario,
+                self.requests,
+                "policy",
+                "p50 ms",
+                "p99 ms",
+                "ttft p50",
+                "ttft p90 ms",
+                "ttft p99 ms",
+                "tok/s",
+                "prefix hit",
+                "errors"
+            );
+        }
         for p in &self.policies {
+            if let (true, Some(l)) = (llm, &p.llm) {
+                out.push_str(&format!(
+                    "{:<22} {:>9.1} {:>9.1} {:>9.1} {:>11.1} {:>11.1} {:>8.0} {:>9.1}% {:>7.2}%\n",
+                    p.policy,
+                    p.p50_ms,
+                    p.p99_ms,
+                    l.ttft_p50_ms,
+                    l.ttft_p90_ms,
+                    l.ttft_p99_ms,
+                    l.output_tokens_per_s,
+                    l.prefix_hit_ratio * 100.0,
+                    p.error_rate * 100.0
+                ));
+                continue;
+            }
             let share: Vec<String> = p
                 .share
                 .iter()

@@ -5,7 +5,10 @@ use std::time::Duration;
 
 use crate::behaviour::{BackendBehaviour, CpuBehaviour, GpuBehaviour, RequestTokens, ServiceTime};
 use crate::faults::{Fault, FaultKind};
-use crate::traffic::{Sizes, Spike, Traffic};
+use crate::prompt::{Adapters, Prompts};
+use crate::traffic::{Arrival, Sizes, Spike, Traffic};
+use rand::rngs::SmallRng;
+use rand::SeedableRng;
 
 /// One simulated backend.
 #[derive(Debug, Clone, PartialEq)]
@@ -31,6 +34,10 @@ pub struct Scenario {
     pub traffic: Traffic,
     /// Request sizes where the traffic has none.
     pub sizes: Sizes,
+    /// How prompts are drawn (shared documents, chat sessions; unique by default).
+    pub prompts: Prompts,
+    /// The LoRA adapters requests ask for, if any.
+    pub adapters: Option<Adapters>,
     /// Faults.
     pub faults: Vec<Fault>,
     /// Length of the run.
@@ -42,7 +49,7 @@ pub struct Scenario {
 }
 
 /// Every scenario name.
-pub const SCENARIOS: [&str; 7] = [
+pub const SCENARIOS: [&str; 10] = [
     "steady",
     "heterogeneous",
     "degrading",
@@ -50,7 +57,21 @@ pub const SCENARIOS: [&str; 7] = [
     "gpu-mixed",
     "spike",
     "bursty",
+    "shared-prefix",
+    "lora-mix",
+    "multi-turn",
 ];
+
+impl Scenario {
+    /// The run's arrivals, drawn from `seed`: times and sizes from the traffic, then prompts and
+    /// adapters.
+    pub fn arrivals(&self, seed: u64) -> Vec<Arrival> {
+        let mut rng = SmallRng::seed_from_u64(seed);
+        let mut arrivals = self.traffic.arrivals(self.duration, &self.sizes, &mut rng);
+        self.prompts.assign(self.adapters, &mut arrivals, &mut rng);
+        arrivals
+    }
+}
 
 const S: Duration = Duration::from_secs(1);
 /// 2026-01-05 09:58:00 UTC: a Monday, two minutes before the noisy neighbour's hour.
@@ -91,12 +112,32 @@ fn gpu(
         prefill_us_per_token: prefill_us,
         tpot_base_us: tpot_us,
         tpot_per_running_us: per_running_us,
+        shared_prefill: false,
+        max_lora: 0,
+        lora_load_us: 0.0,
     };
     SimBackend {
         name: name.into(),
         behaviour: BackendBehaviour::Gpu(model),
         weight: 1,
     }
+}
+
+/// `n` vLLM-like nodes of an 8B-class model on one GPU each: prefill at 25,000 tokens a second,
+/// shared by the node's requests; decoding at 15 ms a token plus `per_running_us` for each other
+/// request in the batch.
+fn llm_nodes(n: usize, max_batch: u32, kv: u32, per_running_us: f64, max_lora: u32) -> Vec<SimBackend> {
+    (0..n)
+        .map(|i| {
+            let mut node = gpu(&format!("gpu-{i}"), max_batch, kv, 40.0, 15_000.0, per_running_us);
+            if let BackendBehaviour::Gpu(model) = &mut node.behaviour {
+                model.shared_prefill = true;
+                model.max_lora = max_lora;
+                model.lora_load_us = 100_000.0;
+            }
+            node
+        })
+        .collect()
 }
 
 fn fault(backend: usize, start: Duration, duration: Option<Duration>, kind: FaultKind) -> Fault {
@@ -116,6 +157,8 @@ pub fn scenario(name: &str) -> Option<Scenario> {
         backends,
         traffic,
         sizes: NO_SIZE,
+        prompts: Prompts::Unique,
+        adapters: None,
         faults,
         duration,
         request_timeout: 5 * S,
@@ -198,6 +241,52 @@ pub fn scenario(name: &str) -> Option<Scenario> {
             vec![],
             3600 * S,
         ),
+        "shared-prefix" => Scenario {
+            sizes: Sizes::LogNormal { prompt_median: 1.0, output_median: 100.0, sigma: 0.5 },
+            prompts: Prompts::Documents { tenants: 150, document_tokens: 6_000, question_tokens: 150.0 },
+            request_timeout: 60 * S,
+            ..base(
+                "shared-prefix",
+                "150 tenants, each with a 6,000-token document its questions start with, over eight LLM nodes",
+                // Each node caches 131,072 tokens: a twentieth of the tenants' documents each, all of
+                // them in all. A document prefilled from scratch takes 0.24 s of a node's compute;
+                // 40 requests a second need more than the eight nodes have unless most prefixes hit.
+                llm_nodes(8, 32, 131_072, 300.0, 0),
+                Traffic::Poisson { rate: 40.0 },
+                vec![],
+                300 * S,
+            )
+        },
+        "lora-mix" => Scenario {
+            sizes: Sizes::LogNormal { prompt_median: 800.0, output_median: 64.0, sigma: 0.6 },
+            adapters: Some(Adapters { count: 24, skew: 1.0 }),
+            request_timeout: 60 * S,
+            ..base(
+                "lora-mix",
+                "24 LoRA adapters (Zipf popularity) over four LLM nodes that hold four each, 0.1 s to load one",
+                llm_nodes(4, 16, 65_536, 500.0, 4),
+                // A node decodes 16 requests of ~1.4 s at once, ~11 a second; 24 a second is about
+                // 55% of that, when adapters allow.
+                Traffic::Poisson { rate: 24.0 },
+                vec![],
+                300 * S,
+            )
+        },
+        "multi-turn" => Scenario {
+            sizes: Sizes::LogNormal { prompt_median: 1.0, output_median: 200.0, sigma: 0.5 },
+            prompts: Prompts::Sessions { active: 128, turns: 12, system_tokens: 1_000, message_tokens: 250 },
+            request_timeout: 60 * S,
+            ..base(
+                "multi-turn",
+                "128 chat sessions at a time, 12 turns each, prompts growing by ~500 tokens a turn, over four LLM nodes",
+                // The sessions' prompts (~3,750 tokens on average) fill about as much cache as the
+                // four nodes have together: each turn hits only where the session's last turn went.
+                llm_nodes(4, 32, 131_072, 300.0, 0),
+                Traffic::Poisson { rate: 22.0 },
+                vec![],
+                300 * S,
+            )
+        },
         _ => return None,
     })
 }

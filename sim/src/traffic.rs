@@ -6,6 +6,7 @@ use rand::Rng;
 use rand_distr::{Distribution, Exp, LogNormal};
 
 use crate::behaviour::RequestTokens;
+use crate::prompt::Prompt;
 use crate::trace::Trace;
 
 /// A burst of extra traffic.
@@ -106,12 +107,16 @@ impl Sizes {
 }
 
 /// One arriving request.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Arrival {
     /// Arrival time, from the start of the run.
     pub at: Duration,
     /// Its size.
     pub size: RequestTokens,
+    /// Its prompt (LLM requests; [`Prompt::Unique`] where none is shared).
+    pub prompt: Prompt,
+    /// The LoRA adapter it asks for; `None` for the base model.
+    pub adapter: Option<u16>,
 }
 
 impl Traffic {
@@ -178,6 +183,7 @@ impl Traffic {
                 .map(|(&at, size)| Arrival {
                     at,
                     size: size.unwrap_or_else(|| sizes.sample(rng)),
+                    ..Arrival::default()
                 })
                 .collect();
         }
@@ -198,6 +204,7 @@ impl Traffic {
                 arrivals.push(Arrival {
                     at,
                     size: sizes.sample(rng),
+                    ..Arrival::default()
                 });
             }
         }

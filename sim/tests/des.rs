@@ -29,6 +29,8 @@ fn queue(workers: u32, mean: Duration, rate: f64, duration: Duration) -> Scenari
         }],
         traffic: Traffic::Poisson { rate },
         sizes: Sizes::Fixed(RequestTokens::default()),
+        prompts: Default::default(),
+        adapters: None,
         faults: vec![],
         duration,
         request_timeout: Duration::from_secs(3600),
@@ -383,4 +385,57 @@ fn a_failing_backend_is_ejected_as_the_proxy_would() {
     // Retries hide the 503s from clients: every request still succeeds elsewhere.
     let report = simulate(&s, &arrivals, &PolicySpec::RoundRobin, 2, None);
     assert_eq!(report.error_rate, 0.0);
+}
+
+/// The LLM side of `policy`'s run of `name`, shortened to `seconds`.
+fn llm_run(name: &str, seconds: u64, policy: &PolicySpec) -> augur_sim::report::LlmReport {
+    let mut s = scenario(name).unwrap();
+    s.duration = Duration::from_secs(seconds);
+    let arrivals = s.arrivals(5);
+    simulate(&s, &arrivals, policy, 5, None)
+        .llm
+        .expect("an LLM scenario")
+}
+
+#[test]
+fn routing_by_prefix_keeps_each_tenants_document_cached() {
+    let load_only = llm_run("shared-prefix", 90, &PolicySpec::default());
+    let by_prefix = llm_run("shared-prefix", 90, &PolicySpec::weighted_scorer());
+    // Spread by load, each node sees every tenant and holds a fraction of their documents; sent
+    // where their prefix went, they stay cached, and the prefills that overload the nodes go.
+    assert!(load_only.prefix_hit_ratio < 0.3, "{load_only:?}");
+    assert!(by_prefix.prefix_hit_ratio > 0.6, "{by_prefix:?}");
+    assert!(
+        by_prefix.ttft_p90_ms * 5.0 < load_only.ttft_p90_ms,
+        "{by_prefix:?} against {load_only:?}"
+    );
+}
+
+#[test]
+fn each_turn_of_a_chat_finds_the_last_one_cached_where_it_went() {
+    let load_only = llm_run("multi-turn", 90, &PolicySpec::default());
+    let by_prefix = llm_run("multi-turn", 90, &PolicySpec::weighted_scorer());
+    assert!(
+        by_prefix.prefix_hit_ratio > load_only.prefix_hit_ratio + 0.3,
+        "{by_prefix:?} against {load_only:?}"
+    );
+}
+
+#[test]
+fn adapters_that_do_not_fit_make_requests_wait() {
+    let mut s = scenario("lora-mix").unwrap();
+    s.duration = 60 * S;
+    let arrivals = s.arrivals(5);
+    let constrained = simulate(&s, &arrivals, &PolicySpec::Random, 5, None);
+    for backend in &mut s.backends {
+        if let BackendBehaviour::Gpu(gpu) = &mut backend.behaviour {
+            gpu.max_lora = 0;
+        }
+    }
+    let unconstrained = simulate(&s, &arrivals, &PolicySpec::Random, 5, None);
+    assert!(arrivals.iter().all(|a| a.adapter.is_some_and(|n| n < 24)));
+    assert!(
+        constrained.p90_ms > 1.5 * unconstrained.p90_ms,
+        "{constrained:?} against {unconstrained:?}"
+    );
 }

@@ -28,6 +28,8 @@ fn one(behaviour: BackendBehaviour, faults: Vec<Fault>) -> Scenario {
         }],
         traffic: Traffic::Poisson { rate: 1.0 },
         sizes: Sizes::Fixed(RequestTokens::default()),
+        prompts: Default::default(),
+        adapters: None,
         faults,
         duration: Duration::from_secs(1),
         request_timeout: Duration::from_secs(5),
@@ -42,7 +44,32 @@ fn gpu(max_batch: u32, tpot_ms: f64) -> BackendBehaviour {
         prefill_us_per_token: 10.0,
         tpot_base_us: tpot_ms * 1e3,
         tpot_per_running_us: 0.0,
+        shared_prefill: false,
+        max_lora: 2,
+        lora_load_us: 0.0,
     })
+}
+
+/// Time from sending a streamed chat request to `addr` to its first event.
+async fn time_to_first_token(
+    client: &TestClient,
+    addr: std::net::SocketAddr,
+    body: serde_json::Value,
+) -> Duration {
+    let started = Instant::now();
+    let request = hyper::Request::post(format!("http://{addr}/v1/chat/completions"))
+        .body(Full::new(Bytes::from(body.to_string())))
+        .unwrap();
+    let response = tokio::time::timeout(LIMIT, client.request(request))
+        .await
+        .unwrap()
+        .unwrap();
+    let mut body = response.into_body();
+    let first = tokio::time::timeout(LIMIT, body.frame()).await.unwrap();
+    assert!(first.is_some(), "a first token");
+    let elapsed = started.elapsed();
+    while tokio::time::timeout(LIMIT, body.frame()).await.unwrap().is_some() {}
+    elapsed
 }
 
 type TestClient = Client<HttpConnector, Full<Bytes>>;
@@ -170,6 +197,62 @@ async fn the_gpu_nodes_vllm_metrics_move_with_load() {
         after.contains("vllm:num_requests_waiting{model_name=\"node\"} 0"),
         "{after}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cached_prefix_skips_its_prefill_and_adapters_show_in_the_metrics() {
+    // 500 us a prompt token: a 2,000-token document takes a second to prefill.
+    let mut behaviour = gpu(4, 20.0);
+    if let BackendBehaviour::Gpu(g) = &mut behaviour {
+        g.prefill_us_per_token = 500.0;
+    }
+    let cluster = serve(&one(behaviour, vec![]), "127.0.0.1".parse().unwrap(), 1)
+        .await
+        .unwrap();
+    let client = client();
+    let document = "abc ".repeat(2_000);
+    let ask = |question: &str, model: &str| {
+        serde_json::json!({
+            "model": model, "stream": true, "max_tokens": 20,
+            "messages": [{ "role": "system", "content": document }, { "role": "user", "content": question }]
+        })
+    };
+    let addr = cluster.backends[0].addr;
+    let cold = time_to_first_token(&client, addr, ask("first?", "base")).await;
+    let warm = time_to_first_token(&client, addr, ask("second?", "base")).await;
+    assert!(
+        cold >= Duration::from_millis(900),
+        "the document prefilled: {cold:?}"
+    );
+    assert!(
+        warm * 2 < cold,
+        "the document found cached: {warm:?} against {cold:?}"
+    );
+    let (_, metrics) = get_text(&client, &cluster, "/metrics").await;
+    assert!(
+        metrics.contains("vllm:prefix_cache_hits_total{model_name=\"node\"} 2000\n"),
+        "the second request's document (125 whole blocks of 16 tokens): {metrics}"
+    );
+    // An adapter shares nothing with the base model, and shows while it runs.
+    let c = client.clone();
+    let adapter = tokio::spawn(async move {
+        time_to_first_token(
+            &c,
+            addr,
+            serde_json::json!({
+                "model": "lora-3", "stream": true, "max_tokens": 40,
+                "messages": [{ "role": "user", "content": "hi" }]
+            }),
+        )
+        .await
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (_, metrics) = get_text(&client, &cluster, "/metrics").await;
+    assert!(
+        metrics.contains("vllm:lora_requests_info{max_lora=\"2\",running_lora_adapters=\"lora-3\",waiting_lora_adapters=\"\"}"),
+        "{metrics}"
+    );
+    tokio::time::timeout(LIMIT, adapter).await.unwrap().unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

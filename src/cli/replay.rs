@@ -14,8 +14,6 @@ use augur_sim::trace::{load, TraceColumns};
 use augur_sim::traffic::Traffic;
 use augur_sim::{scenario, simulate, simulate_with_models, Report, RowSink, Scenario, SCENARIOS};
 use augur_telemetry::{TelemetrySink, WriterConfig};
-use rand::rngs::SmallRng;
-use rand::SeedableRng;
 
 /// Policies compared when `--policies` is not given.
 const DEFAULT_POLICIES: &str = "round_robin,weighted_round_robin,least_conn,random,p2c_ewma";
@@ -23,7 +21,8 @@ const DEFAULT_POLICIES: &str = "round_robin,weighted_round_robin,least_conn,rand
 /// Arguments of `augur replay`.
 #[derive(Debug, clap::Args)]
 pub struct ReplayArgs {
-    /// Scenario: steady, heterogeneous, degrading, flaky, gpu-mixed or spike.
+    /// Scenario: steady, heterogeneous, degrading, flaky, gpu-mixed, spike, bursty, shared-prefix,
+    /// lora-mix or multi-turn.
     #[arg(long)]
     scenario: String,
     /// Replay this trace (CSV or Parquet) instead of the scenario's own traffic.
@@ -36,7 +35,8 @@ pub struct ReplayArgs {
     #[arg(long)]
     size_col: Option<String>,
     /// Comma-separated policies: round_robin (rr), weighted_round_robin (wrr), least_conn, least_queue
-    /// (GPU-aware: scraped queue, then KV cache), random, ring_hash, maglev, p2c_ewma, predictive
+    /// (GPU-aware: scraped queue, then KV cache), weighted_scorer (the Gateway API inference
+    /// extension's queue, KV-cache and prefix scorers), random, ring_hash, maglev, p2c_ewma, predictive
     /// (scored by models trained first on a separate run of the scenario, another seed, routed at
     /// random).
     #[arg(long, default_value = DEFAULT_POLICIES)]
@@ -63,6 +63,7 @@ pub fn policy(name: &str) -> Result<PolicySpec, String> {
         "wrr" | "weighted_round_robin" => PolicySpec::WeightedRoundRobin,
         "least_conn" => PolicySpec::LeastConn,
         "least_queue" => PolicySpec::LeastQueue,
+        "weighted_scorer" => PolicySpec::weighted_scorer(),
         "random" => PolicySpec::Random,
         "ring_hash" => hash(HashAlgorithm::Ring),
         "maglev" => hash(HashAlgorithm::Maglev),
@@ -125,11 +126,7 @@ fn replay(args: &ReplayArgs) -> Result<Report, String> {
         scenario.epoch_unix_s = (trace.start_unix_us / 1_000_000) as u64;
         scenario.traffic = Traffic::Replay(trace);
     }
-    let arrivals = scenario.traffic.arrivals(
-        scenario.duration,
-        &scenario.sizes,
-        &mut SmallRng::seed_from_u64(args.seed),
-    );
+    let arrivals = scenario.arrivals(args.seed);
     let mut writer = args
         .telemetry
         .as_ref()
@@ -184,11 +181,7 @@ fn train_models(scenario: &Scenario, seed: u64, quantile: f64) -> Result<Arc<Act
     let _ = std::fs::remove_dir_all(&dir);
     let telemetry = dir.join("telemetry");
     let (sink, writer) = augur_telemetry::start(WriterConfig::new(telemetry.clone(), "sim".into()));
-    let arrivals = scenario.traffic.arrivals(
-        scenario.duration,
-        &scenario.sizes,
-        &mut SmallRng::seed_from_u64(training_seed),
-    );
+    let arrivals = scenario.arrivals(training_seed);
     simulate(
         scenario,
         &arrivals,

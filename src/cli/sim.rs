@@ -15,7 +15,7 @@ pub enum SimCommand {
     /// Serve a scenario's backends as real HTTP servers on loopback (GPU nodes speak the OpenAI API
     /// and expose vLLM metrics) until Ctrl-C; prints a proxy pool config that uses them.
     Serve {
-        /// Scenario: steady, heterogeneous, degrading, flaky, gpu-mixed or spike.
+        /// Scenario (see `augur replay --help`).
         #[arg(long)]
         scenario: String,
         /// Seed of the backends' random draws.
@@ -118,11 +118,7 @@ fn generate(out: PathBuf, scenarios: &str, policy: &str, sample: f64, seed: u64)
         .collect::<Result<_, _>>()?;
     let (sink, writer) = augur_telemetry::start(WriterConfig::new(out.clone(), "sim".into()));
     for (i, scenario) in scenarios.iter().enumerate() {
-        let arrivals = scenario.traffic.arrivals(
-            scenario.duration,
-            &scenario.sizes,
-            &mut SmallRng::seed_from_u64(seed),
-        );
+        let arrivals = scenario.arrivals(seed);
         let mut rows = Sampled {
             sink: sink.clone(),
             keep: sample,

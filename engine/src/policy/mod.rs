@@ -16,6 +16,7 @@ mod round_robin;
 mod smooth_weighted;
 mod spec;
 mod sticky_cookie;
+mod weighted_scorer;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,10 +35,11 @@ pub use spec::{
     HashAlgorithm, HashKey, PolicySpec, DEFAULT_EXPLORATION, DEFAULT_FAILURE_PENALTY, DEFAULT_MAX_CANDIDATES,
     DEFAULT_QUANTILE, DEFAULT_STICKY_COOKIE,
 };
+pub use weighted_scorer::WeightedScorer;
 
 /// What a policy may use from the request.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct PickRequest {
+pub struct PickRequest<'a> {
     /// Hash of the affinity key ([`crate::hash::key`]), for consistent hashing; `None` when the request
     /// has no such key, in which case the pick is random.
     pub hash_key: Option<u64>,
@@ -47,6 +49,10 @@ pub struct PickRequest {
     pub pool_in_flight: u32,
     /// What the request says of its size (predictive features).
     pub size: RequestSize,
+    /// The chained hashes of the prompt's blocks ([`crate::prefix::PromptBlocks`] at
+    /// [`crate::prefix::INDEX_BLOCK_BYTES`]), for policies that score cached prefixes; `None` when
+    /// the request has no prompt.
+    pub prompt: Option<&'a [u64]>,
 }
 
 /// A policy instantiated over one snapshot of a pool's endpoints.
@@ -60,6 +66,8 @@ pub enum Selector {
     LeastConn,
     /// Shortest scraped queue, then least KV-cache in use (GPU inference nodes).
     LeastQueue,
+    /// The inference extension's weighted queue, KV-cache and prefix scorers.
+    WeightedScorer(WeightedScorer),
     /// Weighted random.
     Random,
     /// Ketama-style hash ring.
@@ -94,6 +102,15 @@ impl Selector {
             }
             PolicySpec::LeastConn => Self::LeastConn,
             PolicySpec::LeastQueue => Self::LeastQueue,
+            PolicySpec::WeightedScorer {
+                queue_weight,
+                kv_cache_weight,
+                prefix_weight,
+            } => Self::WeightedScorer(WeightedScorer {
+                queue: *queue_weight,
+                kv_cache: *kv_cache_weight,
+                prefix: *prefix_weight,
+            }),
             PolicySpec::Random => Self::Random,
             PolicySpec::ConsistentHash {
                 algorithm: HashAlgorithm::Ring,
@@ -131,7 +148,7 @@ impl Selector {
     pub fn pick_predicted<R: Rng + ?Sized>(
         &self,
         endpoints: &[Endpoint],
-        request: &PickRequest,
+        request: &PickRequest<'_>,
         tried: &[u64],
         now: Duration,
         rng: &mut R,
@@ -144,7 +161,7 @@ impl Selector {
     pub fn pick_scored<R: Rng + ?Sized>(
         &self,
         endpoints: &[Endpoint],
-        request: &PickRequest,
+        request: &PickRequest<'_>,
         tried: &[u64],
         now: Duration,
         rng: &mut R,
@@ -160,7 +177,7 @@ impl Selector {
     fn pick_telling<R: Rng + ?Sized>(
         &self,
         endpoints: &[Endpoint],
-        request: &PickRequest,
+        request: &PickRequest<'_>,
         tried: &[u64],
         now: Duration,
         rng: &mut R,
@@ -182,7 +199,7 @@ impl Selector {
     pub fn pick_avoiding<R: Rng + ?Sized>(
         &self,
         endpoints: &[Endpoint],
-        request: &PickRequest,
+        request: &PickRequest<'_>,
         tried: &[u64],
         now: Duration,
         rng: &mut R,
@@ -208,7 +225,7 @@ impl Selector {
     pub fn pick<R: Rng + ?Sized>(
         &self,
         endpoints: &[Endpoint],
-        request: &PickRequest,
+        request: &PickRequest<'_>,
         now: Duration,
         rng: &mut R,
     ) -> Option<usize> {
@@ -220,6 +237,7 @@ impl Selector {
             Self::SmoothWeighted(swrr) => swrr.pick(endpoints, now),
             Self::LeastConn => least_conn::pick(endpoints, now, rng),
             Self::LeastQueue => least_queue::pick(endpoints, now, rng),
+            Self::WeightedScorer(scorer) => scorer.pick(endpoints, request, now, rng),
             Self::Random => random::pick_weighted(endpoints, now, rng),
             Self::RingHash(ring) => match request.hash_key {
                 Some(key) => ring.pick(key),

@@ -24,6 +24,20 @@ pub enum PolicySpec {
     /// GPU inference nodes: the shortest scraped queue, then the least KV-cache in use (needs the
     /// pool's `metrics` scraping; without fresh metrics, requests in flight stand in for the queue).
     LeastQueue,
+    /// GPU inference nodes, as the Gateway API inference extension's endpoint picker scores them:
+    /// weighted scores for the shortest queue, the emptiest KV cache and the longest prompt prefix
+    /// already sent (an approximate index), the highest total picked.
+    WeightedScorer {
+        /// Weight of the queue score.
+        #[serde(default = "default_queue_weight")]
+        queue_weight: f64,
+        /// Weight of the KV-cache score.
+        #[serde(default = "default_kv_cache_weight")]
+        kv_cache_weight: f64,
+        /// Weight of the prefix score.
+        #[serde(default = "default_prefix_weight")]
+        prefix_weight: f64,
+    },
     /// Weighted random.
     Random,
     /// Consistent hashing on a request key: the same key goes to the same backend while it is eligible.
@@ -87,6 +101,18 @@ pub const DEFAULT_EXPLORATION: f64 = 0.01;
 /// Default candidates scored per request.
 pub const DEFAULT_MAX_CANDIDATES: usize = 16;
 
+fn default_queue_weight() -> f64 {
+    2.0
+}
+
+fn default_kv_cache_weight() -> f64 {
+    2.0
+}
+
+fn default_prefix_weight() -> f64 {
+    3.0
+}
+
 fn default_quantile() -> f64 {
     DEFAULT_QUANTILE
 }
@@ -138,6 +164,7 @@ impl PolicySpec {
             Self::WeightedRoundRobin => "weighted_round_robin",
             Self::LeastConn => "least_conn",
             Self::LeastQueue => "least_queue",
+            Self::WeightedScorer { .. } => "weighted_scorer",
             Self::Random => "random",
             Self::ConsistentHash {
                 algorithm: HashAlgorithm::Ring,
@@ -151,6 +178,21 @@ impl PolicySpec {
             Self::P2cEwma { .. } => "p2c_ewma",
             Self::Predictive { .. } => "predictive",
         }
+    }
+
+    /// The weighted scorer with the inference extension's default weights (queue 2, KV cache 2,
+    /// prefix 3).
+    pub fn weighted_scorer() -> Self {
+        Self::WeightedScorer {
+            queue_weight: default_queue_weight(),
+            kv_cache_weight: default_kv_cache_weight(),
+            prefix_weight: default_prefix_weight(),
+        }
+    }
+
+    /// Whether the policy reads the prompt's prefix index, so a pool must keep one per backend.
+    pub fn scores_prefixes(&self) -> bool {
+        matches!(self, Self::WeightedScorer { .. })
     }
 
     /// The predictive policy with its defaults.

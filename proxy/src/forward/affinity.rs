@@ -7,7 +7,7 @@ use augur_engine::{hash, PickRequest, PolicySpec};
 use http::header::{self, HeaderMap, HeaderValue};
 
 /// What `spec` needs to know about this request.
-pub fn pick_request(spec: &PolicySpec, headers: &HeaderMap, client_ip: IpAddr) -> PickRequest {
+pub fn pick_request(spec: &PolicySpec, headers: &HeaderMap, client_ip: IpAddr) -> PickRequest<'static> {
     match spec {
         PolicySpec::ConsistentHash { key, .. } => {
             let hash_key = match key {

@@ -6,6 +6,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use augur_engine::prefix::{PromptBlocks, INDEX_BLOCK_BYTES};
 use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
@@ -35,6 +36,9 @@ pub struct PeekedBody {
     /// For a whole body asking for `temperature` 0 (a deterministic answer): the SHA-256 of its
     /// canonical form (keys sorted, no spaces), what the LLM response cache keys on.
     pub deterministic_digest: Option<[u8; 32]>,
+    /// The chained hashes of the prompt's blocks, seeded with the model's name, when asked for and
+    /// the body was read whole (empty otherwise): what prefix-aware policies score.
+    pub prompt_blocks: Vec<u64>,
 }
 
 /// The first bytes of a body, and the rest of it if there is more.
@@ -97,15 +101,17 @@ pub async fn read_prefix(mut body: ProxyBody, limit: usize, idle: Duration) -> R
     })
 }
 
-/// Reads up to `limit` bytes of `body` and returns the hints found and the whole body to send on.
+/// Reads up to `limit` bytes of `body` and returns the hints found (with the prompt's block hashes
+/// when `hash_prompt`) and the whole body to send on.
 pub async fn peek(
     body: ProxyBody,
     limit: usize,
     idle: Duration,
+    hash_prompt: bool,
 ) -> Result<(PeekedBody, ProxyBody), ProxyError> {
     let prefix = read_prefix(body, limit, idle).await?;
     let hints = match prefix.rest {
-        None => parse(&prefix.bytes),
+        None => parse(&prefix.bytes, hash_prompt),
         Some(_) => PeekedBody {
             model: scan_model(&prefix.bytes),
             ..PeekedBody::default()
@@ -114,8 +120,9 @@ pub async fn peek(
     Ok((hints, prefix.into_body()))
 }
 
-/// Hints from a whole JSON body; a body that is not JSON has none.
-fn parse(body: &[u8]) -> PeekedBody {
+/// Hints from a whole JSON body (and its prompt's block hashes when `hash_prompt`); a body that is
+/// not JSON has none.
+fn parse(body: &[u8], hash_prompt: bool) -> PeekedBody {
     let Ok(json) = serde_json::from_slice::<Value>(body) else {
         return PeekedBody::default();
     };
@@ -139,11 +146,20 @@ fn parse(body: &[u8]) -> PeekedBody {
     let max_tokens = json["max_tokens"]
         .as_u64()
         .or_else(|| json["max_completion_tokens"].as_u64());
+    let model = json["model"].as_str();
+    let prompt_blocks = if hash_prompt {
+        let mut blocks = PromptBlocks::<INDEX_BLOCK_BYTES>::new(model.unwrap_or_default().as_bytes());
+        blocks.push_openai(&json);
+        blocks.hashes().to_vec()
+    } else {
+        Vec::new()
+    };
     PeekedBody {
-        model: json["model"].as_str().map(str::to_owned),
+        model: model.map(str::to_owned),
         prompt_tokens: prompt_chars.map(|c: usize| (c / CHARS_PER_TOKEN) as u32),
         max_tokens: max_tokens.map(|n| n.min(u64::from(u32::MAX)) as u32),
         deterministic_digest: (json["temperature"].as_f64() == Some(0.0)).then(|| canonical_digest(json)),
+        prompt_blocks,
     }
 }
 
@@ -241,44 +257,78 @@ mod tests {
     fn reads_completions_and_chat_bodies() {
         let completion = br#"{"model": "llama-3-8b", "prompt": "12345678", "max_tokens": 64}"#;
         assert_eq!(
-            parse(completion),
+            parse(completion, false),
             PeekedBody {
                 model: Some("llama-3-8b".into()),
                 prompt_tokens: Some(2),
                 max_tokens: Some(64),
                 deterministic_digest: None,
+                prompt_blocks: Vec::new(),
             }
         );
         let chat = br#"{"model":"m","messages":[{"role":"system","content":"abcd"},{"role":"user","content":[{"type":"text","text":"efgh"}]}],"max_completion_tokens":5}"#;
         assert_eq!(
-            parse(chat),
+            parse(chat, false),
             PeekedBody {
                 model: Some("m".into()),
                 prompt_tokens: Some(2),
                 max_tokens: Some(5),
                 deterministic_digest: None,
+                prompt_blocks: Vec::new(),
             }
         );
-        assert_eq!(parse(b"not json"), PeekedBody::default());
+        assert_eq!(parse(b"not json", false), PeekedBody::default());
+    }
+
+    #[test]
+    fn the_prompt_is_hashed_in_blocks_seeded_by_the_model_when_asked() {
+        let body = |model: &str, document: &str| {
+            serde_json::json!({ "model": model, "messages": [{ "role": "system", "content": document }] })
+                .to_string()
+        };
+        let document = "d".repeat(4 * INDEX_BLOCK_BYTES);
+        let blocks = parse(body("m", &document).as_bytes(), true).prompt_blocks;
+        let mut expected = PromptBlocks::<INDEX_BLOCK_BYTES>::new(b"m");
+        expected.push_message(b"system", document.as_bytes());
+        assert_eq!(blocks, expected.hashes());
+        assert_eq!(
+            blocks.len(),
+            4,
+            "the system role's 8 bytes leave a partial fifth block"
+        );
+        assert_ne!(
+            parse(body("other", &document).as_bytes(), true).prompt_blocks,
+            blocks
+        );
+        assert!(parse(body("m", &document).as_bytes(), false)
+            .prompt_blocks
+            .is_empty());
     }
 
     #[test]
     fn a_deterministic_body_is_known_by_its_canonical_form() {
-        let a =
-            parse(br#"{"model": "m", "temperature": 0, "messages": [{"role": "user", "content": "hi"}]}"#);
-        let b = parse(br#"{"messages":[{"content":"hi","role":"user"}],"temperature":0.0,"model":"m"}"#);
+        let a = parse(
+            br#"{"model": "m", "temperature": 0, "messages": [{"role": "user", "content": "hi"}]}"#,
+            false,
+        );
+        let b = parse(
+            br#"{"messages":[{"content":"hi","role":"user"}],"temperature":0.0,"model":"m"}"#,
+            false,
+        );
         assert!(a.deterministic_digest.is_some());
         assert_eq!(
             a.deterministic_digest, b.deterministic_digest,
             "same request, other spelling"
         );
-        let other =
-            parse(br#"{"model": "m", "temperature": 0, "messages": [{"role": "user", "content": "ho"}]}"#);
+        let other = parse(
+            br#"{"model": "m", "temperature": 0, "messages": [{"role": "user", "content": "ho"}]}"#,
+            false,
+        );
         assert_ne!(a.deterministic_digest, other.deterministic_digest);
-        let sampled = parse(br#"{"model": "m", "temperature": 0.7, "messages": []}"#);
+        let sampled = parse(br#"{"model": "m", "temperature": 0.7, "messages": []}"#, false);
         assert_eq!(sampled.deterministic_digest, None);
         assert_eq!(
-            parse(br#"{"model": "m"}"#).deterministic_digest,
+            parse(br#"{"model": "m"}"#, false).deterministic_digest,
             None,
             "no temperature: sampled"
         );
@@ -316,7 +366,7 @@ mod tests {
         ) {
             let chat = br#"{"model":"m-1","messages":[{"role":"user","content":"hi"}],"max_tokens":9}"#;
             for bytes in [&body[..], &chat[..cut.min(chat.len())]] {
-                let peeked = parse(bytes);
+                let peeked = parse(bytes, false);
                 if let Some(model) = scan_model(bytes) {
                     proptest::prop_assert!(String::from_utf8_lossy(bytes).contains(&model));
                 }

@@ -106,10 +106,11 @@ pub async fn handle(
     let wanted = router.routes_by_model
         || router.maps_models
         || router.scores_requests
+        || router.scores_prefixes
         || router.guards_requests
         || shared.telemetry.is_some()
         || meter_usage;
-    let (request, peeked) = match peek_body(request, wanted, peek_bytes).await {
+    let (request, peeked) = match peek_body(request, wanted, peek_bytes, router.scores_prefixes).await {
         Ok(read) => read,
         Err(err) => return unserved(&shared, log, started, &err, &request_id),
     };
@@ -418,11 +419,13 @@ fn unserved(
 const PEEK_IDLE: Duration = Duration::from_secs(30);
 
 /// Reads, when something `wanted` it (routing by model, scoring, limits, telemetry, usage), what a
-/// JSON body says about itself; the body goes on unchanged.
+/// JSON body says about itself (and its prompt's block hashes when `hash_prompt`); the body goes on
+/// unchanged.
 async fn peek_body(
     request: Request<ProxyBody>,
     wanted: bool,
     limit: usize,
+    hash_prompt: bool,
 ) -> Result<(Request<ProxyBody>, PeekedBody), ProxyError> {
     let (parts, body) = request.into_parts();
     let json = parts
@@ -433,7 +436,7 @@ async fn peek_body(
     if limit == 0 || !json || !wanted {
         return Ok((Request::from_parts(parts, body), PeekedBody::default()));
     }
-    let (peeked, body) = body_peek::peek(body, limit, PEEK_IDLE).await?;
+    let (peeked, body) = body_peek::peek(body, limit, PEEK_IDLE, hash_prompt).await?;
     Ok((Request::from_parts(parts, body), peeked))
 }
 
@@ -527,7 +530,7 @@ impl Exchange<'_> {
                 client_upgrade.take(),
                 self.downstream,
                 observed,
-                (self.tokens, self.size),
+                (self.tokens, self.size, &self.peeked.prompt_blocks),
                 log,
             )
             .await;
@@ -563,8 +566,9 @@ struct Observed<'a> {
 
 /// Sends the request (`parts`, `body`, of `renamed_len` bytes when renamed for the pool) to a
 /// backend of `pool`, retrying where the config and the budget allow. Every attempt gets a telemetry row when `observed` records them, and a span when
-/// it traces; `tokens` is the request's estimated size, counted in flight at its backend, and
-/// `size` what it says of its size (predictive features). Returns the client's response and, when
+/// it traces; `tokens` is the request's estimated size, counted in flight at its backend, `size`
+/// what it says of its size (predictive features), and `prompt` its prompt's block hashes (for
+/// prefix-aware policies; empty when not hashed). Returns the client's response and, when
 /// it relays a backend's body, the attempt that body finishes.
 #[allow(clippy::too_many_arguments)]
 async fn forward(
@@ -574,11 +578,12 @@ async fn forward(
     client_upgrade: Option<ClientUpgrade>,
     downstream: &headers::Forwarded<'_>,
     observed: Observed<'_>,
-    (tokens, size): (u64, RequestSize),
+    (tokens, size, prompt): (u64, RequestSize, &[u64]),
     log: &mut AccessLog,
 ) -> Result<(Response<ProxyBody>, Option<AttemptDone>), ProxyError> {
     let mut pick = affinity::pick_request(&pool.config.policy, &parts.headers, downstream.client_ip);
     pick.size = size;
+    pick.prompt = (!prompt.is_empty()).then_some(prompt);
     let upgrade = client_upgrade.is_some();
     let head = UpstreamHead::new(parts, pool, downstream, upgrade, renamed_len);
     let retries = &pool.config.retries;
@@ -639,7 +644,7 @@ async fn forward(
 /// Where one attempt goes and what it carries.
 struct Target<'a> {
     pool: &'a Pool,
-    pick: &'a PickRequest,
+    pick: &'a PickRequest<'a>,
     head: &'a UpstreamHead,
     observed: Observed<'a>,
     attempt: u32,

@@ -18,8 +18,9 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use augur_engine::health::outlier::OutlierPolicy;
 use augur_engine::policy::{ActiveModels, CandidateScores};
+use augur_engine::prefix::DEFAULT_INDEX_BLOCKS;
 use augur_engine::retry_budget::RetryBudget;
-use augur_engine::{BackendLoad, DispatchState, Endpoint, PickRequest, Selector};
+use augur_engine::{BackendLoad, DispatchState, Endpoint, PickRequest, PolicySpec, Selector};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
@@ -138,7 +139,6 @@ impl Pool {
         tls: &TlsClients,
     ) -> Arc<Self> {
         let now = clock::now();
-        let default_rtt = config.policy.default_rtt();
         let discovered: DiscoveredSets = (0..config.discovery.len())
             .map(|i| previous.and_then(|p| p.discovered_set(i, &config.discovery[i])))
             .collect();
@@ -148,13 +148,11 @@ impl Pool {
         let backends: Vec<Arc<Backend>> = membership::wanted(&static_backends, &discovered)
             .iter()
             .map(|spec| {
-                let load = previous_snapshot
+                let previous_load = previous_snapshot
                     .as_ref()
                     .and_then(|s| s.backends.iter().find(|b| b.address == spec.address))
-                    .map_or_else(
-                        || Arc::new(BackendLoad::new(default_rtt, now)),
-                        |b| b.load.clone(),
-                    );
+                    .map(|b| &b.load);
+                let load = backend_load(&config.policy, previous_load, now);
                 let handles = metrics.backend(name, spec.address.as_str());
                 Arc::new(Backend::new(spec, load, handles, tasks.child_token()))
             })
@@ -299,6 +297,11 @@ impl Pool {
             let backend = &snapshot.backends[snapshot.members[chosen]];
             let found = record_state.then(|| asked.at_backend(&backend.load, now, decay));
             if backend.load.try_start(backend.max_concurrent) {
+                // The prompt is on its way there: the next picks find its prefix (a no-op unless
+                // the policy keeps an index).
+                if let Some(prompt) = request.prompt {
+                    backend.load.record_prompt(prompt);
+                }
                 return Ok(InFlight::new(backend.clone(), prediction, found, now));
             }
             // The models scored another backend.
@@ -360,6 +363,26 @@ impl Pool {
             self.global_metrics.count_pool_event_dropped();
         }
     }
+}
+
+/// A backend's live load under `policy`: the `previous` one where the backend was already known
+/// (its requests in flight and round-trip estimate carry over a reload), unless the policy now
+/// needs a prefix index it lacks, or no longer needs the one it has.
+pub(crate) fn backend_load(
+    policy: &PolicySpec,
+    previous: Option<&Arc<BackendLoad>>,
+    now: Duration,
+) -> Arc<BackendLoad> {
+    let wants_index = policy.scores_prefixes();
+    if let Some(load) = previous.filter(|l| l.prefix_index().is_some() == wants_index) {
+        return load.clone();
+    }
+    let load = BackendLoad::new(policy.default_rtt(), now);
+    Arc::new(if wants_index {
+        load.with_prefix_index(DEFAULT_INDEX_BLOCKS)
+    } else {
+        load
+    })
 }
 
 /// A request counted active in its pool.

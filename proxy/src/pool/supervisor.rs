@@ -9,7 +9,7 @@ use std::time::Duration;
 use augur_engine::health::check::HealthThresholds;
 use augur_engine::health::pool::{Ejection, HealthPolicy, PoolHealth};
 use augur_engine::policy::ActiveModels;
-use augur_engine::{BackendLoad, Endpoint, PolicySpec, Selector};
+use augur_engine::{Endpoint, PolicySpec, Selector};
 use tokio::sync::mpsc;
 
 use super::membership::{self, Member};
@@ -269,7 +269,7 @@ impl Members {
         }
         let now = clock::now();
         for spec in changes.join {
-            let load = Arc::new(BackendLoad::new(pool.config.policy.default_rtt(), now));
+            let load = super::backend_load(&pool.config.policy, None, now);
             let handles = pool.global_metrics.backend(&pool.name, spec.address.as_str());
             let backend = Arc::new(Backend::new(&spec, load, handles, pool.tasks.child_token()));
             pool.start_backend_tasks(&backend);

@@ -22,6 +22,9 @@ fn gpu_nodes(n: usize) -> Scenario {
         prefill_us_per_token: 10.0,
         tpot_base_us: 50_000.0,
         tpot_per_running_us: 0.0,
+        shared_prefill: false,
+        max_lora: 0,
+        lora_load_us: 0.0,
     };
     Scenario {
         name: "gpu",
@@ -35,6 +38,8 @@ fn gpu_nodes(n: usize) -> Scenario {
             .collect(),
         traffic: Traffic::Poisson { rate: 1.0 },
         sizes: Sizes::Fixed(RequestTokens::default()),
+        prompts: Default::default(),
+        adapters: None,
         faults: vec![],
         duration: Duration::from_secs(1),
         request_timeout: Duration::from_secs(30),
@@ -114,6 +119,72 @@ async fn a_node_with_a_long_queue_gets_less_traffic_under_least_queue() {
         "every request avoids the node with five waiting (idle {idle})"
     );
     backlog.iter().for_each(|t| t.abort());
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenants_requests_follow_its_document_under_the_weighted_scorer() {
+    let cluster = serve(&gpu_nodes(4), "127.0.0.1".parse().unwrap(), 1)
+        .await
+        .unwrap();
+    let config = gpu_pool(&cluster, "").replace("least_queue", "weighted_scorer");
+    let proxy = start_proxy(&config).await;
+    let client = client();
+    let mut served = std::collections::BTreeMap::<usize, Vec<String>>::new();
+    for round in 0..4 {
+        for tenant in 0..3 {
+            let document = format!("tenant {tenant} ").repeat(400);
+            let body = serde_json::json!({
+                "model": "m", "max_tokens": 1,
+                "messages": [
+                    { "role": "system", "content": document },
+                    { "role": "user", "content": format!("question {round}") },
+                ],
+            });
+            let request = Request::post(url(&proxy, "/v1/chat/completions"))
+                .header("content-type", "application/json")
+                .body(Full::new(Bytes::from(body.to_string())))
+                .unwrap();
+            let response = tokio::time::timeout(EXCHANGE_LIMIT, client.request(request))
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(response.status(), 200);
+            let node = response.headers()["x-sim-backend"].to_str().unwrap().to_owned();
+            response.into_body().collect().await.unwrap();
+            served.entry(tenant).or_default().push(node);
+        }
+    }
+    for (tenant, nodes) in &served {
+        assert!(
+            nodes.iter().all(|n| n == &nodes[0]),
+            "tenant {tenant}'s requests all go where its document went: {nodes:?}"
+        );
+    }
+    // And the nodes found the documents cached: three requests of each tenant hit.
+    let mut hits = 0;
+    for backend in &cluster.backends {
+        let request = Request::get(format!("http://{}/metrics", backend.addr))
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let text = client
+            .request(request)
+            .await
+            .unwrap()
+            .into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes();
+        let text = String::from_utf8_lossy(&text);
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("vllm:prefix_cache_hits_total"))
+            .unwrap();
+        hits += line.rsplit(' ').next().unwrap().parse::<u64>().unwrap();
+    }
+    // A document is 3,600 characters (900 tokens, 56 whole blocks of 16).
+    assert!(hits >= 9 * 800, "most of a document per later request: {hits}");
     proxy.shutdown().await;
 }
 

@@ -8,50 +8,70 @@ use augur_engine::telemetry::Outcome;
 
 use super::{Kind, Simulation, SCRAPE_INTERVAL_NS};
 use crate::behaviour::BackendBehaviour;
+use crate::gpu::{Blocked, GpuRequest};
 
 impl Simulation<'_> {
-    /// Starts whatever the backend has room for, in arrival order.
+    /// Starts whatever the backend has room for, in arrival order (an LLM server skips a request
+    /// whose adapter cannot be loaded yet, as vLLM's scheduler does).
     pub(super) fn start_queued(&mut self, b: usize, now_ns: u64) {
         let now = Duration::from_nanos(now_ns);
-        while let Some(&id) = self.backends[b].queue.front() {
-            let size = self.requests[id as usize].size;
+        let mut position = 0;
+        while let Some(&id) = self.backends[b].queue.get(position) {
+            let request = &self.requests[id as usize];
             let state = &mut self.backends[b];
-            let service_s = match state.behaviour {
-                BackendBehaviour::Cpu(cpu) => {
+            let (first_token_s, service_s) = match (&mut state.gpu, state.behaviour) {
+                (Some(gpu), _) => {
+                    let admission = GpuRequest {
+                        size: request.size,
+                        blocks: request.blocks.as_ref().map_or(&[], |h| h.node.as_slice()),
+                        adapter: request.adapter,
+                    };
+                    match gpu.try_start(&admission, now.as_secs_f64()) {
+                        Ok(started) => (Some(started.ttft_s), started.total_s),
+                        Err(Blocked::Full) => return,
+                        Err(Blocked::Adapter) => {
+                            position += 1;
+                            continue;
+                        }
+                    }
+                }
+                (None, BackendBehaviour::Cpu(cpu)) => {
                     if state.busy >= cpu.workers {
                         return;
                     }
-                    cpu.service.sample(&mut self.rng)
+                    state.busy += 1;
+                    (None, cpu.service.sample(&mut self.rng))
                 }
-                BackendBehaviour::Gpu(gpu) => {
-                    let tokens = gpu.tokens(size);
-                    if state.busy >= gpu.max_batch || state.kv_used + tokens > gpu.kv_capacity_tokens {
-                        return;
-                    }
-                    state.kv_used += tokens;
-                    gpu.timing(size, state.busy).1
-                }
+                (None, BackendBehaviour::Gpu(_)) => unreachable!("an LLM server has its scheduler"),
             };
-            state.busy += 1;
-            state.queue.pop_front();
-            let service_ns = (service_s * state.faults.slowdown(now) * 1e9) as u64;
+            let state = &mut self.backends[b];
+            state.queue.remove(position);
+            let slowdown = state.faults.slowdown(now);
             let start_ns = state
                 .faults
                 .hung_until(now)
                 .map_or(now_ns, |end| (end.as_nanos() as u64).max(now_ns));
-            self.schedule(start_ns + service_ns, Kind::Completion, id);
+            let request = &mut self.requests[id as usize];
+            if let (Some(ttft_s), true) = (first_token_s, request.attempt_open) {
+                request.first_token_ns = Some(start_ns + (ttft_s * slowdown * 1e9) as u64);
+            }
+            self.schedule(
+                start_ns + (service_s * slowdown * 1e9) as u64,
+                Kind::Completion,
+                id,
+            );
         }
     }
 
     pub(super) fn complete(&mut self, id: u32, now_ns: u64) {
-        let (b, size) = {
+        let (b, size, adapter) = {
             let r = &self.requests[id as usize];
-            (r.backend as usize, r.size)
+            (r.backend as usize, r.size, r.adapter)
         };
         let state = &mut self.backends[b];
-        state.busy -= 1;
-        if let BackendBehaviour::Gpu(gpu) = state.behaviour {
-            state.kv_used -= gpu.tokens(size);
+        match &mut state.gpu {
+            Some(gpu) => gpu.finish(size, adapter),
+            None => state.busy -= 1,
         }
         self.start_queued(b, now_ns);
         self.end_attempt(id, now_ns, Outcome::Ok, Some(200));
@@ -61,11 +81,11 @@ impl Simulation<'_> {
     /// intervals.
     pub(super) fn scrape(&mut self, now_ns: u64) {
         for (b, state) in self.backends.iter().enumerate() {
-            if let BackendBehaviour::Gpu(gpu) = state.behaviour {
+            if let Some(gpu) = &state.gpu {
                 let metrics = ScrapedMetrics {
                     queue_depth: Some(state.queue.len() as f64),
-                    running_requests: Some(f64::from(state.busy)),
-                    kv_cache_usage: Some(f64::from(state.kv_used) / f64::from(gpu.kv_capacity_tokens)),
+                    running_requests: Some(f64::from(gpu.running())),
+                    kv_cache_usage: Some(gpu.kv_usage()),
                     ..ScrapedMetrics::default()
                 };
                 self.loads[b].set_scraped(metrics, Duration::from_nanos(now_ns + 3 * SCRAPE_INTERVAL_NS));

@@ -9,6 +9,7 @@ use std::time::Duration;
 use augur_engine::health::outlier::ConsecutiveFailures;
 use augur_engine::health::pool::{HealthPolicy, PoolHealth};
 use augur_engine::policy::{ActiveModels, Prediction};
+use augur_engine::prefix::DEFAULT_INDEX_BLOCKS;
 use augur_engine::telemetry::{Outcome, TelemetryRow};
 use augur_engine::{
     hash, BackendLoad, DispatchState, Endpoint, PickRequest, PolicySpec, RequestSize, Selector,
@@ -24,6 +25,8 @@ pub use rows::RowSink;
 
 use crate::behaviour::{BackendBehaviour, RequestTokens};
 use crate::faults::FaultSchedule;
+use crate::gpu::GpuServer;
+use crate::prompt::{hash_prompt, IndexBlocks, NodeBlocks, Prompt};
 use crate::report::{PolicyReport, Tally};
 use crate::scenario::Scenario;
 use crate::traffic::Arrival;
@@ -63,6 +66,11 @@ struct Event {
 struct Request {
     arrived_ns: u64,
     size: RequestTokens,
+    adapter: Option<u16>,
+    /// The prompt's block hashes while the request is alive (a prompt that shares text only).
+    blocks: Option<Box<PromptHashes>>,
+    /// When its first token came, once it has.
+    first_token_ns: Option<u64>,
     client: u64,
     attempt: u8,
     backend: u32,
@@ -75,12 +83,27 @@ struct Request {
     prediction: Option<Prediction>,
 }
 
+/// A prompt's blocks as the server caches them and as the proxy's index sees them.
+struct PromptHashes {
+    node: Vec<u64>,
+    index: Vec<u64>,
+}
+
 struct BackendState {
     behaviour: BackendBehaviour,
     faults: FaultSchedule,
+    /// Workers busy (CPU services).
     busy: u32,
-    kv_used: u32,
+    /// The scheduler (LLM servers).
+    gpu: Option<GpuServer>,
     queue: VecDeque<u32>,
+}
+
+/// Scratch space for hashing prompts, reused across requests.
+struct Hashers {
+    text: String,
+    node: NodeBlocks,
+    index: IndexBlocks,
 }
 
 /// One policy's run over a scenario's arrivals.
@@ -109,6 +132,7 @@ pub struct Simulation<'a> {
     rows: Option<&'a mut dyn RowSink>,
     labels: Vec<Arc<str>>,
     row_template: TelemetryRow,
+    hashers: Hashers,
 }
 
 /// Runs `spec` over `arrivals` of `scenario`; same seed, same result.
@@ -135,11 +159,17 @@ pub fn simulate_with_models<'a>(
     for (i, arrival) in arrivals.iter().enumerate() {
         let at = arrival.at.as_nanos() as u64;
         sim.run_until(at);
-        sim.arrive(i as u32, at, arrival.size);
+        sim.arrive(i as u32, at, arrival);
     }
     sim.run_until(u64::MAX);
     let names: Vec<String> = scenario.backends.iter().map(|b| b.name.clone()).collect();
-    sim.tally.finish(spec.name(), &names)
+    let prefix_counts = sim
+        .backends
+        .iter()
+        .filter_map(|b| b.gpu.as_ref().map(|g| g.prefix_counts()))
+        .fold((0, 0), |(p, c), (bp, bc)| (p + bp, c + bc));
+    let llm = sim.tally.llm(scenario.duration.as_secs_f64(), prefix_counts);
+    sim.tally.finish(spec.name(), &names, llm)
 }
 
 impl<'a> Simulation<'a> {
@@ -154,7 +184,14 @@ impl<'a> Simulation<'a> {
         let loads: Vec<Arc<BackendLoad>> = scenario
             .backends
             .iter()
-            .map(|_| Arc::new(BackendLoad::new(spec.default_rtt(), Duration::ZERO)))
+            .map(|b| {
+                let load = BackendLoad::new(spec.default_rtt(), Duration::ZERO);
+                Arc::new(if spec.scores_prefixes() && b.behaviour.is_gpu() {
+                    load.with_prefix_index(DEFAULT_INDEX_BLOCKS)
+                } else {
+                    load
+                })
+            })
             .collect();
         let mut health = PoolHealth::new(scenario.backends.len(), HealthPolicy::default());
         health.advance(Duration::ZERO);
@@ -166,7 +203,10 @@ impl<'a> Simulation<'a> {
                 behaviour: b.behaviour,
                 faults: FaultSchedule::for_backend(&scenario.faults, i, scenario.epoch_unix_s),
                 busy: 0,
-                kv_used: 0,
+                gpu: match b.behaviour {
+                    BackendBehaviour::Gpu(model) => Some(GpuServer::new(model)),
+                    BackendBehaviour::Cpu(_) => None,
+                },
                 queue: VecDeque::new(),
             })
             .collect();
@@ -198,6 +238,11 @@ impl<'a> Simulation<'a> {
                 .map(|b| Arc::from(b.name.as_str()))
                 .collect(),
             row_template: rows::row_template(scenario, spec),
+            hashers: Hashers {
+                text: String::new(),
+                node: NodeBlocks::new(b""),
+                index: IndexBlocks::new(b""),
+            },
         };
         sim.rebuild();
         sim
@@ -227,11 +272,18 @@ impl<'a> Simulation<'a> {
         }
     }
 
-    fn arrive(&mut self, id: u32, at_ns: u64, size: RequestTokens) {
+    fn arrive(&mut self, id: u32, at_ns: u64, arrival: &Arrival) {
         let client = self.rng.random_range(0..CLIENTS);
+        let blocks = arrival
+            .prompt
+            .is_shared()
+            .then(|| self.hash(&arrival.prompt, arrival.adapter));
         self.requests.push(Request {
             arrived_ns: at_ns,
-            size,
+            size: arrival.size,
+            adapter: arrival.adapter,
+            blocks,
+            first_token_ns: None,
             client,
             attempt: 0,
             backend: 0,
@@ -242,6 +294,15 @@ impl<'a> Simulation<'a> {
             prediction: None,
         });
         self.dispatch(id, at_ns);
+    }
+
+    fn hash(&mut self, prompt: &Prompt, adapter: Option<u16>) -> Box<PromptHashes> {
+        let h = &mut self.hashers;
+        hash_prompt(prompt, adapter, &mut h.text, &mut h.node, &mut h.index);
+        Box::new(PromptHashes {
+            node: h.node.hashes().to_vec(),
+            index: h.index.hashes().to_vec(),
+        })
     }
 
     /// Picks a backend with the policy and sends the request there.
@@ -258,8 +319,11 @@ impl<'a> Simulation<'a> {
             (r.client, r.first_backend)
         };
         let gpu = self.backends.iter().any(|b| b.behaviour.is_gpu());
-        let size = self.requests[id as usize].size;
+        let r = &self.requests[id as usize];
+        let size = r.size;
+        let prompt = r.blocks.as_ref().map(|b| b.index.as_slice());
         let pick = PickRequest {
+            prompt,
             hash_key: Some(hash::key(&client.to_le_bytes())),
             pool_in_flight: self.loads.iter().map(|l| l.in_flight()).sum(),
             size: RequestSize {
@@ -279,6 +343,9 @@ impl<'a> Simulation<'a> {
             .pick_predicted(&self.endpoints, &pick, tried, now, &mut self.rng)
             .expect("a pool always has candidates");
         let b = self.members[i];
+        if let Some(prompt) = prompt {
+            self.loads[b].record_prompt(prompt);
+        }
         let found = DispatchState::of_request(pick.pool_in_flight, pick.size).at_backend(
             &self.loads[b],
             now,
@@ -342,8 +409,22 @@ impl<'a> Simulation<'a> {
         if retry {
             return self.dispatch(id, now_ns);
         }
-        let r = &self.requests[id as usize];
-        self.tally
-            .record((now_ns - r.arrived_ns) / 1_000, outcome.is_failure(), Some(b));
+        let r = &mut self.requests[id as usize];
+        r.blocks = None;
+        let latency_us = (now_ns - r.arrived_ns) / 1_000;
+        self.tally.record(latency_us, outcome.is_failure(), Some(b));
+        if self.backends[b].gpu.is_some() {
+            // A request that never got a token counts with the time it waited: a lower bound.
+            let ttft_us = r
+                .first_token_ns
+                .filter(|&t| t <= now_ns)
+                .map_or(latency_us, |t| (t - r.arrived_ns) / 1_000);
+            let output = if outcome.is_failure() {
+                0
+            } else {
+                size.output_tokens
+            };
+            self.tally.record_llm(ttft_us, output);
+        }
     }
 }

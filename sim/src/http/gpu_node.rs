@@ -1,9 +1,10 @@
 //! An LLM inference node with an OpenAI-compatible API (`/v1/completions`, `/v1/chat/completions`,
 //! `stream: true` as server-sent events) and vLLM's metric names on `/metrics`.
 //!
-//! Continuous batching as in the model: a request waits until the batch has room and its tokens fit
-//! in the KV cache; then prefill, then one token per step, each step as slow as the batch is large
-//! at that moment.
+//! The scheduler is the discrete-event simulator's ([`GpuServer`]): a request waits until the batch
+//! has room, its tokens fit in the KV cache and its LoRA adapter (the `model` `lora-N`) can be
+//! resident; then the prefill of what its prompt does not find in the prefix cache, then one token
+//! per step, each step as slow as the batch is large at that moment.
 
 use std::convert::Infallible;
 use std::pin::Pin;
@@ -22,59 +23,64 @@ use tokio::sync::{mpsc, Notify};
 
 use super::{full, Schedule, SimBody};
 use crate::behaviour::{GpuBehaviour, RequestTokens};
+use crate::gpu::{GpuRequest, GpuServer, Started};
+use crate::prompt::{model_name, NodeBlocks, CHARS_PER_TOKEN};
 
 /// Output tokens when a request names no `max_tokens` (OpenAI's legacy completions default).
 const DEFAULT_MAX_TOKENS: u32 = 16;
-/// Characters per prompt token, the usual rule of thumb for English text and code.
-const CHARS_PER_TOKEN: usize = 4;
 
-#[derive(Default)]
-struct Batch {
-    running: u32,
-    waiting: u32,
-    kv_used: u32,
+struct Node {
+    server: GpuServer,
+    /// The adapters of the requests waiting (one entry per request; `None` for the base model).
+    waiting: Vec<Option<u16>>,
 }
 
 /// One simulated GPU node.
 pub struct GpuNode {
     name: String,
-    behaviour: GpuBehaviour,
+    node: Mutex<Node>,
     schedule: Schedule,
-    batch: Mutex<Batch>,
     freed: Notify,
     rng: Mutex<SmallRng>,
 }
 
-/// A request's place in the batch; leaving it frees its slot and KV tokens.
+/// A request's place in the batch; leaving it frees its slot, its KV tokens and its adapter.
 struct Slot<'a> {
     node: &'a GpuNode,
-    tokens: u32,
+    size: RequestTokens,
+    adapter: Option<u16>,
 }
 
 impl Drop for Slot<'_> {
     fn drop(&mut self) {
-        let mut batch = self.node.lock();
-        batch.running -= 1;
-        batch.kv_used -= self.tokens;
-        drop(batch);
+        self.node.lock().server.finish(self.size, self.adapter);
         self.node.freed.notify_waiters();
     }
+}
+
+/// What a completion request asks for.
+struct Ask {
+    size: RequestTokens,
+    adapter: Option<u16>,
+    blocks: Vec<u64>,
 }
 
 impl GpuNode {
     pub(crate) fn new(name: &str, behaviour: GpuBehaviour, schedule: Schedule, seed: u64) -> Self {
         Self {
             name: name.to_owned(),
-            behaviour,
+            node: Mutex::new(Node {
+                server: GpuServer::new(behaviour),
+                waiting: Vec::new(),
+            }),
             schedule,
-            batch: Mutex::new(Batch::default()),
             freed: Notify::new(),
             rng: Mutex::new(SmallRng::seed_from_u64(seed)),
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Batch> {
-        self.batch.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, Node> {
+        self.node.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub(crate) async fn handle(
@@ -101,40 +107,78 @@ impl GpuNode {
         }
     }
 
-    /// vLLM's gauges, under vLLM's names.
+    /// vLLM's metrics, under vLLM's names.
     fn metrics(&self) -> String {
-        let b = self.lock();
-        let usage = f64::from(b.kv_used) / f64::from(self.behaviour.kv_capacity_tokens);
+        let n = self.lock();
+        let server = &n.server;
         let label = format!("model_name=\"{}\"", self.name);
+        let list = |adapters: &mut dyn Iterator<Item = u16>| {
+            let mut names: Vec<String> = adapters.map(|a| model_name(Some(a))).collect();
+            names.sort_unstable();
+            names.dedup();
+            names.join(",")
+        };
+        let running = list(&mut server.adapters().running());
+        let waiting = list(&mut n.waiting.iter().filter_map(|a| *a));
+        let (queries, hits) = server.prefix_counts();
         format!(
             "# HELP vllm:num_requests_waiting Number of requests waiting to be processed.\n\
              # TYPE vllm:num_requests_waiting gauge\nvllm:num_requests_waiting{{{label}}} {}\n\
              # HELP vllm:num_requests_running Number of requests currently running on GPU.\n\
              # TYPE vllm:num_requests_running gauge\nvllm:num_requests_running{{{label}}} {}\n\
              # HELP vllm:kv_cache_usage_perc KV-cache usage. 1 means 100 percent usage.\n\
-             # TYPE vllm:kv_cache_usage_perc gauge\nvllm:kv_cache_usage_perc{{{label}}} {usage}\n",
-            b.waiting, b.running
+             # TYPE vllm:kv_cache_usage_perc gauge\nvllm:kv_cache_usage_perc{{{label}}} {}\n\
+             # HELP vllm:prefix_cache_queries_total Prefix cache queries, in terms of number of queried tokens.\n\
+             # TYPE vllm:prefix_cache_queries_total counter\nvllm:prefix_cache_queries_total{{{label}}} {queries}\n\
+             # HELP vllm:prefix_cache_hits_total Prefix cache hits, in terms of number of cached tokens.\n\
+             # TYPE vllm:prefix_cache_hits_total counter\nvllm:prefix_cache_hits_total{{{label}}} {hits}\n\
+             # HELP vllm:lora_requests_info Running stats on lora requests.\n\
+             # TYPE vllm:lora_requests_info gauge\n\
+             vllm:lora_requests_info{{max_lora=\"{}\",running_lora_adapters=\"{running}\",waiting_lora_adapters=\"{waiting}\"}} {}\n",
+            n.waiting.len(),
+            server.running(),
+            server.kv_usage(),
+            server.adapters().max(),
+            self.schedule.now().as_secs_f64(),
         )
     }
 
-    async fn complete(self: std::sync::Arc<Self>, json: Value, chat: bool) -> Response<SimBody> {
+    /// What a completion body asks for: its size, its adapter and its prompt's KV blocks.
+    fn ask(json: &Value, chat: bool) -> Ask {
+        let text_len = |v: &Value| match v {
+            Value::String(s) => s.len(),
+            Value::Array(parts) => parts
+                .iter()
+                .map(|p| p.as_str().or(p["text"].as_str()).map_or(0, str::len))
+                .sum(),
+            _ => 0,
+        };
         let prompt_chars = if chat {
-            json["messages"].as_array().map_or(0, |m| {
-                m.iter().map(|m| m["content"].as_str().map_or(0, str::len)).sum()
-            })
+            json["messages"]
+                .as_array()
+                .map_or(0, |m| m.iter().map(|m| text_len(&m["content"])).sum())
         } else {
-            match &json["prompt"] {
-                Value::String(s) => s.len(),
-                Value::Array(parts) => parts.iter().map(|p| p.as_str().map_or(0, str::len)).sum(),
-                _ => 0,
-            }
+            text_len(&json["prompt"])
         };
-        let size = RequestTokens {
-            prompt_tokens: (prompt_chars / CHARS_PER_TOKEN).max(1) as u32,
-            output_tokens: json["max_tokens"]
-                .as_u64()
-                .map_or(DEFAULT_MAX_TOKENS, |n| n.clamp(1, 4096) as u32),
-        };
+        let model = json["model"].as_str().unwrap_or("base");
+        let adapter = model.strip_prefix("lora-").and_then(|n| n.parse().ok());
+        let mut blocks = NodeBlocks::new(model_name(adapter).as_bytes());
+        blocks.push_openai(json);
+        Ask {
+            size: RequestTokens {
+                prompt_tokens: (prompt_chars / CHARS_PER_TOKEN).max(1) as u32,
+                output_tokens: json["max_tokens"]
+                    .as_u64()
+                    .map_or(DEFAULT_MAX_TOKENS, |n| n.clamp(1, 4096) as u32),
+            },
+            adapter,
+            blocks: blocks.hashes().to_vec(),
+        }
+    }
+
+    async fn complete(self: std::sync::Arc<Self>, json: Value, chat: bool) -> Response<SimBody> {
+        let ask = Self::ask(&json, chat);
+        let size = ask.size;
         let now = self.schedule.now();
         let draw: f64 = self.rng.lock().unwrap_or_else(|p| p.into_inner()).random();
         if draw < self.schedule.faults.error_rate(now) {
@@ -147,7 +191,7 @@ impl GpuNode {
         let (tx, rx) = mpsc::channel::<String>(8);
         let node = self.clone();
         let generation =
-            tokio::spawn(async move { node.generate(size, chat, &model_name, usage_chunk, tx).await });
+            tokio::spawn(async move { node.generate(ask, chat, &model_name, usage_chunk, tx).await });
         if stream {
             let body = StreamBody::new(Events(rx)).boxed();
             return Response::builder()
@@ -180,33 +224,24 @@ impl GpuNode {
     /// returns the whole text.
     async fn generate(
         &self,
-        size: RequestTokens,
+        ask: Ask,
         chat: bool,
         model: &str,
         usage_chunk: bool,
         events: mpsc::Sender<String>,
     ) -> String {
-        let slot = self.admit(size).await;
+        let size = ask.size;
+        let (slot, admitted) = self.admit(&ask).await;
         let started = self.schedule.now();
         if let Some(end) = self.schedule.faults.hung_until(started) {
             tokio::time::sleep(end.saturating_sub(started)).await;
         }
         let slowdown = || self.schedule.faults.slowdown(self.schedule.now());
-        let (prefill, _) = self.behaviour.timing(
-            RequestTokens {
-                output_tokens: 0,
-                ..size
-            },
-            0,
-        );
-        tokio::time::sleep(Duration::from_secs_f64(prefill * slowdown())).await;
+        tokio::time::sleep(Duration::from_secs_f64(admitted.ttft_s * slowdown())).await;
         let mut text = String::new();
         for i in 0..size.output_tokens {
             if i > 0 {
-                let running = self.lock().running.saturating_sub(1);
-                let step = (self.behaviour.tpot_base_us
-                    + self.behaviour.tpot_per_running_us * f64::from(running))
-                    / 1e6;
+                let step = self.lock().server.tpot_s();
                 tokio::time::sleep(Duration::from_secs_f64(step * slowdown())).await;
             }
             let token = format!(" tok{i}");
@@ -230,24 +265,35 @@ impl GpuNode {
         text
     }
 
-    async fn admit(&self, size: RequestTokens) -> Slot<'_> {
-        let tokens = self.behaviour.tokens(size);
+    /// Waits for the scheduler to start the request: its place in the batch, and its timing.
+    async fn admit(&self, ask: &Ask) -> (Slot<'_>, Started) {
+        let request = GpuRequest {
+            size: ask.size,
+            blocks: &ask.blocks,
+            adapter: ask.adapter,
+        };
         let mut counted_waiting = false;
         loop {
             // Register for a wake-up before looking, so a slot freed in between is not missed.
             let freed = self.freed.notified();
             {
-                let mut b = self.lock();
-                if b.running < self.behaviour.max_batch
-                    && b.kv_used + tokens <= self.behaviour.kv_capacity_tokens
-                {
-                    b.running += 1;
-                    b.kv_used += tokens;
-                    b.waiting -= u32::from(counted_waiting);
-                    return Slot { node: self, tokens };
+                let mut n = self.lock();
+                let now_s = self.schedule.now().as_secs_f64();
+                if let Ok(started) = n.server.try_start(&request, now_s) {
+                    if counted_waiting {
+                        if let Some(i) = n.waiting.iter().position(|a| *a == ask.adapter) {
+                            n.waiting.swap_remove(i);
+                        }
+                    }
+                    let slot = Slot {
+                        node: self,
+                        size: ask.size,
+                        adapter: ask.adapter,
+                    };
+                    return (slot, started);
                 }
                 if !counted_waiting {
-                    b.waiting += 1;
+                    n.waiting.push(ask.adapter);
                     counted_waiting = true;
                 }
             }

@@ -160,6 +160,8 @@ fn replica_scenario(first: usize, count: usize) -> Scenario {
             .collect(),
         traffic: Traffic::Poisson { rate: 0.0 },
         sizes: Sizes::Fixed(RequestTokens::default()),
+        prompts: Default::default(),
+        adapters: None,
         faults: Vec::new(),
         duration: Duration::from_secs(3600),
         request_timeout: Duration::from_secs(10),
@@ -269,7 +271,7 @@ async fn crowd_run(crowd: &Crowd, acting: bool, out: &Path, seed: u64) -> Result
     } else {
         format!("{INITIAL_REPLICAS} fixed replicas")
     };
-    let report = tally.finish(&name, &[]);
+    let report = tally.finish(&name, &[], None);
     Ok(CrowdRun {
         result: PhaseResult { report, outcomes },
         hints: take(&hints),

@@ -90,6 +90,8 @@ fn cluster(phase: Duration) -> Scenario {
             .collect(),
         traffic: Traffic::Poisson { rate: 0.0 },
         sizes: Sizes::Fixed(RequestTokens::default()),
+        prompts: Default::default(),
+        adapters: None,
         faults: vec![Fault {
             backend: DEGRADING,
             start: phase.mul_f64(0.2),
@@ -286,7 +288,7 @@ async fn run_phase(
         tally.record(o.latency.as_micros() as u64, !o.ok, None);
     }
     let backend_names: Vec<String> = scenario.backends.iter().map(|b| b.name.clone()).collect();
-    let mut report = tally.finish(policy, &backend_names);
+    let mut report = tally.finish(policy, &backend_names, None);
     let attempts = attempts_per_backend(telemetry_dir, &format!("demo-{policy}-"));
     let total = attempts.values().sum::<usize>().max(1) as f64;
     for (address, count) in attempts {

@@ -1,0 +1,134 @@
+//! The Gateway API inference extension's endpoint picker, as its default scheduling profile runs it:
+//! three scorers, each giving every candidate a score in `[0, 1]`, summed with weights (queue 2,
+//! KV cache 2, prefix 3 by default), and the candidate with the highest total picked, ties at random.
+//!
+//! - queue: `(max - queue) / (max - min)` over the candidates' waiting queues (1 for all when they
+//!   are equal);
+//! - KV cache: `1 - usage`;
+//! - prefix: the share of the prompt's blocks the approximate index says the candidate was sent.
+//!
+//! Where a candidate's scraped metrics are missing or stale, its requests in flight from this proxy
+//! stand in for its queue and its KV cache counts as empty, as in [`super::least_queue`].
+
+use std::time::Duration;
+
+use rand::Rng;
+
+use super::PickRequest;
+use crate::endpoint::Endpoint;
+
+/// The scorers' weights.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct WeightedScorer {
+    /// Weight of the queue scorer.
+    pub queue: f64,
+    /// Weight of the KV-cache scorer.
+    pub kv_cache: f64,
+    /// Weight of the prefix scorer.
+    pub prefix: f64,
+}
+
+impl WeightedScorer {
+    /// The highest-scoring candidate; ties broken uniformly at random.
+    pub(super) fn pick<R: Rng + ?Sized>(
+        &self,
+        endpoints: &[Endpoint],
+        request: &PickRequest<'_>,
+        now: Duration,
+        rng: &mut R,
+    ) -> usize {
+        let queue = |e: &Endpoint| {
+            e.load
+                .scraped(now)
+                .queue_depth
+                .unwrap_or(f64::from(e.load.in_flight()))
+        };
+        let (min, max) = endpoints
+            .iter()
+            .map(queue)
+            .fold((f64::MAX, f64::MIN), |(lo, hi), q| (lo.min(q), hi.max(q)));
+        let prompt = request.prompt.unwrap_or(&[]);
+        super::argmin_with_random_ties(
+            endpoints,
+            |e| {
+                let queue_score = if max > min {
+                    (max - queue(e)) / (max - min)
+                } else {
+                    1.0
+                };
+                let kv_score = 1.0 - e.load.scraped(now).kv_cache_usage.unwrap_or(0.0).clamp(0.0, 1.0);
+                let prefix_score = if prompt.is_empty() {
+                    0.0
+                } else {
+                    e.load.prefix_matched(prompt) as f64 / prompt.len() as f64
+                };
+                // Lowest negated total: the highest total.
+                -(self.queue * queue_score + self.kv_cache * kv_score + self.prefix * prefix_score)
+            },
+            rng,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::load::BackendLoad;
+    use crate::prefix::PromptBlocks;
+    use crate::scraped::ScrapedMetrics;
+    use crate::{hash, Endpoint};
+    use rand::rngs::SmallRng;
+    use rand::SeedableRng;
+
+    const GIE: WeightedScorer = WeightedScorer {
+        queue: 2.0,
+        kv_cache: 2.0,
+        prefix: 3.0,
+    };
+
+    fn gpus(n: usize) -> Vec<Endpoint> {
+        (0..n)
+            .map(|i| {
+                let load =
+                    BackendLoad::new(Duration::from_millis(30), Duration::ZERO).with_prefix_index(4096);
+                Endpoint::new(hash::endpoint_id(&format!("gpu-{i}")), 1, Arc::new(load))
+            })
+            .collect()
+    }
+
+    fn scrape(e: &Endpoint, queue: f64, kv: f64) {
+        let metrics = ScrapedMetrics {
+            queue_depth: Some(queue),
+            kv_cache_usage: Some(kv),
+            ..ScrapedMetrics::default()
+        };
+        e.load.set_scraped(metrics, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn the_weights_trade_a_cached_prefix_against_load() {
+        let eps = gpus(3);
+        let mut prompt = PromptBlocks::<256>::new(b"m");
+        prompt.push(&[7; 256 * 8]);
+        let request = PickRequest {
+            prompt: Some(prompt.hashes()),
+            ..PickRequest::default()
+        };
+        let mut rng = SmallRng::seed_from_u64(1);
+        let pick = |rng: &mut SmallRng| GIE.pick(&eps, &request, Duration::ZERO, rng);
+        // Nothing cached anywhere: the shortest queue, then the emptier cache.
+        scrape(&eps[0], 4.0, 0.2);
+        scrape(&eps[1], 0.0, 0.5);
+        scrape(&eps[2], 0.0, 0.1);
+        assert_eq!(pick(&mut rng), 2);
+        // The prompt was sent to gpu-0: prefix 3 outweighs its longest queue (0 of 2) plus its KV
+        // score (1.6 against 1.8): 4.6 against 3.8.
+        eps[0].load.record_prompt(prompt.hashes());
+        assert_eq!(pick(&mut rng), 0);
+        // A full cache on top and it no longer does: 3.0 against 3.8.
+        scrape(&eps[0], 4.0, 1.0);
+        assert_eq!(pick(&mut rng), 2);
+    }
+}
