@@ -29,6 +29,9 @@ pub struct DispatchState {
     pub backend_in_flight: u32,
     /// Estimated tokens (prompt plus `max_tokens`) in flight to the backend.
     pub backend_tokens_in_flight: u64,
+    /// Estimated prompt tokens the backend has still to prefill for the others in flight (those
+    /// not yet past their first token), less what its prefix index said it held.
+    pub backend_prefill_tokens: u64,
     /// Other requests in flight in the pool.
     pub pool_in_flight: u32,
     /// The backend's scraped metrics; fields are `None` when unknown or stale.
@@ -39,6 +42,9 @@ pub struct DispatchState {
     pub prompt_tokens: Option<u32>,
     /// `max_tokens` the request asked for.
     pub max_tokens: Option<u32>,
+    /// Share of the prompt's blocks the backend's prefix index says it was lately sent; `None`
+    /// when the request has no hashed prompt or the backend keeps no index.
+    pub prefix_hit_ratio: Option<f64>,
 }
 
 impl DispatchState {
@@ -62,8 +68,65 @@ impl DispatchState {
             backend_ewma_us: Some(load.rtt_estimate_ns(now, decay) / 1e3),
             backend_in_flight: load.in_flight(),
             backend_tokens_in_flight: load.tokens_in_flight(),
+            backend_prefill_tokens: load.prefill_tokens(),
             scraped: load.scraped(now),
             ..self
         }
+    }
+
+    /// Prompt tokens this request would have its backend prefill: those of its prompt that the
+    /// backend's prefix index did not hold (all of them when unknown).
+    pub fn uncached_prompt_tokens(&self) -> u64 {
+        let hit = self.prefix_hit_ratio.map_or(0.0, |r| r.clamp(0.0, 1.0));
+        self.prompt_tokens
+            .map_or(0, |t| (f64::from(t) * (1.0 - hit)).round() as u64)
+    }
+
+    /// This state with the share of `prompt`'s blocks (index block hashes) that `load`'s prefix
+    /// index holds; unchanged without a prompt or an index.
+    pub fn with_prefix(self, load: &BackendLoad, prompt: Option<&[u64]>) -> Self {
+        let ratio = match (prompt, load.prefix_index()) {
+            (Some(blocks), Some(index)) if !blocks.is_empty() => {
+                Some(index.matched(blocks) as f64 / blocks.len() as f64)
+            }
+            _ => None,
+        };
+        Self {
+            prefix_hit_ratio: ratio.or(self.prefix_hit_ratio),
+            ..self
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::prefix::PromptBlocks;
+
+    #[test]
+    fn the_prefix_share_comes_from_the_backends_index_and_leaves_the_rest_to_prefill() {
+        let indexed = BackendLoad::new(Duration::from_millis(30), Duration::ZERO).with_prefix_index(1024);
+        let plain = BackendLoad::new(Duration::from_millis(30), Duration::ZERO);
+        let mut sent = PromptBlocks::<256>::new(b"m");
+        sent.push(&[1; 256 * 3]);
+        indexed.record_prompt(sent.hashes());
+        let mut asked = PromptBlocks::<256>::new(b"m");
+        asked.push(&[1; 256 * 3]);
+        asked.push(&[2; 256]);
+        let request = DispatchState::of_request(
+            0,
+            RequestSize {
+                prompt_tokens: Some(1_000),
+                ..RequestSize::default()
+            },
+        );
+        let there = request.with_prefix(&indexed, Some(asked.hashes()));
+        assert_eq!(there.prefix_hit_ratio, Some(0.75));
+        assert_eq!(there.uncached_prompt_tokens(), 250);
+        let elsewhere = request.with_prefix(&plain, Some(asked.hashes()));
+        assert_eq!(elsewhere.prefix_hit_ratio, None, "no index: unknown, not zero");
+        assert_eq!(elsewhere.uncached_prompt_tokens(), 1_000);
+        assert_eq!(request.with_prefix(&indexed, None).prefix_hit_ratio, None);
+        assert_eq!(DispatchState::default().uncached_prompt_tokens(), 0);
     }
 }

@@ -28,6 +28,9 @@ struct ScrapeSample {
 pub struct BackendLoad {
     in_flight: AtomicU32,
     tokens_in_flight: AtomicU64,
+    /// Estimated prompt tokens still to prefill: of the requests in flight that have not had their
+    /// first token, the prompt tokens their backend was not known to hold.
+    prefill_tokens: AtomicU64,
     rtt: Mutex<PeakEwma>,
     scraped: ArcSwapOption<ScrapeSample>,
     /// Decayed mean of `ln(observed / predicted)` latency, as `f64` bits.
@@ -51,6 +54,7 @@ impl BackendLoad {
         Self {
             in_flight: AtomicU32::new(0),
             tokens_in_flight: AtomicU64::new(0),
+            prefill_tokens: AtomicU64::new(0),
             rtt: Mutex::new(PeakEwma::new(default_rtt, now)),
             scraped: ArcSwapOption::empty(),
             prediction_error: AtomicU64::new(0f64.to_bits()),
@@ -183,6 +187,28 @@ impl BackendLoad {
         self.changed();
     }
 
+    /// Estimated prompt tokens the backend has still to prefill for the requests in flight.
+    pub fn prefill_tokens(&self) -> u64 {
+        self.prefill_tokens.load(Ordering::Relaxed)
+    }
+
+    /// Counts a request's estimated prompt tokens to prefill (`remove_prefill` at its first token,
+    /// or at its end if none came).
+    pub fn add_prefill(&self, tokens: u64) {
+        self.prefill_tokens.fetch_add(tokens, Ordering::Relaxed);
+        self.changed();
+    }
+
+    /// Stops counting a request's prompt tokens to prefill.
+    pub fn remove_prefill(&self, tokens: u64) {
+        let _ = self
+            .prefill_tokens
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                Some(n.saturating_sub(tokens))
+            });
+        self.changed();
+    }
+
     /// Stores freshly scraped metrics, which count as current until `valid_until`.
     pub fn set_scraped(&self, metrics: ScrapedMetrics, valid_until: Duration) {
         self.scraped
@@ -217,6 +243,19 @@ mod tests {
         load.remove_tokens(1_000);
         load.remove_tokens(5_000);
         assert_eq!(load.tokens_in_flight(), 0);
+    }
+
+    #[test]
+    fn prefill_work_adds_up_and_never_underflows() {
+        let load = BackendLoad::new(Duration::from_millis(30), Duration::ZERO);
+        let before = load.version();
+        load.add_prefill(6_000);
+        load.add_prefill(150);
+        assert_eq!(load.prefill_tokens(), 6_150);
+        assert_ne!(load.version(), before, "a cached score sees the change");
+        load.remove_prefill(6_000);
+        load.remove_prefill(1_000);
+        assert_eq!(load.prefill_tokens(), 0);
     }
 
     #[test]

@@ -439,3 +439,30 @@ fn adapters_that_do_not_fit_make_requests_wait() {
         "{constrained:?} against {unconstrained:?}"
     );
 }
+
+#[test]
+fn llm_rows_carry_the_first_token_the_prefix_share_and_the_prefill_ahead() {
+    let mut s = scenario("shared-prefix").unwrap();
+    s.duration = 60 * S;
+    let arrivals = s.arrivals(2);
+    let mut rows = Rows::default();
+    simulate(&s, &arrivals, &PolicySpec::weighted_scorer(), 2, Some(&mut rows));
+    let answered: Vec<&TelemetryRow> = rows.0.iter().filter(|r| r.status == Some(200)).collect();
+    assert!(answered.len() > 1_000);
+    // The first token comes well before the last of ~100.
+    assert!(answered.iter().all(|r| r.ttfb_us.unwrap() < r.latency_us));
+    assert!(answered.iter().all(|r| r.prefix_hit_ratio.is_some()));
+    // The document is 24 of a prompt's ~25 index blocks.
+    let hits = answered
+        .iter()
+        .filter(|r| r.prefix_hit_ratio.unwrap() > 0.9)
+        .count();
+    assert!(
+        hits * 2 > answered.len(),
+        "most prompts found their document: {hits}"
+    );
+    assert!(
+        answered.iter().any(|r| r.backend_prefill_tokens.unwrap() > 0),
+        "some requests found prefills ahead of them"
+    );
+}

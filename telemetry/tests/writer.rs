@@ -63,6 +63,8 @@ fn row(i: u64) -> TelemetryRow {
         output_tokens: Some(60 + i as u32),
         usage_source: Some("reported"),
         cost: Some(0.125),
+        prefix_hit_ratio: Some(0.25),
+        backend_prefill_tokens: Some(512),
     }
 }
 

@@ -279,6 +279,7 @@ mod tests {
                 backend_ewma_us: Some(1_500.25),
                 backend_in_flight: 3,
                 backend_tokens_in_flight: 4_096,
+                backend_prefill_tokens: 2_048,
                 pool_in_flight: 9,
                 scraped: ScrapedMetrics {
                     queue_depth: Some(2.0),
@@ -290,6 +291,7 @@ mod tests {
                 body_bytes: Some(10_000),
                 prompt_tokens: Some(1_200),
                 max_tokens: Some(256),
+                prefix_hit_ratio: Some(0.5),
             },
             // No backend was picked: only the request's part is recorded.
             DispatchState {

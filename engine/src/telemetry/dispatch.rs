@@ -21,6 +21,7 @@ impl TelemetryRow {
         self.backend = backend;
         self.backend_in_flight = Some(state.backend_in_flight);
         self.backend_tokens_in_flight = Some(state.backend_tokens_in_flight);
+        self.backend_prefill_tokens = Some(state.backend_prefill_tokens);
         self.backend_ewma_us = state.backend_ewma_us;
         let scraped = &state.scraped;
         self.queue_depth = scraped.queue_depth;
@@ -28,6 +29,7 @@ impl TelemetryRow {
         self.kv_cache_usage = scraped.kv_cache_usage;
         self.gpu_utilization = scraped.gpu_utilization;
         self.gpu_memory_fraction = scraped.gpu_memory_fraction;
+        self.prefix_hit_ratio = state.prefix_hit_ratio;
     }
 }
 
@@ -36,7 +38,7 @@ pub type SetDispatchField = fn(&mut DispatchState, Option<f64>);
 
 /// The columns a [`DispatchState`] is read back from, each with the setter of its field: the inverse
 /// of [`TelemetryRow::record_dispatch`]. A null count reads as 0, as a row without a backend encodes.
-pub const DISPATCH_COLUMNS: [(&str, SetDispatchField); 12] = [
+pub const DISPATCH_COLUMNS: [(&str, SetDispatchField); 14] = [
     (COLUMN.backend_ewma_us, |s, v| s.backend_ewma_us = v),
     (COLUMN.backend_in_flight, |s, v| {
         s.backend_in_flight = v.unwrap_or(0.0) as u32
@@ -57,6 +59,10 @@ pub const DISPATCH_COLUMNS: [(&str, SetDispatchField); 12] = [
     (COLUMN.body_bytes, |s, v| s.body_bytes = v.map(|v| v as u64)),
     (COLUMN.prompt_tokens, |s, v| s.prompt_tokens = v.map(|v| v as u32)),
     (COLUMN.max_tokens, |s, v| s.max_tokens = v.map(|v| v as u32)),
+    (COLUMN.prefix_hit_ratio, |s, v| s.prefix_hit_ratio = v),
+    (COLUMN.backend_prefill_tokens, |s, v| {
+        s.backend_prefill_tokens = v.unwrap_or(0.0) as u64
+    }),
 ];
 
 #[cfg(test)]
@@ -88,6 +94,7 @@ mod tests {
             backend_ewma_us: Some(1_234.5),
             backend_in_flight: 3,
             backend_tokens_in_flight: 12_000,
+            backend_prefill_tokens: 3_000,
             pool_in_flight: 7,
             scraped: ScrapedMetrics {
                 queue_depth: Some(4.0),
@@ -99,6 +106,7 @@ mod tests {
             body_bytes: Some(99),
             prompt_tokens: Some(42),
             max_tokens: None,
+            prefix_hit_ratio: Some(0.75),
         };
         let mut row = TelemetryRow::default();
         row.record_dispatch(&state, Some(Arc::from("b")));

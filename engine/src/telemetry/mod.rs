@@ -25,7 +25,9 @@ pub use outcome::Outcome;
 /// - 2: `outcome` may be `client_abort`.
 /// - 3: who asked and what it used: `tenant`, `input_tokens`, `output_tokens`, `usage_source`,
 ///   `cost`.
-pub const SCHEMA_VERSION: u32 = 3;
+/// - 4: what an LLM server already held of the prompt and had still to prefill:
+///   `prefix_hit_ratio`, `backend_prefill_tokens`.
+pub const SCHEMA_VERSION: u32 = 4;
 
 /// The oldest schema version the trainer still reads (columns added since read as null).
 pub const OLDEST_READABLE_SCHEMA_VERSION: u32 = 1;
@@ -161,6 +163,14 @@ telemetry_columns! {
     /// What the tokens cost at the configured prices.
     #[column(since = 3)]
     cost: Option<f64>,
+    /// Share of the prompt's blocks the backend's prefix index held at dispatch; null when the
+    /// request had no hashed prompt or the pool keeps no index.
+    #[column(since = 4)]
+    prefix_hit_ratio: Option<f64>,
+    /// Estimated prompt tokens the backend had still to prefill for the others in flight at
+    /// dispatch; null without a backend.
+    #[column(since = 4)]
+    backend_prefill_tokens: Option<u64>,
 }
 
 impl TelemetryRow {

@@ -189,6 +189,8 @@ async fn backends(State(shared): State<Arc<Shared>>) -> Json<Value> {
                         "ejected_for_s": s.ejected_until.map(|u| u.saturating_sub(now).as_secs_f64()),
                         "warming": s.slow_start.is_some(),
                         "in_flight": b.load.in_flight(),
+                        "tokens_in_flight": b.load.tokens_in_flight(),
+                        "prefill_tokens": b.load.prefill_tokens(),
                         "rtt_estimate_ms": b.load.rtt_estimate_ns(now, decay) / 1e6,
                         "scraped": b.load.scraped(now),
                     })

@@ -232,6 +232,7 @@ impl AttemptDone {
             if let Some(row) = self.row.as_mut() {
                 row.first_body_byte();
             }
+            self.in_flight.prefilled();
         }
         self.bytes_out += len as u64;
     }

@@ -113,6 +113,8 @@ impl Backend {
 pub struct InFlight {
     backend: Arc<Backend>,
     tokens: u64,
+    /// Prompt tokens counted as still to prefill there, until the first byte of the response.
+    prefill: u64,
     prediction: Option<Prediction>,
     found: Option<DispatchState>,
     dispatched: Duration,
@@ -130,6 +132,7 @@ impl InFlight {
         Self {
             backend,
             tokens: 0,
+            prefill: 0,
             prediction,
             found,
             dispatched,
@@ -173,6 +176,20 @@ impl InFlight {
         &self.backend
     }
 
+    /// Counts `tokens` of this request's prompt as still to prefill at its backend, until
+    /// [`prefilled`](Self::prefilled).
+    pub(super) fn count_prefill(&mut self, tokens: u64) {
+        self.backend.load.add_prefill(tokens);
+        self.prefill += tokens;
+    }
+
+    /// The response's first byte came: for an LLM server, the prompt is prefilled.
+    pub fn prefilled(&mut self) {
+        self.backend
+            .load
+            .remove_prefill(std::mem::take(&mut self.prefill));
+    }
+
     /// Counts this request's estimated tokens (prompt plus `max_tokens`) in flight at its backend.
     pub fn count_tokens(&mut self, tokens: u64) {
         self.backend.load.add_tokens(tokens);
@@ -182,6 +199,7 @@ impl InFlight {
 
 impl Drop for InFlight {
     fn drop(&mut self) {
+        self.backend.load.remove_prefill(self.prefill);
         self.backend.load.remove_tokens(self.tokens);
         self.backend.load.finish();
     }

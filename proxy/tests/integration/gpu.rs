@@ -185,6 +185,73 @@ async fn a_tenants_requests_follow_its_document_under_the_weighted_scorer() {
     }
     // A document is 3,600 characters (900 tokens, 56 whole blocks of 16).
     assert!(hits >= 9 * 800, "most of a document per later request: {hits}");
+    let state = admin(&client, &proxy, "GET", "/admin/backends").await.json();
+    for backend in state["pools"][0]["backends"].as_array().unwrap() {
+        assert_eq!(
+            backend["prefill_tokens"], 0,
+            "every prefill counted done: {backend}"
+        );
+        assert_eq!(backend["tokens_in_flight"], 0, "{backend}");
+    }
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prompt_counts_as_prefill_work_until_its_first_token() {
+    // A thousand prompt tokens at a millisecond each: a second of prefill.
+    let mut scenario = gpu_nodes(1);
+    if let BackendBehaviour::Gpu(g) = &mut scenario.backends[0].behaviour {
+        g.prefill_us_per_token = 1_000.0;
+    }
+    let cluster = serve(&scenario, "127.0.0.1".parse().unwrap(), 1).await.unwrap();
+    let proxy = start_proxy(&gpu_pool(&cluster, "")).await;
+    let client = client();
+    let body = serde_json::json!({
+        "model": "m", "max_tokens": 40, "stream": true,
+        "messages": [{ "role": "user", "content": "abcd".repeat(1_000) }],
+    });
+    let request = Request::post(url(&proxy, "/v1/chat/completions"))
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body.to_string())))
+        .unwrap();
+    let c = client.clone();
+    let response = tokio::spawn(async move { c.request(request).await });
+    let backend_state = async || {
+        let state = admin(&client, &proxy, "GET", "/admin/backends").await.json();
+        state["pools"][0]["backends"][0].clone()
+    };
+    eventually(Duration::from_secs(5), "the request in flight", async || {
+        backend_state().await["in_flight"] == 1
+    })
+    .await;
+    let prefilling = backend_state().await;
+    assert_eq!(
+        prefilling["prefill_tokens"], 1_000,
+        "the whole prompt ahead: {prefilling}"
+    );
+    let response = tokio::time::timeout(EXCHANGE_LIMIT, response)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let mut body = response.into_body();
+    let first = tokio::time::timeout(EXCHANGE_LIMIT, body.frame()).await.unwrap();
+    assert!(first.is_some(), "a first token");
+    let backend = backend_state().await;
+    assert_eq!(backend["in_flight"], 1, "still decoding: {backend}");
+    assert_eq!(
+        backend["tokens_in_flight"], 1_040,
+        "prompt and max_tokens: {backend}"
+    );
+    assert_eq!(
+        backend["prefill_tokens"], 0,
+        "prefilled at the first token: {backend}"
+    );
+    while tokio::time::timeout(EXCHANGE_LIMIT, body.frame())
+        .await
+        .unwrap()
+        .is_some()
+    {}
     proxy.shutdown().await;
 }
 

@@ -53,7 +53,9 @@ impl Simulation<'_> {
                 .map_or(now_ns, |end| (end.as_nanos() as u64).max(now_ns));
             let request = &mut self.requests[id as usize];
             if let (Some(ttft_s), true) = (first_token_s, request.attempt_open) {
-                request.first_token_ns = Some(start_ns + (ttft_s * slowdown * 1e9) as u64);
+                let at_ns = start_ns + (ttft_s * slowdown * 1e9) as u64;
+                request.first_token_ns = Some(at_ns);
+                self.schedule(at_ns, Kind::FirstToken, id);
             }
             self.schedule(
                 start_ns + (service_s * slowdown * 1e9) as u64,

@@ -50,6 +50,8 @@ const STREAM: u64 = 0x5DEE_CE66_D1CE_5EED;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Kind {
+    /// An LLM request's first token: its prefill is done.
+    FirstToken,
     Completion,
     Timeout,
     ErrorReply,
@@ -71,6 +73,8 @@ struct Request {
     blocks: Option<Box<PromptHashes>>,
     /// When its first token came, once it has.
     first_token_ns: Option<u64>,
+    /// Prompt tokens its attempt counts as still to prefill at its backend (0 once prefilled).
+    prefill_pending: u64,
     client: u64,
     attempt: u8,
     backend: u32,
@@ -265,6 +269,7 @@ impl<'a> Simulation<'a> {
             }
             self.events.pop();
             match event.kind {
+                Kind::FirstToken => self.prefilled(event.request),
                 Kind::Completion => self.complete(event.request, event.at_ns),
                 Kind::Timeout => self.end_attempt(event.request, event.at_ns, Outcome::Timeout, None),
                 Kind::ErrorReply => self.end_attempt(event.request, event.at_ns, Outcome::Http5xx, Some(503)),
@@ -284,6 +289,7 @@ impl<'a> Simulation<'a> {
             adapter: arrival.adapter,
             blocks,
             first_token_ns: None,
+            prefill_pending: 0,
             client,
             attempt: 0,
             backend: 0,
@@ -294,6 +300,14 @@ impl<'a> Simulation<'a> {
             prediction: None,
         });
         self.dispatch(id, at_ns);
+    }
+
+    /// The attempt's prefill is done: its prompt no longer counts as work ahead at its backend.
+    fn prefilled(&mut self, id: u32) {
+        let r = &mut self.requests[id as usize];
+        if r.attempt_open {
+            self.loads[r.backend as usize].remove_prefill(std::mem::take(&mut r.prefill_pending));
+        }
     }
 
     fn hash(&mut self, prompt: &Prompt, adapter: Option<u16>) -> Box<PromptHashes> {
@@ -343,17 +357,18 @@ impl<'a> Simulation<'a> {
             .pick_predicted(&self.endpoints, &pick, tried, now, &mut self.rng)
             .expect("a pool always has candidates");
         let b = self.members[i];
+        let found = DispatchState::of_request(pick.pool_in_flight, pick.size)
+            .at_backend(&self.loads[b], now, self.spec.decay())
+            .with_prefix(&self.loads[b], prompt);
         if let Some(prompt) = prompt {
             self.loads[b].record_prompt(prompt);
         }
-        let found = DispatchState::of_request(pick.pool_in_flight, pick.size).at_backend(
-            &self.loads[b],
-            now,
-            self.spec.decay(),
-        );
         self.loads[b].try_start(None);
         self.loads[b].add_tokens(u64::from(size.prompt_tokens + size.output_tokens));
+        let prefill = if gpu { found.uncached_prompt_tokens() } else { 0 };
+        self.loads[b].add_prefill(prefill);
         let r = &mut self.requests[id as usize];
+        r.prefill_pending = prefill;
         r.attempt += 1;
         r.backend = b as u32;
         r.dispatched_ns = now_ns;
@@ -394,6 +409,7 @@ impl<'a> Simulation<'a> {
         let load = &self.loads[b];
         load.finish();
         load.remove_tokens(u64::from(size.prompt_tokens + size.output_tokens));
+        load.remove_prefill(std::mem::take(&mut r.prefill_pending));
         let now = Duration::from_nanos(now_ns);
         if outcome != Outcome::ConnectError {
             load.observe_rtt(Duration::from_nanos(latency_ns), now, self.spec.decay());

@@ -37,7 +37,13 @@ impl Simulation<'_> {
             status,
             outcome,
             latency_us: latency_ns / 1_000,
-            ttfb_us: status.map(|_| latency_ns / 1_000),
+            // An LLM server's first token; other backends answer whole.
+            ttfb_us: status.map(|_| {
+                r.first_token_ns
+                    .filter(|&t| t >= r.dispatched_ns)
+                    .map_or(latency_ns, |t| t - r.dispatched_ns)
+                    / 1_000
+            }),
             attempt: u16::from(r.attempt),
             client_hash: r.client,
             ..self.row_template.clone()
