@@ -5,8 +5,7 @@ use std::time::Duration;
 
 use crate::behaviour::{BackendBehaviour, CpuBehaviour, GpuBehaviour, RequestTokens, ServiceTime};
 use crate::faults::{Fault, FaultKind};
-use crate::prompt::{Adapters, Prompts};
-use crate::traffic::{Arrival, Sizes, Spike, Traffic};
+use crate::traffic::{Adapters, Arrival, Prompts, Sizes, Spike, Traffic};
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
 

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use rand::Rng;
-use rand_distr::{Distribution, Exp, LogNormal};
+use rand_distr::{Distribution, Exp, LogNormal, Zipf};
 
 use crate::behaviour::RequestTokens;
 use crate::prompt::Prompt;
@@ -211,6 +211,98 @@ impl Traffic {
     }
 }
 
+/// How a scenario's requests' prompts are drawn.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub enum Prompts {
+    /// Every prompt unique (its length from the scenario's sizes).
+    #[default]
+    Unique,
+    /// Many tenants, each with one long document that every one of its requests starts with, as in
+    /// llm-d's prefix-cache benchmark; tenants equally likely.
+    Documents {
+        /// Tenants.
+        tenants: u32,
+        /// Each document's length.
+        document_tokens: u32,
+        /// Median question length (log-normal, sigma 0.5).
+        question_tokens: f64,
+    },
+    /// Chat sessions whose prompts grow turn by turn: `active` sessions at a time, each request the
+    /// next turn of one of them (at random), a session replaced by a new one after `turns` turns.
+    Sessions {
+        /// Sessions going on at once.
+        active: u32,
+        /// Turns per session.
+        turns: u16,
+        /// Each session's system message.
+        system_tokens: u16,
+        /// Mean length of a question or an answer.
+        message_tokens: u16,
+    },
+}
+
+/// Which LoRA adapters a scenario's requests ask for.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Adapters {
+    /// Adapters, named `lora-0` to `lora-{count - 1}`.
+    pub count: u16,
+    /// Zipf exponent of their popularity (0: equally popular).
+    pub skew: f64,
+}
+
+impl Prompts {
+    /// Gives each arrival its prompt (and its prompt length) and adapter.
+    pub fn assign<R: Rng + ?Sized>(&self, adapters: Option<Adapters>, arrivals: &mut [Arrival], rng: &mut R) {
+        let popularity = adapters.and_then(|a| Zipf::new(f64::from(a.count.max(1)), a.skew).ok());
+        let question = LogNormal::new(0.0, 0.5).expect("valid shape");
+        let mut sessions: Vec<(u32, u16)> = match *self {
+            Self::Sessions { active, .. } => (0..active).map(|s| (s, 0)).collect(),
+            _ => Vec::new(),
+        };
+        let mut next_session = sessions.len() as u32;
+        for arrival in arrivals.iter_mut() {
+            arrival.adapter = popularity.map(|z| z.sample(rng) as u16 - 1);
+            arrival.prompt = match *self {
+                Self::Unique => continue,
+                Self::Documents {
+                    tenants,
+                    document_tokens,
+                    question_tokens,
+                } => Prompt::Document {
+                    tenant: rng.random_range(0..tenants.max(1)),
+                    document_tokens,
+                    question: rng.random(),
+                    question_tokens: (question_tokens * question.sample(rng)).round().max(1.0) as u32,
+                },
+                Self::Sessions {
+                    turns,
+                    system_tokens,
+                    message_tokens,
+                    ..
+                } => {
+                    let slot = rng.random_range(0..sessions.len().max(1));
+                    let Some((session, turn)) = sessions.get_mut(slot) else {
+                        continue;
+                    };
+                    let prompt = Prompt::Turn {
+                        session: *session,
+                        turn: *turn,
+                        system_tokens,
+                        message_tokens,
+                    };
+                    *turn += 1;
+                    if *turn >= turns {
+                        (*session, *turn) = (next_session, 0);
+                        next_session += 1;
+                    }
+                    prompt
+                }
+            };
+            arrival.size.prompt_tokens = arrival.prompt.tokens();
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -277,5 +369,27 @@ mod tests {
                 .abs()
                 < 0.1
         );
+    }
+
+    #[test]
+    fn sessions_take_their_turns_in_order() {
+        let mut arrivals = vec![Arrival::default(); 400];
+        let prompts = Prompts::Sessions {
+            active: 4,
+            turns: 5,
+            system_tokens: 10,
+            message_tokens: 10,
+        };
+        prompts.assign(None, &mut arrivals, &mut SmallRng::seed_from_u64(1));
+        let mut next = std::collections::HashMap::new();
+        for a in &arrivals {
+            let Prompt::Turn { session, turn, .. } = a.prompt else {
+                panic!("not a turn: {:?}", a.prompt)
+            };
+            assert_eq!(turn, *next.get(&session).unwrap_or(&0));
+            next.insert(session, turn + 1);
+            assert_eq!(a.size.prompt_tokens, a.prompt.tokens());
+        }
+        assert!(next.len() >= 400 / 5, "finished sessions are replaced");
     }
 }
