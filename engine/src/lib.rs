@@ -21,6 +21,7 @@ pub mod prefix;
 pub mod retry_budget;
 pub mod scaling;
 pub mod scraped;
+pub mod shedding;
 pub mod telemetry;
 
 pub use dispatch::{DispatchState, RequestSize};

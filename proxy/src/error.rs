@@ -2,6 +2,8 @@
 
 use http::StatusCode;
 
+use augur_engine::shedding::Priority;
+
 use crate::gate::{Refusal, Refused};
 use crate::outcome::UpstreamError;
 
@@ -45,6 +47,14 @@ pub enum ProxyError {
         /// Pool name.
         pool: String,
     },
+    /// The pool is saturated and sheds requests of this priority.
+    #[error("pool `{pool}` is saturated and shed a {priority} request")]
+    Shed {
+        /// Pool name.
+        pool: String,
+        /// The request's priority.
+        priority: Priority,
+    },
     /// The attempt got no response head from its backend (upstream).
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
@@ -87,6 +97,7 @@ impl ProxyError {
         match self {
             Self::NoRoute { .. } | Self::UnknownModel { .. } => StatusCode::NOT_FOUND,
             Self::NoBackend { .. } | Self::AtCapacity { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Shed { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Upstream(UpstreamError::Timeout { .. }) => StatusCode::GATEWAY_TIMEOUT,
             Self::BodyTooLarge { .. } | Self::Upstream(UpstreamError::ClientBody { too_large: true, .. }) => {
                 StatusCode::PAYLOAD_TOO_LARGE
@@ -123,6 +134,7 @@ impl ProxyError {
             }
             Self::NoBackend { .. } => "no backend is available".into(),
             Self::AtCapacity { .. } => "every backend is at its concurrency limit".into(),
+            Self::Shed { .. } => "the backends are saturated; retry later".into(),
             // The name as sent, cut short: a client may send kilobytes of it.
             Self::UnknownModel { model } if model.len() > MAX_ECHOED_MODEL_BYTES => {
                 let cut = (0..=MAX_ECHOED_MODEL_BYTES)
@@ -177,6 +189,7 @@ impl ProxyError {
             Self::UnknownModel { .. } => "model_not_found",
             Self::NoBackend { .. } => "no_backend",
             Self::AtCapacity { .. } => "backends_at_capacity",
+            Self::Shed { .. } => "shed",
             Self::Upstream(UpstreamError::Connect { .. }) => "connect_error",
             Self::Upstream(UpstreamError::Timeout { .. }) => "upstream_timeout",
             Self::Upstream(UpstreamError::Reset { .. }) => "upstream_reset",

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use augur_engine::shedding::Priority;
 use http::{HeaderValue, Request};
 
 use crate::config::{Config, MatchConfig, RateLimitHeaders, RouteAuth};
@@ -45,6 +46,8 @@ pub struct Route {
     pub auth: RouteAuth,
     /// Which responses tell the client its limit.
     pub rate_limit_headers: RateLimitHeaders,
+    /// Priority of its requests where a pool sheds.
+    pub priority: Priority,
     /// The route's own limits and their state, if it has any.
     pub limits: Option<Arc<Scope>>,
     /// Pools a request moves on to, in order, when the one it was sent to cannot serve it.
@@ -114,6 +117,7 @@ impl Router {
                     limits: r.limits.any().then(|| Arc::new(Scope::new(&r.limits, carried))),
                     auth: r.auth,
                     rate_limit_headers: r.rate_limit_headers,
+                    priority: r.priority,
                     fallback: r.fallback.iter().map(|p| pools[p.get_ref()].clone()).collect(),
                     fallback_methods: r.fallback_methods.iter().map(|m| m.0.clone()).collect(),
                     cache: (r.cache, r.cache_llm),

@@ -65,6 +65,7 @@ fn row(i: u64) -> TelemetryRow {
         cost: Some(0.125),
         prefix_hit_ratio: Some(0.25),
         backend_prefill_tokens: Some(512),
+        priority: Some("sheddable"),
     }
 }
 

@@ -26,7 +26,8 @@ pub use outcome::Outcome;
 /// - 3: who asked and what it used: `tenant`, `input_tokens`, `output_tokens`, `usage_source`,
 ///   `cost`.
 /// - 4: what an LLM server already held of the prompt and had still to prefill:
-///   `prefix_hit_ratio`, `backend_prefill_tokens`.
+///   `prefix_hit_ratio`, `backend_prefill_tokens`; `outcome` may be `shed`, and `priority` says
+///   what a request was shed (or served) as.
 pub const SCHEMA_VERSION: u32 = 4;
 
 /// The oldest schema version the trainer still reads (columns added since read as null).
@@ -171,6 +172,10 @@ telemetry_columns! {
     /// dispatch; null without a backend.
     #[column(since = 4)]
     backend_prefill_tokens: Option<u64>,
+    /// The request's priority where its pool sheds (`sheddable`, `standard`, `critical`); null
+    /// where the pool does not shed.
+    #[column(since = 4, encoding = Dictionary)]
+    priority: Option<&'static str>,
 }
 
 impl TelemetryRow {

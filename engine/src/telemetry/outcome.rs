@@ -23,11 +23,14 @@ pub enum Outcome {
     /// The client went away (or its request body failed) before the exchange was over: the attempt
     /// says nothing of the backend (since schema version 2).
     ClientAbort,
+    /// The pool was saturated and shed the request for its priority: nothing was sent (since schema
+    /// version 4).
+    Shed,
 }
 
 impl Outcome {
     /// Every outcome, in a fixed order.
-    pub const ALL: [Outcome; 9] = [
+    pub const ALL: [Outcome; 10] = [
         Self::Ok,
         Self::Http4xx,
         Self::Http5xx,
@@ -37,6 +40,7 @@ impl Outcome {
         Self::NoBackend,
         Self::RateLimited,
         Self::ClientAbort,
+        Self::Shed,
     ];
 
     /// The value stored in the `outcome` column.
@@ -51,6 +55,7 @@ impl Outcome {
             Self::NoBackend => "no_backend",
             Self::RateLimited => "rate_limited",
             Self::ClientAbort => "client_abort",
+            Self::Shed => "shed",
         }
     }
 
@@ -65,13 +70,13 @@ impl Outcome {
 
     /// Whether this counts as a failure for the failure model (5xx and every transport failure).
     pub fn is_failure(self) -> bool {
-        !matches!(self, Self::Ok | Self::Http4xx | Self::ClientAbort)
+        !matches!(self, Self::Ok | Self::Http4xx | Self::ClientAbort | Self::Shed)
     }
 
     /// Whether the attempt says how its backend did. A client abort does not: it is left out of
     /// latency estimates, the online correction, outlier detection and every training label, so a
     /// client cannot make a backend look fast (or failing) by hanging up.
     pub fn judges_backend(self) -> bool {
-        self != Self::ClientAbort
+        !matches!(self, Self::ClientAbort | Self::Shed)
     }
 }

@@ -78,6 +78,31 @@ mod tests {
         Config::parse(EXAMPLE, Path::new("examples/augur.toml")).expect("the example parses");
     }
 
+    #[test]
+    fn shedding_needs_metrics_and_sane_thresholds() {
+        let config = |pool: &str| {
+            format!(
+                "[[listeners]]\naddress = \"127.0.0.1:0\"\n[[routes]]\npool = \"gpu\"\npriority = \"sheddable\"\n\
+                 [pools.gpu]\nbackends = [{{ address = \"127.0.0.1:1\" }}]\n{pool}"
+            )
+        };
+        let parse = |pool: &str| Config::parse(&config(pool), Path::new("t.toml")).map_err(|e| e.to_string());
+        let metrics = "metrics = { preset = \"vllm\" }\n";
+        let good = parse(&format!("{metrics}shedding = {{ queue_depth = 3 }}\n")).unwrap();
+        let shedding = good.pools["gpu"].shedding.unwrap();
+        assert_eq!((shedding.queue_depth, shedding.kv_cache_usage), (3.0, 0.8));
+        let blind = parse("shedding = {}\n").unwrap_err();
+        assert!(
+            blind.contains("pools.gpu.shedding needs the pool's `metrics`"),
+            "{blind}"
+        );
+        let odd = parse(&format!("{metrics}shedding = {{ kv_cache_usage = 1.5 }}\n")).unwrap_err();
+        assert!(odd.contains("`kv_cache_usage` in (0, 1]"), "{odd}");
+        let typo =
+            Config::parse(&config("").replace("sheddable", "urgent"), Path::new("t.toml")).unwrap_err();
+        assert!(typo.to_string().contains("urgent"), "{typo}");
+    }
+
     proptest::proptest! {
         /// A config file with any bytes changed is parsed or refused with an error, never a panic,
         /// and a refusal names the file.

@@ -24,6 +24,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use augur_engine::shedding::Priority;
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -241,6 +242,11 @@ pub struct RouteConfig {
     /// `cache.llm_ttl`.
     #[serde(default)]
     pub cache_llm: bool,
+    /// Priority of the route's requests where a pool sheds (`shedding`): `"sheddable"`,
+    /// `"standard"` (default) or `"critical"`. A request may lower its own with `x-priority`; only
+    /// a trusted hop may raise it.
+    #[serde(default)]
+    pub priority: Priority,
 }
 
 /// One pool of a route's weighted split.

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::num::NonZeroU32;
 use std::time::Duration;
 
+use augur_engine::shedding::SaturationThresholds;
 use augur_engine::PolicySpec;
 use serde::Deserialize;
 use toml::Spanned;
@@ -40,6 +41,10 @@ pub struct PoolConfig {
     pub health_check: Option<HealthCheckConfig>,
     /// Scraping of the backends' own metrics (GPU inference servers); absent means none.
     pub metrics: Option<MetricsConfig>,
+    /// Shed requests by priority while every backend's scraped queue or KV-cache use is near or
+    /// past these (`{ queue_depth = 5, kv_cache_usage = 0.8 }`, the inference extension's
+    /// defaults); needs `metrics`. Absent: never shed.
+    pub shedding: Option<SaturationThresholds>,
     /// Passive outlier detection.
     #[serde(default)]
     pub outlier: OutlierConfig,

@@ -216,6 +216,21 @@ impl Config {
                 }
             }
             check_upstream_tls(name, pool)?;
+            if let Some(shedding) = &pool.shedding {
+                if pool.metrics.is_none() {
+                    return Err(Invalid::new(format!(
+                        "pools.{name}.shedding needs the pool's `metrics`: saturation is read from the backends' queues and KV caches"
+                    )));
+                }
+                if !(shedding.queue_depth > 0.0
+                    && shedding.kv_cache_usage > 0.0
+                    && shedding.kv_cache_usage <= 1.0)
+                {
+                    return Err(Invalid::new(format!(
+                        "pools.{name}.shedding: `queue_depth` must be above 0 and `kv_cache_usage` in (0, 1]"
+                    )));
+                }
+            }
             if let Some(check) = &pool.health_check {
                 match (&check.path, &check.grpc_service) {
                     (Some(path), None) if !path.starts_with('/') => {

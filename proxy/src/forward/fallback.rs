@@ -19,7 +19,8 @@ use crate::router::Route;
 pub enum MoveOn {
     /// The pool is cooling down after a `Retry-After`: nothing was sent.
     Cooling,
-    /// No backend could take the request (none healthy, or all at their limit): nothing was sent.
+    /// No backend could take the request (none healthy, all at their limit, or the pool shed it):
+    /// nothing was sent.
     Saturated,
     /// No connection to the backend: nothing was sent.
     Connect,
@@ -60,7 +61,9 @@ impl MoveOn {
             }
             Ok((response, Some(_))) if response.status().is_server_error() => Some(Self::ServerError),
             Ok(_) => None,
-            Err(ProxyError::NoBackend { .. } | ProxyError::AtCapacity { .. }) => Some(Self::Saturated),
+            Err(ProxyError::NoBackend { .. } | ProxyError::AtCapacity { .. } | ProxyError::Shed { .. }) => {
+                Some(Self::Saturated)
+            }
             Err(ProxyError::Upstream(UpstreamError::Connect { .. })) => Some(Self::Connect),
             Err(ProxyError::Upstream(UpstreamError::Timeout { .. })) => Some(Self::Timeout),
             Err(ProxyError::Upstream(UpstreamError::Reset { .. })) => Some(Self::Reset),

@@ -8,6 +8,7 @@ mod done;
 mod fallback;
 pub mod headers;
 mod path;
+mod priority;
 mod record;
 mod upgrade;
 mod upstream;
@@ -15,6 +16,7 @@ mod upstream;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use augur_engine::shedding::Priority;
 use augur_engine::telemetry::Outcome;
 use augur_engine::{DispatchState, PickRequest, RequestSize};
 use http::header::{HeaderValue, CONTENT_TYPE, SET_COOKIE};
@@ -179,6 +181,7 @@ pub async fn handle(
     let client_upgrade = upgrade::take_client_upgrade(&mut request, upgrade_allowed, &shared.tunnels);
     let exchange = Exchange {
         shared: &shared,
+        priority: priority::of_request(route.priority, request.headers(), trusted_peer),
         route,
         downstream: &downstream,
         peeked: &peeked,
@@ -448,6 +451,8 @@ struct Exchange<'a> {
     peeked: &'a PeekedBody,
     /// The tenant of its key.
     tenant: Option<&'a Arc<str>>,
+    /// Its priority where a pool sheds.
+    priority: Priority,
     span: Option<&'a RequestSpan>,
     /// Its estimated tokens, and what it says of its size.
     tokens: u64,
@@ -516,24 +521,36 @@ impl Exchange<'_> {
                     pool,
                     self.downstream,
                     self.peeked,
-                    self.tenant,
+                    (self.tenant, self.priority),
                 )
             });
             let observed = Observed {
                 record: record.as_ref(),
                 span: self.span,
             };
-            let result = forward(
-                active.pool(),
-                &parts,
-                (renamed.as_mut().unwrap_or(&mut body), renamed_len),
-                client_upgrade.take(),
-                self.downstream,
-                observed,
-                (self.tokens, self.size, &self.peeked.prompt_blocks),
-                log,
-            )
-            .await;
+            let result = match pool.shed(self.priority) {
+                Ok(()) => {
+                    forward(
+                        active.pool(),
+                        &parts,
+                        (renamed.as_mut().unwrap_or(&mut body), renamed_len),
+                        client_upgrade.take(),
+                        self.downstream,
+                        observed,
+                        (self.tokens, self.size, &self.peeked.prompt_blocks),
+                        log,
+                    )
+                    .await
+                }
+                Err(shed) => {
+                    if let Some(record) = &record {
+                        let asked =
+                            DispatchState::of_request(pool.active_requests().saturating_sub(1), self.size);
+                        record.unplaced(1, &asked, &shed);
+                    }
+                    Err(shed)
+                }
+            };
             if let Ok((response, Some(_))) = &result {
                 pool.cool_down
                     .observe(response.status(), response.headers(), pool.config.max_cool_down);

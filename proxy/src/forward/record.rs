@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use augur_engine::shedding::Priority;
 use augur_engine::telemetry::{Outcome, TelemetryRow};
 use augur_engine::DispatchState;
 use augur_telemetry::TelemetrySink;
@@ -37,7 +38,8 @@ fn recorded_method(method: &http::Method) -> &str {
 }
 
 impl RequestRecord {
-    /// The request-level fields of a request with `method`, routed by `route` to `pool`.
+    /// The request-level fields of a request with `method`, routed by `route` to `pool`, from
+    /// `tenant` at `priority` (recorded where the pool sheds).
     pub fn new(
         telemetry: &Telemetry,
         method: &http::Method,
@@ -45,10 +47,11 @@ impl RequestRecord {
         pool: &Pool,
         downstream: &Forwarded<'_>,
         peeked: &PeekedBody,
-        tenant: Option<&Arc<str>>,
+        (tenant, priority): (Option<&Arc<str>>, Priority),
     ) -> Self {
         let template = TelemetryRow {
             tenant: tenant.cloned(),
+            priority: pool.config.shedding.map(|_| priority.as_str()),
             request_id: downstream.request_id.to_str().unwrap_or_default().to_owned(),
             model: peeked.model_to_record().map(Arc::from),
             client_hash: telemetry.hasher.hash(downstream.client_ip),
@@ -150,6 +153,7 @@ impl AttemptRow {
 fn outcome_of_pick_error(error: &ProxyError) -> Outcome {
     match error {
         ProxyError::AtCapacity { .. } => Outcome::RateLimited,
+        ProxyError::Shed { .. } => Outcome::Shed,
         _ => Outcome::NoBackend,
     }
 }

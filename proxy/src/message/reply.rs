@@ -24,8 +24,15 @@ pub fn error(err: &ProxyError, request_id: &HeaderValue) -> Response<ProxyBody> 
         .headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     response.headers_mut().insert(X_REQUEST_ID, request_id.clone());
-    if let ProxyError::Refused(refusal) = err {
-        refusal_headers(refusal, response.headers_mut());
+    match err {
+        ProxyError::Refused(refusal) => refusal_headers(refusal, response.headers_mut()),
+        // Saturation is read from metrics scraped every second or so: a second is a fair wait.
+        ProxyError::Shed { .. } => {
+            response
+                .headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        _ => {}
     }
     response
 }

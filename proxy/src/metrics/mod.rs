@@ -6,6 +6,8 @@ mod discovery;
 
 use std::sync::Arc;
 
+use augur_engine::shedding::Priority;
+
 use crate::outcome::{status_class_index, AttemptOutcome, ATTEMPT_LABELS};
 
 use prometheus::core::Collector;
@@ -44,6 +46,7 @@ pub struct Metrics {
     attempts: IntCounterVec,
     retries: IntCounterVec,
     retries_refused: IntCounterVec,
+    shed: IntCounterVec,
     ejections: IntCounterVec,
     health_checks: IntCounterVec,
     scrapes: IntCounterVec,
@@ -74,6 +77,8 @@ pub struct PoolMetrics {
     pub retries: IntCounter,
     /// Retries the budget refused.
     pub retries_refused: IntCounter,
+    /// Requests shed while the pool was saturated, by priority (lowest first).
+    pub shed: [IntCounter; 3],
 }
 
 impl PoolMetrics {
@@ -262,6 +267,12 @@ impl Metrics {
                 "Retries the retry budget refused",
                 &["pool"],
             ),
+            shed: counter(
+                &r,
+                "augur_requests_shed_total",
+                "Requests a saturated pool shed (429 with Retry-After), by priority",
+                &["pool", "priority"],
+            ),
             ejections: counter(
                 &r,
                 "augur_ejections_total",
@@ -386,6 +397,7 @@ impl Metrics {
             duration: self.duration.with_label_values(&[pool]),
             retries: self.retries.with_label_values(&[pool]),
             retries_refused: self.retries_refused.with_label_values(&[pool]),
+            shed: Priority::ALL.map(|p| self.shed.with_label_values(&[pool, p.as_str()])),
         }
     }
 
@@ -431,6 +443,9 @@ impl Metrics {
         let _ = self.duration.remove_label_values(&[pool]);
         let _ = self.retries.remove_label_values(&[pool]);
         let _ = self.retries_refused.remove_label_values(&[pool]);
+        for p in Priority::ALL {
+            let _ = self.shed.remove_label_values(&[pool, p.as_str()]);
+        }
         let _ = self.prediction_error.remove_label_values(&[pool]);
         let _ = self.predicted_seconds.remove_label_values(&[pool]);
         let _ = self.observed_seconds.remove_label_values(&[pool]);

@@ -20,6 +20,7 @@ use augur_engine::health::outlier::OutlierPolicy;
 use augur_engine::policy::{ActiveModels, CandidateScores};
 use augur_engine::prefix::DEFAULT_INDEX_BLOCKS;
 use augur_engine::retry_budget::RetryBudget;
+use augur_engine::shedding::{sheds, Priority};
 use augur_engine::{BackendLoad, DispatchState, Endpoint, PickRequest, PolicySpec, Selector};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -322,6 +323,23 @@ impl Pool {
         }
         Err(ProxyError::AtCapacity {
             pool: self.name.to_string(),
+        })
+    }
+
+    /// Sheds a request of `priority` when the pool sheds (`shedding`) and is saturated, with a
+    /// chance that grows with its saturation ([`augur_engine::shedding`]), and counts it.
+    pub fn shed(&self, priority: Priority) -> Result<(), ProxyError> {
+        let Some(thresholds) = &self.config.shedding else {
+            return Ok(());
+        };
+        let saturation = thresholds.pool_saturation(&self.snapshot.load().endpoints, clock::now());
+        if !with_rng(|rng| sheds(priority, saturation, rng)) {
+            return Ok(());
+        }
+        self.metrics.shed[priority as usize].inc();
+        Err(ProxyError::Shed {
+            pool: self.name.to_string(),
+            priority,
         })
     }
 

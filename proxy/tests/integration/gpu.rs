@@ -256,6 +256,92 @@ async fn a_prompt_counts_as_prefill_work_until_its_first_token() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_saturated_pool_sheds_sheddable_requests_first_and_a_client_cannot_raise_itself() {
+    let cluster = serve(&gpu_nodes(1), "127.0.0.1".parse().unwrap(), 1)
+        .await
+        .unwrap();
+    let node = cluster.backends[0].addr;
+    // One generation runs (max_batch 1) and five wait: the queue at the threshold of five.
+    let direct = client();
+    let backlog: Vec<_> = (0..6)
+        .map(|_| {
+            let c = direct.clone();
+            tokio::spawn(async move {
+                c.request(completion(&format!("http://{node}/v1/completions"), 40))
+                    .await
+                    .map(|_| ())
+            })
+        })
+        .collect();
+    let route = |name: &str, priority: &str| {
+        format!(
+            "[[routes]]\nname = \"{name}\"\npool = \"gpu\"\npriority = \"{priority}\"\n\
+             match = {{ headers = [{{ name = \"x-route\", value = \"{name}\" }}] }}\n"
+        )
+    };
+    let config = format!(
+        "{}{}[pools.gpu]\npolicy = {{ kind = \"least_queue\" }}\nbackends = {}\nretries = {{ max_retries = 0 }}\n\
+         metrics = {{ preset = \"vllm\", interval = \"100ms\" }}\nshedding = {{ queue_depth = 5 }}\n",
+        route("batch", "sheddable"),
+        route("pager", "critical"),
+        cluster.backends_toml()
+    );
+    let proxy = start_proxy(&config).await;
+    eventually(Duration::from_secs(5), "the queue is scraped", async || {
+        scraped(&proxy, &node.to_string()).await["queue_depth"]
+            .as_f64()
+            .unwrap_or(0.0)
+            >= 5.0
+    })
+    .await;
+    let client = client();
+    let send = async |route: &str, asked: Option<&str>| {
+        let mut request = completion(&url(&proxy, "/v1/completions"), 1);
+        request.headers_mut().insert("x-route", route.parse().unwrap());
+        if let Some(priority) = asked {
+            request
+                .headers_mut()
+                .insert("x-priority", priority.parse().unwrap());
+        }
+        let response = tokio::time::timeout(EXCHANGE_LIMIT, client.request(request))
+            .await
+            .unwrap()
+            .unwrap();
+        let (parts, body) = response.into_parts();
+        let body = body.collect().await.unwrap().to_bytes();
+        (parts, body)
+    };
+    let (shed, body) = send("batch", None).await;
+    assert_eq!(shed.status, 429);
+    assert_eq!(shed.headers["retry-after"], "1");
+    let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(body["error"], "shed", "{body}");
+    let (raised, _) = send("batch", Some("critical")).await;
+    assert_eq!(raised.status, 429, "a client cannot make itself critical");
+    let metrics = admin(&client, &proxy, "GET", "/metrics").await.body;
+    assert!(
+        metrics.contains("augur_requests_shed_total{pool=\"gpu\",priority=\"sheddable\"} 2"),
+        "{metrics}"
+    );
+    // A critical request is never shed: the node takes it (streamed, so its head comes before its
+    // turn in the queue).
+    let body = r#"{"model": "m", "prompt": "hello", "max_tokens": 1, "stream": true}"#;
+    let request = Request::post(url(&proxy, "/v1/completions"))
+        .header("content-type", "application/json")
+        .header("x-route", "pager")
+        .body(Full::new(Bytes::from(body)))
+        .unwrap();
+    let served = tokio::time::timeout(EXCHANGE_LIMIT, client.request(request))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(served.status(), 200);
+    assert_eq!(served.headers()["content-type"], "text/event-stream");
+    backlog.iter().for_each(|t| t.abort());
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn telemetry_rows_carry_the_scraped_metrics() {
     let cluster = serve(&gpu_nodes(1), "127.0.0.1".parse().unwrap(), 1)
         .await

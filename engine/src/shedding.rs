@@ -1,0 +1,215 @@
+//! Load shedding by priority when a pool of LLM servers is saturated, as the Gateway API inference
+//! extension's saturation detector and llm-d's admitter do: a request that cannot be served well
+//! anywhere is refused at once (with a time to retry), lowest priority first, rather than queued at
+//! a server where it would wait past any use.
+//!
+//! A backend's saturation is how far its scraped queue and KV-cache use stand against their
+//! thresholds (1 at a threshold); the pool's is its least saturated backend's, since one backend
+//! with room is enough. Sheddable requests are shed with a probability that rises from 0 at
+//! [`SHEDDABLE_ONSET`] to 1 when the pool is saturated; standard ones only beyond that, rising to 1
+//! at twice the thresholds, so no standard request is shed while sheddable ones still get in;
+//! critical ones never.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use rand::Rng;
+use serde::Deserialize;
+
+use crate::endpoint::Endpoint;
+
+/// How a request may be treated when its pool is saturated, lowest first.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Priority {
+    /// Shed first (batch work, retries that can wait).
+    Sheddable,
+    /// Shed only when sheddable traffic no longer relieves the pool.
+    #[default]
+    Standard,
+    /// Never shed.
+    Critical,
+}
+
+impl Priority {
+    /// Every priority, lowest first.
+    pub const ALL: [Priority; 3] = [Self::Sheddable, Self::Standard, Self::Critical];
+
+    /// Its name in headers, config, metrics and telemetry.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Sheddable => "sheddable",
+            Self::Standard => "standard",
+            Self::Critical => "critical",
+        }
+    }
+}
+
+impl fmt::Display for Priority {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A priority name that is none of `sheddable`, `standard`, `critical`.
+#[derive(Debug, thiserror::Error)]
+#[error("priority `{0}` is not `sheddable`, `standard` or `critical`")]
+pub struct BadPriority(String);
+
+impl FromStr for Priority {
+    type Err = BadPriority;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|p| p.as_str().eq_ignore_ascii_case(s.trim()))
+            .ok_or_else(|| BadPriority(s.to_owned()))
+    }
+}
+
+/// Saturation at which sheddable requests start being shed.
+pub const SHEDDABLE_ONSET: f64 = 0.8;
+
+/// When a backend counts as saturated: the inference extension's defaults are a queue of 5 and
+/// 80% of the KV cache.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SaturationThresholds {
+    /// Requests waiting in the backend's own queue.
+    #[serde(default = "default_queue_depth")]
+    pub queue_depth: f64,
+    /// Share of the KV cache in use.
+    #[serde(default = "default_kv_cache_usage")]
+    pub kv_cache_usage: f64,
+}
+
+fn default_queue_depth() -> f64 {
+    5.0
+}
+
+fn default_kv_cache_usage() -> f64 {
+    0.8
+}
+
+impl Default for SaturationThresholds {
+    fn default() -> Self {
+        Self {
+            queue_depth: default_queue_depth(),
+            kv_cache_usage: default_kv_cache_usage(),
+        }
+    }
+}
+
+impl SaturationThresholds {
+    /// The pool's saturation at `now`: its least saturated backend's, where a backend's is the
+    /// larger of queue / threshold and KV use / threshold. A backend whose metrics are missing or
+    /// stale says nothing, and a pool with no backend saying anything is not saturated: shedding
+    /// acts on evidence only.
+    pub fn pool_saturation(&self, endpoints: &[Endpoint], now: Duration) -> f64 {
+        let least = endpoints
+            .iter()
+            .filter_map(|e| {
+                let scraped = e.load.scraped(now);
+                let queue = scraped
+                    .queue_depth
+                    .map(|q| q / self.queue_depth.max(f64::MIN_POSITIVE));
+                let kv = scraped
+                    .kv_cache_usage
+                    .map(|k| k / self.kv_cache_usage.max(f64::MIN_POSITIVE));
+                match (queue, kv) {
+                    (None, None) => None,
+                    (q, k) => Some(q.unwrap_or(0.0).max(k.unwrap_or(0.0))),
+                }
+            })
+            .fold(f64::INFINITY, f64::min);
+        if least.is_finite() {
+            least
+        } else {
+            0.0
+        }
+    }
+}
+
+/// The probability of shedding a request of `priority` when its pool's saturation is `saturation`.
+pub fn shed_probability(priority: Priority, saturation: f64) -> f64 {
+    let ramp = |from: f64, to: f64| ((saturation - from) / (to - from)).clamp(0.0, 1.0);
+    match priority {
+        Priority::Sheddable => ramp(SHEDDABLE_ONSET, 1.0),
+        Priority::Standard => ramp(1.0, 2.0),
+        Priority::Critical => 0.0,
+    }
+}
+
+/// Whether to shed a request of `priority` at `saturation`, drawing from `rng`.
+pub fn sheds<R: Rng + ?Sized>(priority: Priority, saturation: f64, rng: &mut R) -> bool {
+    let p = shed_probability(priority, saturation);
+    p > 0.0 && rng.random::<f64>() < p
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::scraped::ScrapedMetrics;
+    use crate::{hash, BackendLoad};
+
+    fn backend(queue: Option<f64>, kv: Option<f64>) -> Endpoint {
+        let load = BackendLoad::new(Duration::from_millis(30), Duration::ZERO);
+        let metrics = ScrapedMetrics {
+            queue_depth: queue,
+            kv_cache_usage: kv,
+            ..ScrapedMetrics::default()
+        };
+        load.set_scraped(metrics, Duration::from_secs(10));
+        Endpoint::new(hash::endpoint_id("b"), 1, Arc::new(load))
+    }
+
+    #[test]
+    fn the_least_saturated_backend_decides_and_silence_is_not_saturation() {
+        let t = SaturationThresholds::default();
+        let now = Duration::ZERO;
+        let pool = [backend(Some(10.0), Some(0.5)), backend(Some(2.5), Some(0.88))];
+        // 10/5 = 2 and 2.5/5 = 0.5 against 0.88/0.8 = 1.1: the second backend, at 1.1.
+        assert!((t.pool_saturation(&pool, now) - 1.1).abs() < 1e-9);
+        let with_room = [pool[0].clone(), backend(Some(0.0), Some(0.1))];
+        assert!((t.pool_saturation(&with_room, now) - 0.125).abs() < 1e-9);
+        assert_eq!(t.pool_saturation(&[backend(None, None)], now), 0.0);
+        assert_eq!(t.pool_saturation(&[], now), 0.0);
+        assert_eq!(
+            t.pool_saturation(&pool, Duration::from_secs(11)),
+            0.0,
+            "stale metrics say nothing"
+        );
+    }
+
+    #[test]
+    fn sheddable_requests_go_first_standard_ones_after_and_critical_ones_never() {
+        for (saturation, sheddable, standard) in [
+            (0.5, 0.0, 0.0),
+            (0.9, 0.5, 0.0),
+            (1.0, 1.0, 0.0),
+            (1.5, 1.0, 0.5),
+            (3.0, 1.0, 1.0),
+        ] {
+            assert!((shed_probability(Priority::Sheddable, saturation) - sheddable).abs() < 1e-9);
+            assert!((shed_probability(Priority::Standard, saturation) - standard).abs() < 1e-9);
+            assert_eq!(shed_probability(Priority::Critical, saturation), 0.0);
+        }
+        // Whenever a standard request may be shed, every sheddable one is.
+        for s in 0..400 {
+            let saturation = f64::from(s) / 100.0;
+            if shed_probability(Priority::Standard, saturation) > 0.0 {
+                assert_eq!(shed_probability(Priority::Sheddable, saturation), 1.0);
+            }
+        }
+    }
+
+    #[test]
+    fn priorities_parse_in_any_case_and_order_lowest_first() {
+        assert_eq!(" Critical".parse::<Priority>().unwrap(), Priority::Critical);
+        assert!("urgent".parse::<Priority>().is_err());
+        assert!(Priority::Sheddable < Priority::Standard && Priority::Standard < Priority::Critical);
+    }
+}
