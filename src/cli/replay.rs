@@ -36,7 +36,8 @@ pub struct ReplayArgs {
     size_col: Option<String>,
     /// Comma-separated policies: round_robin (rr), weighted_round_robin (wrr), least_conn, least_queue
     /// (GPU-aware: scraped queue, then KV cache), weighted_scorer (the Gateway API inference
-    /// extension's queue, KV-cache and prefix scorers), random, ring_hash, maglev, p2c_ewma, predictive
+    /// extension's queue, KV-cache and prefix scorers, weights 2, 2, 3), weighted_scorer_lora (the
+    /// same with its LoRA affinity scorer, weight 2), random, ring_hash, maglev, p2c_ewma, predictive
     /// (scored by models trained first on a separate run of the scenario, another seed, routed at
     /// random).
     #[arg(long, default_value = DEFAULT_POLICIES)]
@@ -64,6 +65,12 @@ pub fn policy(name: &str) -> Result<PolicySpec, String> {
         "least_conn" => PolicySpec::LeastConn,
         "least_queue" => PolicySpec::LeastQueue,
         "weighted_scorer" => PolicySpec::weighted_scorer(),
+        "weighted_scorer_lora" => PolicySpec::WeightedScorer {
+            queue_weight: 2.0,
+            kv_cache_weight: 2.0,
+            prefix_weight: 3.0,
+            lora_weight: 2.0,
+        },
         "random" => PolicySpec::Random,
         "ring_hash" => hash(HashAlgorithm::Ring),
         "maglev" => hash(HashAlgorithm::Maglev),

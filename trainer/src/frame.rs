@@ -287,6 +287,7 @@ mod tests {
                     kv_cache_usage: Some(0.5),
                     gpu_utilization: Some(0.75),
                     gpu_memory_fraction: None,
+                    adapters: None,
                 },
                 body_bytes: Some(10_000),
                 prompt_tokens: Some(1_200),

@@ -53,6 +53,9 @@ pub struct PickRequest<'a> {
     /// [`crate::prefix::INDEX_BLOCK_BYTES`]), for policies that score cached prefixes; `None` when
     /// the request has no prompt.
     pub prompt: Option<&'a [u64]>,
+    /// Hash ([`crate::hash::key`]) of the `model` the request names, for adapter affinity; `None`
+    /// when it names none.
+    pub model: Option<u64>,
 }
 
 /// A policy instantiated over one snapshot of a pool's endpoints.
@@ -106,10 +109,12 @@ impl Selector {
                 queue_weight,
                 kv_cache_weight,
                 prefix_weight,
+                lora_weight,
             } => Self::WeightedScorer(WeightedScorer {
                 queue: *queue_weight,
                 kv_cache: *kv_cache_weight,
                 prefix: *prefix_weight,
+                lora: *lora_weight,
             }),
             PolicySpec::Random => Self::Random,
             PolicySpec::ConsistentHash {

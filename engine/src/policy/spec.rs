@@ -37,6 +37,9 @@ pub enum PolicySpec {
         /// Weight of the prefix score.
         #[serde(default = "default_prefix_weight")]
         prefix_weight: f64,
+        /// Weight of the LoRA affinity score (the extension's `lora-affinity-scorer`; 0: off).
+        #[serde(default)]
+        lora_weight: f64,
     },
     /// Weighted random.
     Random,
@@ -187,6 +190,7 @@ impl PolicySpec {
             queue_weight: default_queue_weight(),
             kv_cache_weight: default_kv_cache_weight(),
             prefix_weight: default_prefix_weight(),
+            lora_weight: 0.0,
         }
     }
 

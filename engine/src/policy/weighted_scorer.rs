@@ -1,11 +1,13 @@
 //! The Gateway API inference extension's endpoint picker, as its default scheduling profile runs it:
-//! three scorers, each giving every candidate a score in `[0, 1]`, summed with weights (queue 2,
-//! KV cache 2, prefix 3 by default), and the candidate with the highest total picked, ties at random.
+//! scorers, each giving every candidate a score in `[0, 1]`, summed with weights (queue 2, KV cache
+//! 2, prefix 3 by default; its LoRA affinity scorer off unless weighted), and the candidate with the
+//! highest total picked, ties at random.
 //!
 //! - queue: `(max - queue) / (max - min)` over the candidates' waiting queues (1 for all when they
 //!   are equal);
 //! - KV cache: `1 - usage`;
-//! - prefix: the share of the prompt's blocks the approximate index says the candidate was sent.
+//! - prefix: the share of the prompt's blocks the approximate index says the candidate was sent;
+//! - LoRA affinity: [`crate::scraped::Adapters::affinity`] of the adapter the request names.
 //!
 //! Where a candidate's scraped metrics are missing or stale, its requests in flight from this proxy
 //! stand in for its queue and its KV cache counts as empty, as in [`super::least_queue`].
@@ -26,6 +28,8 @@ pub struct WeightedScorer {
     pub kv_cache: f64,
     /// Weight of the prefix scorer.
     pub prefix: f64,
+    /// Weight of the LoRA affinity scorer.
+    pub lora: f64,
 }
 
 impl WeightedScorer {
@@ -56,14 +60,22 @@ impl WeightedScorer {
                 } else {
                     1.0
                 };
-                let kv_score = 1.0 - e.load.scraped(now).kv_cache_usage.unwrap_or(0.0).clamp(0.0, 1.0);
+                let scraped = e.load.scraped(now);
+                let kv_score = 1.0 - scraped.kv_cache_usage.unwrap_or(0.0).clamp(0.0, 1.0);
+                let lora_score = match (request.model, scraped.adapters) {
+                    (Some(model), Some(adapters)) if self.lora > 0.0 => adapters.affinity(model),
+                    _ => 0.0,
+                };
                 let prefix_score = if prompt.is_empty() {
                     0.0
                 } else {
                     e.load.prefix_matched(prompt) as f64 / prompt.len() as f64
                 };
                 // Lowest negated total: the highest total.
-                -(self.queue * queue_score + self.kv_cache * kv_score + self.prefix * prefix_score)
+                -(self.queue * queue_score
+                    + self.kv_cache * kv_score
+                    + self.prefix * prefix_score
+                    + self.lora * lora_score)
             },
             rng,
         )
@@ -77,7 +89,7 @@ mod tests {
     use super::*;
     use crate::load::BackendLoad;
     use crate::prefix::PromptBlocks;
-    use crate::scraped::ScrapedMetrics;
+    use crate::scraped::{Adapters, ScrapedMetrics};
     use crate::{hash, Endpoint};
     use rand::rngs::SmallRng;
     use rand::SeedableRng;
@@ -86,6 +98,7 @@ mod tests {
         queue: 2.0,
         kv_cache: 2.0,
         prefix: 3.0,
+        lora: 0.0,
     };
 
     fn gpus(n: usize) -> Vec<Endpoint> {
@@ -130,5 +143,41 @@ mod tests {
         // A full cache on top and it no longer does: 3.0 against 3.8.
         scrape(&eps[0], 4.0, 1.0);
         assert_eq!(pick(&mut rng), 2);
+    }
+
+    #[test]
+    fn lora_affinity_sends_a_request_where_its_adapter_runs() {
+        let eps = gpus(3);
+        let lora = hash::key(b"lora-7");
+        for (i, e) in eps.iter().enumerate() {
+            let adapters = match i {
+                1 => Adapters::new([lora], [], Some(2)),
+                _ => Adapters::new([hash::key(b"lora-1"), hash::key(b"lora-2")], [], Some(2)),
+            };
+            let metrics = ScrapedMetrics {
+                queue_depth: Some(0.0),
+                kv_cache_usage: Some(0.2),
+                adapters: Some(adapters),
+                ..ScrapedMetrics::default()
+            };
+            e.load.set_scraped(metrics, Duration::from_secs(10));
+        }
+        let request = PickRequest {
+            model: Some(lora),
+            ..PickRequest::default()
+        };
+        let mut rng = SmallRng::seed_from_u64(2);
+        let with_lora = WeightedScorer { lora: 1.0, ..GIE };
+        for _ in 0..20 {
+            assert_eq!(with_lora.pick(&eps, &request, Duration::ZERO, &mut rng), 1);
+        }
+        let picks: std::collections::BTreeSet<usize> = (0..60)
+            .map(|_| GIE.pick(&eps, &request, Duration::ZERO, &mut rng))
+            .collect();
+        assert_eq!(
+            picks.len(),
+            3,
+            "unweighted, the adapter does not matter: {picks:?}"
+        );
     }
 }

@@ -102,6 +102,7 @@ mod tests {
                 kv_cache_usage: Some(0.25),
                 gpu_utilization: None,
                 gpu_memory_fraction: Some(0.5),
+                adapters: None,
             },
             body_bytes: Some(99),
             prompt_tokens: Some(42),

@@ -467,6 +467,14 @@ type Served = (
 );
 
 impl Exchange<'_> {
+    /// Hash of the `model` the request names as `pool` knows it (after its `model_map`): the
+    /// adapter its backends would run.
+    fn model_at(&self, pool: &Pool) -> Option<u64> {
+        let asked = self.peeked.model_to_record()?;
+        let model = pool.config.model_map.get(asked).map_or(asked, String::as_str);
+        Some(augur_engine::hash::key(model.as_bytes()))
+    }
+
     /// Sends the request to `first`, the pool its route picked, and on to the route's fallbacks,
     /// in order, while a pool cannot serve it (see [`fallback`]). Each pool it reaches counts its
     /// arrival and makes its own attempts (and their retries).
@@ -538,6 +546,7 @@ impl Exchange<'_> {
                         self.downstream,
                         observed,
                         (self.tokens, self.size, &self.peeked.prompt_blocks),
+                        self.model_at(pool),
                         log,
                     )
                     .await
@@ -584,8 +593,9 @@ struct Observed<'a> {
 /// Sends the request (`parts`, `body`, of `renamed_len` bytes when renamed for the pool) to a
 /// backend of `pool`, retrying where the config and the budget allow. Every attempt gets a telemetry row when `observed` records them, and a span when
 /// it traces; `tokens` is the request's estimated size, counted in flight at its backend, `size`
-/// what it says of its size (predictive features), and `prompt` its prompt's block hashes (for
-/// prefix-aware policies; empty when not hashed). Returns the client's response and, when
+/// what it says of its size (predictive features), `prompt` its prompt's block hashes (for
+/// prefix-aware policies; empty when not hashed), and `model` the hash of the model it names
+/// (adapter affinity). Returns the client's response and, when
 /// it relays a backend's body, the attempt that body finishes.
 #[allow(clippy::too_many_arguments)]
 async fn forward(
@@ -596,11 +606,13 @@ async fn forward(
     downstream: &headers::Forwarded<'_>,
     observed: Observed<'_>,
     (tokens, size, prompt): (u64, RequestSize, &[u64]),
+    model: Option<u64>,
     log: &mut AccessLog,
 ) -> Result<(Response<ProxyBody>, Option<AttemptDone>), ProxyError> {
     let mut pick = affinity::pick_request(&pool.config.policy, &parts.headers, downstream.client_ip);
     pick.size = size;
     pick.prompt = (!prompt.is_empty()).then_some(prompt);
+    pick.model = model;
     let upgrade = client_upgrade.is_some();
     let head = UpstreamHead::new(parts, pool, downstream, upgrade, renamed_len);
     let retries = &pool.config.retries;

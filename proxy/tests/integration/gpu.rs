@@ -256,6 +256,55 @@ async fn a_prompt_counts_as_prefill_work_until_its_first_token() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_for_an_adapter_goes_where_the_adapter_runs() {
+    let mut scenario = gpu_nodes(2);
+    for backend in &mut scenario.backends {
+        if let BackendBehaviour::Gpu(g) = &mut backend.behaviour {
+            (g.max_batch, g.max_lora) = (4, 1);
+        }
+    }
+    let cluster = serve(&scenario, "127.0.0.1".parse().unwrap(), 1).await.unwrap();
+    let busy = cluster.backends[0].addr;
+    // A long generation for lora-3 runs on the first node.
+    let direct = client();
+    let running = tokio::spawn(async move {
+        let body = r#"{"model": "lora-3", "prompt": "hello", "max_tokens": 100}"#;
+        let request = Request::post(format!("http://{busy}/v1/completions"))
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(body)))
+            .unwrap();
+        direct.request(request).await.map(|_| ())
+    });
+    let config = gpu_pool(&cluster, "").replace(
+        "kind = \"least_queue\"",
+        "kind = \"weighted_scorer\", lora_weight = 2.0",
+    );
+    let proxy = start_proxy(&config).await;
+    eventually(
+        Duration::from_secs(5),
+        "the adapter's request is scraped",
+        async || scraped(&proxy, &busy.to_string()).await["running_requests"].as_f64() == Some(1.0),
+    )
+    .await;
+    let client = client();
+    for _ in 0..5 {
+        let body = r#"{"model": "lora-3", "prompt": "hi", "max_tokens": 1}"#;
+        let request = Request::post(url(&proxy, "/v1/completions"))
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(body)))
+            .unwrap();
+        let response = tokio::time::timeout(EXCHANGE_LIMIT, client.request(request))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(response.headers()["x-sim-backend"], "gpu-0", "where lora-3 runs");
+        response.into_body().collect().await.unwrap();
+    }
+    running.abort();
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_saturated_pool_sheds_sheddable_requests_first_and_a_client_cannot_raise_itself() {
     let cluster = serve(&gpu_nodes(1), "127.0.0.1".parse().unwrap(), 1)
         .await

@@ -3,12 +3,14 @@
 
 use std::time::Duration;
 
-use augur_engine::scraped::ScrapedMetrics;
+use augur_engine::hash;
+use augur_engine::scraped::{Adapters, ScrapedMetrics};
 use augur_engine::telemetry::Outcome;
 
 use super::{Kind, Simulation, SCRAPE_INTERVAL_NS};
 use crate::behaviour::BackendBehaviour;
 use crate::gpu::{Blocked, GpuRequest};
+use crate::prompt::model_name;
 
 impl Simulation<'_> {
     /// Starts whatever the backend has room for, in arrival order (an LLM server skips a request
@@ -84,10 +86,27 @@ impl Simulation<'_> {
     pub(super) fn scrape(&mut self, now_ns: u64) {
         for (b, state) in self.backends.iter().enumerate() {
             if let Some(gpu) = &state.gpu {
+                // vLLM's lora_requests_info, where the node serves adapters.
+                let adapters = (gpu.adapters().max() > 0).then(|| {
+                    let running = gpu.adapters().running().map(adapter_key);
+                    let mut waiting: Vec<u16> = state
+                        .queue
+                        .iter()
+                        .filter_map(|&id| self.requests[id as usize].adapter)
+                        .collect();
+                    waiting.sort_unstable();
+                    waiting.dedup();
+                    Adapters::new(
+                        running,
+                        waiting.into_iter().map(adapter_key),
+                        Some(gpu.adapters().max()),
+                    )
+                });
                 let metrics = ScrapedMetrics {
                     queue_depth: Some(state.queue.len() as f64),
                     running_requests: Some(f64::from(gpu.running())),
                     kv_cache_usage: Some(gpu.kv_usage()),
+                    adapters,
                     ..ScrapedMetrics::default()
                 };
                 self.loads[b].set_scraped(metrics, Duration::from_nanos(now_ns + 3 * SCRAPE_INTERVAL_NS));
@@ -95,4 +114,9 @@ impl Simulation<'_> {
         }
         self.next_scrape_ns = now_ns + SCRAPE_INTERVAL_NS;
     }
+}
+
+/// An adapter as the proxy knows it: the hash of its model name.
+fn adapter_key(adapter: u16) -> u64 {
+    hash::key(model_name(Some(adapter)).as_bytes())
 }

@@ -26,7 +26,7 @@ pub use rows::RowSink;
 use crate::behaviour::{BackendBehaviour, RequestTokens};
 use crate::faults::FaultSchedule;
 use crate::gpu::GpuServer;
-use crate::prompt::{hash_prompt, IndexBlocks, NodeBlocks, Prompt};
+use crate::prompt::{hash_prompt, model_name, IndexBlocks, NodeBlocks, Prompt};
 use crate::report::{PolicyReport, Tally};
 use crate::scenario::Scenario;
 use crate::traffic::Arrival;
@@ -69,6 +69,8 @@ struct Request {
     arrived_ns: u64,
     size: RequestTokens,
     adapter: Option<u16>,
+    /// Hash of the model (adapter) it names, as the proxy reads it from the body.
+    model: Option<u64>,
     /// The prompt's block hashes while the request is alive (a prompt that shares text only).
     blocks: Option<Box<PromptHashes>>,
     /// When its first token came, once it has.
@@ -287,6 +289,7 @@ impl<'a> Simulation<'a> {
             arrived_ns: at_ns,
             size: arrival.size,
             adapter: arrival.adapter,
+            model: arrival.adapter.map(|a| hash::key(model_name(Some(a)).as_bytes())),
             blocks,
             first_token_ns: None,
             prefill_pending: 0,
@@ -338,6 +341,7 @@ impl<'a> Simulation<'a> {
         let prompt = r.blocks.as_ref().map(|b| b.index.as_slice());
         let pick = PickRequest {
             prompt,
+            model: r.model,
             hash_key: Some(hash::key(&client.to_le_bytes())),
             pool_in_flight: self.loads.iter().map(|l| l.in_flight()).sum(),
             size: RequestSize {

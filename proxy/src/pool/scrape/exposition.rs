@@ -2,7 +2,8 @@
 //! DCGM, or a custom mapping. Counts (queue, running) add up over series; shares (cache, utilisation,
 //! memory) average over them, so a node with several GPUs reads as their mean.
 
-use augur_engine::scraped::ScrapedMetrics;
+use augur_engine::hash;
+use augur_engine::scraped::{Adapters, ScrapedMetrics};
 use openmetrics_parser::prometheus::parse_prometheus;
 use openmetrics_parser::{MetricsExposition, PrometheusType, PrometheusValue};
 
@@ -29,6 +30,7 @@ pub fn extract(text: &str, config: &MetricsConfig) -> Result<ScrapedMetrics, Not
             running_requests: sum(&exposition, "vllm:num_requests_running"),
             kv_cache_usage: mean(&exposition, "vllm:kv_cache_usage_perc")
                 .or_else(|| mean(&exposition, "vllm:gpu_cache_usage_perc")),
+            adapters: vllm_adapters(&exposition),
             ..ScrapedMetrics::default()
         },
         Some(MetricsPreset::Triton) => ScrapedMetrics {
@@ -61,9 +63,46 @@ pub fn extract(text: &str, config: &MetricsConfig) -> Result<ScrapedMetrics, Not
                 kv_cache_usage: read(ScrapedFeature::KvCacheUsage, false),
                 gpu_utilization: read(ScrapedFeature::GpuUtilization, false),
                 gpu_memory_fraction: read(ScrapedFeature::GpuMemoryFraction, false),
+                adapters: None,
             }
         }
     })
+}
+
+/// The LoRA adapters of `vllm:lora_requests_info`: vLLM sets the series of the current running and
+/// waiting lists to the time of the change, and keeps earlier lists' series, so the latest value
+/// names the lists in force. Names are comma-separated; each is kept as its hash.
+fn vllm_adapters(exposition: &Exposition) -> Option<Adapters> {
+    let family = exposition.families.get("vllm:lora_requests_info")?;
+    let latest = family
+        .iter_samples()
+        .filter_map(|sample| {
+            let at = match &sample.value {
+                PrometheusValue::Gauge(n) | PrometheusValue::Unknown(n) => n.as_f64(),
+                _ => return None,
+            };
+            Some((at, sample.get_labelset().ok()?))
+        })
+        .max_by(|a, b| a.0.total_cmp(&b.0))?
+        .1;
+    let names = |label: &str| -> Vec<u64> {
+        latest
+            .get_label_value(label)
+            .unwrap_or("")
+            .split(',')
+            .map(str::trim)
+            .filter(|name| !name.is_empty())
+            .map(|name| hash::key(name.as_bytes()))
+            .collect()
+    };
+    let max = latest
+        .get_label_value("max_lora")
+        .and_then(|m| m.trim().parse().ok());
+    Some(Adapters::new(
+        names("running_lora_adapters"),
+        names("waiting_lora_adapters"),
+        max,
+    ))
 }
 
 /// Values of every series of `name` whose labels include `filter`.
@@ -146,6 +185,31 @@ vllm:num_requests_running{model_name=\"llama-3-8b\"} 12.0
 # TYPE vllm:kv_cache_usage_perc gauge
 vllm:kv_cache_usage_perc{model_name=\"llama-3-8b\"} 0.625
 ";
+
+    #[test]
+    fn reads_vllms_latest_lora_lists() {
+        let text = "# HELP vllm:lora_requests_info Running stats on lora requests.\n\
+                    # TYPE vllm:lora_requests_info gauge\n\
+                    vllm:lora_requests_info{max_lora=\"2\",running_lora_adapters=\"a\",waiting_lora_adapters=\"\"} 100.0\n\
+                    vllm:lora_requests_info{max_lora=\"2\",running_lora_adapters=\"b,c\",waiting_lora_adapters=\"a\"} 250.5\n";
+        let adapters = extract(text, &preset(MetricsPreset::Vllm))
+            .unwrap()
+            .adapters
+            .unwrap();
+        let key = |name: &str| hash::key(name.as_bytes());
+        assert_eq!(adapters.max, Some(2));
+        assert_eq!(adapters.affinity(key("b")), 1.0, "the latest lists: b and c run");
+        assert_eq!(adapters.affinity(key("a")), 0.6, "a waits; no room");
+        let none = extract(
+            "# TYPE vllm:num_requests_waiting gauge\nvllm:num_requests_waiting 1\n",
+            &preset(MetricsPreset::Vllm),
+        );
+        assert_eq!(
+            none.unwrap().adapters,
+            None,
+            "a server without adapters says nothing of them"
+        );
+    }
 
     #[test]
     fn reads_vllm_and_its_older_cache_name() {
