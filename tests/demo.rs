@@ -1,6 +1,6 @@
 //! `augur demo`, end to end through the real binary in its short mode: the table lists every policy,
-//! the telemetry holds one row per request, the hint arrives ahead of its crowd, and the HTML report
-//! is written.
+//! the telemetry holds one row per request, the hint arrives ahead of its crowd, prefix-aware routing
+//! gets LLM nodes' first tokens out sooner, and the HTML report is written.
 
 use std::process::Command;
 
@@ -83,8 +83,30 @@ fn the_short_demo_prints_its_table_and_writes_telemetry_and_a_report() {
         stdout.contains(&expected),
         "every request of every phase is a row: {stdout}"
     );
+    // The GPU phase: the same requests spread by load, then sent where their document went.
+    let gpu: Vec<&str> = stdout
+        .lines()
+        .skip_while(|l| !l.starts_with("scenario gpu"))
+        .take(4)
+        .collect();
+    let columns = |policy: &str| -> Vec<f64> {
+        let line = gpu
+            .iter()
+            .find(|l| l.starts_with(policy))
+            .unwrap_or_else(|| panic!("no {policy} row in the GPU table: {gpu:?}"));
+        line.split_whitespace()
+            .skip(1)
+            .filter_map(|v| v.trim_end_matches('%').parse().ok())
+            .collect()
+    };
+    // p50 ms, p99 ms, ttft p50, ttft p90, ttft p99, tok/s, prefix hit, errors
+    let (spread, routed) = (columns("p2c_ewma"), columns("weighted_scorer"));
+    assert_eq!((spread.len(), routed.len()), (8, 8), "{gpu:?}");
+    assert!(routed[6] > spread[6], "more of the prompts found cached: {gpu:?}");
+    assert!(routed[3] < spread[3], "an earlier first token (p90): {gpu:?}");
     let report = std::fs::read_to_string(out.join("report.html")).unwrap();
     assert!(report.contains("<svg") && report.contains("p2c_ewma") && report.contains("predictive"));
     assert!(report.contains("The crowd, with the replicas fixed and with the hints acting"));
+    assert!(report.contains("p99 time to first token over time") && report.contains("TTFT p90 ms"));
     let _ = std::fs::remove_dir_all(out);
 }

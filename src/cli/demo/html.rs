@@ -28,12 +28,13 @@ svg text{font-size:11px;fill:#66707a}.legend{display:flex;flex-wrap:wrap;gap:.3e
 .legend span::before{content:'';display:inline-block;width:10px;height:10px;margin-right:4px;background:var(--c);border-radius:2px}\
 p.note{color:#444}";
 
-/// A part of the page: its phases as a table, p99 over time and, where `shares`, each backend's
-/// share of the requests.
+/// A part of the page: its phases as a table, p99 over time (of what `chart` says) and, where
+/// `shares`, each backend's share of the requests.
 pub struct Section<'a> {
     pub title: &'a str,
     pub phases: &'a [PhaseResult],
     pub shares: bool,
+    pub chart: &'a str,
 }
 
 /// The whole page.
@@ -51,9 +52,10 @@ pub fn report(title: &str, notes: &[String], sections: &[Section<'_>]) -> String
     for section in sections {
         let _ = write!(
             html,
-            "<section><h2>{}</h2>{}<h3>p99 latency over time (1-second windows of send times)</h3>{}",
+            "<section><h2>{}</h2>{}<h3>{}</h3>{}",
             escape(section.title),
             results_table(section.phases),
+            escape(section.chart),
             latency_chart(section.phases)
         );
         if section.shares {
@@ -76,19 +78,28 @@ fn escape(text: &str) -> String {
         .replace('"', "&quot;")
 }
 
-/// The phases' latencies and errors, one row each.
+/// The phases' latencies and errors, one row each; for LLM phases also time to first token and the
+/// share of prompt tokens the servers found cached.
 fn results_table(phases: &[PhaseResult]) -> String {
+    let llm = phases.iter().any(|p| p.report.llm.is_some());
     let mut table = String::from(
         "<table><thead><tr><th>phase</th><th class=\"num\">sent</th><th class=\"num\">p50 ms</th>\
          <th class=\"num\">p90 ms</th><th class=\"num\">p99 ms</th><th class=\"num\">p99.9 ms</th>\
-         <th class=\"num\">errors</th></tr></thead><tbody>",
+         <th class=\"num\">errors</th>",
     );
+    if llm {
+        table.push_str(
+            "<th class=\"num\">TTFT p50 ms</th><th class=\"num\">TTFT p90 ms</th>\
+             <th class=\"num\">TTFT p99 ms</th><th class=\"num\">prefix hit</th>",
+        );
+    }
+    table.push_str("</tr></thead><tbody>");
     for phase in phases {
         let r = &phase.report;
         let _ = write!(
             table,
             "<tr><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{:.1}</td><td class=\"num\">{:.1}</td>\
-             <td class=\"num\">{:.1}</td><td class=\"num\">{:.1}</td><td class=\"num\">{:.2}%</td></tr>",
+             <td class=\"num\">{:.1}</td><td class=\"num\">{:.1}</td><td class=\"num\">{:.2}%</td>",
             escape(&r.policy),
             phase.outcomes.len(),
             r.p50_ms,
@@ -97,6 +108,18 @@ fn results_table(phases: &[PhaseResult]) -> String {
             r.p999_ms,
             r.error_rate * 100.0
         );
+        if let Some(l) = r.llm.filter(|_| llm) {
+            let _ = write!(
+                table,
+                "<td class=\"num\">{:.1}</td><td class=\"num\">{:.1}</td><td class=\"num\">{:.1}</td>\
+                 <td class=\"num\">{:.1}%</td>",
+                l.ttft_p50_ms,
+                l.ttft_p90_ms,
+                l.ttft_p99_ms,
+                l.prefix_hit_ratio * 100.0
+            );
+        }
+        table.push_str("</tr>");
     }
     table.push_str("</tbody></table>");
     table

@@ -5,6 +5,7 @@
 //! table, where the telemetry went, and an HTML report.
 
 mod forecast;
+mod gpu;
 mod hints;
 mod html;
 mod load;
@@ -192,12 +193,15 @@ async fn demo(args: &DemoArgs) -> Result<(), String> {
     for line in &forecasts {
         println!("  {line}");
     }
+    println!("\n{}", gpu::describe(args.short));
+    let gpu_runs = gpu::run(args.short, args.seed).await?;
     let crowd_table = table(
         "crowd (latencies of the requests sent once it began)",
         &hints.runs,
     );
+    let gpu_table = table("gpu (prefix caches; TTFT = time to first token)", &gpu_runs);
     let table = table("demo", &results);
-    println!("\n{table}\n{crowd_table}");
+    println!("\n{table}\n{crowd_table}\n{gpu_table}");
     let (rows, files) = count_rows(&telemetry_dir);
     println!(
         "telemetry: {rows} rows in {files} Parquet files under {}",
@@ -219,6 +223,7 @@ async fn demo(args: &DemoArgs) -> Result<(), String> {
         .chain(hints.lines)
         .chain(std::iter::once(forecast::describe()))
         .chain(forecasts)
+        .chain(std::iter::once(gpu::describe(args.short)))
         .collect();
     let report = args.out.join("report.html");
     let sections = [
@@ -226,11 +231,19 @@ async fn demo(args: &DemoArgs) -> Result<(), String> {
             title: "The policies, on the same trace-shaped load",
             phases: &results,
             shares: true,
+            chart: "p99 latency over time (1-second windows of send times)",
         },
         html::Section {
             title: "The crowd, with the replicas fixed and with the hints acting",
             phases: &hints.runs,
             shares: false,
+            chart: "p99 latency over time (1-second windows of send times)",
+        },
+        html::Section {
+            title: "LLM nodes with prefix caches: spread by load, and sent where the prompt's prefix went",
+            phases: &gpu_runs,
+            shares: false,
+            chart: "p99 time to first token over time (1-second windows of send times)",
         },
     ];
     std::fs::write(&report, html::report("augur demo", &notes, &sections))
