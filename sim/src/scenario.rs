@@ -62,6 +62,24 @@ pub const SCENARIOS: [&str; 10] = [
 ];
 
 impl Scenario {
+    /// `backends` and nothing else, for serving over HTTP to traffic the caller sends: no arrivals
+    /// of its own, no faults, an hour long, a 10 s request timeout.
+    pub fn serving(name: &'static str, description: &'static str, backends: Vec<SimBackend>) -> Self {
+        Self {
+            name,
+            description,
+            backends,
+            traffic: Traffic::Poisson { rate: 0.0 },
+            sizes: NO_SIZE,
+            prompts: Prompts::Unique,
+            adapters: None,
+            faults: Vec::new(),
+            duration: 3600 * S,
+            request_timeout: 10 * S,
+            epoch_unix_s: 0,
+        }
+    }
+
     /// The run's arrivals, drawn from `seed`: times and sizes from the traffic, then prompts and
     /// adapters.
     pub fn arrivals(&self, seed: u64) -> Vec<Arrival> {
@@ -247,9 +265,10 @@ pub fn scenario(name: &str) -> Option<Scenario> {
             ..base(
                 "shared-prefix",
                 "150 tenants, each with a 6,000-token document its questions start with, over eight LLM nodes",
-                // Each node caches 131,072 tokens: a twentieth of the tenants' documents each, all of
-                // them in all. A document prefilled from scratch takes 0.24 s of a node's compute;
-                // 40 requests a second need more than the eight nodes have unless most prefixes hit.
+                // Each node caches 131,072 tokens, a seventh of the tenants' 900,000; the eight
+                // together just hold them all. A document prefilled from scratch takes 0.24 s of a
+                // node's compute; 40 requests a second need more than the eight nodes have unless
+                // most prefixes hit.
                 llm_nodes(8, 32, 131_072, 300.0, 0),
                 Traffic::Poisson { rate: 40.0 },
                 vec![],

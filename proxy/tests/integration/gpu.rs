@@ -3,10 +3,9 @@
 
 use std::time::Duration;
 
-use augur_sim::behaviour::{BackendBehaviour, GpuBehaviour, RequestTokens};
+use augur_sim::behaviour::{BackendBehaviour, GpuBehaviour};
 use augur_sim::http::{serve, Cluster};
 use augur_sim::scenario::SimBackend;
-use augur_sim::traffic::{Sizes, Traffic};
 use augur_sim::Scenario;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -26,25 +25,14 @@ fn gpu_nodes(n: usize) -> Scenario {
         max_lora: 0,
         lora_load_us: 0.0,
     };
-    Scenario {
-        name: "gpu",
-        description: "",
-        backends: (0..n)
-            .map(|i| SimBackend {
-                name: format!("gpu-{i}"),
-                behaviour: BackendBehaviour::Gpu(model),
-                weight: 1,
-            })
-            .collect(),
-        traffic: Traffic::Poisson { rate: 1.0 },
-        sizes: Sizes::Fixed(RequestTokens::default()),
-        prompts: Default::default(),
-        adapters: None,
-        faults: vec![],
-        duration: Duration::from_secs(1),
-        request_timeout: Duration::from_secs(30),
-        epoch_unix_s: 0,
-    }
+    let backends = (0..n)
+        .map(|i| SimBackend {
+            name: format!("gpu-{i}"),
+            behaviour: BackendBehaviour::Gpu(model),
+            weight: 1,
+        })
+        .collect();
+    Scenario::serving("gpu", "", backends)
 }
 
 fn completion(url: &str, max_tokens: u32) -> Request<Full<Bytes>> {

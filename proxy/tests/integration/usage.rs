@@ -6,15 +6,13 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use arrow_array::types::{Float64Type, UInt32Type};
 use augur_proxy::gate::keyring::digest_hex;
 use augur_proxy::Running;
-use augur_sim::behaviour::{BackendBehaviour, GpuBehaviour, RequestTokens};
+use augur_sim::behaviour::{BackendBehaviour, GpuBehaviour};
 use augur_sim::http::serve;
 use augur_sim::scenario::SimBackend;
-use augur_sim::traffic::{Sizes, Traffic};
 use augur_sim::Scenario;
 use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
@@ -31,32 +29,21 @@ const KEY: &str = "augur-usage-key-0001";
 
 /// One GPU node of the simulator: an OpenAI-compatible server that reports usage like vLLM.
 fn gpu_node() -> Scenario {
-    Scenario {
-        name: "usage",
-        description: "",
-        backends: vec![SimBackend {
-            name: "gpu-0".into(),
-            behaviour: BackendBehaviour::Gpu(GpuBehaviour {
-                max_batch: 8,
-                kv_capacity_tokens: 100_000,
-                prefill_us_per_token: 1.0,
-                tpot_base_us: 200.0,
-                tpot_per_running_us: 0.0,
-                shared_prefill: false,
-                max_lora: 0,
-                lora_load_us: 0.0,
-            }),
-            weight: 1,
-        }],
-        traffic: Traffic::Poisson { rate: 1.0 },
-        sizes: Sizes::Fixed(RequestTokens::default()),
-        prompts: Default::default(),
-        adapters: None,
-        faults: vec![],
-        duration: Duration::from_secs(1),
-        request_timeout: Duration::from_secs(30),
-        epoch_unix_s: 0,
-    }
+    let node = SimBackend {
+        name: "gpu-0".into(),
+        behaviour: BackendBehaviour::Gpu(GpuBehaviour {
+            max_batch: 8,
+            kv_capacity_tokens: 100_000,
+            prefill_us_per_token: 1.0,
+            tpot_base_us: 200.0,
+            tpot_per_running_us: 0.0,
+            shared_prefill: false,
+            max_lora: 0,
+            lora_load_us: 0.0,
+        }),
+        weight: 1,
+    };
+    Scenario::serving("usage", "", vec![node])
 }
 
 fn keys_file(name: &str, limits: &str) -> std::path::PathBuf {

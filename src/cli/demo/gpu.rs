@@ -6,11 +6,10 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use augur_sim::behaviour::{BackendBehaviour, GpuBehaviour, RequestTokens};
+use augur_sim::behaviour::{BackendBehaviour, GpuBehaviour};
 use augur_sim::prompt::Prompt;
 use augur_sim::report::Tally;
 use augur_sim::scenario::SimBackend;
-use augur_sim::traffic::{Sizes, Traffic};
 use augur_sim::Scenario;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -48,25 +47,14 @@ fn cluster() -> Scenario {
         max_lora: 0,
         lora_load_us: 0.0,
     };
-    Scenario {
-        name: "demo-gpu",
-        description: "LLM nodes with prefix caches",
-        backends: (0..NODES)
-            .map(|i| SimBackend {
-                name: format!("gpu-{i}"),
-                behaviour: BackendBehaviour::Gpu(node),
-                weight: 1,
-            })
-            .collect(),
-        traffic: Traffic::Poisson { rate: 0.0 },
-        sizes: Sizes::Fixed(RequestTokens::default()),
-        prompts: Default::default(),
-        adapters: None,
-        faults: Vec::new(),
-        duration: Duration::from_secs(3600),
-        request_timeout: CLIENT_TIMEOUT,
-        epoch_unix_s: 0,
-    }
+    let backends = (0..NODES)
+        .map(|i| SimBackend {
+            name: format!("gpu-{i}"),
+            behaviour: BackendBehaviour::Gpu(node),
+            weight: 1,
+        })
+        .collect();
+    Scenario::serving("demo-gpu", "LLM nodes with prefix caches", backends)
 }
 
 /// What the phase says about itself, for the printout and the report.

@@ -10,11 +10,10 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use augur_proxy::hints::receiver::{serve, Received, ReceiverConfig};
-use augur_sim::behaviour::{BackendBehaviour, CpuBehaviour, RequestTokens, ServiceTime};
+use augur_sim::behaviour::{BackendBehaviour, CpuBehaviour, ServiceTime};
 use augur_sim::http::{Cluster, ServedBackend};
 use augur_sim::report::Tally;
 use augur_sim::scenario::SimBackend;
-use augur_sim::traffic::{Sizes, Traffic};
 use augur_sim::Scenario;
 use indicatif::{ProgressBar, ProgressStyle};
 use tokio_util::sync::CancellationToken;
@@ -148,25 +147,14 @@ fn replica_scenario(first: usize, count: usize) -> Scenario {
         median: REPLICA_MEDIAN,
         sigma: 0.3,
     };
-    Scenario {
-        name: "demo-replicas",
-        description: "replicas of one CPU service",
-        backends: (first..first + count)
-            .map(|i| SimBackend {
-                name: format!("cpu-{i}"),
-                behaviour: BackendBehaviour::Cpu(CpuBehaviour { workers: 1, service }),
-                weight: 1,
-            })
-            .collect(),
-        traffic: Traffic::Poisson { rate: 0.0 },
-        sizes: Sizes::Fixed(RequestTokens::default()),
-        prompts: Default::default(),
-        adapters: None,
-        faults: Vec::new(),
-        duration: Duration::from_secs(3600),
-        request_timeout: Duration::from_secs(10),
-        epoch_unix_s: 0,
-    }
+    let backends = (first..first + count)
+        .map(|i| SimBackend {
+            name: format!("cpu-{i}"),
+            behaviour: BackendBehaviour::Cpu(CpuBehaviour { workers: 1, service }),
+            weight: 1,
+        })
+        .collect();
+    Scenario::serving("demo-replicas", "replicas of one CPU service", backends)
 }
 
 /// One run of the crowd: what the client saw, the hints received and the replicas' changes.

@@ -15,11 +15,10 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use augur_sim::behaviour::{BackendBehaviour, CpuBehaviour, RequestTokens, ServiceTime};
+use augur_sim::behaviour::{BackendBehaviour, CpuBehaviour, ServiceTime};
 use augur_sim::faults::{Fault, FaultKind};
 use augur_sim::report::{percentile_ms, Tally};
 use augur_sim::scenario::SimBackend;
-use augur_sim::traffic::{Sizes, Traffic};
 use augur_sim::{PolicyReport, Report, Scenario};
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -79,20 +78,14 @@ fn cluster(phase: Duration) -> Scenario {
         median: Duration::from_millis(40),
         sigma: 0.5,
     };
+    let backends = (0..4)
+        .map(|i| SimBackend {
+            name: format!("cpu-{i}"),
+            behaviour: BackendBehaviour::Cpu(CpuBehaviour { workers: 2, service }),
+            weight: 1,
+        })
+        .collect();
     Scenario {
-        name: "demo",
-        description: "four CPU backends, one degrading x6 mid-phase, under trace-shaped load",
-        backends: (0..4)
-            .map(|i| SimBackend {
-                name: format!("cpu-{i}"),
-                behaviour: BackendBehaviour::Cpu(CpuBehaviour { workers: 2, service }),
-                weight: 1,
-            })
-            .collect(),
-        traffic: Traffic::Poisson { rate: 0.0 },
-        sizes: Sizes::Fixed(RequestTokens::default()),
-        prompts: Default::default(),
-        adapters: None,
         faults: vec![Fault {
             backend: DEGRADING,
             start: phase.mul_f64(0.2),
@@ -104,7 +97,11 @@ fn cluster(phase: Duration) -> Scenario {
         }],
         duration: phase,
         request_timeout: Duration::from_secs(5),
-        epoch_unix_s: 0,
+        ..Scenario::serving(
+            "demo",
+            "four CPU backends, one degrading x6 mid-phase, under trace-shaped load",
+            backends,
+        )
     }
 }
 
