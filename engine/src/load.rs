@@ -27,10 +27,10 @@ struct ScrapeSample {
 #[derive(Debug)]
 pub struct BackendLoad {
     in_flight: AtomicU32,
-    tokens_in_flight: AtomicU64,
+    tokens_in_flight: TokenCount,
     /// Estimated prompt tokens still to prefill: of the requests in flight that have not had their
     /// first token, the prompt tokens their backend was not known to hold.
-    prefill_tokens: AtomicU64,
+    prefill_tokens: TokenCount,
     rtt: Mutex<PeakEwma>,
     scraped: ArcSwapOption<ScrapeSample>,
     /// Decayed mean of `ln(observed / predicted)` latency, as `f64` bits.
@@ -40,6 +40,27 @@ pub struct BackendLoad {
     version: AtomicU64,
     /// The prompt blocks lately sent here, for pools of LLM servers that score prefixes.
     prefixes: Option<PrefixIndex>,
+}
+
+/// Tokens that requests count in and take back out; a removal never takes it below zero, even if
+/// misused.
+#[derive(Debug, Default)]
+struct TokenCount(AtomicU64);
+
+impl TokenCount {
+    fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    fn add(&self, tokens: u64) {
+        self.0.fetch_add(tokens, Ordering::Relaxed);
+    }
+
+    fn remove(&self, tokens: u64) {
+        let _ = self.0.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+            Some(n.saturating_sub(tokens))
+        });
+    }
 }
 
 /// Weight of each new observation in the prediction-error mean: about the last 20 requests count.
@@ -53,8 +74,8 @@ impl BackendLoad {
     pub fn new(default_rtt: Duration, now: Duration) -> Self {
         Self {
             in_flight: AtomicU32::new(0),
-            tokens_in_flight: AtomicU64::new(0),
-            prefill_tokens: AtomicU64::new(0),
+            tokens_in_flight: TokenCount::default(),
+            prefill_tokens: TokenCount::default(),
             rtt: Mutex::new(PeakEwma::new(default_rtt, now)),
             scraped: ArcSwapOption::empty(),
             prediction_error: AtomicU64::new(0f64.to_bits()),
@@ -168,44 +189,36 @@ impl BackendLoad {
 
     /// Estimated tokens (prompt plus `max_tokens`) of the requests in flight to this backend.
     pub fn tokens_in_flight(&self) -> u64 {
-        self.tokens_in_flight.load(Ordering::Relaxed)
+        self.tokens_in_flight.get()
     }
 
     /// Counts a request's estimated tokens in flight (`remove_tokens` when it ends).
     pub fn add_tokens(&self, tokens: u64) {
-        self.tokens_in_flight.fetch_add(tokens, Ordering::Relaxed);
+        self.tokens_in_flight.add(tokens);
         self.changed();
     }
 
     /// Stops counting a finished request's tokens.
     pub fn remove_tokens(&self, tokens: u64) {
-        let _ = self
-            .tokens_in_flight
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
-                Some(n.saturating_sub(tokens))
-            });
+        self.tokens_in_flight.remove(tokens);
         self.changed();
     }
 
     /// Estimated prompt tokens the backend has still to prefill for the requests in flight.
     pub fn prefill_tokens(&self) -> u64 {
-        self.prefill_tokens.load(Ordering::Relaxed)
+        self.prefill_tokens.get()
     }
 
     /// Counts a request's estimated prompt tokens to prefill (`remove_prefill` at its first token,
     /// or at its end if none came).
     pub fn add_prefill(&self, tokens: u64) {
-        self.prefill_tokens.fetch_add(tokens, Ordering::Relaxed);
+        self.prefill_tokens.add(tokens);
         self.changed();
     }
 
     /// Stops counting a request's prompt tokens to prefill.
     pub fn remove_prefill(&self, tokens: u64) {
-        let _ = self
-            .prefill_tokens
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
-                Some(n.saturating_sub(tokens))
-            });
+        self.prefill_tokens.remove(tokens);
         self.changed();
     }
 
