@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use augur_engine::shedding::Priority;
 use serde::Serialize;
 
 /// The outcome of one policy over one scenario.
@@ -26,6 +27,23 @@ pub struct PolicyReport {
     /// What LLM servers add: time to first token, output rate, prefix-cache hits.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub llm: Option<LlmReport>,
+    /// Time-to-first-token objectives met and requests shed, by priority, where the scenario sets
+    /// an objective.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slo: Option<SloReport>,
+}
+
+/// How requests fared against their time-to-first-token objective, by priority (sheddable,
+/// standard, critical). A shed request counts as not meeting it; shed requests are left out of the
+/// latency figures (they never reached a backend).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct SloReport {
+    /// Share of all requests that met the objective.
+    pub attainment: f64,
+    /// Share of each priority's requests that met it.
+    pub attainment_by_priority: [f64; 3],
+    /// Share of each priority's requests that were shed.
+    pub shed_by_priority: [f64; 3],
 }
 
 /// The LLM side of a run.
@@ -71,6 +89,8 @@ pub struct Tally {
     served: Vec<usize>,
     ttfts_us: Vec<u64>,
     output_tokens: u64,
+    /// By priority: requests, those that met the objective, those shed.
+    slo: [[u64; 3]; 3],
 }
 
 impl Tally {
@@ -82,7 +102,30 @@ impl Tally {
             served: vec![0; backends],
             ttfts_us: Vec::new(),
             output_tokens: 0,
+            slo: [[0; 3]; 3],
         }
+    }
+
+    /// Records how a request of `priority` fared against its objective: `met`, or `shed`.
+    pub fn record_slo(&mut self, priority: Priority, met: bool, shed: bool) {
+        let counts = &mut self.slo[priority as usize];
+        counts[0] += 1;
+        counts[1] += u64::from(met);
+        counts[2] += u64::from(shed);
+    }
+
+    /// The objective's side of what was recorded; `None` when nothing was.
+    pub fn slo(&self) -> Option<SloReport> {
+        let total: u64 = self.slo.iter().map(|c| c[0]).sum();
+        if total == 0 {
+            return None;
+        }
+        let share = |part: u64, whole: u64| part as f64 / whole.max(1) as f64;
+        Some(SloReport {
+            attainment: share(self.slo.iter().map(|c| c[1]).sum(), total),
+            attainment_by_priority: self.slo.map(|c| share(c[1], c[0])),
+            shed_by_priority: self.slo.map(|c| share(c[2], c[0])),
+        })
     }
 
     /// Records an LLM request's time to first token and the output tokens it got.
@@ -139,6 +182,7 @@ impl Tally {
                 .zip(self.served.iter().map(|&s| s as f64 / total))
                 .collect(),
             llm,
+            slo: self.slo(),
         }
     }
 }
@@ -198,6 +242,17 @@ impl Report {
                 p.error_rate * 100.0,
                 share.join(", ")
             ));
+        }
+        for p in &self.policies {
+            if let Some(slo) = &p.slo {
+                let [sheddable, standard, critical] = slo.attainment_by_priority.map(|a| a * 100.0);
+                let [shed_s, shed_st, shed_c] = slo.shed_by_priority.map(|a| a * 100.0);
+                out.push_str(&format!(
+                    "{}: TTFT objective met by {:.1}% (sheddable {sheddable:.1}%, standard {standard:.1}%, critical {critical:.1}%); shed {shed_s:.1}% / {shed_st:.1}% / {shed_c:.1}%\n",
+                    p.policy,
+                    slo.attainment * 100.0
+                ));
+            }
         }
         out
     }

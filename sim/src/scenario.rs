@@ -6,8 +6,9 @@ use std::time::Duration;
 use crate::behaviour::{BackendBehaviour, CpuBehaviour, GpuBehaviour, RequestTokens, ServiceTime};
 use crate::faults::{Fault, FaultKind};
 use crate::traffic::{Adapters, Arrival, Prompts, Sizes, Spike, Traffic};
+use augur_engine::shedding::{Priority, SaturationThresholds};
 use rand::rngs::SmallRng;
-use rand::SeedableRng;
+use rand::{Rng, SeedableRng};
 
 /// One simulated backend.
 #[derive(Debug, Clone, PartialEq)]
@@ -37,6 +38,8 @@ pub struct Scenario {
     pub prompts: Prompts,
     /// The LoRA adapters requests ask for, if any.
     pub adapters: Option<Adapters>,
+    /// Requests' priorities and time-to-first-token objective, and the pool's shedding, if any.
+    pub slo: Option<Slo>,
     /// Faults.
     pub faults: Vec<Fault>,
     /// Length of the run.
@@ -47,8 +50,20 @@ pub struct Scenario {
     pub epoch_unix_s: u64,
 }
 
+/// What requests of a scenario ask of their first token, how they are prioritised, and how the pool
+/// sheds when saturated.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Slo {
+    /// Shares of sheddable, standard and critical requests (summing to 1).
+    pub priorities: [f64; 3],
+    /// Every request's time-to-first-token objective.
+    pub ttft: Duration,
+    /// The pool's shedding (`pools.NAME.shedding`); `None`: it never sheds.
+    pub shedding: Option<SaturationThresholds>,
+}
+
 /// Every scenario name.
-pub const SCENARIOS: [&str; 10] = [
+pub const SCENARIOS: [&str; 11] = [
     "steady",
     "heterogeneous",
     "degrading",
@@ -59,6 +74,7 @@ pub const SCENARIOS: [&str; 10] = [
     "shared-prefix",
     "lora-mix",
     "multi-turn",
+    "overload",
 ];
 
 impl Scenario {
@@ -73,6 +89,7 @@ impl Scenario {
             sizes: NO_SIZE,
             prompts: Prompts::Unique,
             adapters: None,
+            slo: None,
             faults: Vec::new(),
             duration: 3600 * S,
             request_timeout: 10 * S,
@@ -86,6 +103,18 @@ impl Scenario {
         let mut rng = SmallRng::seed_from_u64(seed);
         let mut arrivals = self.traffic.arrivals(self.duration, &self.sizes, &mut rng);
         self.prompts.assign(self.adapters, &mut arrivals, &mut rng);
+        if let Some(slo) = &self.slo {
+            for arrival in &mut arrivals {
+                let draw: f64 = rng.random();
+                arrival.priority = if draw < slo.priorities[0] {
+                    Priority::Sheddable
+                } else if draw < slo.priorities[0] + slo.priorities[1] {
+                    Priority::Standard
+                } else {
+                    Priority::Critical
+                };
+            }
+        }
         arrivals
     }
 }
@@ -176,6 +205,7 @@ pub fn scenario(name: &str) -> Option<Scenario> {
         sizes: NO_SIZE,
         prompts: Prompts::Unique,
         adapters: None,
+        slo: None,
         faults,
         duration,
         request_timeout: 5 * S,
@@ -304,6 +334,17 @@ pub fn scenario(name: &str) -> Option<Scenario> {
                 vec![],
                 300 * S,
             )
+        },
+        "overload" => Scenario {
+            slo: Some(Slo {
+                priorities: [0.3, 0.5, 0.2],
+                ttft: 2 * S,
+                shedding: Some(SaturationThresholds::default()),
+            }),
+            traffic: Traffic::Poisson { rate: 60.0 },
+            name: "overload",
+            description: "shared-prefix at 1.5x its load: 30% sheddable, 50% standard, 20% critical requests, a 2 s TTFT objective, shedding on",
+            ..scenario("shared-prefix")?
         },
         _ => return None,
     })

@@ -8,6 +8,7 @@ use rand_distr::{Distribution, Exp, LogNormal, Zipf};
 use crate::behaviour::RequestTokens;
 use crate::prompt::Prompt;
 use crate::trace::Trace;
+use augur_engine::shedding::Priority;
 
 /// A burst of extra traffic.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -117,6 +118,8 @@ pub struct Arrival {
     pub prompt: Prompt,
     /// The LoRA adapter it asks for; `None` for the base model.
     pub adapter: Option<u16>,
+    /// Its priority where the pool sheds.
+    pub priority: Priority,
 }
 
 impl Traffic {

@@ -31,6 +31,7 @@ fn queue(workers: u32, mean: Duration, rate: f64, duration: Duration) -> Scenari
         sizes: Sizes::Fixed(RequestTokens::default()),
         prompts: Default::default(),
         adapters: None,
+        slo: None,
         faults: vec![],
         duration,
         request_timeout: Duration::from_secs(3600),
@@ -481,4 +482,25 @@ fn adapter_affinity_from_the_scraped_lora_lists_cuts_the_waits() {
     };
     let aware = simulate(&s, &arrivals, &with_lora, 4, None);
     assert!(aware.p90_ms < 0.8 * blind.p90_ms, "{aware:?} against {blind:?}");
+}
+
+#[test]
+fn a_saturated_pool_sheds_sheddable_requests_first_and_critical_ones_never() {
+    let mut s = scenario("overload").unwrap();
+    s.duration = 120 * S;
+    let arrivals = s.arrivals(3);
+    let policy = PolicySpec::weighted_scorer();
+    let shedding = simulate(&s, &arrivals, &policy, 3, None).slo.unwrap();
+    if let Some(slo) = &mut s.slo {
+        slo.shedding = None;
+    }
+    let queueing = simulate(&s, &arrivals, &policy, 3, None).slo.unwrap();
+    let [sheddable, standard, critical] = shedding.shed_by_priority;
+    assert_eq!(critical, 0.0, "{shedding:?}");
+    assert!(sheddable > 0.05 && sheddable > 5.0 * standard, "{shedding:?}");
+    assert_eq!(queueing.shed_by_priority, [0.0; 3]);
+    assert!(
+        shedding.attainment_by_priority[2] > queueing.attainment_by_priority[2] + 0.05,
+        "critical requests meet their objective more often: {shedding:?} against {queueing:?}"
+    );
 }

@@ -30,6 +30,7 @@ fn one(behaviour: BackendBehaviour, faults: Vec<Fault>) -> Scenario {
         sizes: Sizes::Fixed(RequestTokens::default()),
         prompts: Default::default(),
         adapters: None,
+        slo: None,
         faults,
         duration: Duration::from_secs(1),
         request_timeout: Duration::from_secs(5),

@@ -48,9 +48,12 @@ pub struct ReplayArgs {
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
-    /// Also write every simulated attempt as a telemetry row (schema v1) under this directory.
+    /// Also write every simulated attempt as a telemetry row under this directory.
     #[arg(long)]
     telemetry: Option<PathBuf>,
+    /// Run a scenario that sheds (`overload`) without shedding, its objective still measured.
+    #[arg(long)]
+    no_shedding: bool,
 }
 
 /// A policy by its name on the command line.
@@ -113,6 +116,9 @@ fn replay(args: &ReplayArgs) -> Result<Report, String> {
             SCENARIOS.join(", ")
         )
     })?;
+    if let (true, Some(slo)) = (args.no_shedding, &mut scenario.slo) {
+        slo.shedding = None;
+    }
     let policies: Vec<PolicySpec> = args.policies.split(',').map(policy).collect::<Result<_, _>>()?;
     // Trained before a trace replaces the scenario's traffic: never on the run being evaluated.
     let models = match policies

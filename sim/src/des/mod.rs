@@ -10,6 +10,7 @@ use augur_engine::health::outlier::ConsecutiveFailures;
 use augur_engine::health::pool::{HealthPolicy, PoolHealth};
 use augur_engine::policy::{ActiveModels, Prediction};
 use augur_engine::prefix::DEFAULT_INDEX_BLOCKS;
+use augur_engine::shedding::{self, Priority};
 use augur_engine::telemetry::{Outcome, TelemetryRow};
 use augur_engine::{
     hash, BackendLoad, DispatchState, Endpoint, PickRequest, PolicySpec, RequestSize, Selector,
@@ -85,6 +86,8 @@ struct Request {
     attempt_open: bool,
     /// The state the attempt found at dispatch, before it counted itself: what telemetry records.
     found: DispatchState,
+    /// Its priority where the pool sheds.
+    priority: Priority,
     /// What the models predicted for the attempt's backend, under the predictive policy.
     prediction: Option<Prediction>,
 }
@@ -301,8 +304,27 @@ impl<'a> Simulation<'a> {
             attempt_open: false,
             found: DispatchState::default(),
             prediction: None,
+            priority: arrival.priority,
         });
+        if self.sheds(arrival.priority, at_ns) {
+            // Refused at once with a 429: it never reaches a backend.
+            self.requests[id as usize].blocks = None;
+            self.tally.record_slo(arrival.priority, false, true);
+            return;
+        }
         self.dispatch(id, at_ns);
+    }
+
+    /// Whether the pool, shedding as the scenario says, sheds a request of `priority` arriving now.
+    fn sheds(&mut self, priority: Priority, now_ns: u64) -> bool {
+        let Some(thresholds) = self.scenario.slo.and_then(|slo| slo.shedding) else {
+            return false;
+        };
+        if now_ns >= self.next_scrape_ns {
+            self.scrape(now_ns);
+        }
+        let saturation = thresholds.pool_saturation(&self.endpoints, Duration::from_nanos(now_ns));
+        shedding::sheds(priority, saturation, &mut self.rng)
     }
 
     /// The attempt's prefill is done: its prompt no longer counts as work ahead at its backend.
@@ -445,6 +467,10 @@ impl<'a> Simulation<'a> {
                 size.output_tokens
             };
             self.tally.record_llm(ttft_us, output);
+            if let Some(slo) = &self.scenario.slo {
+                let met = !outcome.is_failure() && ttft_us <= slo.ttft.as_micros() as u64;
+                self.tally.record_slo(r.priority, met, false);
+            }
         }
     }
 }
