@@ -48,6 +48,8 @@ pub struct Route {
     pub rate_limit_headers: RateLimitHeaders,
     /// Priority of its requests where a pool sheds.
     pub priority: Priority,
+    /// Time-to-first-token objective of its requests that state none.
+    pub slo_ttft: Option<std::time::Duration>,
     /// The route's own limits and their state, if it has any.
     pub limits: Option<Arc<Scope>>,
     /// Pools a request moves on to, in order, when the one it was sent to cannot serve it.
@@ -118,6 +120,7 @@ impl Router {
                     auth: r.auth,
                     rate_limit_headers: r.rate_limit_headers,
                     priority: r.priority,
+                    slo_ttft: r.slo_ttft,
                     fallback: r.fallback.iter().map(|p| pools[p.get_ref()].clone()).collect(),
                     fallback_methods: r.fallback_methods.iter().map(|m| m.0.clone()).collect(),
                     cache: (r.cache, r.cache_llm),

@@ -66,6 +66,7 @@ fn row(i: u64) -> TelemetryRow {
         prefix_hit_ratio: Some(0.25),
         backend_prefill_tokens: Some(512),
         priority: Some("sheddable"),
+        slo_ttft_ms: Some(2_000),
     }
 }
 

@@ -27,7 +27,7 @@ pub use outcome::Outcome;
 ///   `cost`.
 /// - 4: what an LLM server already held of the prompt and had still to prefill:
 ///   `prefix_hit_ratio`, `backend_prefill_tokens`; `outcome` may be `shed`, and `priority` says
-///   what a request was shed (or served) as.
+///   what a request was shed (or served) as; `slo_ttft_ms`, its objective.
 pub const SCHEMA_VERSION: u32 = 4;
 
 /// The oldest schema version the trainer still reads (columns added since read as null).
@@ -176,6 +176,10 @@ telemetry_columns! {
     /// where the pool does not shed.
     #[column(since = 4, encoding = Dictionary)]
     priority: Option<&'static str>,
+    /// The request's time-to-first-token objective in milliseconds (`x-slo-ttft-ms`, else its
+    /// route's `slo_ttft`); null when it has none.
+    #[column(since = 4)]
+    slo_ttft_ms: Option<u32>,
 }
 
 impl TelemetryRow {

@@ -79,7 +79,7 @@ mod tests {
     }
 
     #[test]
-    fn shedding_needs_metrics_and_sane_thresholds() {
+    fn shedding_needs_metrics_and_sane_thresholds_and_routes_take_priorities_and_objectives() {
         let config = |pool: &str| {
             format!(
                 "[[listeners]]\naddress = \"127.0.0.1:0\"\n[[routes]]\npool = \"gpu\"\npriority = \"sheddable\"\n\
@@ -101,6 +101,12 @@ mod tests {
         let typo =
             Config::parse(&config("").replace("sheddable", "urgent"), Path::new("t.toml")).unwrap_err();
         assert!(typo.to_string().contains("urgent"), "{typo}");
+        let objective = config("").replace("priority = ", "slo_ttft = \"1500ms\"\npriority = ");
+        let parsed = Config::parse(&objective, Path::new("t.toml")).unwrap();
+        assert_eq!(
+            parsed.routes[0].slo_ttft,
+            Some(std::time::Duration::from_millis(1500))
+        );
     }
 
     proptest::proptest! {

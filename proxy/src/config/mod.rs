@@ -247,6 +247,10 @@ pub struct RouteConfig {
     /// a trusted hop may raise it.
     #[serde(default)]
     pub priority: Priority,
+    /// Time-to-first-token objective of the route's requests (`"2s"`), recorded with their
+    /// telemetry; a request may state its own with `x-slo-ttft-ms`.
+    #[serde(default, with = "humantime_serde")]
+    pub slo_ttft: Option<Duration>,
 }
 
 /// One pool of a route's weighted split.

@@ -10,6 +10,7 @@ pub mod headers;
 mod path;
 mod priority;
 mod record;
+mod slo;
 mod upgrade;
 mod upstream;
 
@@ -182,6 +183,7 @@ pub async fn handle(
     let exchange = Exchange {
         shared: &shared,
         priority: priority::of_request(route.priority, request.headers(), trusted_peer),
+        ttft_objective: slo::ttft_objective(route.slo_ttft, request.headers()),
         route,
         downstream: &downstream,
         peeked: &peeked,
@@ -453,6 +455,8 @@ struct Exchange<'a> {
     tenant: Option<&'a Arc<str>>,
     /// Its priority where a pool sheds.
     priority: Priority,
+    /// Its time-to-first-token objective.
+    ttft_objective: Option<Duration>,
     span: Option<&'a RequestSpan>,
     /// Its estimated tokens, and what it says of its size.
     tokens: u64,
@@ -529,7 +533,7 @@ impl Exchange<'_> {
                     pool,
                     self.downstream,
                     self.peeked,
-                    (self.tenant, self.priority),
+                    (self.tenant, self.priority, self.ttft_objective),
                 )
             });
             let observed = Observed {

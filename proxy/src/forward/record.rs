@@ -39,7 +39,8 @@ fn recorded_method(method: &http::Method) -> &str {
 
 impl RequestRecord {
     /// The request-level fields of a request with `method`, routed by `route` to `pool`, from
-    /// `tenant` at `priority` (recorded where the pool sheds).
+    /// `tenant` at `priority` (recorded where the pool sheds), with its time-to-first-token
+    /// objective.
     pub fn new(
         telemetry: &Telemetry,
         method: &http::Method,
@@ -47,10 +48,11 @@ impl RequestRecord {
         pool: &Pool,
         downstream: &Forwarded<'_>,
         peeked: &PeekedBody,
-        (tenant, priority): (Option<&Arc<str>>, Priority),
+        (tenant, priority, ttft_objective): (Option<&Arc<str>>, Priority, Option<Duration>),
     ) -> Self {
         let template = TelemetryRow {
             tenant: tenant.cloned(),
+            slo_ttft_ms: ttft_objective.map(|d| u32::try_from(d.as_millis()).unwrap_or(u32::MAX)),
             priority: pool.config.shedding.map(|_| priority.as_str()),
             request_id: downstream.request_id.to_str().unwrap_or_default().to_owned(),
             model: peeked.model_to_record().map(Arc::from),

@@ -397,10 +397,11 @@ async fn telemetry_rows_carry_the_scraped_metrics() {
     .await;
     let client = client();
     for _ in 0..3 {
-        let response = client
-            .request(completion(&url(&proxy, "/v1/completions"), 1))
-            .await
-            .unwrap();
+        let mut request = completion(&url(&proxy, "/v1/completions"), 1);
+        request
+            .headers_mut()
+            .insert("x-slo-ttft-ms", "750".parse().unwrap());
+        let response = client.request(request).await.unwrap();
         response.into_body().collect().await.unwrap();
     }
     proxy.shutdown().await;
@@ -410,6 +411,8 @@ async fn telemetry_rows_carry_the_scraped_metrics() {
         "prompt_tokens",
         "max_tokens",
         "backend_tokens_in_flight",
+        "backend_prefill_tokens",
+        "slo_ttft_ms",
     ] {
         let (rows, nulls) = read_parquet_column_nulls(&dir, column);
         assert_eq!((rows, nulls), (3, 0), "three rows, none without `{column}`");

@@ -46,6 +46,12 @@ impl Simulation<'_> {
             }),
             attempt: u16::from(r.attempt),
             client_hash: r.client,
+            slo_ttft_ms: self.scenario.slo.map(|slo| slo.ttft.as_millis() as u32),
+            priority: self
+                .scenario
+                .slo
+                .and_then(|slo| slo.shedding)
+                .map(|_| r.priority.as_str()),
             ..self.row_template.clone()
         };
         row.record_dispatch(&r.found, Some(self.labels[r.backend as usize].clone()));
