@@ -134,7 +134,7 @@ fn prefix(c: &mut Criterion) {
         eps[tenant % 16].load.record_prompt(blocks.hashes());
     }
     let asked = document(37);
-    let selector = Selector::build(&PolicySpec::weighted_scorer(), &eps);
+    let selector = Selector::build(&PolicySpec::weighted_scorer(0.0), &eps);
     let mut rng = SmallRng::seed_from_u64(42);
     let now = Duration::from_secs(1);
     group.bench_function("prefix_hash", |b| {

@@ -43,7 +43,8 @@ pub struct BackendLoad {
 }
 
 /// Tokens that requests count in and take back out; a removal never takes it below zero, even if
-/// misused.
+/// misused. A request with none (most that are not LLM requests) touches nothing: no atomic, and
+/// no change of the backend's version, so cached scores stay valid.
 #[derive(Debug, Default)]
 struct TokenCount(AtomicU64);
 
@@ -52,14 +53,24 @@ impl TokenCount {
         self.0.load(Ordering::Relaxed)
     }
 
-    fn add(&self, tokens: u64) {
+    /// Adds `tokens`; whether the count changed.
+    fn add(&self, tokens: u64) -> bool {
+        if tokens == 0 {
+            return false;
+        }
         self.0.fetch_add(tokens, Ordering::Relaxed);
+        true
     }
 
-    fn remove(&self, tokens: u64) {
+    /// Takes `tokens` back; whether the count changed.
+    fn remove(&self, tokens: u64) -> bool {
+        if tokens == 0 {
+            return false;
+        }
         let _ = self.0.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
             Some(n.saturating_sub(tokens))
         });
+        true
     }
 }
 
@@ -194,14 +205,16 @@ impl BackendLoad {
 
     /// Counts a request's estimated tokens in flight (`remove_tokens` when it ends).
     pub fn add_tokens(&self, tokens: u64) {
-        self.tokens_in_flight.add(tokens);
-        self.changed();
+        if self.tokens_in_flight.add(tokens) {
+            self.changed();
+        }
     }
 
     /// Stops counting a finished request's tokens.
     pub fn remove_tokens(&self, tokens: u64) {
-        self.tokens_in_flight.remove(tokens);
-        self.changed();
+        if self.tokens_in_flight.remove(tokens) {
+            self.changed();
+        }
     }
 
     /// Estimated prompt tokens the backend has still to prefill for the requests in flight.
@@ -212,14 +225,16 @@ impl BackendLoad {
     /// Counts a request's estimated prompt tokens to prefill (`remove_prefill` at its first token,
     /// or at its end if none came).
     pub fn add_prefill(&self, tokens: u64) {
-        self.prefill_tokens.add(tokens);
-        self.changed();
+        if self.prefill_tokens.add(tokens) {
+            self.changed();
+        }
     }
 
     /// Stops counting a request's prompt tokens to prefill.
     pub fn remove_prefill(&self, tokens: u64) {
-        self.prefill_tokens.remove(tokens);
-        self.changed();
+        if self.prefill_tokens.remove(tokens) {
+            self.changed();
+        }
     }
 
     /// Stores freshly scraped metrics, which count as current until `valid_until`.
@@ -269,6 +284,10 @@ mod tests {
         load.remove_prefill(6_000);
         load.remove_prefill(1_000);
         assert_eq!(load.prefill_tokens(), 0);
+        let settled = load.version();
+        load.add_prefill(0);
+        load.remove_tokens(0);
+        assert_eq!(load.version(), settled, "nothing counted, nothing changed");
     }
 
     #[test]

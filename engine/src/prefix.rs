@@ -155,11 +155,6 @@ impl PrefixIndex {
         }
     }
 
-    /// Blocks the index can hold.
-    pub fn capacity(&self) -> usize {
-        self.slots.len()
-    }
-
     fn slot(&self, hash: u64) -> &AtomicU64 {
         &self.slots[hash as usize & self.mask]
     }

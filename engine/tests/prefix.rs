@@ -39,7 +39,7 @@ fn a_long_prompt_goes_where_its_document_went_and_the_pick_allocates_nothing() {
     for tenant in 0..150 {
         eps[tenant as usize % 16].load.record_prompt(&prompt(tenant, 0));
     }
-    let selector = Selector::build(&PolicySpec::weighted_scorer(), &eps);
+    let selector = Selector::build(&PolicySpec::weighted_scorer(0.0), &eps);
     let mut rng = SmallRng::seed_from_u64(3);
     let asked = prompt(37, 1);
     let request = PickRequest {

@@ -28,6 +28,8 @@ pub struct Router {
     pub scores_requests: bool,
     /// Whether some pool scores prompt prefixes (which hash the body's prompt).
     pub scores_prefixes: bool,
+    /// Whether some pool sheds by priority (which reads the request's).
+    pub sheds: bool,
     /// Whether some route checks keys or limits (which may read the body's `model` and size).
     pub guards_requests: bool,
     /// Whether some pool renames the body's `model` (`model_map`).
@@ -148,6 +150,7 @@ impl Router {
                 .values()
                 .any(|p| matches!(p.policy, augur_engine::PolicySpec::Predictive { .. })),
             scores_prefixes: config.pools.values().any(|p| p.policy.scores_prefixes()),
+            sheds: config.pools.values().any(|p| p.shedding.is_some()),
         }
     }
 

@@ -10,7 +10,7 @@ use augur_sim::behaviour::{BackendBehaviour, CpuBehaviour, RequestTokens, Servic
 use augur_sim::faults::{Fault, FaultKind};
 use augur_sim::scenario::SimBackend;
 use augur_sim::trace::{load, TraceColumns};
-use augur_sim::traffic::{Sizes, Traffic};
+use augur_sim::traffic::Traffic;
 use augur_sim::{scenario, simulate, RowSink, Scenario};
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
@@ -19,23 +19,16 @@ const S: Duration = Duration::from_secs(1);
 
 fn queue(workers: u32, mean: Duration, rate: f64, duration: Duration) -> Scenario {
     let service = ServiceTime::Exponential { mean };
+    let only = SimBackend {
+        name: "only".into(),
+        behaviour: BackendBehaviour::Cpu(CpuBehaviour { workers, service }),
+        weight: 1,
+    };
     Scenario {
-        name: "queue",
-        description: "",
-        backends: vec![SimBackend {
-            name: "only".into(),
-            behaviour: BackendBehaviour::Cpu(CpuBehaviour { workers, service }),
-            weight: 1,
-        }],
         traffic: Traffic::Poisson { rate },
-        sizes: Sizes::Fixed(RequestTokens::default()),
-        prompts: Default::default(),
-        adapters: None,
-        slo: None,
-        faults: vec![],
         duration,
         request_timeout: Duration::from_secs(3600),
-        epoch_unix_s: 0,
+        ..Scenario::serving("queue", "", vec![only])
     }
 }
 
@@ -401,7 +394,7 @@ fn llm_run(name: &str, seconds: u64, policy: &PolicySpec) -> augur_sim::report::
 #[test]
 fn routing_by_prefix_keeps_each_tenants_document_cached() {
     let load_only = llm_run("shared-prefix", 90, &PolicySpec::default());
-    let by_prefix = llm_run("shared-prefix", 90, &PolicySpec::weighted_scorer());
+    let by_prefix = llm_run("shared-prefix", 90, &PolicySpec::weighted_scorer(0.0));
     // Spread by load, each node sees every tenant and holds a fraction of their documents; sent
     // where their prefix went, they stay cached, and the prefills that overload the nodes go.
     assert!(load_only.prefix_hit_ratio < 0.3, "{load_only:?}");
@@ -415,7 +408,7 @@ fn routing_by_prefix_keeps_each_tenants_document_cached() {
 #[test]
 fn each_turn_of_a_chat_finds_the_last_one_cached_where_it_went() {
     let load_only = llm_run("multi-turn", 90, &PolicySpec::default());
-    let by_prefix = llm_run("multi-turn", 90, &PolicySpec::weighted_scorer());
+    let by_prefix = llm_run("multi-turn", 90, &PolicySpec::weighted_scorer(0.0));
     assert!(
         by_prefix.prefix_hit_ratio > load_only.prefix_hit_ratio + 0.3,
         "{by_prefix:?} against {load_only:?}"
@@ -447,7 +440,13 @@ fn llm_rows_carry_the_first_token_the_prefix_share_and_the_prefill_ahead() {
     s.duration = 60 * S;
     let arrivals = s.arrivals(2);
     let mut rows = Rows::default();
-    simulate(&s, &arrivals, &PolicySpec::weighted_scorer(), 2, Some(&mut rows));
+    simulate(
+        &s,
+        &arrivals,
+        &PolicySpec::weighted_scorer(0.0),
+        2,
+        Some(&mut rows),
+    );
     let answered: Vec<&TelemetryRow> = rows.0.iter().filter(|r| r.status == Some(200)).collect();
     assert!(answered.len() > 1_000);
     // The first token comes well before the last of ~100.
@@ -473,14 +472,8 @@ fn adapter_affinity_from_the_scraped_lora_lists_cuts_the_waits() {
     let mut s = scenario("lora-mix").unwrap();
     s.duration = 90 * S;
     let arrivals = s.arrivals(4);
-    let blind = simulate(&s, &arrivals, &PolicySpec::weighted_scorer(), 4, None);
-    let with_lora = PolicySpec::WeightedScorer {
-        queue_weight: 2.0,
-        kv_cache_weight: 2.0,
-        prefix_weight: 3.0,
-        lora_weight: 2.0,
-    };
-    let aware = simulate(&s, &arrivals, &with_lora, 4, None);
+    let blind = simulate(&s, &arrivals, &PolicySpec::weighted_scorer(0.0), 4, None);
+    let aware = simulate(&s, &arrivals, &PolicySpec::weighted_scorer(2.0), 4, None);
     assert!(aware.p90_ms < 0.8 * blind.p90_ms, "{aware:?} against {blind:?}");
 }
 
@@ -489,7 +482,7 @@ fn a_saturated_pool_sheds_sheddable_requests_first_and_critical_ones_never() {
     let mut s = scenario("overload").unwrap();
     s.duration = 120 * S;
     let arrivals = s.arrivals(3);
-    let policy = PolicySpec::weighted_scorer();
+    let policy = PolicySpec::weighted_scorer(0.0);
     let shedding = simulate(&s, &arrivals, &policy, 3, None).slo.unwrap();
     if let Some(slo) = &mut s.slo {
         slo.shedding = None;

@@ -3,11 +3,10 @@
 
 use std::time::{Duration, Instant};
 
-use augur_sim::behaviour::{BackendBehaviour, CpuBehaviour, GpuBehaviour, RequestTokens, ServiceTime};
+use augur_sim::behaviour::{BackendBehaviour, CpuBehaviour, GpuBehaviour, ServiceTime};
 use augur_sim::faults::{Fault, FaultKind};
 use augur_sim::http::{serve, Cluster};
 use augur_sim::scenario::SimBackend;
-use augur_sim::traffic::{Sizes, Traffic};
 use augur_sim::Scenario;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -18,23 +17,14 @@ use hyper_util::rt::TokioExecutor;
 const LIMIT: Duration = Duration::from_secs(10);
 
 fn one(behaviour: BackendBehaviour, faults: Vec<Fault>) -> Scenario {
+    let node = SimBackend {
+        name: "node".into(),
+        behaviour,
+        weight: 1,
+    };
     Scenario {
-        name: "test",
-        description: "",
-        backends: vec![SimBackend {
-            name: "node".into(),
-            behaviour,
-            weight: 1,
-        }],
-        traffic: Traffic::Poisson { rate: 1.0 },
-        sizes: Sizes::Fixed(RequestTokens::default()),
-        prompts: Default::default(),
-        adapters: None,
-        slo: None,
         faults,
-        duration: Duration::from_secs(1),
-        request_timeout: Duration::from_secs(5),
-        epoch_unix_s: 0,
+        ..Scenario::serving("test", "", vec![node])
     }
 }
 

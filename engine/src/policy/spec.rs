@@ -184,14 +184,20 @@ impl PolicySpec {
     }
 
     /// The weighted scorer with the inference extension's default weights (queue 2, KV cache 2,
-    /// prefix 3).
-    pub fn weighted_scorer() -> Self {
+    /// prefix 3), and its LoRA affinity scorer at `lora_weight` (0: off).
+    pub fn weighted_scorer(lora_weight: f64) -> Self {
         Self::WeightedScorer {
             queue_weight: default_queue_weight(),
             kv_cache_weight: default_kv_cache_weight(),
             prefix_weight: default_prefix_weight(),
-            lora_weight: 0.0,
+            lora_weight,
         }
+    }
+
+    /// Whether the policy reads which adapters the backends run, so a request's `model` is hashed
+    /// for it.
+    pub fn scores_adapters(&self) -> bool {
+        matches!(self, Self::WeightedScorer { lora_weight, .. } if *lora_weight > 0.0)
     }
 
     /// Whether the policy reads the prompt's prefix index, so a pool must keep one per backend.

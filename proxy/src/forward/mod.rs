@@ -182,8 +182,16 @@ pub async fn handle(
     let client_upgrade = upgrade::take_client_upgrade(&mut request, upgrade_allowed, &shared.tunnels);
     let exchange = Exchange {
         shared: &shared,
-        priority: priority::of_request(route.priority, request.headers(), trusted_peer),
-        ttft_objective: slo::ttft_objective(route.slo_ttft, request.headers()),
+        // Read only where something uses them: shedding, and telemetry.
+        priority: if router.sheds {
+            priority::of_request(route.priority, request.headers(), trusted_peer)
+        } else {
+            route.priority
+        },
+        ttft_objective: shared
+            .telemetry
+            .as_ref()
+            .and_then(|_| slo::ttft_objective(route.slo_ttft, request.headers())),
         route,
         downstream: &downstream,
         peeked: &peeked,
@@ -472,8 +480,11 @@ type Served = (
 
 impl Exchange<'_> {
     /// Hash of the `model` the request names as `pool` knows it (after its `model_map`): the
-    /// adapter its backends would run.
+    /// adapter its backends would run. Only for a pool whose policy scores adapters.
     fn model_at(&self, pool: &Pool) -> Option<u64> {
+        if !pool.config.policy.scores_adapters() {
+            return None;
+        }
         let asked = self.peeked.model_to_record()?;
         let model = pool.config.model_map.get(asked).map_or(asked, String::as_str);
         Some(augur_engine::hash::key(model.as_bytes()))

@@ -296,22 +296,14 @@ impl Pool {
         // At its concurrency limit? Take the next candidate in line that has room.
         for _ in 0..endpoints.len() {
             let backend = &snapshot.backends[snapshot.members[chosen]];
-            let found = record_state.then(|| {
-                asked
-                    .at_backend(&backend.load, now, decay)
-                    .with_prefix(&backend.load, request.prompt)
-            });
+            let here = asked.with_prefix(&backend.load, request.prompt);
+            let found = record_state.then(|| here.at_backend(&backend.load, now, decay));
             if backend.load.try_start(backend.max_concurrent) {
+                let mut in_flight = InFlight::new(backend.clone(), prediction, found, now);
+                // What it will prefill there: the prompt, less what the index says is held.
+                in_flight.count_prefill(here.uncached_prompt_tokens());
                 // The prompt is on its way there: the next picks find its prefix (a no-op unless
                 // the policy keeps an index).
-                let mut in_flight = InFlight::new(backend.clone(), prediction, found, now);
-                if request.size.prompt_tokens.is_some() {
-                    // What it will prefill there: the prompt, less what the index says is held.
-                    let uncached = asked
-                        .with_prefix(&backend.load, request.prompt)
-                        .uncached_prompt_tokens();
-                    in_flight.count_prefill(uncached);
-                }
                 if let Some(prompt) = request.prompt {
                     backend.load.record_prompt(prompt);
                 }

@@ -7,8 +7,7 @@ use augur_engine::hash;
 use augur_engine::scraped::{Adapters, ScrapedMetrics};
 use augur_engine::telemetry::Outcome;
 
-use super::{Kind, Simulation, SCRAPE_INTERVAL_NS};
-use crate::behaviour::BackendBehaviour;
+use super::{Kind, Server, Simulation, SCRAPE_INTERVAL_NS};
 use crate::gpu::{Blocked, GpuRequest};
 use crate::prompt::model_name;
 
@@ -21,8 +20,8 @@ impl Simulation<'_> {
         while let Some(&id) = self.backends[b].queue.get(position) {
             let request = &self.requests[id as usize];
             let state = &mut self.backends[b];
-            let (first_token_s, service_s) = match (&mut state.gpu, state.behaviour) {
-                (Some(gpu), _) => {
+            let (first_token_s, service_s) = match &mut state.server {
+                Server::Gpu(gpu) => {
                     let admission = GpuRequest {
                         size: request.size,
                         blocks: request.blocks.as_ref().map_or(&[], |h| h.node.as_slice()),
@@ -37,14 +36,13 @@ impl Simulation<'_> {
                         }
                     }
                 }
-                (None, BackendBehaviour::Cpu(cpu)) => {
-                    if state.busy >= cpu.workers {
+                Server::Cpu { model, busy } => {
+                    if *busy >= model.workers {
                         return;
                     }
-                    state.busy += 1;
-                    (None, cpu.service.sample(&mut self.rng))
+                    *busy += 1;
+                    (None, model.service.sample(&mut self.rng))
                 }
-                (None, BackendBehaviour::Gpu(_)) => unreachable!("an LLM server has its scheduler"),
             };
             let state = &mut self.backends[b];
             state.queue.remove(position);
@@ -73,9 +71,9 @@ impl Simulation<'_> {
             (r.backend as usize, r.size, r.adapter)
         };
         let state = &mut self.backends[b];
-        match &mut state.gpu {
-            Some(gpu) => gpu.finish(size, adapter),
-            None => state.busy -= 1,
+        match &mut state.server {
+            Server::Gpu(gpu) => gpu.finish(size, adapter),
+            Server::Cpu { busy, .. } => *busy -= 1,
         }
         self.start_queued(b, now_ns);
         self.end_attempt(id, now_ns, Outcome::Ok, Some(200));
@@ -85,7 +83,7 @@ impl Simulation<'_> {
     /// intervals.
     pub(super) fn scrape(&mut self, now_ns: u64) {
         for (b, state) in self.backends.iter().enumerate() {
-            if let Some(gpu) = &state.gpu {
+            if let Some(gpu) = state.server.gpu() {
                 // vLLM's lora_requests_info, where the node serves adapters.
                 let adapters = (gpu.adapters().max() > 0).then(|| {
                     let running = gpu.adapters().running().map(adapter_key);

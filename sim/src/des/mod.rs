@@ -24,7 +24,7 @@ mod rows;
 
 pub use rows::RowSink;
 
-use crate::behaviour::{BackendBehaviour, RequestTokens};
+use crate::behaviour::{BackendBehaviour, CpuBehaviour, RequestTokens};
 use crate::faults::FaultSchedule;
 use crate::gpu::GpuServer;
 use crate::prompt::{hash_prompt, model_name, IndexBlocks, NodeBlocks, Prompt};
@@ -99,13 +99,26 @@ struct PromptHashes {
 }
 
 struct BackendState {
-    behaviour: BackendBehaviour,
+    server: Server,
     faults: FaultSchedule,
-    /// Workers busy (CPU services).
-    busy: u32,
-    /// The scheduler (LLM servers).
-    gpu: Option<GpuServer>,
     queue: VecDeque<u32>,
+}
+
+/// What serves a backend's queue.
+enum Server {
+    /// A CPU service's workers, and how many are busy.
+    Cpu { model: CpuBehaviour, busy: u32 },
+    /// An LLM server's scheduler.
+    Gpu(GpuServer),
+}
+
+impl Server {
+    fn gpu(&self) -> Option<&GpuServer> {
+        match self {
+            Self::Gpu(gpu) => Some(gpu),
+            Self::Cpu { .. } => None,
+        }
+    }
 }
 
 /// Scratch space for hashing prompts, reused across requests.
@@ -175,7 +188,7 @@ pub fn simulate_with_models<'a>(
     let prefix_counts = sim
         .backends
         .iter()
-        .filter_map(|b| b.gpu.as_ref().map(|g| g.prefix_counts()))
+        .filter_map(|b| b.server.gpu().map(GpuServer::prefix_counts))
         .fold((0, 0), |(p, c), (bp, bc)| (p + bp, c + bc));
     let llm = sim.tally.llm(scenario.duration.as_secs_f64(), prefix_counts);
     sim.tally.finish(spec.name(), &names, llm)
@@ -209,13 +222,11 @@ impl<'a> Simulation<'a> {
             .iter()
             .enumerate()
             .map(|(i, b)| BackendState {
-                behaviour: b.behaviour,
-                faults: FaultSchedule::for_backend(&scenario.faults, i, scenario.epoch_unix_s),
-                busy: 0,
-                gpu: match b.behaviour {
-                    BackendBehaviour::Gpu(model) => Some(GpuServer::new(model)),
-                    BackendBehaviour::Cpu(_) => None,
+                server: match b.behaviour {
+                    BackendBehaviour::Gpu(model) => Server::Gpu(GpuServer::new(model)),
+                    BackendBehaviour::Cpu(model) => Server::Cpu { model, busy: 0 },
                 },
+                faults: FaultSchedule::for_backend(&scenario.faults, i, scenario.epoch_unix_s),
                 queue: VecDeque::new(),
             })
             .collect();
@@ -357,7 +368,7 @@ impl<'a> Simulation<'a> {
             let r = &self.requests[id as usize];
             (r.client, r.first_backend)
         };
-        let gpu = self.backends.iter().any(|b| b.behaviour.is_gpu());
+        let gpu = self.backends.iter().any(|b| b.server.gpu().is_some());
         let r = &self.requests[id as usize];
         let size = r.size;
         let prompt = r.blocks.as_ref().map(|b| b.index.as_slice());
@@ -455,7 +466,7 @@ impl<'a> Simulation<'a> {
         r.blocks = None;
         let latency_us = (now_ns - r.arrived_ns) / 1_000;
         self.tally.record(latency_us, outcome.is_failure(), Some(b));
-        if self.backends[b].gpu.is_some() {
+        if self.backends[b].server.gpu().is_some() {
             // A request that never got a token counts with the time it waited: a lower bound.
             let ttft_us = r
                 .first_token_ns

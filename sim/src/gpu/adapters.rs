@@ -30,19 +30,6 @@ impl AdapterSlots {
         }
     }
 
-    /// Whether a request for `adapter` could start now.
-    pub fn admissible(&self, adapter: Option<u16>) -> bool {
-        match adapter {
-            None => true,
-            Some(_) if self.max == 0 => true,
-            Some(a) => {
-                self.resident.iter().any(|r| r.adapter == a)
-                    || self.resident.len() < self.max as usize
-                    || self.resident.iter().any(|r| r.running == 0)
-            }
-        }
-    }
-
     /// Starts a request for `adapter`: whether the adapter had to be loaded for it.
     pub fn start(&mut self, adapter: Option<u16>) -> Result<bool, AdapterBusy> {
         let Some(a) = adapter.filter(|_| self.max > 0) else {
@@ -86,11 +73,6 @@ impl AdapterSlots {
         self.resident.iter().filter(|r| r.running > 0).map(|r| r.adapter)
     }
 
-    /// Adapters resident.
-    pub fn resident(&self) -> impl Iterator<Item = u16> + '_ {
-        self.resident.iter().map(|r| r.adapter)
-    }
-
     /// The most adapters resident at once.
     pub fn max(&self) -> u32 {
         self.max
@@ -107,12 +89,14 @@ mod tests {
         assert_eq!(slots.start(Some(1)), Ok(true));
         assert_eq!(slots.start(Some(1)), Ok(false), "resident: no load");
         assert_eq!(slots.start(Some(2)), Ok(true));
-        assert!(!slots.admissible(Some(3)));
         assert_eq!(slots.start(Some(3)), Err(AdapterBusy));
         assert_eq!(slots.start(None), Ok(false), "the base model needs no slot");
         slots.finish(Some(2));
         assert_eq!(slots.start(Some(3)), Ok(true), "2 was idle");
-        assert_eq!(slots.resident().collect::<Vec<_>>(), [1, 3]);
+        assert_eq!(
+            slots.resident.iter().map(|r| r.adapter).collect::<Vec<_>>(),
+            [1, 3]
+        );
         assert_eq!(slots.running().collect::<Vec<_>>(), [1, 3]);
         assert_eq!(AdapterSlots::new(0).start(Some(9)), Ok(false));
     }

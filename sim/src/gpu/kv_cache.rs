@@ -54,16 +54,6 @@ impl KvCache {
                 .retain(|(hash, stamp)| self.stamps.get(hash) == Some(stamp));
         }
     }
-
-    /// Blocks cached.
-    pub fn len(&self) -> usize {
-        self.stamps.len()
-    }
-
-    /// Whether nothing is cached.
-    pub fn is_empty(&self) -> bool {
-        self.stamps.is_empty()
-    }
 }
 
 #[cfg(test)]
@@ -77,13 +67,13 @@ mod tests {
         assert_eq!(cache.cached_prefix(&[1, 2, 3, 9]), 3);
         cache.touch(&[1, 5]);
         // 3 was the least recent (the tail of the first prompt): evicted for 5.
-        assert_eq!(cache.len(), 3);
+        assert_eq!(cache.stamps.len(), 3);
         assert_eq!(cache.cached_prefix(&[1, 2, 3]), 2);
         assert_eq!(cache.cached_prefix(&[1, 5]), 2);
         for i in 0..10_000 {
             cache.touch(&[100 + i]);
         }
-        assert_eq!(cache.len(), 3);
+        assert_eq!(cache.stamps.len(), 3);
         assert!(
             cache.order.len() <= 2 * 3 + 1024 + 1,
             "stale entries are compacted"

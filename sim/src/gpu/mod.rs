@@ -148,11 +148,6 @@ impl GpuServer {
     pub fn tpot_s(&self) -> f64 {
         self.behaviour.tpot_s(self.running.saturating_sub(1))
     }
-
-    /// The behaviour it runs.
-    pub fn behaviour(&self) -> &GpuBehaviour {
-        &self.behaviour
-    }
 }
 
 #[cfg(test)]
