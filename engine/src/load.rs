@@ -237,8 +237,15 @@ impl BackendLoad {
         }
     }
 
-    /// Stores freshly scraped metrics, which count as current until `valid_until`.
+    /// Stores freshly scraped metrics, which count as current until `valid_until`. A server that
+    /// says how large its KV cache is sizes the index of the prefixes sent to it.
     pub fn set_scraped(&self, metrics: ScrapedMetrics, valid_until: Duration) {
+        if let (Some(index), Some(tokens)) = (&self.prefixes, metrics.kv_cache_tokens) {
+            if tokens.is_finite() && tokens >= 1.0 {
+                // Saturating: a size beyond u64 becomes the most, which the index bounds.
+                index.set_server_cache(tokens as u64);
+            }
+        }
         self.scraped
             .store(Some(Arc::new(ScrapeSample { metrics, valid_until })));
         self.changed();
@@ -288,6 +295,34 @@ mod tests {
         load.add_prefill(0);
         load.remove_tokens(0);
         assert_eq!(load.version(), settled, "nothing counted, nothing changed");
+    }
+
+    #[test]
+    fn a_servers_reported_cache_sizes_its_prefix_index() {
+        let load = BackendLoad::new(Duration::from_millis(30), Duration::ZERO).with_prefix_index(31_250);
+        let report = |tokens| ScrapedMetrics {
+            kv_cache_tokens: tokens,
+            ..ScrapedMetrics::default()
+        };
+        load.set_scraped(report(None), Duration::from_secs(1));
+        assert_eq!(
+            load.prefix_index().unwrap().capacity(),
+            31_250,
+            "unsaid: the default"
+        );
+        load.set_scraped(report(Some(131_072.0)), Duration::from_secs(1));
+        assert_eq!(load.prefix_index().unwrap().capacity(), 2_048);
+        for nonsense in [f64::NAN, -5.0, 0.0] {
+            load.set_scraped(report(Some(nonsense)), Duration::from_secs(1));
+            assert_eq!(
+                load.prefix_index().unwrap().capacity(),
+                2_048,
+                "{nonsense} is ignored"
+            );
+        }
+        let plain = BackendLoad::new(Duration::from_millis(30), Duration::ZERO);
+        plain.set_scraped(report(Some(131_072.0)), Duration::from_secs(1));
+        assert!(plain.prefix_index().is_none());
     }
 
     #[test]

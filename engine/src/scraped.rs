@@ -18,6 +18,9 @@ pub struct ScrapedMetrics {
     /// The LoRA adapters it runs and has requests waiting for, when it says.
     #[serde(skip)]
     pub adapters: Option<Adapters>,
+    /// Tokens its KV cache holds in all (vLLM's `cache_config_info`: GPU blocks times block size),
+    /// which sizes the proxy's index of its prefixes.
+    pub kv_cache_tokens: Option<f64>,
 }
 
 /// Adapters of each list kept: vLLM's `--max-loras` is 1 to 8 in practice; beyond, the rest are

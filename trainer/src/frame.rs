@@ -288,6 +288,7 @@ mod tests {
                     gpu_utilization: Some(0.75),
                     gpu_memory_fraction: None,
                     adapters: None,
+                    kv_cache_tokens: None,
                 },
                 body_bytes: Some(10_000),
                 prompt_tokens: Some(1_200),

@@ -103,6 +103,7 @@ mod tests {
                 gpu_utilization: None,
                 gpu_memory_fraction: Some(0.5),
                 adapters: None,
+                kv_cache_tokens: None,
             },
             body_bytes: Some(99),
             prompt_tokens: Some(42),

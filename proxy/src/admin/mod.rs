@@ -191,6 +191,7 @@ async fn backends(State(shared): State<Arc<Shared>>) -> Json<Value> {
                         "in_flight": b.load.in_flight(),
                         "tokens_in_flight": b.load.tokens_in_flight(),
                         "prefill_tokens": b.load.prefill_tokens(),
+                        "prefix_index_blocks": b.load.prefix_index().map(|index| index.capacity()),
                         "rtt_estimate_ms": b.load.rtt_estimate_ns(now, decay) / 1e6,
                         "scraped": b.load.scraped(now),
                     })

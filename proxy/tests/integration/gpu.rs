@@ -181,6 +181,19 @@ async fn a_tenants_requests_follow_its_document_under_the_weighted_scorer() {
         );
         assert_eq!(backend["tokens_in_flight"], 0, "{backend}");
     }
+    // Each node says its cache holds 100,000 tokens (`vllm:cache_config_info`): the proxy's index
+    // of what it was sent shrinks to as many, at 64 tokens a block, and forgets as the node would.
+    eventually(
+        Duration::from_secs(5),
+        "the nodes' cache sizes are scraped",
+        async || {
+            let state = admin(&client, &proxy, "GET", "/admin/backends").await.json();
+            state["pools"][0]["backends"].as_array().unwrap().iter().all(|b| {
+                b["scraped"]["kv_cache_tokens"] == 100_000.0 && b["prefix_index_blocks"] == 100_000 / 64
+            })
+        },
+    )
+    .await;
     proxy.shutdown().await;
 }
 

@@ -105,6 +105,10 @@ impl Simulation<'_> {
                     running_requests: Some(f64::from(gpu.running())),
                     kv_cache_usage: Some(gpu.kv_usage()),
                     adapters,
+                    kv_cache_tokens: {
+                        let (block_tokens, blocks) = gpu.cache_blocks();
+                        Some(f64::from(block_tokens) * blocks as f64)
+                    },
                     ..ScrapedMetrics::default()
                 };
                 self.loads[b].set_scraped(metrics, Duration::from_nanos(now_ns + 3 * SCRAPE_INTERVAL_NS));

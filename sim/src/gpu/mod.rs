@@ -4,17 +4,17 @@
 //! state its metrics report.
 
 mod adapters;
-mod kv_cache;
 
 pub use adapters::{AdapterBusy, AdapterSlots};
-pub use kv_cache::KvCache;
+
+use augur_engine::prefix::BlockLru;
 
 use crate::behaviour::{GpuBehaviour, RequestTokens};
 use crate::prompt::CHARS_PER_TOKEN;
 use crate::prompt::NODE_BLOCK_BYTES;
 
 /// Tokens per KV block.
-const BLOCK_TOKENS: u32 = (NODE_BLOCK_BYTES / CHARS_PER_TOKEN) as u32;
+pub const BLOCK_TOKENS: u32 = (NODE_BLOCK_BYTES / CHARS_PER_TOKEN) as u32;
 
 /// What a request brings to a server.
 #[derive(Debug, Clone, Copy)]
@@ -55,7 +55,8 @@ pub struct GpuServer {
     behaviour: GpuBehaviour,
     running: u32,
     kv_used: u32,
-    cache: KvCache,
+    /// The prefix cache: the KV blocks kept after their requests, evicted least recently used first.
+    cache: BlockLru,
     adapters: AdapterSlots,
     /// When the prefills already admitted will be done, in the caller's seconds.
     prefill_free_at: f64,
@@ -70,7 +71,7 @@ impl GpuServer {
             behaviour,
             running: 0,
             kv_used: 0,
-            cache: KvCache::new((behaviour.kv_capacity_tokens / BLOCK_TOKENS).max(1) as usize),
+            cache: BlockLru::new((behaviour.kv_capacity_tokens / BLOCK_TOKENS).max(1) as usize),
             adapters: AdapterSlots::new(behaviour.max_lora),
             prefill_free_at: 0.0,
             prompt_tokens: 0,
@@ -131,6 +132,12 @@ impl GpuServer {
     /// Share of the KV cache held by running requests (`vllm:kv_cache_usage_perc`).
     pub fn kv_usage(&self) -> f64 {
         f64::from(self.kv_used) / f64::from(self.behaviour.kv_capacity_tokens)
+    }
+
+    /// Its cache configuration: KV blocks of [`BLOCK_TOKENS`] tokens, and how many it holds
+    /// (vLLM's `cache_config_info` labels `block_size` and `num_gpu_blocks`).
+    pub fn cache_blocks(&self) -> (u32, usize) {
+        (BLOCK_TOKENS, self.cache.capacity())
     }
 
     /// The adapters (resident and running).

@@ -121,6 +121,7 @@ impl GpuNode {
         let running = list(&mut server.adapters().running());
         let waiting = list(&mut n.waiting.iter().filter_map(|a| *a));
         let (queries, hits) = server.prefix_counts();
+        let (block_size, num_gpu_blocks) = server.cache_blocks();
         format!(
             "# HELP vllm:num_requests_waiting Number of requests waiting to be processed.\n\
              # TYPE vllm:num_requests_waiting gauge\nvllm:num_requests_waiting{{{label}}} {}\n\
@@ -132,6 +133,9 @@ impl GpuNode {
              # TYPE vllm:prefix_cache_queries_total counter\nvllm:prefix_cache_queries_total{{{label}}} {queries}\n\
              # HELP vllm:prefix_cache_hits_total Prefix cache hits, in terms of number of cached tokens.\n\
              # TYPE vllm:prefix_cache_hits_total counter\nvllm:prefix_cache_hits_total{{{label}}} {hits}\n\
+             # HELP vllm:cache_config_info Information of the LLMEngine CacheConfig\n\
+             # TYPE vllm:cache_config_info gauge\n\
+             vllm:cache_config_info{{block_size=\"{block_size}\",enable_prefix_caching=\"True\",num_gpu_blocks=\"{num_gpu_blocks}\"}} 1.0\n\
              # HELP vllm:lora_requests_info Running stats on lora requests.\n\
              # TYPE vllm:lora_requests_info gauge\n\
              vllm:lora_requests_info{{max_lora=\"{}\",running_lora_adapters=\"{running}\",waiting_lora_adapters=\"{waiting}\"}} {}\n",

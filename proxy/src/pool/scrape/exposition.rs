@@ -31,6 +31,7 @@ pub fn extract(text: &str, config: &MetricsConfig) -> Result<ScrapedMetrics, Not
             kv_cache_usage: mean(&exposition, "vllm:kv_cache_usage_perc")
                 .or_else(|| mean(&exposition, "vllm:gpu_cache_usage_perc")),
             adapters: vllm_adapters(&exposition),
+            kv_cache_tokens: vllm_cache_tokens(&exposition),
             ..ScrapedMetrics::default()
         },
         Some(MetricsPreset::Triton) => ScrapedMetrics {
@@ -64,6 +65,7 @@ pub fn extract(text: &str, config: &MetricsConfig) -> Result<ScrapedMetrics, Not
                 gpu_utilization: read(ScrapedFeature::GpuUtilization, false),
                 gpu_memory_fraction: read(ScrapedFeature::GpuMemoryFraction, false),
                 adapters: None,
+                kv_cache_tokens: None,
             }
         }
     })
@@ -103,6 +105,25 @@ fn vllm_adapters(exposition: &Exposition) -> Option<Adapters> {
         names("waiting_lora_adapters"),
         max,
     ))
+}
+
+/// The KV cache's size in tokens from `vllm:cache_config_info`, whose labels carry the engine's
+/// cache configuration: `num_gpu_blocks` blocks of `block_size` tokens (summed over series, as a
+/// node's several engines each have a cache).
+fn vllm_cache_tokens(exposition: &Exposition) -> Option<f64> {
+    let family = exposition.families.get("vllm:cache_config_info")?;
+    let tokens: Vec<f64> = family
+        .iter_samples()
+        .filter_map(|sample| {
+            let labels = sample.get_labelset().ok()?;
+            let label = |name| -> Option<f64> {
+                let value: f64 = labels.get_label_value(name)?.trim().parse().ok()?;
+                (value.is_finite() && value > 0.0).then_some(value)
+            };
+            Some(label("num_gpu_blocks")? * label("block_size")?)
+        })
+        .collect();
+    (!tokens.is_empty()).then(|| tokens.iter().sum())
 }
 
 /// Values of every series of `name` whose labels include `filter`.
@@ -208,6 +229,24 @@ vllm:kv_cache_usage_perc{model_name=\"llama-3-8b\"} 0.625
             none.unwrap().adapters,
             None,
             "a server without adapters says nothing of them"
+        );
+    }
+
+    #[test]
+    fn reads_vllms_cache_size_from_its_config_labels() {
+        let text = "# HELP vllm:cache_config_info Information of the LLMEngine CacheConfig\n\
+                    # TYPE vllm:cache_config_info gauge\n\
+                    vllm:cache_config_info{block_size=\"16\",cache_dtype=\"auto\",num_gpu_blocks=\"8192\",num_cpu_blocks=\"None\"} 1.0\n";
+        let m = extract(text, &preset(MetricsPreset::Vllm)).unwrap();
+        assert_eq!(m.kv_cache_tokens, Some(131_072.0));
+        let unset = text.replace("8192", "None");
+        let m = extract(&unset, &preset(MetricsPreset::Vllm)).unwrap();
+        assert_eq!(m.kv_cache_tokens, None, "an engine not yet sized says nothing");
+        assert_eq!(
+            extract(VLLM, &preset(MetricsPreset::Vllm))
+                .unwrap()
+                .kv_cache_tokens,
+            None
         );
     }
 

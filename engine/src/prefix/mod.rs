@@ -8,20 +8,35 @@
 //! API inference extension's prefix plugin. The chain starts from the model's (or LoRA adapter's)
 //! name: two adapters never share KV.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+mod lru;
+
+use std::sync::{Mutex, PoisonError};
 
 use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
 
+pub use lru::BlockLru;
+
 /// Bytes per block of the proxy's prefix index: 64 tokens at the usual 4 characters per token.
 pub const INDEX_BLOCK_BYTES: usize = 256;
+
+/// Prompt bytes per token the index assumes: the usual 4 characters per token of English text,
+/// which is also what the extension's auto-tuning takes.
+pub const CHARS_PER_TOKEN: usize = 4;
+
+/// Tokens per block of the proxy's prefix index.
+pub const TOKENS_PER_INDEX_BLOCK: usize = INDEX_BLOCK_BYTES / CHARS_PER_TOKEN;
+
+/// The largest index a server's reported cache may size: 2^22 blocks (a 268-million-token cache),
+/// so a server that reports nonsense cannot make the proxy reserve gigabytes.
+pub const MAX_INDEX_BLOCKS: usize = 1 << 22;
 
 /// Blocks of a prompt that are hashed at most (the first 256 KiB at the index's block size); a
 /// longer prompt's tail is not indexed, which bounds a hostile body's cost.
 pub const MAX_PROMPT_BLOCKS: usize = 1024;
 
-/// Blocks a backend's index holds unless configured otherwise: the inference extension's default
-/// LRU capacity per server (31,250), rounded up to a power of two.
-pub const DEFAULT_INDEX_BLOCKS: usize = 32_768;
+/// Blocks a backend's index holds until the server says how large its cache is: the inference
+/// extension's default LRU capacity per server.
+pub const DEFAULT_INDEX_BLOCKS: usize = 31_250;
 
 /// The chained block hashes of one prompt, fed as it is read: whole blocks only (a partial last
 /// block is never cached by a server either), at most [`MAX_PROMPT_BLOCKS`] of them.
@@ -131,62 +146,56 @@ impl<const BYTES: usize> PromptBlocks<BYTES> {
     }
 }
 
-/// Which prompt blocks a backend has lately been sent: a fixed table of block hashes, written by the
-/// request path after each pick and read by the next picks, without locks or allocation.
+/// Which prompt blocks a backend has lately been sent: an LRU of block hashes, written by the
+/// request path after each pick and read by the next picks, without allocating.
 ///
-/// The table is direct-mapped (a block's slot is given by its hash; a newer block displaces the one
-/// in its slot), an approximation of an LRU of the same capacity that costs one atomic load per
-/// lookup. Like the inference extension's approximate prefix index, it records what was sent, not
-/// what the server kept: a server that evicted a prefix still looks as if it held it, which the
-/// engine's own KV-cache events would correct.
+/// Like the inference extension's approximate prefix index it records what was sent, not what the
+/// server kept. Its budget is what makes it track the server: sized to the server's KV cache
+/// ([`set_server_cache`](Self::set_server_cache), from `vllm:cache_config_info`, as the extension's
+/// auto-tuning does), it forgets a prefix about when the server evicts it; left at the default, it
+/// keeps prefixes the server has long dropped.
 #[derive(Debug)]
 pub struct PrefixIndex {
-    slots: Box<[AtomicU64]>,
-    mask: usize,
+    lru: Mutex<BlockLru>,
 }
 
 impl PrefixIndex {
-    /// An index for about `blocks` blocks (rounded up to a power of two, at least 1,024).
+    /// An index of at most `blocks` blocks.
     pub fn new(blocks: usize) -> Self {
-        let size = blocks.clamp(1024, 1 << 26).next_power_of_two();
         Self {
-            slots: (0..size).map(|_| AtomicU64::new(0)).collect(),
-            mask: size - 1,
+            lru: Mutex::new(BlockLru::new(blocks)),
         }
     }
 
-    fn slot(&self, hash: u64) -> &AtomicU64 {
-        &self.slots[hash as usize & self.mask]
-    }
-
-    fn holds(&self, hash: u64) -> bool {
-        self.slot(hash).load(Ordering::Relaxed) == hash
+    fn lock(&self) -> std::sync::MutexGuard<'_, BlockLru> {
+        // The set is plain data, each operation complete before the lock is released.
+        self.lru.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Notes that a prompt with these blocks was sent to the backend.
     pub fn record(&self, blocks: &[u64]) {
-        for &hash in blocks {
-            self.slot(hash).store(hash, Ordering::Relaxed);
-        }
+        self.lock().touch(blocks);
     }
 
-    /// How many of the prompt's leading blocks the backend holds.
-    ///
-    /// A block's hash covers everything before it, so holding block `i` means having been sent a
-    /// prompt that matches up to it; the count is found by binary search on that, with one lookup
-    /// per halving (about ten for a 24 KB prompt) rather than one per block.
+    /// How many of the prompt's leading blocks the backend holds, in about ten lookups for 24 KB.
     pub fn matched(&self, blocks: &[u64]) -> usize {
-        let (mut held, mut not_held) = (0, blocks.len() + 1);
-        // Invariant: the first `held` blocks count as held; block `not_held - 1` is not held.
-        while not_held - held > 1 {
-            let mid = held + (not_held - held) / 2;
-            if self.holds(blocks[mid - 1]) {
-                held = mid;
-            } else {
-                not_held = mid;
-            }
+        self.lock().cached_prefix(blocks)
+    }
+
+    /// The most blocks the index holds.
+    pub fn capacity(&self) -> usize {
+        self.lock().capacity()
+    }
+
+    /// Sizes the index to a server whose KV cache holds `tokens` tokens, at
+    /// [`TOKENS_PER_INDEX_BLOCK`] a block.
+    pub fn set_server_cache(&self, tokens: u64) {
+        let blocks = usize::try_from(tokens / TOKENS_PER_INDEX_BLOCK as u64).unwrap_or(usize::MAX);
+        let blocks = blocks.clamp(1, MAX_INDEX_BLOCKS);
+        let mut lru = self.lock();
+        if lru.capacity() != blocks {
+            lru.set_capacity(blocks);
         }
-        held
     }
 }
 
@@ -266,5 +275,24 @@ mod tests {
             "the shared document's blocks, not the question's"
         );
         assert_eq!(index.matched(&[]), 0);
+    }
+
+    #[test]
+    fn an_index_sized_to_its_server_forgets_what_the_server_evicted() {
+        let index = PrefixIndex::new(DEFAULT_INDEX_BLOCKS);
+        // A server of 6,400 tokens: 100 blocks of the index.
+        index.set_server_cache(6_400);
+        assert_eq!(index.capacity(), 100);
+        let document = |n: u8| blocks::<256>("m", &[&[n; 256 * 40]]);
+        let (a, b, c) = (document(1), document(2), document(3));
+        index.record(&a);
+        index.record(&b);
+        assert_eq!(index.matched(&a), 40);
+        // A third document does not fit beside both: the least recent, `a`, loses its tail.
+        index.record(&c);
+        assert_eq!(index.matched(&a), 20);
+        assert_eq!((index.matched(&b), index.matched(&c)), (40, 40));
+        index.set_server_cache(u64::MAX);
+        assert_eq!(index.capacity(), MAX_INDEX_BLOCKS, "a server's report is bounded");
     }
 }
