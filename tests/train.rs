@@ -65,6 +65,14 @@ fn generate(out: &Path, scenarios: &str, sample: &str) {
     assert!(output.status.success(), "{}", text(&output));
 }
 
+/// The kinds telemetry of CPU services gives: every one but the TTFT model of LLM servers.
+const CPU_KINDS: [ModelKind; 4] = [
+    ModelKind::Latency,
+    ModelKind::Failure,
+    ModelKind::Demand,
+    ModelKind::Capacity,
+];
+
 fn load_models(dir: &Path) -> ModelSet {
     let manifest = fs::read(dir.join(MANIFEST_FILE)).expect("a manifest");
     ModelSet::load(&manifest, |file| fs::read(dir.join(file))).expect("the engine accepts the set")
@@ -80,13 +88,19 @@ fn simulator_telemetry_trains_a_model_set_the_engine_loads_and_a_rerun_is_a_no_o
     assert_eq!(code, 0, "{output}");
     assert_eq!(summary["status"], "promoted", "{summary:#}");
     for model in summary["models"].as_array().unwrap() {
-        assert_eq!(model["status"], "promoted", "{model:#}");
+        if model["kind"] == "ttft" {
+            // CPU services: no request counted a prompt.
+            assert_eq!(model["status"], "skipped", "{model:#}");
+            assert!(
+                model["reason"].as_str().unwrap().contains("no LLM requests"),
+                "{model:#}"
+            );
+        } else {
+            assert_eq!(model["status"], "promoted", "{model:#}");
+        }
     }
     let set = load_models(&models);
-    assert_eq!(
-        set.files.keys().copied().collect::<Vec<_>>(),
-        ModelKind::ALL.to_vec()
-    );
+    assert_eq!(set.files.keys().copied().collect::<Vec<_>>(), CPU_KINDS.to_vec());
     for file in set.files.values() {
         assert!(file.training.training_rows > 0 && file.training.validation_rows > 0);
         assert!(file.evaluation.beats_baselines(), "{:?}", file.evaluation);
@@ -143,8 +157,8 @@ fn the_sample_dataset_yields_every_model() {
     let dataset = Path::new(env!("CARGO_MANIFEST_DIR")).join("datasets/sim-telemetry");
     let (code, summary, output) = train(&dataset, &models, &[]);
     assert_eq!(code, 0, "{output}");
-    assert_eq!(summary["models"].as_array().unwrap().len(), 4);
-    assert_eq!(load_models(&models).files.len(), 4);
+    assert_eq!(summary["models"].as_array().unwrap().len(), ModelKind::ALL.len());
+    assert_eq!(load_models(&models).files.len(), CPU_KINDS.len());
 }
 
 #[test]
@@ -472,8 +486,8 @@ fn the_committed_models_load_in_the_engine() {
     let set = load_models(&Path::new(env!("CARGO_MANIFEST_DIR")).join("models"));
     assert_eq!(
         set.files.keys().copied().collect::<Vec<_>>(),
-        ModelKind::ALL.to_vec(),
-        "models/ has one of each kind"
+        CPU_KINDS.to_vec(),
+        "models/ has one of each kind its sample of CPU services gives"
     );
 }
 
@@ -505,4 +519,42 @@ fn replay_trains_the_predictive_policy_on_a_separate_run_and_it_beats_p2c_on_gpu
             .unwrap()
     };
     assert!(p99("predictive") < 0.7 * p99("p2c_ewma"), "{report:#}");
+}
+
+#[test]
+fn replay_trains_the_ttft_policy_on_the_scorers_telemetry_and_its_predictions_are_calibrated() {
+    let output = augur(&[
+        "replay",
+        "--scenario",
+        "lora-mix",
+        "--policies",
+        "weighted_scorer,predictive_ttft",
+        "--json",
+    ]);
+    assert!(output.status.success(), "{}", text(&output));
+    assert!(
+        text(&output).contains("routed by weighted_scorer"),
+        "{}",
+        text(&output)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let policy = |name: &str| {
+        report["policies"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["policy"] == name)
+            .unwrap()
+            .clone()
+    };
+    let (scorer, ttft) = (policy("weighted_scorer"), policy("predictive_ttft"));
+    // Adapters resident where a request goes: its tail is far shorter.
+    let p99 = |p: &serde_json::Value| p["p99_ms"].as_f64().unwrap();
+    assert!(p99(&ttft) < 0.8 * p99(&scorer), "{report:#}");
+    let coverage = ttft["llm"]["ttft_prediction_coverage"].as_f64().unwrap();
+    assert!(
+        (0.85..=0.95).contains(&coverage),
+        "p90 predictions covered {coverage}"
+    );
+    assert!(scorer["llm"]["ttft_prediction_coverage"].is_null());
 }

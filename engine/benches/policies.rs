@@ -11,10 +11,14 @@ use std::time::Duration;
 use augur_engine::model::{ModelSet, MANIFEST_FILE};
 use augur_engine::policy::{ActiveModels, HashAlgorithm, HashKey};
 use augur_engine::prefix::{PromptBlocks, DEFAULT_INDEX_BLOCKS, INDEX_BLOCK_BYTES};
-use augur_engine::{hash, BackendLoad, Endpoint, PickRequest, PolicySpec, Selector};
+use augur_engine::{hash, BackendLoad, Endpoint, PickRequest, PolicySpec, RequestSize, Selector};
+#[path = "../tests/support/ttft_models.rs"]
+mod ttft_models;
+
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
+use ttft_models::ttft_models;
 
 fn endpoints(n: usize) -> Vec<Endpoint> {
     (0..n)
@@ -151,6 +155,18 @@ fn prefix(c: &mut Criterion) {
             ..PickRequest::default()
         };
         b.iter(|| black_box(selector.pick(&eps, &request, now, &mut rng)))
+    });
+    let ttft = Selector::build_with_models(&PolicySpec::predictive_ttft(), &eps, Some(ttft_models()));
+    group.bench_function("prefix_pick_ttft", |b| {
+        let request = PickRequest {
+            prompt: Some(&prompt),
+            size: RequestSize {
+                prompt_tokens: Some(6_000),
+                ..RequestSize::default()
+            },
+            ..PickRequest::default()
+        };
+        b.iter(|| black_box(ttft.pick_predicted(&eps, &request, &[], now, &mut rng)))
     });
     group.bench_function("prefix_request", |b| {
         b.iter(|| {

@@ -45,6 +45,10 @@ pub struct DispatchState {
     /// Share of the prompt's blocks the backend's prefix index says it was lately sent; `None`
     /// when the request has no hashed prompt or the backend keeps no index.
     pub prefix_hit_ratio: Option<f64>,
+    /// How ready the backend is for the LoRA adapter the request names
+    /// ([`crate::scraped::Adapters::affinity`]: 1 running, 0.8 room to load it, 0.6 requests
+    /// waiting for it, 0 no room); `None` when the request names none or the backend does not say.
+    pub adapter_affinity: Option<f64>,
 }
 
 impl DispatchState {
@@ -80,6 +84,18 @@ impl DispatchState {
         let hit = self.prefix_hit_ratio.map_or(0.0, |r| r.clamp(0.0, 1.0));
         self.prompt_tokens
             .map_or(0, |t| (f64::from(t) * (1.0 - hit)).round() as u64)
+    }
+
+    /// This state with the backend's readiness for the adapter whose name hashes to `model`, from
+    /// the scraped metrics [`at_backend`](Self::at_backend) found; unchanged without either.
+    pub fn with_adapter(self, model: Option<u64>) -> Self {
+        let affinity = model
+            .zip(self.scraped.adapters)
+            .map(|(model, adapters)| adapters.affinity(model));
+        Self {
+            adapter_affinity: affinity.or(self.adapter_affinity),
+            ..self
+        }
     }
 
     /// This state with the share of `prompt`'s blocks (index block hashes) that `load`'s prefix

@@ -2,12 +2,14 @@
 //! prompt's prefix was sent to among many, and a pick allocates nothing.
 
 mod support;
+#[path = "support/ttft_models.rs"]
+mod ttft_models;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use augur_engine::prefix::{PromptBlocks, DEFAULT_INDEX_BLOCKS, INDEX_BLOCK_BYTES};
-use augur_engine::{hash, BackendLoad, Endpoint, PickRequest, PolicySpec, Selector};
+use augur_engine::{hash, BackendLoad, Endpoint, PickRequest, PolicySpec, RequestSize, Selector};
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
 
@@ -39,24 +41,38 @@ fn a_long_prompt_goes_where_its_document_went_and_the_pick_allocates_nothing() {
     for tenant in 0..150 {
         eps[tenant as usize % 16].load.record_prompt(&prompt(tenant, 0));
     }
-    let selector = Selector::build(&PolicySpec::weighted_scorer(0.0), &eps);
+    let policies = [
+        Selector::build(&PolicySpec::weighted_scorer(0.0), &eps),
+        Selector::build_with_models(
+            &PolicySpec::predictive_ttft(),
+            &eps,
+            Some(ttft_models::ttft_models()),
+        ),
+    ];
     let mut rng = SmallRng::seed_from_u64(3);
     let asked = prompt(37, 1);
     let request = PickRequest {
         prompt: Some(&asked),
+        size: RequestSize {
+            prompt_tokens: Some(6_000),
+            ..RequestSize::default()
+        },
         ..PickRequest::default()
     };
-    // Warm up (the first use of thread-locals allocates), then count.
-    selector.pick(&eps, &request, Duration::ZERO, &mut rng);
-    let mut picks = Vec::with_capacity(100);
-    let allocations = support::allocations_in(|| {
-        for _ in 0..100 {
-            picks.push(selector.pick(&eps, &request, Duration::ZERO, &mut rng));
-        }
-    });
-    assert!(
-        picks.iter().all(|&p| p == Some(37 % 16)),
-        "the server holding tenant 37's document: {picks:?}"
-    );
-    assert_eq!(allocations, 0, "weighted-scorer picks allocated");
+    for selector in policies {
+        // Warm up (the first use of thread-locals allocates), then count.
+        selector.pick_predicted(&eps, &request, &[], Duration::ZERO, &mut rng);
+        let mut picks = Vec::with_capacity(100);
+        let allocations = support::allocations_in(|| {
+            for _ in 0..100 {
+                let pick = selector.pick_predicted(&eps, &request, &[], Duration::ZERO, &mut rng);
+                picks.push(pick.map(|(i, _)| i));
+            }
+        });
+        assert!(
+            picks.iter().all(|&p| p == Some(37 % 16)),
+            "{selector:?}: the server holding tenant 37's document: {picks:?}"
+        );
+        assert_eq!(allocations, 0, "{selector:?}: picks allocated");
+    }
 }

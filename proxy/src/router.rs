@@ -148,7 +148,7 @@ impl Router {
             scores_requests: config
                 .pools
                 .values()
-                .any(|p| matches!(p.policy, augur_engine::PolicySpec::Predictive { .. })),
+                .any(|p| p.policy.learned_quantile().is_some()),
             scores_prefixes: config.pools.values().any(|p| p.policy.scores_prefixes()),
             sheds: config.pools.values().any(|p| p.shedding.is_some()),
         }

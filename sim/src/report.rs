@@ -60,6 +60,9 @@ pub struct LlmReport {
     pub output_tokens_per_s: f64,
     /// Share of prompt tokens the servers found in their prefix caches.
     pub prefix_hit_ratio: f64,
+    /// Share of the requests whose predicted TTFT (at the policy's quantile) their first token
+    /// came within; `None` unless the policy predicted first tokens.
+    pub ttft_prediction_coverage: Option<f64>,
 }
 
 /// The `q` quantile (nearest rank) of latencies in microseconds, sorted ascending, in milliseconds.
@@ -89,6 +92,8 @@ pub struct Tally {
     served: Vec<usize>,
     ttfts_us: Vec<u64>,
     output_tokens: u64,
+    /// Requests with a predicted first token, and those whose first token came within it.
+    ttft_predictions: [u64; 2],
     /// By priority: requests, those that met the objective, those shed.
     slo: [[u64; 3]; 3],
 }
@@ -102,6 +107,7 @@ impl Tally {
             served: vec![0; backends],
             ttfts_us: Vec::new(),
             output_tokens: 0,
+            ttft_predictions: [0; 2],
             slo: [[0; 3]; 3],
         }
     }
@@ -134,6 +140,12 @@ impl Tally {
         self.output_tokens += u64::from(output_tokens);
     }
 
+    /// Records whether a request's first token came within its predicted TTFT.
+    pub fn record_ttft_prediction(&mut self, covered: bool) {
+        self.ttft_predictions[0] += 1;
+        self.ttft_predictions[1] += u64::from(covered);
+    }
+
     /// The LLM side of what was recorded, over a run of `duration_s` seconds whose servers found
     /// `cached` of `prompt` prompt tokens in their caches; `None` when no LLM request was recorded.
     pub fn llm(&mut self, duration_s: f64, (prompt, cached): (u64, u64)) -> Option<LlmReport> {
@@ -147,6 +159,10 @@ impl Tally {
             ttft_p99_ms: percentile_ms(&self.ttfts_us, 0.99),
             output_tokens_per_s: self.output_tokens as f64 / duration_s.max(1e-9),
             prefix_hit_ratio: cached as f64 / prompt.max(1) as f64,
+            ttft_prediction_coverage: match self.ttft_predictions {
+                [0, _] => None,
+                [predicted, covered] => Some(covered as f64 / predicted as f64),
+            },
         })
     }
 
@@ -244,6 +260,13 @@ impl Report {
             ));
         }
         for p in &self.policies {
+            if let Some(coverage) = p.llm.and_then(|l| l.ttft_prediction_coverage) {
+                out.push_str(&format!(
+                    "{}: first token within its predicted TTFT for {:.1}% of requests\n",
+                    p.policy,
+                    coverage * 100.0
+                ));
+            }
             if let Some(slo) = &p.slo {
                 let [sheddable, standard, critical] = slo.attainment_by_priority.map(|a| a * 100.0);
                 let [shed_s, shed_st, shed_c] = slo.shed_by_priority.map(|a| a * 100.0);

@@ -39,7 +39,8 @@ pub struct ReplayArgs {
     /// extension's queue, KV-cache and prefix scorers, weights 2, 2, 3), weighted_scorer_lora (the
     /// same with its LoRA affinity scorer, weight 2), random, ring_hash, maglev, p2c_ewma, predictive
     /// (scored by models trained first on a separate run of the scenario, another seed, routed at
-    /// random).
+    /// random), predictive_ttft (LLM servers by predicted time to first token, its model trained
+    /// first on a separate run routed by weighted_scorer).
     #[arg(long, default_value = DEFAULT_POLICIES)]
     policies: String,
     /// Seed of every random draw: the same seed gives the same result.
@@ -74,6 +75,7 @@ pub fn policy(name: &str) -> Result<PolicySpec, String> {
         "maglev" => hash(HashAlgorithm::Maglev),
         "p2c_ewma" => PolicySpec::default(),
         "predictive" => PolicySpec::predictive(),
+        "predictive_ttft" => PolicySpec::predictive_ttft(),
         other => return Err(format!("unknown policy `{other}` (see `augur replay --help`)")),
     })
 }
@@ -116,13 +118,10 @@ fn replay(args: &ReplayArgs) -> Result<Report, String> {
     }
     let policies: Vec<PolicySpec> = args.policies.split(',').map(policy).collect::<Result<_, _>>()?;
     // Trained before a trace replaces the scenario's traffic: never on the run being evaluated.
-    let models = match policies
+    let models: Vec<Option<Arc<ActiveModels>>> = policies
         .iter()
-        .find(|p| matches!(p, PolicySpec::Predictive { .. }))
-    {
-        Some(PolicySpec::Predictive { quantile, .. }) => Some(train_models(&scenario, args.seed, *quantile)?),
-        _ => None,
-    };
+        .map(|spec| train_models(&scenario, args.seed, spec))
+        .collect::<Result<_, _>>()?;
     if let Some(path) = &args.trace {
         let columns = TraceColumns {
             time: args.time_col.clone(),
@@ -141,16 +140,22 @@ fn replay(args: &ReplayArgs) -> Result<Report, String> {
         .map(|dir| augur_telemetry::start(WriterConfig::new(dir.clone(), "sim".into())));
     let started = Instant::now();
     let mut reports = Vec::new();
-    for spec in &policies {
+    for ((spec, models), name) in policies.iter().zip(models).zip(args.policies.split(',')) {
         let mut sink = writer.as_ref().map(|(sink, _)| Writer(sink.clone()));
-        reports.push(simulate_with_models(
+        let mut report = simulate_with_models(
             &scenario,
             &arrivals,
             spec,
-            models.clone(),
+            models,
             args.seed,
             sink.as_mut().map(|s| s as &mut dyn RowSink),
-        ));
+        );
+        // A variant keeps the name it was asked by (`weighted_scorer_lora` is a weighted scorer,
+        // but not the one that name gives); an alias (`rr`) reads as what it stands for.
+        if policy(spec.name()).as_ref() != Ok(spec) {
+            report.policy = name.trim().to_owned();
+        }
+        reports.push(report);
     }
     let elapsed = started.elapsed();
     if let Some((sink, handle)) = writer.take() {
@@ -177,23 +182,45 @@ fn replay(args: &ReplayArgs) -> Result<Report, String> {
     })
 }
 
+/// How the run a policy's models are trained on is routed. The predictive policy's: at random, so
+/// that every backend is seen in every state. The TTFT policy's: by the inference extension's
+/// scorer, which a pool of LLM servers would run before it (nobody routes one at random); routed
+/// at random into `overload`, the pool melts down within a second (two-thirds of requests time
+/// out, 9 of 18,000 find nothing ahead of them) and its telemetry says nothing of what a prefill
+/// costs.
+fn training_routing(spec: &PolicySpec) -> PolicySpec {
+    match spec {
+        PolicySpec::PredictiveTtft { .. } => PolicySpec::weighted_scorer(0.0),
+        _ => PolicySpec::Random,
+    }
+}
+
 /// Added to the evaluation seed for the run the predictive policy's models are trained on.
 const TRAINING_SEED_OFFSET: u64 = 1_000_003;
 
-/// The predictive policy's models, trained as a user would train them: on the telemetry of an
-/// earlier, separate run of the scenario (another seed), routed at random so that every backend is
-/// seen in every state, then loaded and validated through the manifest like the proxy does.
-fn train_models(scenario: &Scenario, seed: u64, quantile: f64) -> Result<Arc<ActiveModels>, String> {
+/// The models a policy that learns scores with (`None` for the others), trained as a user would
+/// train them: on the telemetry of an earlier, separate run of the scenario (another seed), routed
+/// as [`training_routing`] says, then loaded and validated through the manifest like the proxy
+/// does.
+fn train_models(
+    scenario: &Scenario,
+    seed: u64,
+    spec: &PolicySpec,
+) -> Result<Option<Arc<ActiveModels>>, String> {
+    let Some(quantile) = spec.learned_quantile() else {
+        return Ok(None);
+    };
     let training_seed = seed.wrapping_add(TRAINING_SEED_OFFSET);
     let dir = std::env::temp_dir().join(format!("augur-replay-{}-{}", std::process::id(), scenario.name));
     let _ = std::fs::remove_dir_all(&dir);
     let telemetry = dir.join("telemetry");
     let (sink, writer) = augur_telemetry::start(WriterConfig::new(telemetry.clone(), "sim".into()));
     let arrivals = scenario.arrivals(training_seed);
+    let routing = training_routing(spec);
     simulate(
         scenario,
         &arrivals,
-        &PolicySpec::Random,
+        &routing,
         training_seed,
         Some(&mut Writer(sink.clone())),
     );
@@ -202,8 +229,8 @@ fn train_models(scenario: &Scenario, seed: u64, quantile: f64) -> Result<Arc<Act
     let mut options = augur_trainer::Options::new(telemetry.to_string_lossy(), models.clone());
     // Replay compares policies: it uses the models the data gives, promoted or not.
     options.force = true;
-    let trained =
-        augur_trainer::train(&options).map_err(|e| format!("training the predictive policy's models: {e}"));
+    let trained = augur_trainer::train(&options)
+        .map_err(|e| format!("training the {} policy's models: {e}", spec.name()));
     let loaded = trained.and_then(|_| {
         let manifest = std::fs::read(models.join(MANIFEST_FILE)).map_err(|e| e.to_string())?;
         let set =
@@ -213,9 +240,11 @@ fn train_models(scenario: &Scenario, seed: u64, quantile: f64) -> Result<Arc<Act
     let _ = std::fs::remove_dir_all(&dir);
     let models = loaded?;
     eprintln!(
-        "predictive: models {} trained on {} requests of a separate run (seed {training_seed})",
+        "{}: models {} trained on {} requests of a separate run routed by {} (seed {training_seed})",
+        spec.name(),
         models.version,
-        arrivals.len()
+        arrivals.len(),
+        routing.name()
     );
-    Ok(Arc::new(models))
+    Ok(Some(Arc::new(models)))
 }

@@ -67,6 +67,7 @@ fn row(i: u64) -> TelemetryRow {
         backend_prefill_tokens: Some(512),
         priority: Some("sheddable"),
         slo_ttft_ms: Some(2_000),
+        adapter_affinity: Some(0.8),
     }
 }
 

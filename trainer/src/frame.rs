@@ -12,12 +12,13 @@ use crate::error::TrainError;
 use crate::source::TelemetryFile;
 
 /// The columns the trainer reads besides the dispatch state's ([`DISPATCH_COLUMNS`]).
-const KEY_COLUMNS: [&str; 6] = [
+const KEY_COLUMNS: [&str; 7] = [
     COLUMN.start_time,
     COLUMN.pool,
     COLUMN.backend,
     COLUMN.outcome,
     COLUMN.latency_us,
+    COLUMN.ttfb_us,
     COLUMN.attempt,
 ];
 
@@ -85,6 +86,9 @@ pub struct Telemetry {
     pub first_attempt: Vec<bool>,
     /// Latency in milliseconds.
     pub latency_ms: Vec<f64>,
+    /// Time to the response's first byte (an LLM's first token, when streamed), in milliseconds;
+    /// `None` when the backend sent nothing.
+    pub ttfb_ms: Vec<Option<f64>>,
     /// Each row's state at dispatch, as the proxy recorded it.
     state: Vec<DispatchState>,
 }
@@ -178,6 +182,7 @@ fn scan(file: &Path, version: u32, window: Window) -> PolarsResult<DataFrame> {
         column_of(COLUMN.backend, version, DataType::String),
         column_of(COLUMN.outcome, version, DataType::String),
         column_of(COLUMN.latency_us, version, DataType::Float64),
+        column_of(COLUMN.ttfb_us, version, DataType::Float64),
         column_of(COLUMN.attempt, version, DataType::UInt32),
     ];
     columns.extend(
@@ -204,17 +209,22 @@ fn append(telemetry: &mut Telemetry, frame: &DataFrame, file: &Path) -> Result<(
         .column(COLUMN.latency_us)
         .and_then(|c| c.f64())
         .map_err(polars)?;
+    let ttfb = frame
+        .column(COLUMN.ttfb_us)
+        .and_then(|c| c.f64())
+        .map_err(polars)?;
     let attempt = frame
         .column(COLUMN.attempt)
         .and_then(|c| c.u32())
         .map_err(polars)?;
     let first_row = telemetry.len();
-    for (i, (((((start, pool), backend), outcome), latency), attempt)) in start
+    for (i, ((((((start, pool), backend), outcome), latency), ttfb), attempt)) in start
         .iter()
         .zip(pool.iter())
         .zip(backend.iter())
         .zip(outcome.iter())
         .zip(latency.iter())
+        .zip(ttfb.iter())
         .zip(attempt.iter())
         .enumerate()
     {
@@ -245,6 +255,7 @@ fn append(telemetry: &mut Telemetry, frame: &DataFrame, file: &Path) -> Result<(
         telemetry
             .latency_ms
             .push(latency.ok_or_else(|| null(COLUMN.latency_us))? / 1000.0);
+        telemetry.ttfb_ms.push(ttfb.map(|us| us / 1000.0));
     }
     telemetry
         .state
@@ -294,6 +305,7 @@ mod tests {
                 prompt_tokens: Some(1_200),
                 max_tokens: Some(256),
                 prefix_hit_ratio: Some(0.5),
+                adapter_affinity: Some(0.8),
             },
             // No backend was picked: only the request's part is recorded.
             DispatchState {

@@ -10,7 +10,7 @@ use ndarray::{Array1, Array2, ArrayView1};
 use crate::error::FitError;
 use crate::fit::{design, ridge};
 use crate::frame::{Telemetry, NO_BACKEND};
-use crate::metrics::{mean, pinball, quantile};
+use crate::metrics::{quantile, QuantileErrors};
 use crate::shrinkage::{quantile_estimate, shrink_toward, Estimate};
 use crate::split::Split;
 use crate::{Fitted, Options};
@@ -159,9 +159,9 @@ fn evaluate(telemetry: &Telemetry, split: &Split, model: &LatencyModel) -> Evalu
         .collect();
     let fallback = quantile(&mut training_latencies, 0.5).unwrap_or(0.0);
     let plain_ewma = plain_ewma_at_dispatch(telemetry, split);
-    let mut model_errors = Errors::default();
-    let mut peak_errors = Errors::default();
-    let mut plain_errors = Errors::default();
+    let mut model_errors = QuantileErrors::default();
+    let mut peak_errors = QuantileErrors::default();
+    let mut plain_errors = QuantileErrors::default();
     for (k, &i) in split.validation.iter().enumerate() {
         let observed = telemetry.latency_ms[i];
         let x = features(telemetry, i);
@@ -224,36 +224,6 @@ fn plain_ewma_at_dispatch(telemetry: &Telemetry, split: &Split) -> Vec<f64> {
         }
     }
     out
-}
-
-/// Errors of median, p90 and p99 predictions.
-#[derive(Default)]
-struct Errors {
-    absolute: Vec<f64>,
-    pinball_p90: Vec<f64>,
-    pinball_p99: Vec<f64>,
-    below_p90: Vec<f64>,
-    below_p99: Vec<f64>,
-}
-
-impl Errors {
-    fn add(&mut self, observed: f64, [p50, p90, p99]: [f64; 3]) {
-        self.absolute.push((observed - p50).abs());
-        self.pinball_p90.push(pinball(observed, p90, 0.9));
-        self.pinball_p99.push(pinball(observed, p99, 0.99));
-        self.below_p90.push(f64::from(u8::from(observed <= p90)));
-        self.below_p99.push(f64::from(u8::from(observed <= p99)));
-    }
-
-    fn metrics(self) -> BTreeMap<String, f64> {
-        BTreeMap::from([
-            ("mae_ms".to_string(), mean(self.absolute)),
-            ("pinball_p90_ms".to_string(), mean(self.pinball_p90)),
-            ("pinball_p99_ms".to_string(), mean(self.pinball_p99)),
-            ("coverage_p90".to_string(), mean(self.below_p90)),
-            ("coverage_p99".to_string(), mean(self.below_p99)),
-        ])
-    }
 }
 
 #[cfg(test)]

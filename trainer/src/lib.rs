@@ -23,6 +23,7 @@ mod run_state;
 mod shrinkage;
 mod source;
 mod split;
+mod ttft;
 
 pub mod backtest;
 
@@ -294,6 +295,11 @@ fn fit_every_model(telemetry: &Telemetry, options: &Options, bar: &ProgressBar, 
     let series = demand::pool_series(telemetry, options.demand.bucket_s);
     let demand = demand::train(&series, &options.demand);
     judge.judge(ModelKind::Demand, demand.map(|f| f.map(Model::Demand)));
+    stage("ttft");
+    judge.judge(
+        ModelKind::Ttft,
+        ttft::train(telemetry, cutoff_us, options).map(|f| f.map(Model::Ttft)),
+    );
     stage("capacity");
     judge.judge(
         ModelKind::Capacity,

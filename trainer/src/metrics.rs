@@ -1,5 +1,7 @@
 //! Error metrics for models and their baselines.
 
+use std::collections::BTreeMap;
+
 /// Mean of `values` (0 for none).
 pub fn mean(values: impl IntoIterator<Item = f64>) -> f64 {
     let (sum, n) = values.into_iter().fold((0.0, 0usize), |(s, n), v| (s + v, n + 1));
@@ -73,6 +75,40 @@ pub fn auc(scores: &[f64], labels: &[bool]) -> Option<f64> {
     }
     let p = positives as f64;
     Some((rank_sum - p * (p + 1.0) / 2.0) / (p * negatives as f64))
+}
+
+/// Errors of median, p90 and p99 predictions, gathered row by row and summed up as a model's (or a
+/// baseline's) metrics: mean absolute error of the median, pinball losses of the tails, and how
+/// often the observation fell at or below each tail prediction.
+#[derive(Default)]
+pub struct QuantileErrors {
+    absolute: Vec<f64>,
+    pinball_p90: Vec<f64>,
+    pinball_p99: Vec<f64>,
+    below_p90: Vec<f64>,
+    below_p99: Vec<f64>,
+}
+
+impl QuantileErrors {
+    /// Adds one observation and its median, p90 and p99 predictions.
+    pub fn add(&mut self, observed: f64, [p50, p90, p99]: [f64; 3]) {
+        self.absolute.push((observed - p50).abs());
+        self.pinball_p90.push(pinball(observed, p90, 0.9));
+        self.pinball_p99.push(pinball(observed, p99, 0.99));
+        self.below_p90.push(f64::from(u8::from(observed <= p90)));
+        self.below_p99.push(f64::from(u8::from(observed <= p99)));
+    }
+
+    /// The metrics, by name.
+    pub fn metrics(self) -> BTreeMap<String, f64> {
+        BTreeMap::from([
+            ("mae_ms".to_string(), mean(self.absolute)),
+            ("pinball_p90_ms".to_string(), mean(self.pinball_p90)),
+            ("pinball_p99_ms".to_string(), mean(self.pinball_p99)),
+            ("coverage_p90".to_string(), mean(self.below_p90)),
+            ("coverage_p99".to_string(), mean(self.below_p99)),
+        ])
+    }
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use sha2::{Digest, Sha256};
 
 use super::{
     CapacityModel, DemandModel, FailureModel, LatencyModel, Model, ModelError, ModelFile, ModelKind,
-    FORMAT_VERSION,
+    TtftModel, FORMAT_VERSION,
 };
 
 /// File name of the manifest in a models directory.
@@ -130,6 +130,14 @@ impl ModelSet {
     pub fn demand(&self) -> Option<&DemandModel> {
         match self.files.get(&ModelKind::Demand).map(|f| &f.model) {
             Some(Model::Demand(m)) => Some(m),
+            _ => None,
+        }
+    }
+
+    /// The TTFT model, if the set has one.
+    pub fn ttft(&self) -> Option<&TtftModel> {
+        match self.files.get(&ModelKind::Ttft).map(|f| &f.model) {
+            Some(Model::Ttft(m)) => Some(m),
             _ => None,
         }
     }

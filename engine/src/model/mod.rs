@@ -4,17 +4,20 @@
 //! the proxy loads them through [`ModelSet::load`], which checks every file against the manifest's
 //! sha256 and validates every model before any is used. The model types evaluate without allocating.
 
+mod calibration;
 mod capacity;
 mod demand;
 mod failure;
 mod latency;
 mod linear;
 mod manifest;
+mod ttft;
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+pub use calibration::QuantileCalibration;
 pub use capacity::{BackendCapacity, CapacityModel};
 pub use demand::{
     DemandFeatureSpec, DemandForecast, DemandMethod, DemandModel, HoltWinters, HoltWintersParams,
@@ -24,6 +27,7 @@ pub use failure::{FailureModel, FailurePriors};
 pub use latency::{LatencyModel, ResidualQuantiles};
 pub use linear::{logit, sigmoid, Linear};
 pub use manifest::{sha256_hex, Manifest, ManifestEntry, ModelSet, MANIFEST_FILE};
+pub use ttft::{ttft_features, TtftModel, TTFT_FEATURE_COUNT, TTFT_FEATURE_NAMES};
 
 use crate::features::FEATURE_NAMES;
 use crate::telemetry::{OLDEST_READABLE_SCHEMA_VERSION, SCHEMA_VERSION};
@@ -43,11 +47,19 @@ pub enum ModelKind {
     Demand,
     /// Request rate a backend sustains within the latency objective.
     Capacity,
+    /// Time to the first token of a request on an LLM server.
+    Ttft,
 }
 
 impl ModelKind {
     /// Every kind, in a fixed order.
-    pub const ALL: [ModelKind; 4] = [Self::Latency, Self::Failure, Self::Demand, Self::Capacity];
+    pub const ALL: [ModelKind; 5] = [
+        Self::Latency,
+        Self::Failure,
+        Self::Demand,
+        Self::Capacity,
+        Self::Ttft,
+    ];
 
     /// The name used in files and metrics.
     pub fn as_str(self) -> &'static str {
@@ -56,6 +68,7 @@ impl ModelKind {
             Self::Failure => "failure",
             Self::Demand => "demand",
             Self::Capacity => "capacity",
+            Self::Ttft => "ttft",
         }
     }
 }
@@ -78,6 +91,8 @@ pub enum Model {
     Demand(DemandModel),
     /// See [`CapacityModel`].
     Capacity(CapacityModel),
+    /// See [`TtftModel`].
+    Ttft(TtftModel),
 }
 
 impl Model {
@@ -88,6 +103,7 @@ impl Model {
             Self::Failure(_) => ModelKind::Failure,
             Self::Demand(_) => ModelKind::Demand,
             Self::Capacity(_) => ModelKind::Capacity,
+            Self::Ttft(_) => ModelKind::Ttft,
         }
     }
 
@@ -97,6 +113,7 @@ impl Model {
             Self::Failure(m) => m.validate(),
             Self::Demand(m) => m.validate(),
             Self::Capacity(m) => m.validate(),
+            Self::Ttft(m) => m.validate(),
         }
     }
 }

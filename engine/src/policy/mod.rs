@@ -10,6 +10,7 @@ mod least_queue;
 mod maglev;
 mod p2c_ewma;
 mod predictive;
+mod predictive_ttft;
 mod random;
 mod ring_hash;
 mod round_robin;
@@ -30,10 +31,11 @@ pub use maglev::MAGLEV_TABLE_SIZE;
 pub use predictive::{
     ActiveModels, CandidateScores, Prediction, Predictive, PredictiveSettings, UnusableModels, MAX_CANDIDATES,
 };
+pub use predictive_ttft::ScoringTtft;
 pub use ring_hash::RING_POINTS_PER_WEIGHT;
 pub use spec::{
-    HashAlgorithm, HashKey, PolicySpec, DEFAULT_EXPLORATION, DEFAULT_FAILURE_PENALTY, DEFAULT_MAX_CANDIDATES,
-    DEFAULT_QUANTILE, DEFAULT_STICKY_COOKIE,
+    HashAlgorithm, HashKey, PolicySpec, DEFAULT_EVICTION_WEIGHT, DEFAULT_EXPLORATION,
+    DEFAULT_FAILURE_PENALTY, DEFAULT_MAX_CANDIDATES, DEFAULT_QUANTILE, DEFAULT_STICKY_COOKIE,
 };
 pub use weighted_scorer::WeightedScorer;
 
@@ -83,6 +85,8 @@ pub enum Selector {
     P2cEwma(p2c_ewma::P2cEwma),
     /// The trained models' scores.
     Predictive(Predictive),
+    /// The trained TTFT model's predictions.
+    PredictiveTtft(predictive_ttft::PredictiveTtft),
 }
 
 impl Selector {
@@ -145,6 +149,15 @@ impl Selector {
                 };
                 Self::Predictive(Predictive::new(settings, endpoints, models))
             }
+            PolicySpec::PredictiveTtft {
+                decay,
+                eviction_weight,
+                ..
+            } => Self::PredictiveTtft(predictive_ttft::PredictiveTtft {
+                scoring: models.and_then(|m| m.ttft().cloned()),
+                decay: *decay,
+                eviction_weight: *eviction_weight,
+            }),
         }
     }
 
@@ -191,6 +204,10 @@ impl Selector {
         match self {
             Self::Predictive(p) if p.has_models() && !endpoints.is_empty() => {
                 Some(p.pick_scoring(endpoints, request, tried, now, rng, on_score))
+            }
+            // A first attempt; a retry goes by `pick_avoiding`, unpredicted.
+            Self::PredictiveTtft(p) if tried.is_empty() && !endpoints.is_empty() => {
+                Some(p.pick(endpoints, request, now, rng))
             }
             _ => self
                 .pick_avoiding(endpoints, request, tried, now, rng)
@@ -256,6 +273,7 @@ impl Selector {
                 .unwrap_or_else(|| p2c.pick(endpoints, now, rng)),
             Self::P2cEwma(p2c) => p2c.pick(endpoints, now, rng),
             Self::Predictive(p) => p.pick(endpoints, request, &[], now, rng).0,
+            Self::PredictiveTtft(p) => p.pick(endpoints, request, now, rng).0,
         };
         Some(picked)
     }

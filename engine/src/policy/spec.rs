@@ -93,6 +93,31 @@ pub enum PolicySpec {
         #[serde(default = "default_decay", with = "humantime_serde")]
         decay: Duration,
     },
+    /// LLM servers: every candidate's time to first token predicted by the trained TTFT model (the
+    /// prefills queued there, what its cache lacks of the prompt, its queue, its KV cache, its
+    /// adapters) plus the prefill its misses cause by eviction, the cheapest picked (the inference
+    /// extension's weighted scorer while no TTFT model is loaded).
+    PredictiveTtft {
+        /// TTFT quantile each pick predicts, calibrated online: 0.5, 0.9 or 0.99 (the levels the
+        /// latency model of the same set carries).
+        #[serde(default = "default_quantile")]
+        quantile: f64,
+        /// Time constant of the Peak-EWMA estimate the dispatch state carries.
+        #[serde(default = "default_decay", with = "humantime_serde")]
+        decay: Duration,
+        /// Weight of the prefill a miss causes elsewhere by evicting what the server held, in units
+        /// of the miss's own prefill time (0: first token alone, greedy).
+        #[serde(default = "default_eviction_weight")]
+        eviction_weight: f64,
+    },
+}
+
+/// The TTFT policy's default eviction weight: on `shared-prefix`, 1 to 20 gave p90 TTFT 13 to 14 ms
+/// and 0 (the first token alone) 248 ms; on `multi-turn`, 3 did best of 1 to 20 (bench/README.md).
+pub const DEFAULT_EVICTION_WEIGHT: f64 = 3.0;
+
+fn default_eviction_weight() -> f64 {
+    DEFAULT_EVICTION_WEIGHT
 }
 
 /// The predictive policy's defaults.
@@ -155,7 +180,8 @@ impl PolicySpec {
         match self {
             Self::P2cEwma { decay, .. }
             | Self::StickyCookie { decay, .. }
-            | Self::Predictive { decay, .. } => *decay,
+            | Self::Predictive { decay, .. }
+            | Self::PredictiveTtft { decay, .. } => *decay,
             _ => DEFAULT_DECAY,
         }
     }
@@ -180,6 +206,7 @@ impl PolicySpec {
             Self::StickyCookie { .. } => "sticky_cookie",
             Self::P2cEwma { .. } => "p2c_ewma",
             Self::Predictive { .. } => "predictive",
+            Self::PredictiveTtft { .. } => "predictive_ttft",
         }
     }
 
@@ -198,11 +225,29 @@ impl PolicySpec {
     /// for it.
     pub fn scores_adapters(&self) -> bool {
         matches!(self, Self::WeightedScorer { lora_weight, .. } if *lora_weight > 0.0)
+            || matches!(self, Self::PredictiveTtft { .. })
     }
 
     /// Whether the policy reads the prompt's prefix index, so a pool must keep one per backend.
     pub fn scores_prefixes(&self) -> bool {
-        matches!(self, Self::WeightedScorer { .. })
+        matches!(self, Self::WeightedScorer { .. } | Self::PredictiveTtft { .. })
+    }
+
+    /// The quantile a policy that scores with trained models predicts at; `None` for the others.
+    pub fn learned_quantile(&self) -> Option<f64> {
+        match self {
+            Self::Predictive { quantile, .. } | Self::PredictiveTtft { quantile, .. } => Some(*quantile),
+            _ => None,
+        }
+    }
+
+    /// The TTFT-predicting policy with its defaults.
+    pub fn predictive_ttft() -> Self {
+        Self::PredictiveTtft {
+            quantile: DEFAULT_QUANTILE,
+            decay: DEFAULT_DECAY,
+            eviction_weight: DEFAULT_EVICTION_WEIGHT,
+        }
     }
 
     /// The predictive policy with its defaults.

@@ -33,6 +33,14 @@ pub struct WeightedScorer {
 }
 
 impl WeightedScorer {
+    /// The extension's default profile: queue 2, KV cache 2, prefix 3, no LoRA affinity.
+    pub const GIE_DEFAULT: Self = Self {
+        queue: 2.0,
+        kv_cache: 2.0,
+        prefix: 3.0,
+        lora: 0.0,
+    };
+
     /// The highest-scoring candidate; ties broken uniformly at random.
     pub(super) fn pick<R: Rng + ?Sized>(
         &self,
@@ -94,12 +102,7 @@ mod tests {
     use rand::rngs::SmallRng;
     use rand::SeedableRng;
 
-    const GIE: WeightedScorer = WeightedScorer {
-        queue: 2.0,
-        kv_cache: 2.0,
-        prefix: 3.0,
-        lora: 0.0,
-    };
+    const GIE: WeightedScorer = WeightedScorer::GIE_DEFAULT;
 
     fn gpus(n: usize) -> Vec<Endpoint> {
         (0..n)

@@ -30,6 +30,7 @@ impl TelemetryRow {
         self.gpu_utilization = scraped.gpu_utilization;
         self.gpu_memory_fraction = scraped.gpu_memory_fraction;
         self.prefix_hit_ratio = state.prefix_hit_ratio;
+        self.adapter_affinity = state.adapter_affinity;
     }
 }
 
@@ -38,7 +39,7 @@ pub type SetDispatchField = fn(&mut DispatchState, Option<f64>);
 
 /// The columns a [`DispatchState`] is read back from, each with the setter of its field: the inverse
 /// of [`TelemetryRow::record_dispatch`]. A null count reads as 0, as a row without a backend encodes.
-pub const DISPATCH_COLUMNS: [(&str, SetDispatchField); 14] = [
+pub const DISPATCH_COLUMNS: [(&str, SetDispatchField); 15] = [
     (COLUMN.backend_ewma_us, |s, v| s.backend_ewma_us = v),
     (COLUMN.backend_in_flight, |s, v| {
         s.backend_in_flight = v.unwrap_or(0.0) as u32
@@ -63,6 +64,7 @@ pub const DISPATCH_COLUMNS: [(&str, SetDispatchField); 14] = [
     (COLUMN.backend_prefill_tokens, |s, v| {
         s.backend_prefill_tokens = v.unwrap_or(0.0) as u64
     }),
+    (COLUMN.adapter_affinity, |s, v| s.adapter_affinity = v),
 ];
 
 #[cfg(test)]
@@ -109,6 +111,7 @@ mod tests {
             prompt_tokens: Some(42),
             max_tokens: None,
             prefix_hit_ratio: Some(0.75),
+            adapter_affinity: Some(0.6),
         };
         let mut row = TelemetryRow::default();
         row.record_dispatch(&state, Some(Arc::from("b")));

@@ -28,7 +28,8 @@ pub use outcome::Outcome;
 /// - 4: what an LLM server already held of the prompt and had still to prefill:
 ///   `prefix_hit_ratio`, `backend_prefill_tokens`; `outcome` may be `shed`, and `priority` says
 ///   what a request was shed (or served) as; `slo_ttft_ms`, its objective.
-pub const SCHEMA_VERSION: u32 = 4;
+/// - 5: `adapter_affinity`, how ready the backend was for the request's LoRA adapter.
+pub const SCHEMA_VERSION: u32 = 5;
 
 /// The oldest schema version the trainer still reads (columns added since read as null).
 pub const OLDEST_READABLE_SCHEMA_VERSION: u32 = 1;
@@ -180,6 +181,11 @@ telemetry_columns! {
     /// route's `slo_ttft`); null when it has none.
     #[column(since = 4)]
     slo_ttft_ms: Option<u32>,
+    /// How ready the backend was for the LoRA adapter the request named (1 running it, 0.8 room
+    /// to load it, 0.6 requests waiting for it, 0 no room); null when the request named none or
+    /// the backend did not say (vLLM's `lora_requests_info`).
+    #[column(since = 5)]
+    adapter_affinity: Option<f64>,
 }
 
 impl TelemetryRow {

@@ -260,7 +260,7 @@ async fn models(State(shared): State<Arc<Shared>>) -> Response {
     let pools: serde_json::Map<String, Value> = router
         .pools
         .values()
-        .filter(|p| matches!(p.config.policy, augur_engine::PolicySpec::Predictive { .. }))
+        .filter(|p| p.config.policy.learned_quantile().is_some())
         .map(|p| {
             (
                 p.name.to_string(),

@@ -334,7 +334,7 @@ impl Metrics {
                 HistogramVec::new(
                     HistogramOpts::new(
                         "augur_prediction_error_ratio",
-                        "Observed latency over the predicted median, for requests the predictive policy placed",
+                        "Observed latency over the predicted median, for requests the predictive policy placed (time to first token under predictive_ttft)",
                     )
                     .buckets(vec![0.125, 0.25, 0.5, 0.8, 0.9, 1.0, 1.1, 1.25, 2.0, 4.0, 8.0]),
                     &["pool"],
@@ -345,7 +345,7 @@ impl Metrics {
                 CounterVec::new(
                     Opts::new(
                         "augur_prediction_predicted_seconds_total",
-                        "Sum of the predicted median latencies of the requests the predictive policy placed",
+                        "Sum of the predicted median latencies (first tokens under predictive_ttft) of the requests the predictive policy placed",
                     ),
                     &["pool"],
                 ),
@@ -355,7 +355,7 @@ impl Metrics {
                 CounterVec::new(
                     Opts::new(
                         "augur_prediction_observed_seconds_total",
-                        "Sum of the observed latencies of the requests the predictive policy placed",
+                        "Sum of the observed latencies (first tokens under predictive_ttft) of the requests the predictive policy placed",
                     ),
                     &["pool"],
                 ),

@@ -159,7 +159,7 @@ impl InFlight {
     /// The response ended well: teaches the backend's online correction how far the models were
     /// off, and records the error in the metrics.
     pub fn learn(&self) {
-        let Some(prediction) = &self.prediction else {
+        let Some(prediction) = self.prediction.as_ref().filter(|p| p.first_token.is_none()) else {
             return;
         };
         let observed_ms = clock::elapsed(self.dispatched).as_secs_f64() * 1000.0;
@@ -183,11 +183,22 @@ impl InFlight {
         self.prefill += tokens;
     }
 
-    /// The response's first byte came: for an LLM server, the prompt is prefilled.
+    /// The response's first byte came: for an LLM server, the prompt is prefilled, and a predicted
+    /// first token teaches the prediction's calibration and is recorded against it.
     pub fn prefilled(&mut self) {
         self.backend
             .load
             .remove_prefill(std::mem::take(&mut self.prefill));
+        let Some(prediction) = &self.prediction else {
+            return;
+        };
+        if let Some(calibration) = &prediction.first_token {
+            let observed_ms = clock::elapsed(self.dispatched).as_secs_f64() * 1000.0;
+            calibration.observe(observed_ms, prediction.latency_ms);
+            self.backend
+                .metrics
+                .observe_prediction(observed_ms, prediction.median_ms);
+        }
     }
 
     /// Counts this request's estimated tokens (prompt plus `max_tokens`) in flight at its backend.

@@ -297,7 +297,10 @@ impl Pool {
         for _ in 0..endpoints.len() {
             let backend = &snapshot.backends[snapshot.members[chosen]];
             let here = asked.with_prefix(&backend.load, request.prompt);
-            let found = record_state.then(|| here.at_backend(&backend.load, now, decay));
+            let found = record_state.then(|| {
+                here.at_backend(&backend.load, now, decay)
+                    .with_adapter(request.model)
+            });
             if backend.load.try_start(backend.max_concurrent) {
                 let mut in_flight = InFlight::new(backend.clone(), prediction, found, now);
                 // What it will prefill there: the prompt, less what the index says is held.

@@ -61,21 +61,25 @@ pub(super) fn initial_snapshot(
 }
 
 /// The models a predictive pool scores with, prepared from the set in force; `None` (and the
-/// fallback gauge up) when the policy is predictive but no usable set is loaded.
+/// fallback gauge up) when the policy is predictive but no usable set is loaded (for the TTFT
+/// policy, one with a TTFT model).
 fn scoring_models(
     name: &str,
     config: &PoolConfig,
     models: &ModelStore,
     metrics: &Metrics,
 ) -> Option<Arc<ActiveModels>> {
-    let PolicySpec::Predictive { quantile, .. } = config.policy else {
-        return None;
-    };
+    let quantile = config.policy.learned_quantile()?;
     let prepared = match models.active() {
         None => Err("no model set is loaded".to_string()),
         Some(set) => ActiveModels::new(&set, quantile)
-            .map(Arc::new)
-            .map_err(|e| e.to_string()),
+            .map_err(|e| e.to_string())
+            .and_then(|active| match config.policy {
+                PolicySpec::PredictiveTtft { .. } if active.ttft().is_none() => Err(format!(
+                    "the model set has no TTFT model with the {quantile} quantile and the median"
+                )),
+                _ => Ok(Arc::new(active)),
+            }),
     };
     match prepared {
         Ok(active) => {
@@ -83,7 +87,11 @@ fn scoring_models(
             Some(active)
         }
         Err(reason) => {
-            tracing::warn!(pool = %name, %reason, "predictive pool routes by P2C over Peak-EWMA until a usable model set is loaded");
+            let fallback = match config.policy {
+                PolicySpec::PredictiveTtft { .. } => "the inference extension's weighted scorer",
+                _ => "P2C over Peak-EWMA",
+            };
+            tracing::warn!(pool = %name, %reason, "predictive pool routes by {fallback} until a usable model set is loaded");
             metrics.set_predictive_fallback(name, true);
             None
         }

@@ -110,26 +110,21 @@ async fn a_node_with_a_long_queue_gets_less_traffic_under_least_queue() {
     proxy.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_tenants_requests_follow_its_document_under_the_weighted_scorer() {
-    let cluster = serve(&gpu_nodes(4), "127.0.0.1".parse().unwrap(), 1)
-        .await
-        .unwrap();
-    let config = gpu_pool(&cluster, "").replace("least_queue", "weighted_scorer");
-    let proxy = start_proxy(&config).await;
-    let client = client();
+/// Three tenants each ask `rounds` questions about their own 3,600-character document, one request
+/// at a time (`stream`ed or not); checks that each tenant's requests all went to one node.
+async fn ask_about_documents(client: &TestClient, proxy: &augur_proxy::Running, rounds: usize, stream: bool) {
     let mut served = std::collections::BTreeMap::<usize, Vec<String>>::new();
-    for round in 0..4 {
+    for round in 0..rounds {
         for tenant in 0..3 {
             let document = format!("tenant {tenant} ").repeat(400);
             let body = serde_json::json!({
-                "model": "m", "max_tokens": 1,
+                "model": "m", "max_tokens": 1, "stream": stream,
                 "messages": [
                     { "role": "system", "content": document },
                     { "role": "user", "content": format!("question {round}") },
                 ],
             });
-            let request = Request::post(url(&proxy, "/v1/chat/completions"))
+            let request = Request::post(url(proxy, "/v1/chat/completions"))
                 .header("content-type", "application/json")
                 .body(Full::new(Bytes::from(body.to_string())))
                 .unwrap();
@@ -149,6 +144,17 @@ async fn a_tenants_requests_follow_its_document_under_the_weighted_scorer() {
             "tenant {tenant}'s requests all go where its document went: {nodes:?}"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenants_requests_follow_its_document_under_the_weighted_scorer() {
+    let cluster = serve(&gpu_nodes(4), "127.0.0.1".parse().unwrap(), 1)
+        .await
+        .unwrap();
+    let config = gpu_pool(&cluster, "").replace("least_queue", "weighted_scorer");
+    let proxy = start_proxy(&config).await;
+    let client = client();
+    ask_about_documents(&client, &proxy, 4, false).await;
     // And the nodes found the documents cached: three requests of each tenant hit.
     let mut hits = 0;
     for backend in &cluster.backends {
@@ -655,4 +661,71 @@ fn first_row_numbers(dir: &std::path::Path, columns: &[&str]) -> Vec<u64> {
                 .value(0)
         })
         .collect()
+}
+
+/// Publishes a set of two models in `dir`: the latency model every set needs, and a TTFT model
+/// of 40 ms per thousand tokens to prefill and 100 ms per request queued.
+fn publish_ttft_set(dir: &std::path::Path) {
+    use augur_engine::model::*;
+    use std::collections::BTreeMap;
+    std::fs::create_dir_all(dir).unwrap();
+    let latency = crate::models::latency_file("t1", None);
+    let ttft = ModelFile {
+        model: Model::Ttft(TtftModel {
+            feature_names: TTFT_FEATURE_NAMES.map(String::from).to_vec(),
+            ms: Linear {
+                intercept: 2.0,
+                weights: vec![40.0, 100.0, 0.0, 0.0, 0.0],
+            },
+            residual_levels: vec![0.5, 0.9],
+            residual_ms: vec![0.0, 20.0],
+        }),
+        ..latency.clone()
+    };
+    let mut models = BTreeMap::new();
+    for (kind, file) in [(ModelKind::Latency, &latency), (ModelKind::Ttft, &ttft)] {
+        let bytes = serde_json::to_vec(file).unwrap();
+        let name = format!("{kind}-t1.json");
+        std::fs::write(dir.join(&name), &bytes).unwrap();
+        let entry = ManifestEntry {
+            file: name,
+            sha256: sha256_hex(&bytes),
+            version: "t1".into(),
+        };
+        models.insert(kind, entry);
+    }
+    let manifest = Manifest {
+        format_version: FORMAT_VERSION,
+        version: "t1".into(),
+        created_unix_s: 0,
+        models,
+    };
+    crate::models::write_manifest(dir, &manifest);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ttft_policy_keeps_tenants_on_their_documents_and_checks_each_first_token() {
+    let cluster = serve(&gpu_nodes(3), "127.0.0.1".parse().unwrap(), 1)
+        .await
+        .unwrap();
+    let dir = temp_path("ttft-models");
+    publish_ttft_set(&dir);
+    let config = format!(
+        "[models]\ndir = \"{}\"\ncheck_interval = \"50ms\"\n{}",
+        dir.display(),
+        gpu_pool(&cluster, "").replace("least_queue", "predictive_ttft")
+    );
+    let proxy = start_proxy(&config).await;
+    let client = client();
+    eventually(EXCHANGE_LIMIT, "the TTFT model is loaded", async || {
+        let models = admin(&client, &proxy, "GET", "/admin/models").await.json();
+        models["predictive_pools"]["gpu"]["scoring_with_models"] == true
+    })
+    .await;
+    ask_about_documents(&client, &proxy, 3, true).await;
+    // Every first token was checked against its prediction.
+    let checked = metric(&proxy, "augur_prediction_error_ratio_count{pool=\"gpu\"}").await;
+    assert_eq!(checked, 9.0);
+    proxy.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -80,7 +80,7 @@ fn publish(dir: &Path, version: &str, bytes: &[u8], file: &str) {
 }
 
 /// Replaces the manifest whole, as the trainer does: a torn manifest would be a refusal of its own.
-fn write_manifest(dir: &Path, manifest: &Manifest) {
+pub(crate) fn write_manifest(dir: &Path, manifest: &Manifest) {
     let tmp = dir.join(".manifest.tmp");
     std::fs::write(&tmp, serde_json::to_vec(manifest).unwrap()).unwrap();
     std::fs::rename(tmp, dir.join(MANIFEST_FILE)).unwrap();

@@ -285,7 +285,7 @@ impl<'a> Simulation<'a> {
             }
             self.events.pop();
             match event.kind {
-                Kind::FirstToken => self.prefilled(event.request),
+                Kind::FirstToken => self.prefilled(event.request, event.at_ns),
                 Kind::Completion => self.complete(event.request, event.at_ns),
                 Kind::Timeout => self.end_attempt(event.request, event.at_ns, Outcome::Timeout, None),
                 Kind::ErrorReply => self.end_attempt(event.request, event.at_ns, Outcome::Http5xx, Some(503)),
@@ -338,11 +338,18 @@ impl<'a> Simulation<'a> {
         shedding::sheds(priority, saturation, &mut self.rng)
     }
 
-    /// The attempt's prefill is done: its prompt no longer counts as work ahead at its backend.
-    fn prefilled(&mut self, id: u32) {
+    /// The attempt's prefill is done: its prompt no longer counts as work ahead at its backend, and
+    /// its first token is checked against the prediction it was placed by.
+    fn prefilled(&mut self, id: u32, now_ns: u64) {
         let r = &mut self.requests[id as usize];
         if r.attempt_open {
             self.loads[r.backend as usize].remove_prefill(std::mem::take(&mut r.prefill_pending));
+            if let Some(prediction) = &r.prediction {
+                if let Some(calibration) = &prediction.first_token {
+                    let observed_ms = now_ns.saturating_sub(r.dispatched_ns) as f64 / 1e6;
+                    calibration.observe(observed_ms, prediction.latency_ms);
+                }
+            }
         }
     }
 
@@ -396,7 +403,8 @@ impl<'a> Simulation<'a> {
         let b = self.members[i];
         let found = DispatchState::of_request(pick.pool_in_flight, pick.size)
             .at_backend(&self.loads[b], now, self.spec.decay())
-            .with_prefix(&self.loads[b], prompt);
+            .with_prefix(&self.loads[b], prompt)
+            .with_adapter(pick.model);
         if let Some(prompt) = prompt {
             self.loads[b].record_prompt(prompt);
         }
@@ -451,8 +459,11 @@ impl<'a> Simulation<'a> {
         if outcome != Outcome::ConnectError {
             load.observe_rtt(Duration::from_nanos(latency_ns), now, self.spec.decay());
         }
-        if let (Some(prediction), Some(_)) = (&r.prediction, status) {
-            load.observe_prediction(latency_ns as f64 / 1e6, prediction.median_ms);
+        match (&r.prediction, status) {
+            (Some(prediction), Some(_)) if prediction.first_token.is_none() => {
+                load.observe_prediction(latency_ns as f64 / 1e6, prediction.median_ms)
+            }
+            _ => {}
         }
         self.count_for_outliers(b, outcome.is_failure(), now);
         if self.rows.is_some() {
@@ -478,6 +489,10 @@ impl<'a> Simulation<'a> {
                 size.output_tokens
             };
             self.tally.record_llm(ttft_us, output);
+            if let Some(prediction) = r.prediction.as_ref().filter(|p| p.first_token.is_some()) {
+                self.tally
+                    .record_ttft_prediction(ttft_us as f64 / 1e3 <= prediction.latency_ms);
+            }
             if let Some(slo) = &self.scenario.slo {
                 let met = !outcome.is_failure() && ttft_us <= slo.ttft.as_micros() as u64;
                 self.tally.record_slo(r.priority, met, false);

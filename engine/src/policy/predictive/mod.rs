@@ -16,12 +16,13 @@ mod score_cache;
 
 use self::score_cache::ScoreCache;
 use super::p2c_ewma::P2cEwma;
+use super::predictive_ttft::ScoringTtft;
 use super::PickRequest;
 use crate::dispatch::DispatchState;
 use crate::endpoint::Endpoint;
 use crate::features::{encode_backend, encode_request, Features, FEATURE_COUNT};
 use crate::hash;
-use crate::model::{FailureModel, LatencyModel, ModelSet};
+use crate::model::{FailureModel, LatencyModel, ModelSet, QuantileCalibration};
 use crate::telemetry::TelemetryRow;
 
 /// Most candidates scored per pick; larger pools are sampled.
@@ -53,6 +54,7 @@ pub struct ActiveModels {
     pub version: Arc<str>,
     latency: LatencyModel,
     failure: Option<FailureModel>,
+    ttft: Option<ScoringTtft>,
     backends: HashMap<u64, BackendTables>,
     unseen: BackendTables,
 }
@@ -100,9 +102,22 @@ impl ActiveModels {
             version: Arc::from(set.version.as_str()),
             latency,
             failure,
+            ttft: set.ttft().and_then(|model| {
+                Some(ScoringTtft {
+                    median_residual: model.residual_at(0.5)?,
+                    calibration: Arc::new(QuantileCalibration::new(quantile)),
+                    model: Arc::new(model.clone()),
+                    version: Arc::from(set.version.as_str()),
+                })
+            }),
             backends,
             unseen,
         })
+    }
+
+    /// The TTFT model prepared for scoring, when the set has one with the quantile and the median.
+    pub fn ttft(&self) -> Option<&ScoringTtft> {
+        self.ttft.as_ref()
     }
 
     fn tables(&self, endpoint_id: u64) -> BackendTables {
@@ -129,7 +144,7 @@ pub enum UnusableModels {
 }
 
 /// What the models said about the chosen backend, for telemetry and for learning from the outcome.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct Prediction {
     /// Predicted latency at the scored quantile, corrected, in milliseconds.
     pub latency_ms: f64,
@@ -142,6 +157,9 @@ pub struct Prediction {
     pub propensity: f64,
     /// Version of the models.
     pub model_version: Arc<str>,
+    /// For a prediction of the first token (the TTFT model's, observed at the response's first
+    /// byte) rather than of the whole response: the calibration its observation feeds.
+    pub first_token: Option<Arc<QuantileCalibration>>,
 }
 
 impl Prediction {
@@ -358,6 +376,7 @@ impl Predictive {
             failure_prob: chosen.failure_prob,
             propensity: epsilon / k as f64 + greedy,
             model_version: models.version.clone(),
+            first_token: None,
         };
         (chosen.index, Some(prediction))
     }
