@@ -277,6 +277,7 @@ fn hints_listen_takes_its_secret_from_the_environment_or_a_file_and_names_what_i
     let blank = listen(&["--secret-file", empty.to_str().unwrap()]);
     assert_eq!(blank.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&blank.stderr).contains("empty"));
+    let _ = std::fs::remove_file(&empty);
     let none = listen(&[]);
     assert_eq!(none.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&none.stderr).contains("--secret-env VAR or --secret-file PATH"));
