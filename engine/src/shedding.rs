@@ -8,7 +8,9 @@
 //! with room is enough. Sheddable requests are shed with a probability that rises from 0 at
 //! [`SHEDDABLE_ONSET`] to 1 when the pool is saturated; standard ones only beyond that, rising to 1
 //! at twice the thresholds, so no standard request is shed while sheddable ones still get in;
-//! critical ones never.
+//! critical ones never. Where the pool predicts each request's first token, a sheddable request
+//! with an objective is judged on its prediction instead ([`misses_objective`]) until the pool is
+//! saturated, and always shed beyond, where standard ones start to be.
 
 use std::fmt;
 use std::str::FromStr;
@@ -131,20 +133,48 @@ impl SaturationThresholds {
     }
 }
 
-/// The probability of shedding a request of `priority` when its pool's saturation is `saturation`.
-pub fn shed_probability(priority: Priority, saturation: f64) -> f64 {
+/// What a sheddable request is shed on before it is picked a backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SheddableBy {
+    /// The pool's saturation alone: the chance rises from [`SHEDDABLE_ONSET`] to 1 at saturation.
+    Saturation,
+    /// Its predicted first token against its objective, judged at the pick
+    /// ([`misses_objective`]); before the pick it is shed only once the pool is saturated, where
+    /// standard requests start to be, so none of those is shed while a sheddable one gets in.
+    Prediction,
+}
+
+/// The probability of shedding a request of `priority` before its pick when its pool's saturation
+/// is `saturation`.
+pub fn shed_probability(priority: Priority, saturation: f64, sheddable_by: SheddableBy) -> f64 {
     let ramp = |from: f64, to: f64| ((saturation - from) / (to - from)).clamp(0.0, 1.0);
-    match priority {
-        Priority::Sheddable => ramp(SHEDDABLE_ONSET, 1.0),
-        Priority::Standard => ramp(1.0, 2.0),
-        Priority::Critical => 0.0,
+    match (priority, sheddable_by) {
+        (Priority::Sheddable, SheddableBy::Saturation) => ramp(SHEDDABLE_ONSET, 1.0),
+        (Priority::Sheddable, SheddableBy::Prediction) => f64::from(u8::from(saturation > 1.0)),
+        (Priority::Standard, _) => ramp(1.0, 2.0),
+        (Priority::Critical, _) => 0.0,
     }
 }
 
-/// Whether to shed a request of `priority` at `saturation`, drawing from `rng`.
-pub fn sheds<R: Rng + ?Sized>(priority: Priority, saturation: f64, rng: &mut R) -> bool {
-    let p = shed_probability(priority, saturation);
+/// Whether to shed a request of `priority` before its pick at `saturation`, drawing from `rng`.
+pub fn sheds<R: Rng + ?Sized>(
+    priority: Priority,
+    saturation: f64,
+    sheddable_by: SheddableBy,
+    rng: &mut R,
+) -> bool {
+    let p = shed_probability(priority, saturation, sheddable_by);
     p > 0.0 && rng.random::<f64>() < p
+}
+
+/// Whether a request of `priority` with a time-to-first-token `objective` is shed on the prediction
+/// a policy made for it: a sheddable one whose first token at the best candidate is more likely
+/// than not to come after its objective (the predicted median beyond it). Where a pool predicts
+/// first tokens, this replaces saturation for sheddable requests below saturation
+/// ([`SheddableBy::Prediction`]): saturation alone sheds many that would have met their
+/// objective. Standard and critical requests are never shed on a prediction.
+pub fn misses_objective(priority: Priority, objective: Duration, predicted_median_ms: f64) -> bool {
+    priority == Priority::Sheddable && predicted_median_ms > objective.as_secs_f64() * 1000.0
 }
 
 #[cfg(test)]
@@ -167,6 +197,15 @@ mod tests {
     }
 
     #[test]
+    fn only_a_sheddable_request_predicted_to_miss_is_shed_on_the_prediction() {
+        let objective = Duration::from_secs(2);
+        assert!(misses_objective(Priority::Sheddable, objective, 2_500.0));
+        assert!(!misses_objective(Priority::Sheddable, objective, 1_500.0));
+        assert!(!misses_objective(Priority::Standard, objective, 60_000.0));
+        assert!(!misses_objective(Priority::Critical, objective, 60_000.0));
+    }
+
+    #[test]
     fn the_least_saturated_backend_decides_and_silence_is_not_saturation() {
         let t = SaturationThresholds::default();
         let now = Duration::ZERO;
@@ -186,22 +225,29 @@ mod tests {
 
     #[test]
     fn sheddable_requests_go_first_standard_ones_after_and_critical_ones_never() {
-        for (saturation, sheddable, standard) in [
-            (0.5, 0.0, 0.0),
-            (0.9, 0.5, 0.0),
-            (1.0, 1.0, 0.0),
-            (1.5, 1.0, 0.5),
-            (3.0, 1.0, 1.0),
+        use SheddableBy::{Prediction, Saturation};
+        for (saturation, sheddable, predicted_sheddable, standard) in [
+            (0.5, 0.0, 0.0, 0.0),
+            (0.9, 0.5, 0.0, 0.0),
+            (1.0, 1.0, 0.0, 0.0),
+            (1.5, 1.0, 1.0, 0.5),
+            (3.0, 1.0, 1.0, 1.0),
         ] {
-            assert!((shed_probability(Priority::Sheddable, saturation) - sheddable).abs() < 1e-9);
-            assert!((shed_probability(Priority::Standard, saturation) - standard).abs() < 1e-9);
-            assert_eq!(shed_probability(Priority::Critical, saturation), 0.0);
+            let p = |priority, by| shed_probability(priority, saturation, by);
+            assert!((p(Priority::Sheddable, Saturation) - sheddable).abs() < 1e-9);
+            assert_eq!(p(Priority::Sheddable, Prediction), predicted_sheddable);
+            for by in [Saturation, Prediction] {
+                assert!((p(Priority::Standard, by) - standard).abs() < 1e-9);
+                assert_eq!(p(Priority::Critical, by), 0.0);
+            }
         }
-        // Whenever a standard request may be shed, every sheddable one is.
+        // Whenever a standard request may be shed, every sheddable one is, however it is judged.
         for s in 0..400 {
             let saturation = f64::from(s) / 100.0;
-            if shed_probability(Priority::Standard, saturation) > 0.0 {
-                assert_eq!(shed_probability(Priority::Sheddable, saturation), 1.0);
+            for by in [Saturation, Prediction] {
+                if shed_probability(Priority::Standard, saturation, by) > 0.0 {
+                    assert_eq!(shed_probability(Priority::Sheddable, saturation, by), 1.0);
+                }
             }
         }
     }

@@ -58,6 +58,10 @@ pub struct PickRequest<'a> {
     /// Hash ([`crate::hash::key`]) of the `model` the request names, for adapter affinity; `None`
     /// when it names none.
     pub model: Option<u64>,
+    /// Its priority and time-to-first-token objective, where its pool sheds: a policy that
+    /// predicts first tokens sheds a sheddable request it predicts to miss
+    /// ([`crate::shedding::misses_objective`]).
+    pub slo: Option<(crate::shedding::Priority, Duration)>,
 }
 
 /// A policy instantiated over one snapshot of a pool's endpoints.

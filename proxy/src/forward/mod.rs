@@ -188,10 +188,9 @@ pub async fn handle(
         } else {
             route.priority
         },
-        ttft_objective: shared
-            .telemetry
-            .as_ref()
-            .and_then(|_| slo::ttft_objective(route.slo_ttft, request.headers())),
+        ttft_objective: (shared.telemetry.is_some() || router.sheds)
+            .then(|| slo::ttft_objective(route.slo_ttft, request.headers()))
+            .flatten(),
         route,
         downstream: &downstream,
         peeked: &peeked,
@@ -490,6 +489,13 @@ impl Exchange<'_> {
         Some(augur_engine::hash::key(model.as_bytes()))
     }
 
+    /// The request's priority and objective, for a pool that sheds: a policy that predicts first
+    /// tokens sheds a sheddable request it predicts to miss.
+    fn slo_at(&self, pool: &Pool) -> Option<(Priority, Duration)> {
+        pool.config.shedding.as_ref()?;
+        Some((self.priority, self.ttft_objective?))
+    }
+
     /// Sends the request to `first`, the pool its route picked, and on to the route's fallbacks,
     /// in order, while a pool cannot serve it (see [`fallback`]). Each pool it reaches counts its
     /// arrival and makes its own attempts (and their retries).
@@ -551,7 +557,7 @@ impl Exchange<'_> {
                 record: record.as_ref(),
                 span: self.span,
             };
-            let result = match pool.shed(self.priority) {
+            let result = match pool.shed(self.priority, self.ttft_objective) {
                 Ok(()) => {
                     forward(
                         active.pool(),
@@ -561,7 +567,7 @@ impl Exchange<'_> {
                         self.downstream,
                         observed,
                         (self.tokens, self.size, &self.peeked.prompt_blocks),
-                        self.model_at(pool),
+                        (self.model_at(pool), self.slo_at(pool)),
                         log,
                     )
                     .await
@@ -621,13 +627,14 @@ async fn forward(
     downstream: &headers::Forwarded<'_>,
     observed: Observed<'_>,
     (tokens, size, prompt): (u64, RequestSize, &[u64]),
-    model: Option<u64>,
+    (model, slo): (Option<u64>, Option<(Priority, Duration)>),
     log: &mut AccessLog,
 ) -> Result<(Response<ProxyBody>, Option<AttemptDone>), ProxyError> {
     let mut pick = affinity::pick_request(&pool.config.policy, &parts.headers, downstream.client_ip);
     pick.size = size;
     pick.prompt = (!prompt.is_empty()).then_some(prompt);
     pick.model = model;
+    pick.slo = slo;
     let upgrade = client_upgrade.is_some();
     let head = UpstreamHead::new(parts, pool, downstream, upgrade, renamed_len);
     let retries = &pool.config.retries;

@@ -20,7 +20,7 @@ use augur_engine::health::outlier::OutlierPolicy;
 use augur_engine::policy::{ActiveModels, CandidateScores};
 use augur_engine::prefix::DEFAULT_INDEX_BLOCKS;
 use augur_engine::retry_budget::RetryBudget;
-use augur_engine::shedding::{sheds, Priority};
+use augur_engine::shedding::{misses_objective, sheds, Priority, SheddableBy};
 use augur_engine::{BackendLoad, DispatchState, Endpoint, PickRequest, PolicySpec, Selector};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -291,6 +291,12 @@ impl Pool {
             }
         })
         .expect("a non-empty pool always yields a pick");
+        if let (Some(prediction), Some((priority, objective))) = (&prediction, request.slo) {
+            if prediction.first_token.is_some() && misses_objective(priority, objective, prediction.median_ms)
+            {
+                return Err(self.count_shed(priority));
+            }
+        }
         let asked = DispatchState::of_request(request.pool_in_flight, request.size);
         let decay = self.config.policy.decay();
         // At its concurrency limit? Take the next candidate in line that has room.
@@ -322,20 +328,36 @@ impl Pool {
     }
 
     /// Sheds a request of `priority` when the pool sheds (`shedding`) and is saturated, with a
-    /// chance that grows with its saturation ([`augur_engine::shedding`]), and counts it.
-    pub fn shed(&self, priority: Priority) -> Result<(), ProxyError> {
+    /// chance that grows with its saturation ([`augur_engine::shedding`]), and counts it. Where the
+    /// pool predicts first tokens (`predictive_ttft` with its model), a sheddable request with an
+    /// `objective` is left to the pick, which sheds it if it is predicted to miss the objective,
+    /// unless the pool is saturated.
+    pub fn shed(&self, priority: Priority, objective: Option<Duration>) -> Result<(), ProxyError> {
         let Some(thresholds) = &self.config.shedding else {
             return Ok(());
         };
-        let saturation = thresholds.pool_saturation(&self.snapshot.load().endpoints, clock::now());
-        if !with_rng(|rng| sheds(priority, saturation, rng)) {
+        let snapshot = self.snapshot.load();
+        let predicted =
+            matches!(self.config.policy, PolicySpec::PredictiveTtft { .. }) && snapshot.scores_with_models();
+        let sheddable_by = if predicted && objective.is_some() {
+            SheddableBy::Prediction
+        } else {
+            SheddableBy::Saturation
+        };
+        let saturation = thresholds.pool_saturation(&snapshot.endpoints, clock::now());
+        if !with_rng(|rng| sheds(priority, saturation, sheddable_by, rng)) {
             return Ok(());
         }
+        Err(self.count_shed(priority))
+    }
+
+    /// Counts a request of `priority` shed, and the error that refuses it.
+    fn count_shed(&self, priority: Priority) -> ProxyError {
         self.metrics.shed[priority as usize].inc();
-        Err(ProxyError::Shed {
+        ProxyError::Shed {
             pool: self.name.to_string(),
             priority,
-        })
+        }
     }
 
     /// Counts a request as active in this pool until the guard drops (the retry budget's base).

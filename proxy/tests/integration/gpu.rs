@@ -664,8 +664,8 @@ fn first_row_numbers(dir: &std::path::Path, columns: &[&str]) -> Vec<u64> {
 }
 
 /// Publishes a set of two models in `dir`: the latency model every set needs, and a TTFT model
-/// of 40 ms per thousand tokens to prefill and 100 ms per request queued.
-fn publish_ttft_set(dir: &std::path::Path) {
+/// of `base_ms` plus 40 ms per thousand tokens to prefill and 100 ms per request queued.
+fn publish_ttft_set(dir: &std::path::Path, base_ms: f64) {
     use augur_engine::model::*;
     use std::collections::BTreeMap;
     std::fs::create_dir_all(dir).unwrap();
@@ -674,7 +674,7 @@ fn publish_ttft_set(dir: &std::path::Path) {
         model: Model::Ttft(TtftModel {
             feature_names: TTFT_FEATURE_NAMES.map(String::from).to_vec(),
             ms: Linear {
-                intercept: 2.0,
+                intercept: base_ms,
                 weights: vec![40.0, 100.0, 0.0, 0.0, 0.0],
             },
             residual_levels: vec![0.5, 0.9],
@@ -709,7 +709,7 @@ async fn the_ttft_policy_keeps_tenants_on_their_documents_and_checks_each_first_
         .await
         .unwrap();
     let dir = temp_path("ttft-models");
-    publish_ttft_set(&dir);
+    publish_ttft_set(&dir, 2.0);
     let config = format!(
         "[models]\ndir = \"{}\"\ncheck_interval = \"50ms\"\n{}",
         dir.display(),
@@ -726,6 +726,69 @@ async fn the_ttft_policy_keeps_tenants_on_their_documents_and_checks_each_first_
     // Every first token was checked against its prediction.
     let checked = metric(&proxy, "augur_prediction_error_ratio_count{pool=\"gpu\"}").await;
     assert_eq!(checked, 9.0);
+    proxy.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sheddable_request_predicted_to_miss_its_objective_is_shed_and_no_other_is() {
+    let cluster = serve(&gpu_nodes(1), "127.0.0.1".parse().unwrap(), 1)
+        .await
+        .unwrap();
+    // Every first token predicted five seconds away: past the routes' two-second objective.
+    let dir = temp_path("ttft-shedding-models");
+    publish_ttft_set(&dir, 5_000.0);
+    let route = |name: &str, priority: &str| {
+        format!(
+            "[[routes]]\nname = \"{name}\"\npool = \"gpu\"\npriority = \"{priority}\"\nslo_ttft = \"2s\"\n\
+             match = {{ headers = [{{ name = \"x-route\", value = \"{name}\" }}] }}\n"
+        )
+    };
+    let config = format!(
+        "[models]\ndir = \"{}\"\ncheck_interval = \"50ms\"\n{}{}[pools.gpu]\npolicy = {{ kind = \"predictive_ttft\" }}\n\
+         backends = {}\nretries = {{ max_retries = 0 }}\nmetrics = {{ preset = \"vllm\", interval = \"100ms\" }}\n\
+         shedding = {{ queue_depth = 5 }}\n",
+        dir.display(),
+        route("batch", "sheddable"),
+        route("pager", "critical"),
+        cluster.backends_toml()
+    );
+    let proxy = start_proxy(&config).await;
+    let client = client();
+    eventually(EXCHANGE_LIMIT, "the TTFT model is loaded", async || {
+        let models = admin(&client, &proxy, "GET", "/admin/models").await.json();
+        models["predictive_pools"]["gpu"]["scoring_with_models"] == true
+    })
+    .await;
+    let ask = async |route: &str, objective_ms: Option<&str>| {
+        let mut request = completion(&url(&proxy, "/v1/completions"), 1);
+        request.headers_mut().insert("x-route", route.parse().unwrap());
+        if let Some(ms) = objective_ms {
+            request.headers_mut().insert("x-slo-ttft-ms", ms.parse().unwrap());
+        }
+        let reply = send(&client, request).await;
+        (reply.status.as_u16(), reply.json_or_null()["error"].clone())
+    };
+    // The idle node is far from saturated: only the prediction sheds.
+    assert_eq!(ask("batch", None).await, (429, serde_json::json!("shed")));
+    assert_eq!(
+        ask("batch", Some("60000")).await.0,
+        200,
+        "a sheddable request whose objective the prediction meets is served"
+    );
+    assert_eq!(ask("pager", None).await.0, 200, "a critical one is never shed");
+    let shed = metric(
+        &proxy,
+        "augur_requests_shed_total{pool=\"gpu\",priority=\"sheddable\"}",
+    )
+    .await;
+    assert_eq!(shed, 1.0);
+    let critical = metric(
+        &proxy,
+        "augur_requests_shed_total{pool=\"gpu\",priority=\"critical\"}",
+    )
+    .await;
+    assert_eq!(critical, 0.0);
     proxy.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -10,7 +10,7 @@ use augur_engine::health::outlier::ConsecutiveFailures;
 use augur_engine::health::pool::{HealthPolicy, PoolHealth};
 use augur_engine::policy::{ActiveModels, Prediction};
 use augur_engine::prefix::DEFAULT_INDEX_BLOCKS;
-use augur_engine::shedding::{self, Priority};
+use augur_engine::shedding::{self, misses_objective, Priority, SheddableBy};
 use augur_engine::telemetry::{Outcome, TelemetryRow};
 use augur_engine::{
     hash, BackendLoad, DispatchState, Endpoint, PickRequest, PolicySpec, RequestSize, Selector,
@@ -326,16 +326,25 @@ impl<'a> Simulation<'a> {
         self.dispatch(id, at_ns);
     }
 
-    /// Whether the pool, shedding as the scenario says, sheds a request of `priority` arriving now.
+    /// Whether the pool, shedding as the scenario says, sheds a request of `priority` arriving now
+    /// for its saturation. A policy that predicts first tokens judges sheddable requests on their
+    /// predictions at the pick, as the proxy's does.
     fn sheds(&mut self, priority: Priority, now_ns: u64) -> bool {
         let Some(thresholds) = self.scenario.slo.and_then(|slo| slo.shedding) else {
             return false;
+        };
+        let predicts = matches!(self.spec, PolicySpec::PredictiveTtft { .. })
+            && self.models.as_ref().is_some_and(|m| m.ttft().is_some());
+        let sheddable_by = if predicts {
+            SheddableBy::Prediction
+        } else {
+            SheddableBy::Saturation
         };
         if now_ns >= self.next_scrape_ns {
             self.scrape(now_ns);
         }
         let saturation = thresholds.pool_saturation(&self.endpoints, Duration::from_nanos(now_ns));
-        shedding::sheds(priority, saturation, &mut self.rng)
+        shedding::sheds(priority, saturation, sheddable_by, &mut self.rng)
     }
 
     /// The attempt's prefill is done: its prompt no longer counts as work ahead at its backend, and
@@ -389,6 +398,12 @@ impl<'a> Simulation<'a> {
                 prompt_tokens: gpu.then_some(size.prompt_tokens),
                 max_tokens: gpu.then_some(size.output_tokens),
             },
+            // As the proxy's: where the pool sheds.
+            slo: self
+                .scenario
+                .slo
+                .filter(|slo| slo.shedding.is_some())
+                .map(|slo| (r.priority, slo.ttft)),
             ..PickRequest::default()
         };
         // A retry avoids the backend that failed the first attempt, exactly as the proxy's does.
@@ -400,6 +415,15 @@ impl<'a> Simulation<'a> {
             .selector
             .pick_predicted(&self.endpoints, &pick, tried, now, &mut self.rng)
             .expect("a pool always has candidates");
+        if let (Some(prediction), Some((priority, objective))) = (&prediction, pick.slo) {
+            if prediction.first_token.is_some() && misses_objective(priority, objective, prediction.median_ms)
+            {
+                // Refused at once with a 429, as the proxy's pick does.
+                self.requests[id as usize].blocks = None;
+                self.tally.record_slo(priority, false, true);
+                return;
+            }
+        }
         let b = self.members[i];
         let found = DispatchState::of_request(pick.pool_in_flight, pick.size)
             .at_backend(&self.loads[b], now, self.spec.decay())
