@@ -77,15 +77,28 @@ async fn backend_of(client: &Client<HttpConnector, Full<Bytes>>, address: Socket
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sighup_reloads_and_sigterm_drains_requests_in_flight() {
+async fn sighup_reloads_and_sigterm_drains_requests_in_flight_on_one_worker() {
+    reload_and_drain(1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_and_sigterm_drains_requests_in_flight_on_two_workers() {
+    reload_and_drain(2).await;
+}
+
+/// A proxy process serving on `workers` threads (one: the single-threaded runtime) reloads on
+/// SIGHUP, keeps its config on a bad one, and on SIGTERM finishes the requests in flight.
+async fn reload_and_drain(workers: usize) {
     let (a, b) = (backends::spawn("a").await, backends::spawn("b").await);
-    let path = temp_file("process.toml", &config(a.addr, "5s"));
+    let config =
+        |backend| config(backend, "5s").replace("[proxy]\n", &format!("[proxy]\nworkers = {workers}\n"));
+    let path = temp_file(&format!("process-{workers}.toml"), &config(a.addr));
     let proxy = ProxyProcess::start(&path);
     let client: Client<HttpConnector, Full<Bytes>> =
         Client::builder(TokioExecutor::new()).build(HttpConnector::new());
     assert_eq!(backend_of(&client, proxy.address).await, (200, "a".into()));
 
-    std::fs::write(&path, config(b.addr, "5s")).unwrap();
+    std::fs::write(&path, config(b.addr)).unwrap();
     proxy.signal("HUP");
     proxy.wait_for_log("config reloaded");
     assert_eq!(backend_of(&client, proxy.address).await, (200, "b".into()));

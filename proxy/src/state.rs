@@ -181,6 +181,9 @@ impl Shared {
                 file(),
             ));
         }
+        if config.proxy.workers != current.proxy.workers {
+            return Err(ReloadError::RestartNeeded("proxy.workers", file()));
+        }
         if config.telemetry != current.telemetry || config.proxy.id != current.proxy.id {
             return Err(ReloadError::RestartNeeded("[telemetry] or proxy.id", file()));
         }

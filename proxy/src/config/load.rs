@@ -109,6 +109,23 @@ mod tests {
         );
     }
 
+    #[test]
+    fn workers_default_to_the_cpus_allowed_and_zero_is_refused() {
+        let config = |proxy: &str| {
+            format!(
+                "[proxy]\n{proxy}[[listeners]]\naddress = \"127.0.0.1:0\"\n[[routes]]\npool = \"p\"\n\
+                 [pools.p]\nbackends = [{{ address = \"127.0.0.1:1\" }}]\n"
+            )
+        };
+        let parse =
+            |proxy: &str| Config::parse(&config(proxy), Path::new("t.toml")).map_err(|e| e.to_string());
+        let allowed = std::thread::available_parallelism().unwrap();
+        assert_eq!(parse("").unwrap().proxy.worker_threads(), allowed);
+        assert_eq!(parse("workers = 3\n").unwrap().proxy.worker_threads().get(), 3);
+        let zero = parse("workers = 0\n").unwrap_err();
+        assert!(zero.contains("t.toml:2:") && zero.contains("nonzero"), "{zero}");
+    }
+
     proptest::proptest! {
         /// A config file with any bytes changed is parsed or refused with an error, never a panic,
         /// and a refusal names the file.

@@ -84,12 +84,23 @@ async fn reload_swaps_a_good_config_and_refuses_a_bad_one() {
     let reason = hints.json()["error"].as_str().unwrap().to_owned();
     assert!(reason.contains("[hints] changed"), "{reason}");
 
+    // The runtime's threads are made once, at start.
+    std::fs::write(
+        &path,
+        config_text(&pool_of(&b)).replace("[proxy]\n", "[proxy]\nworkers = 3\n"),
+    )
+    .unwrap();
+    let workers = admin(&client, &proxy, "POST", "/admin/config/reload").await;
+    assert_eq!(workers.status, 400);
+    let reason = workers.json()["error"].as_str().unwrap().to_owned();
+    assert!(reason.contains("proxy.workers changed"), "{reason}");
+
     let metrics = get(&client, &format!("http://{}/metrics", proxy.admin.unwrap()), &[])
         .await
         .body;
     assert!(metrics.contains("augur_config_generation 2"), "{metrics}");
     assert!(
-        metrics.contains("augur_config_reloads_total{result=\"failure\"} 2"),
+        metrics.contains("augur_config_reloads_total{result=\"failure\"} 3"),
         "{metrics}"
     );
     proxy.shutdown().await;
