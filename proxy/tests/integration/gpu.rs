@@ -329,12 +329,7 @@ async fn a_saturated_pool_sheds_sheddable_requests_first_and_a_client_cannot_rai
             })
         })
         .collect();
-    let route = |name: &str, priority: &str| {
-        format!(
-            "[[routes]]\nname = \"{name}\"\npool = \"gpu\"\npriority = \"{priority}\"\n\
-             match = {{ headers = [{{ name = \"x-route\", value = \"{name}\" }}] }}\n"
-        )
-    };
+    let route = |name: &str, priority: &str| priority_route(name, priority, "");
     let config = format!(
         "{}{}[pools.gpu]\npolicy = {{ kind = \"least_queue\" }}\nbackends = {}\nretries = {{ max_retries = 0 }}\n\
          metrics = {{ preset = \"vllm\", interval = \"100ms\" }}\nshedding = {{ queue_depth = 5 }}\n",
@@ -663,6 +658,24 @@ fn first_row_numbers(dir: &std::path::Path, columns: &[&str]) -> Vec<u64> {
         .collect()
 }
 
+/// A route to pool `gpu` named `name`, for requests with `x-route: NAME`, of `priority`, with
+/// `extra` settings.
+fn priority_route(name: &str, priority: &str, extra: &str) -> String {
+    format!(
+        "[[routes]]\nname = \"{name}\"\npool = \"gpu\"\npriority = \"{priority}\"\n{extra}\
+         match = {{ headers = [{{ name = \"x-route\", value = \"{name}\" }}] }}\n"
+    )
+}
+
+/// Waits until pool `gpu` scores with the TTFT model it was given.
+async fn until_the_ttft_model_scores(client: &TestClient, proxy: &augur_proxy::Running) {
+    eventually(EXCHANGE_LIMIT, "the TTFT model is loaded", async || {
+        let models = admin(client, proxy, "GET", "/admin/models").await.json();
+        models["predictive_pools"]["gpu"]["scoring_with_models"] == true
+    })
+    .await;
+}
+
 /// Publishes a set of two models in `dir`: the latency model every set needs, and a TTFT model
 /// of `base_ms` plus 40 ms per thousand tokens to prefill and 100 ms per request queued.
 fn publish_ttft_set(dir: &std::path::Path, base_ms: f64) {
@@ -717,11 +730,7 @@ async fn the_ttft_policy_keeps_tenants_on_their_documents_and_checks_each_first_
     );
     let proxy = start_proxy(&config).await;
     let client = client();
-    eventually(EXCHANGE_LIMIT, "the TTFT model is loaded", async || {
-        let models = admin(&client, &proxy, "GET", "/admin/models").await.json();
-        models["predictive_pools"]["gpu"]["scoring_with_models"] == true
-    })
-    .await;
+    until_the_ttft_model_scores(&client, &proxy).await;
     ask_about_documents(&client, &proxy, 3, true).await;
     // Every first token was checked against its prediction.
     let checked = metric(&proxy, "augur_prediction_error_ratio_count{pool=\"gpu\"}").await;
@@ -738,12 +747,7 @@ async fn a_sheddable_request_predicted_to_miss_its_objective_is_shed_and_no_othe
     // Every first token predicted five seconds away: past the routes' two-second objective.
     let dir = temp_path("ttft-shedding-models");
     publish_ttft_set(&dir, 5_000.0);
-    let route = |name: &str, priority: &str| {
-        format!(
-            "[[routes]]\nname = \"{name}\"\npool = \"gpu\"\npriority = \"{priority}\"\nslo_ttft = \"2s\"\n\
-             match = {{ headers = [{{ name = \"x-route\", value = \"{name}\" }}] }}\n"
-        )
-    };
+    let route = |name: &str, priority: &str| priority_route(name, priority, "slo_ttft = \"2s\"\n");
     let config = format!(
         "[models]\ndir = \"{}\"\ncheck_interval = \"50ms\"\n{}{}[pools.gpu]\npolicy = {{ kind = \"predictive_ttft\" }}\n\
          backends = {}\nretries = {{ max_retries = 0 }}\nmetrics = {{ preset = \"vllm\", interval = \"100ms\" }}\n\
@@ -755,11 +759,7 @@ async fn a_sheddable_request_predicted_to_miss_its_objective_is_shed_and_no_othe
     );
     let proxy = start_proxy(&config).await;
     let client = client();
-    eventually(EXCHANGE_LIMIT, "the TTFT model is loaded", async || {
-        let models = admin(&client, &proxy, "GET", "/admin/models").await.json();
-        models["predictive_pools"]["gpu"]["scoring_with_models"] == true
-    })
-    .await;
+    until_the_ttft_model_scores(&client, &proxy).await;
     let ask = async |route: &str, objective_ms: Option<&str>| {
         let mut request = completion(&url(&proxy, "/v1/completions"), 1);
         request.headers_mut().insert("x-route", route.parse().unwrap());

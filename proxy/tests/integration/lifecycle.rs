@@ -59,14 +59,13 @@ async fn reload_swaps_a_good_config_and_refuses_a_bad_one() {
     );
     assert_eq!(get(&client, &url(&proxy, "/"), &[]).await.backend(), "b");
 
-    std::fs::write(
-        &path,
-        config_text(&pool_of(&a)).replace("[[routes]]", "typo = 1\n[[routes]]"),
-    )
-    .unwrap();
-    let bad = admin(&client, &proxy, "POST", "/admin/config/reload").await;
-    assert_eq!(bad.status, 400);
-    let reason = bad.json()["error"].as_str().unwrap().to_owned();
+    let refused = async |text: String| {
+        std::fs::write(&path, text).unwrap();
+        let reply = admin(&client, &proxy, "POST", "/admin/config/reload").await;
+        assert_eq!(reply.status, 400, "{}", reply.body);
+        reply.json()["error"].as_str().unwrap().to_owned()
+    };
+    let reason = refused(config_text(&pool_of(&a)).replace("[[routes]]", "typo = 1\n[[routes]]")).await;
     assert!(
         reason.contains("typo") && reason.contains(":8:"),
         "reason names field and line: {reason}"
@@ -78,21 +77,11 @@ async fn reload_swaps_a_good_config_and_refuses_a_bad_one() {
     );
 
     // Hints' delivery tasks and ticker start with the process: adding them needs a restart.
-    std::fs::write(&path, config_text(&format!("{}[hints]\n", pool_of(&b)))).unwrap();
-    let hints = admin(&client, &proxy, "POST", "/admin/config/reload").await;
-    assert_eq!(hints.status, 400);
-    let reason = hints.json()["error"].as_str().unwrap().to_owned();
+    let reason = refused(config_text(&format!("{}[hints]\n", pool_of(&b)))).await;
     assert!(reason.contains("[hints] changed"), "{reason}");
 
     // The runtime's threads are made once, at start.
-    std::fs::write(
-        &path,
-        config_text(&pool_of(&b)).replace("[proxy]\n", "[proxy]\nworkers = 3\n"),
-    )
-    .unwrap();
-    let workers = admin(&client, &proxy, "POST", "/admin/config/reload").await;
-    assert_eq!(workers.status, 400);
-    let reason = workers.json()["error"].as_str().unwrap().to_owned();
+    let reason = refused(config_text(&pool_of(&b)).replace("[proxy]\n", "[proxy]\nworkers = 3\n")).await;
     assert!(reason.contains("proxy.workers changed"), "{reason}");
 
     let metrics = get(&client, &format!("http://{}/metrics", proxy.admin.unwrap()), &[])
