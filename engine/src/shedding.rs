@@ -174,7 +174,13 @@ pub fn sheds<R: Rng + ?Sized>(
 /// ([`SheddableBy::Prediction`]): saturation alone sheds many that would have met their
 /// objective. Standard and critical requests are never shed on a prediction.
 pub fn misses_objective(priority: Priority, objective: Duration, predicted_median_ms: f64) -> bool {
-    priority == Priority::Sheddable && predicted_median_ms > objective.as_secs_f64() * 1000.0
+    priority == Priority::Sheddable && predicted_late(objective, predicted_median_ms)
+}
+
+/// Whether a first token predicted at `predicted_median_ms` (the median) is more likely than not
+/// to come after `objective`.
+pub fn predicted_late(objective: Duration, predicted_median_ms: f64) -> bool {
+    predicted_median_ms > objective.as_secs_f64() * 1000.0
 }
 
 #[cfg(test)]

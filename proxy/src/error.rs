@@ -47,6 +47,13 @@ pub enum ProxyError {
         /// Pool name.
         pool: String,
     },
+    /// No backend is predicted to serve the request within its objective: the caller waits in
+    /// the pool's queue and picks again (never sent to a client as such; 503 if it were).
+    #[error("no backend of pool `{pool}` is predicted to meet the request's objective")]
+    Late {
+        /// Pool name.
+        pool: String,
+    },
     /// The pool is saturated and sheds requests of this priority.
     #[error("pool `{pool}` is saturated and shed a {priority} request")]
     Shed {
@@ -96,7 +103,9 @@ impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::NoRoute { .. } | Self::UnknownModel { .. } => StatusCode::NOT_FOUND,
-            Self::NoBackend { .. } | Self::AtCapacity { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::NoBackend { .. } | Self::AtCapacity { .. } | Self::Late { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::Shed { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Upstream(UpstreamError::Timeout { .. }) => StatusCode::GATEWAY_TIMEOUT,
             Self::BodyTooLarge { .. } | Self::Upstream(UpstreamError::ClientBody { too_large: true, .. }) => {
@@ -134,6 +143,7 @@ impl ProxyError {
             }
             Self::NoBackend { .. } => "no backend is available".into(),
             Self::AtCapacity { .. } => "every backend is at its concurrency limit".into(),
+            Self::Late { .. } => "no backend can serve the request in time".into(),
             Self::Shed { .. } => "the backends are saturated; retry later".into(),
             // The name as sent, cut short: a client may send kilobytes of it.
             Self::UnknownModel { model } if model.len() > MAX_ECHOED_MODEL_BYTES => {
@@ -189,6 +199,7 @@ impl ProxyError {
             Self::UnknownModel { .. } => "model_not_found",
             Self::NoBackend { .. } => "no_backend",
             Self::AtCapacity { .. } => "backends_at_capacity",
+            Self::Late { .. } => "late",
             Self::Shed { .. } => "shed",
             Self::Upstream(UpstreamError::Connect { .. }) => "connect_error",
             Self::Upstream(UpstreamError::Timeout { .. }) => "upstream_timeout",

@@ -30,6 +30,9 @@ pub struct Router {
     pub scores_prefixes: bool,
     /// Whether some pool sheds by priority (which reads the request's).
     pub sheds: bool,
+    /// Whether some pool holds requests predicted to miss their objective (`queue`), which
+    /// reads the request's objective.
+    pub holds: bool,
     /// Whether some route checks keys or limits (which may read the body's `model` and size).
     pub guards_requests: bool,
     /// Whether some pool renames the body's `model` (`model_map`).
@@ -151,6 +154,7 @@ impl Router {
                 .any(|p| p.policy.learned_quantile().is_some()),
             scores_prefixes: config.pools.values().any(|p| p.policy.scores_prefixes()),
             sheds: config.pools.values().any(|p| p.shedding.is_some()),
+            holds: config.pools.values().any(|p| p.queue.is_some()),
         }
     }
 

@@ -101,6 +101,20 @@ mod tests {
         let typo =
             Config::parse(&config("").replace("sheddable", "urgent"), Path::new("t.toml")).unwrap_err();
         assert!(typo.to_string().contains("urgent"), "{typo}");
+        let queue = "queue = { max = 8, max_wait = \"250ms\" }\n";
+        let held = parse(&format!(
+            "{metrics}policy = {{ kind = \"predictive_ttft\" }}\n{queue}"
+        ))
+        .unwrap();
+        let queue_config = held.pools["gpu"].queue.unwrap();
+        assert_eq!((queue_config.max, queue_config.max_wait.as_millis()), (8, 250));
+        let unpredicted = parse(queue).unwrap_err();
+        assert!(
+            unpredicted.contains("pools.gpu.queue needs `policy"),
+            "{unpredicted}"
+        );
+        let empty = parse("policy = { kind = \"predictive_ttft\" }\nqueue = { max = 0 }\n").unwrap_err();
+        assert!(empty.contains("`max` must be at least 1"), "{empty}");
         let objective = config("").replace("priority = ", "slo_ttft = \"1500ms\"\npriority = ");
         let parsed = Config::parse(&objective, Path::new("t.toml")).unwrap();
         assert_eq!(

@@ -41,7 +41,8 @@ pub use load::ConfigError;
 pub use models::{ModelsConfig, DEFAULT_CHECK_INTERVAL};
 pub use pool::{
     BackendConfig, BackendEntry, BackendSpec, HealthCheckConfig, MetricSource, MetricsConfig, MetricsPreset,
-    OutlierConfig, PoolConfig, RetryConfig, RetryOn, ScrapedFeature, Timeouts, UpstreamProtocol, UpstreamTls,
+    OutlierConfig, PoolConfig, QueueConfig, RetryConfig, RetryOn, ScrapedFeature, Timeouts, UpstreamProtocol,
+    UpstreamTls,
 };
 pub use provider::Credentials;
 pub use telemetry::TelemetryConfig;

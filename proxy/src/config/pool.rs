@@ -45,6 +45,10 @@ pub struct PoolConfig {
     /// past these (`{ queue_depth = 5, kv_cache_usage = 0.8 }`, the inference extension's
     /// defaults); needs `metrics`. Absent: never shed.
     pub shedding: Option<SaturationThresholds>,
+    /// Hold a request that no backend is predicted to serve within its time-to-first-token
+    /// objective until one is, up to a deadline, instead of sending it where it would wait in
+    /// the server's own queue; needs `policy = { kind = "predictive_ttft" }`. Absent: never hold.
+    pub queue: Option<QueueConfig>,
     /// Passive outlier detection.
     #[serde(default)]
     pub outlier: OutlierConfig,
@@ -403,4 +407,27 @@ fn one_second() -> Duration {
 }
 fn five_seconds() -> Duration {
     Duration::from_secs(5)
+}
+
+/// `[pools.NAME] queue`: how many requests may wait for a backend predicted to meet their
+/// objective, and for how long each; a request past its wait, or finding the queue full, is sent
+/// to the best backend at once (a late first token beats none; sheddable requests are shed on
+/// their predictions instead, where the pool sheds).
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueConfig {
+    /// Requests that may wait at once.
+    #[serde(default = "default_queue_max")]
+    pub max: usize,
+    /// How long one may wait.
+    #[serde(default = "default_queue_max_wait", with = "humantime_serde")]
+    pub max_wait: Duration,
+}
+
+fn default_queue_max() -> usize {
+    256
+}
+
+fn default_queue_max_wait() -> Duration {
+    Duration::from_millis(500)
 }

@@ -2,6 +2,9 @@
 
 use std::collections::BTreeSet;
 use std::ops::Range;
+use std::time::Duration;
+
+use augur_engine::PolicySpec;
 
 use super::{Config, ConnectionLimits, RouteAuth, MIN_REQUEST_HEADER_BYTES};
 
@@ -228,6 +231,18 @@ impl Config {
                 {
                     return Err(Invalid::new(format!(
                         "pools.{name}.shedding: `queue_depth` must be above 0 and `kv_cache_usage` in (0, 1]"
+                    )));
+                }
+            }
+            if let Some(queue) = &pool.queue {
+                if !matches!(pool.policy, PolicySpec::PredictiveTtft { .. }) {
+                    return Err(Invalid::new(format!(
+                        "pools.{name}.queue needs `policy = {{ kind = \"predictive_ttft\" }}`: a request waits only while no backend is predicted to meet its objective"
+                    )));
+                }
+                if queue.max == 0 || queue.max_wait.is_zero() || queue.max_wait > Duration::from_secs(60) {
+                    return Err(Invalid::new(format!(
+                        "pools.{name}.queue: `max` must be at least 1 and `max_wait` in (0s, 60s]"
                     )));
                 }
             }

@@ -41,6 +41,7 @@ use crate::gate::Refusal;
 use crate::listener::{Downstream, Handler};
 use crate::message::body::{BoxError, Capped, Guarded, IdleTimeout, ProxyBody};
 use crate::message::{compress, reply, X_REQUEST_ID};
+use crate::metrics::QueueResult;
 use crate::outcome::{AttemptOutcome, UpstreamError};
 use crate::pool::{backoff, ActiveRequest, InFlight, Pool};
 use crate::router::{Route, Router};
@@ -188,7 +189,7 @@ pub async fn handle(
         } else {
             route.priority
         },
-        ttft_objective: (shared.telemetry.is_some() || router.sheds)
+        ttft_objective: (shared.telemetry.is_some() || router.sheds || router.holds)
             .then(|| slo::ttft_objective(route.slo_ttft, request.headers()))
             .flatten(),
         route,
@@ -489,10 +490,12 @@ impl Exchange<'_> {
         Some(augur_engine::hash::key(model.as_bytes()))
     }
 
-    /// The request's priority and objective, for a pool that sheds: a policy that predicts first
-    /// tokens sheds a sheddable request it predicts to miss.
+    /// The request's priority and objective, for a pool that sheds or holds requests: a policy
+    /// that predicts first tokens sheds a sheddable request it predicts to miss, or holds one.
     fn slo_at(&self, pool: &Pool) -> Option<(Priority, Duration)> {
-        pool.config.shedding.as_ref()?;
+        if pool.config.shedding.is_none() && pool.queue.is_none() {
+            return None;
+        }
         Some((self.priority, self.ttft_objective?))
     }
 
@@ -657,7 +660,7 @@ async fn forward(
             attempt,
             tokens,
         };
-        let mut sent = target.send(&mut tried, body, log).await?;
+        let mut sent = target.send_in_time(&mut tried, body, log).await?;
         let retryable = attempt < max_attempts && retries.on.iter().any(|on| sent.outcome.retried_on(*on));
         let retry = if retryable { pool.begin_retry() } else { None };
         if retry.is_some() || sent.result.is_err() {
@@ -713,21 +716,67 @@ struct Sent {
 }
 
 impl Target<'_> {
-    /// Picks a backend (avoiding the `tried` ones while others remain), sends it the attempt, and
-    /// learns from its answer: the round-trip estimate, outlier detection, the attempt metrics and
-    /// the row's status and time to first byte.
-    async fn send(
+    /// Sends the attempt as [`send`](Self::send) does. Where the pool holds requests (`queue`),
+    /// one that no backend is predicted to serve within its objective waits in the pool's queue
+    /// and picks again each time a backend frees room, until a pick is predicted in time; when
+    /// the queue is full or its wait runs out it goes to the best backend as it stands.
+    async fn send_in_time(
         &self,
         tried: &mut Vec<u64>,
         body: &mut RequestBody,
         log: &mut AccessLog,
     ) -> Result<Sent, ProxyError> {
+        let (Some(queue), Some(_)) = (&self.pool.queue, self.pick.slo) else {
+            return self.send(tried, body, log, false).await;
+        };
+        let counted = |result: QueueResult| self.pool.metrics.queued[result as usize].inc();
+        let mut place = None;
+        loop {
+            match self.send(tried, body, log, true).await {
+                Err(ProxyError::Late { .. }) => {}
+                sent => {
+                    if place.is_some() {
+                        counted(QueueResult::Placed);
+                    }
+                    return sent;
+                }
+            }
+            let waiting = match &place {
+                Some(waiting) => waiting,
+                None => match queue.enter() {
+                    Some(entered) => place.insert(entered),
+                    None => {
+                        counted(QueueResult::Full);
+                        return self.send(tried, body, log, false).await;
+                    }
+                },
+            };
+            if !waiting.until_freed().await {
+                counted(QueueResult::Expired);
+                return self.send(tried, body, log, false).await;
+            }
+        }
+    }
+
+    /// Picks a backend (avoiding the `tried` ones while others remain), sends it the attempt, and
+    /// learns from its answer: the round-trip estimate, outlier detection, the attempt metrics and
+    /// the row's status and time to first byte. With `hold`, a pick predicted to miss the
+    /// request's objective sends nothing and answers [`ProxyError::Late`].
+    async fn send(
+        &self,
+        tried: &mut Vec<u64>,
+        body: &mut RequestBody,
+        log: &mut AccessLog,
+        hold: bool,
+    ) -> Result<Sent, ProxyError> {
         let pool = self.pool;
         // The candidates' scores are kept only for a trace of the decision.
         let mut scores = Vec::new();
         let traced = self.observed.span.is_some().then_some(&mut scores);
-        let mut in_flight = match pool.pick(self.pick, tried, self.observed.record.is_some(), traced) {
+        let mut in_flight = match pool.pick(self.pick, tried, (self.observed.record.is_some(), hold), traced)
+        {
             Ok(in_flight) => in_flight,
+            Err(err @ ProxyError::Late { .. }) => return Err(err),
             Err(err) => {
                 if let Some(record) = self.observed.record {
                     let asked = DispatchState::of_request(self.pick.pool_in_flight, self.pick.size);

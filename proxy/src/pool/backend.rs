@@ -7,6 +7,7 @@ use std::time::Duration;
 use augur_engine::health::outlier::{ConsecutiveFailures, OutlierPolicy};
 use augur_engine::policy::Prediction;
 use augur_engine::{BackendLoad, DispatchState};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock;
@@ -118,6 +119,9 @@ pub struct InFlight {
     prediction: Option<Prediction>,
     found: Option<DispatchState>,
     dispatched: Duration,
+    /// The pool's queue, woken when this request frees room at its backend (its first token, its
+    /// end).
+    freed: Option<Arc<Notify>>,
 }
 
 impl InFlight {
@@ -136,6 +140,7 @@ impl InFlight {
             prediction,
             found,
             dispatched,
+            freed: None,
         }
     }
 
@@ -183,12 +188,22 @@ impl InFlight {
         self.prefill += tokens;
     }
 
+    /// Wakes the longest waiting request of the pool's queue when this one gets its first token
+    /// or ends.
+    pub(super) fn wake_when_freed(&mut self, queue: Arc<Notify>) {
+        self.freed = Some(queue);
+    }
+
     /// The response's first byte came: for an LLM server, the prompt is prefilled, and a predicted
-    /// first token teaches the prediction's calibration and is recorded against it.
+    /// first token teaches the prediction's calibration and is recorded against it; the pool's
+    /// queue, if it has one, picks again.
     pub fn prefilled(&mut self) {
         self.backend
             .load
             .remove_prefill(std::mem::take(&mut self.prefill));
+        if let Some(freed) = &self.freed {
+            freed.notify_one();
+        }
         let Some(prediction) = &self.prediction else {
             return;
         };
@@ -213,5 +228,8 @@ impl Drop for InFlight {
         self.backend.load.remove_prefill(self.prefill);
         self.backend.load.remove_tokens(self.tokens);
         self.backend.load.finish();
+        if let Some(freed) = &self.freed {
+            freed.notify_one();
+        }
     }
 }

@@ -7,6 +7,7 @@ mod cool_down;
 mod discovery;
 mod membership;
 mod probes;
+mod queue;
 mod scrape;
 mod supervisor;
 mod tcp;
@@ -20,7 +21,7 @@ use augur_engine::health::outlier::OutlierPolicy;
 use augur_engine::policy::{ActiveModels, CandidateScores};
 use augur_engine::prefix::DEFAULT_INDEX_BLOCKS;
 use augur_engine::retry_budget::RetryBudget;
-use augur_engine::shedding::{misses_objective, sheds, Priority, SheddableBy};
+use augur_engine::shedding::{misses_objective, predicted_late, sheds, Priority, SheddableBy};
 use augur_engine::{BackendLoad, DispatchState, Endpoint, PickRequest, PolicySpec, Selector};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -37,6 +38,7 @@ use crate::error::ProxyError;
 use crate::metrics::{Metrics, PoolMetrics};
 use crate::models::ModelStore;
 use crate::rng::with_rng;
+pub use queue::WaitQueue;
 
 /// Pool events waiting for the supervisor; beyond this they are dropped and counted.
 const EVENT_QUEUE: usize = 1024;
@@ -72,6 +74,8 @@ pub struct Pool {
     pub credentials: Option<(http::HeaderName, http::HeaderValue)>,
     /// Passed over by routes that can fall back, after a backend's `Retry-After`.
     pub cool_down: CoolDown,
+    /// Requests waiting for a backend predicted to meet their objective (`queue`).
+    pub queue: Option<WaitQueue>,
 }
 
 /// What the request path reads: the backends, the candidate endpoints and the selector built over
@@ -185,6 +189,7 @@ impl Pool {
                     .ok()
             }),
             cool_down: CoolDown::carried(previous.map(|p| &p.cool_down)),
+            queue: config.queue.map(WaitQueue::new),
             discovered: Mutex::new(discovered),
         });
         for backend in &pool.snapshot().backends {
@@ -263,12 +268,14 @@ impl Pool {
     /// `record_state`, the state the request found there is kept for its telemetry row (reading it
     /// costs a lock and a clock comparison the request path skips when nothing records it). With
     /// `scores` (a trace of the decision), the candidates the models scored are told there, by
-    /// backend, with their scores.
+    /// backend, with their scores. Where the pool predicts first tokens, a request predicted to
+    /// miss its objective (`request.slo`) is shed if it is sheddable and the pool sheds, and with
+    /// `hold` refused with [`ProxyError::Late`], for the caller to wait in the pool's queue.
     pub fn pick(
         &self,
         request: &PickRequest,
         avoid: &[u64],
-        record_state: bool,
+        (record_state, hold): (bool, bool),
         scores: Option<&mut Vec<(Arc<str>, f64)>>,
     ) -> Result<InFlight, ProxyError> {
         let snapshot = self.snapshot.load();
@@ -292,9 +299,17 @@ impl Pool {
         })
         .expect("a non-empty pool always yields a pick");
         if let (Some(prediction), Some((priority, objective))) = (&prediction, request.slo) {
-            if prediction.first_token.is_some() && misses_objective(priority, objective, prediction.median_ms)
-            {
-                return Err(self.count_shed(priority));
+            if prediction.first_token.is_some() && predicted_late(objective, prediction.median_ms) {
+                if self.config.shedding.is_some()
+                    && misses_objective(priority, objective, prediction.median_ms)
+                {
+                    return Err(self.count_shed(priority));
+                }
+                if hold {
+                    return Err(ProxyError::Late {
+                        pool: self.name.to_string(),
+                    });
+                }
             }
         }
         let asked = DispatchState::of_request(request.pool_in_flight, request.size);
@@ -309,6 +324,9 @@ impl Pool {
             });
             if backend.load.try_start(backend.max_concurrent) {
                 let mut in_flight = InFlight::new(backend.clone(), prediction, found, now);
+                if let Some(queue) = &self.queue {
+                    in_flight.wake_when_freed(queue.freed().clone());
+                }
                 // What it will prefill there: the prompt, less what the index says is held.
                 in_flight.count_prefill(here.uncached_prompt_tokens());
                 // The prompt is on its way there: the next picks find its prefix (a no-op unless

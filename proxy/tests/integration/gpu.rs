@@ -677,8 +677,9 @@ async fn until_the_ttft_model_scores(client: &TestClient, proxy: &augur_proxy::R
 }
 
 /// Publishes a set of two models in `dir`: the latency model every set needs, and a TTFT model
-/// of `base_ms` plus 40 ms per thousand tokens to prefill and 100 ms per request queued.
-fn publish_ttft_set(dir: &std::path::Path, base_ms: f64) {
+/// of `base_ms` plus 40 ms per thousand tokens to prefill, 100 ms per request queued at the
+/// server and `in_flight_ms` per request this proxy has in flight there.
+fn publish_ttft_set(dir: &std::path::Path, base_ms: f64, in_flight_ms: f64) {
     use augur_engine::model::*;
     use std::collections::BTreeMap;
     std::fs::create_dir_all(dir).unwrap();
@@ -688,7 +689,7 @@ fn publish_ttft_set(dir: &std::path::Path, base_ms: f64) {
             feature_names: TTFT_FEATURE_NAMES.map(String::from).to_vec(),
             ms: Linear {
                 intercept: base_ms,
-                weights: vec![40.0, 100.0, 0.0, 0.0, 0.0],
+                weights: vec![40.0, 100.0, in_flight_ms, 0.0, 0.0],
             },
             residual_levels: vec![0.5, 0.9],
             residual_ms: vec![0.0, 20.0],
@@ -722,7 +723,7 @@ async fn the_ttft_policy_keeps_tenants_on_their_documents_and_checks_each_first_
         .await
         .unwrap();
     let dir = temp_path("ttft-models");
-    publish_ttft_set(&dir, 2.0);
+    publish_ttft_set(&dir, 2.0, 0.0);
     let config = format!(
         "[models]\ndir = \"{}\"\ncheck_interval = \"50ms\"\n{}",
         dir.display(),
@@ -746,7 +747,7 @@ async fn a_sheddable_request_predicted_to_miss_its_objective_is_shed_and_no_othe
         .unwrap();
     // Every first token predicted five seconds away: past the routes' two-second objective.
     let dir = temp_path("ttft-shedding-models");
-    publish_ttft_set(&dir, 5_000.0);
+    publish_ttft_set(&dir, 5_000.0, 0.0);
     let route = |name: &str, priority: &str| priority_route(name, priority, "slo_ttft = \"2s\"\n");
     let config = format!(
         "[models]\ndir = \"{}\"\ncheck_interval = \"50ms\"\n{}{}[pools.gpu]\npolicy = {{ kind = \"predictive_ttft\" }}\n\
@@ -789,6 +790,95 @@ async fn a_sheddable_request_predicted_to_miss_its_objective_is_shed_and_no_othe
     )
     .await;
     assert_eq!(critical, 0.0);
+    proxy.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A proxy in front of one GPU node whose pool holds requests (`queue`) under `predictive_ttft`,
+/// its TTFT model published as [`publish_ttft_set`] makes it, its route's objective two seconds.
+async fn holding_proxy(
+    cluster: &Cluster,
+    dir: &std::path::Path,
+    queue: &str,
+) -> (augur_proxy::Running, TestClient) {
+    let config = format!(
+        "[models]\ndir = \"{}\"\ncheck_interval = \"50ms\"\n[[routes]]\npool = \"gpu\"\nslo_ttft = \"2s\"\n\
+         [pools.gpu]\npolicy = {{ kind = \"predictive_ttft\" }}\nbackends = {}\nretries = {{ max_retries = 0 }}\n\
+         metrics = {{ preset = \"vllm\", interval = \"100ms\" }}\nqueue = {queue}\n",
+        dir.display(),
+        cluster.backends_toml()
+    );
+    let proxy = start_proxy(&config).await;
+    let client = client();
+    until_the_ttft_model_scores(&client, &proxy).await;
+    (proxy, client)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_predicted_late_waits_for_the_backend_to_free_up_and_then_goes() {
+    let cluster = serve(&gpu_nodes(1), "127.0.0.1".parse().unwrap(), 1)
+        .await
+        .unwrap();
+    // Five seconds a request in flight at the node: with one there, a first token is late.
+    let dir = temp_path("ttft-queue-models");
+    publish_ttft_set(&dir, 2.0, 5_000.0);
+    let (proxy, client) = holding_proxy(&cluster, &dir, "{ max = 4, max_wait = \"20s\" }").await;
+    // Twelve tokens, 50 ms apart: the node is busy for about 600 ms.
+    let long = {
+        let (client, url) = (client.clone(), url(&proxy, "/v1/completions"));
+        tokio::spawn(async move {
+            let reply = send(&client, completion(&url, 12)).await;
+            (reply.status, std::time::Instant::now())
+        })
+    };
+    let in_flight = format!(
+        "augur_in_flight_requests{{backend=\"{}\",pool=\"gpu\"}}",
+        cluster.backends[0].addr
+    );
+    eventually(EXCHANGE_LIMIT, "the long request is in flight", async || {
+        metric(&proxy, &in_flight).await == 1.0
+    })
+    .await;
+    let short = send(&client, completion(&url(&proxy, "/v1/completions"), 1)).await;
+    let short_done = std::time::Instant::now();
+    let (long_status, long_done) = long.await.unwrap();
+    assert_eq!((long_status.as_u16(), short.status.as_u16()), (200, 200));
+    assert!(
+        long_done <= short_done,
+        "the held request went only once the node was free"
+    );
+    let placed = metric(
+        &proxy,
+        "augur_requests_queued_total{pool=\"gpu\",result=\"placed\"}",
+    )
+    .await;
+    assert_eq!(placed, 1.0);
+    proxy.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_no_backend_can_serve_in_time_goes_when_its_wait_runs_out() {
+    let cluster = serve(&gpu_nodes(1), "127.0.0.1".parse().unwrap(), 1)
+        .await
+        .unwrap();
+    // Every first token predicted five seconds away, whatever is in flight.
+    let dir = temp_path("ttft-queue-expiry-models");
+    publish_ttft_set(&dir, 5_000.0, 0.0);
+    let (proxy, client) = holding_proxy(&cluster, &dir, "{ max = 4, max_wait = \"300ms\" }").await;
+    let started = std::time::Instant::now();
+    let reply = send(&client, completion(&url(&proxy, "/v1/completions"), 1)).await;
+    assert_eq!(reply.status, 200, "a late answer beats none: {}", reply.body);
+    assert!(
+        started.elapsed() >= Duration::from_millis(300),
+        "it waited its turn out"
+    );
+    let expired = metric(
+        &proxy,
+        "augur_requests_queued_total{pool=\"gpu\",result=\"expired\"}",
+    )
+    .await;
+    assert_eq!(expired, 1.0);
     proxy.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
