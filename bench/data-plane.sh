@@ -97,7 +97,15 @@ for r in $(seq "$rounds"); do
   done
 done
 
-echo "--- 10,000 idle keep-alive connections: RSS before and after, KB"
+echo "--- 10,000 idle keep-alive connections to fresh proxies: RSS before and after, KB"
+# Fresh processes: a proxy that served the cases above reuses the memory it freed then, which
+# would hide what the idle connections take.
+sed 's/9511/9513/; s/listen 127.0.0.1:9512 http2;//; s#pid [^;]*;#pid '"$w"'/nginx-idle.pid;#' "$w/nginx.conf" >"$w/nginx-idle.conf"
+sed 's/9521/9523/' "$w/augur.toml" >"$w/augur-idle.toml"
+taskset -c 1 nginx -p "$w" -c "$w/nginx-idle.conf" & pids+=($!)
+taskset -c 1 "$bin" proxy --config "$w/augur-idle.toml" >"$w/augur-idle.log" 2>&1 & augur_pid=$!; pids+=($augur_pid)
+sleep 2
+nginx_worker=$(pgrep -f "nginx: worker process" -P "$(cat "$w/nginx-idle.pid")")
 idle() {
   python3 - "$1" 10000 <<'PY' &
 import socket, sys, time
@@ -119,7 +127,7 @@ time.sleep(30)
 PY
 }
 for proxy in nginx augur; do
-  if [ $proxy = nginx ]; then port=9511; pid=$nginx_worker; else port=9521; pid=$augur_pid; fi
+  if [ $proxy = nginx ]; then port=9513; pid=$nginx_worker; else port=9523; pid=$augur_pid; fi
   before=$(rss_kb "$pid")
   idle "$port" >"$w/idle-$proxy.out" 2>&1; client=$!
   for _ in $(seq 120); do grep -q open "$w/idle-$proxy.out" && break; sleep 0.5; done

@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::activity::{Activity, Tracked, Verdict};
 use super::metrics::{CloseReason, ListenerHandles};
+use super::tls::TlsTerminator;
 use super::{Downstream, Handler, ListenerContext};
 use crate::message::body::BoxError;
 
@@ -64,23 +65,9 @@ pub(super) async fn serve<H: Handler>(
     let stream = Tracked::new(stream, activity.clone());
     let ending = match serving.context.tls.clone() {
         None => run(stream, client, &activity, &serving).await,
-        Some(tls) => {
-            // The handshake counts against the time to the first request head.
-            let deadline = Instant::now() + serving.context.limits.header_read_timeout;
-            let handshake = tokio::time::timeout_at(deadline, tls.acceptor().accept(stream));
-            let accepted = tokio::select! {
-                accepted = handshake => accepted,
-                () = serving.close.cancelled() => return metrics.closed(CloseReason::Shutdown),
-            };
-            match accepted {
-                Err(_elapsed) => Ending::Closed(CloseReason::HeaderTimeout),
-                Ok(Err(e)) => {
-                    tracing::debug!(%client, error = %e, "TLS handshake failed");
-                    Ending::Closed(CloseReason::TlsHandshake)
-                }
-                Ok(Ok(stream)) => run(stream, client, &activity, &serving).await,
-            }
-        }
+        // Boxed: a TLS connection's state is twice a plain one's, and every connection's task
+        // would otherwise be that large, idle or not.
+        Some(tls) => Box::pin(serve_tls(&tls, stream, client, &activity, &serving)).await,
     };
     match ending {
         Ending::Done => {}
@@ -95,6 +82,31 @@ pub(super) async fn serve<H: Handler>(
             }
             tracing::debug!(%client, error = %e, "client connection ended with an error");
         }
+    }
+}
+
+/// Completes the TLS handshake on `stream`, then serves the connection as [`run`] does.
+async fn serve_tls<H: Handler>(
+    tls: &TlsTerminator,
+    stream: Tracked<TcpStream>,
+    client: SocketAddr,
+    activity: &Arc<Activity>,
+    serving: &Serving<H>,
+) -> Ending {
+    // The handshake counts against the time to the first request head.
+    let deadline = Instant::now() + serving.context.limits.header_read_timeout;
+    let handshake = tokio::time::timeout_at(deadline, tls.acceptor().accept(stream));
+    let accepted = tokio::select! {
+        accepted = handshake => accepted,
+        () = serving.close.cancelled() => return Ending::Closed(CloseReason::Shutdown),
+    };
+    match accepted {
+        Err(_elapsed) => Ending::Closed(CloseReason::HeaderTimeout),
+        Ok(Err(e)) => {
+            tracing::debug!(%client, error = %e, "TLS handshake failed");
+            Ending::Closed(CloseReason::TlsHandshake)
+        }
+        Ok(Ok(stream)) => run(stream, client, activity, serving).await,
     }
 }
 
