@@ -9,7 +9,7 @@
 //! [`SHEDDABLE_ONSET`] to 1 when the pool is saturated; standard ones only beyond that, rising to 1
 //! at twice the thresholds, so no standard request is shed while sheddable ones still get in;
 //! critical ones never. Where the pool predicts each request's first token, a sheddable request
-//! with an objective is judged on its prediction instead ([`misses_objective`]) until the pool is
+//! with an objective is judged on its prediction instead ([`on_prediction`]) until the pool is
 //! saturated, and always shed beyond, where standard ones start to be.
 
 use std::fmt;
@@ -139,7 +139,7 @@ pub enum SheddableBy {
     /// The pool's saturation alone: the chance rises from [`SHEDDABLE_ONSET`] to 1 at saturation.
     Saturation,
     /// Its predicted first token against its objective, judged at the pick
-    /// ([`misses_objective`]); before the pick it is shed only once the pool is saturated, where
+    /// ([`on_prediction`]); before the pick it is shed only once the pool is saturated, where
     /// standard requests start to be, so none of those is shed while a sheddable one gets in.
     Prediction,
 }
@@ -167,20 +167,37 @@ pub fn sheds<R: Rng + ?Sized>(
     p > 0.0 && rng.random::<f64>() < p
 }
 
-/// Whether a request of `priority` with a time-to-first-token `objective` is shed on the prediction
-/// a policy made for it: a sheddable one whose first token at the best candidate is more likely
-/// than not to come after its objective (the predicted median beyond it). Where a pool predicts
-/// first tokens, this replaces saturation for sheddable requests below saturation
-/// ([`SheddableBy::Prediction`]): saturation alone sheds many that would have met their
-/// objective. Standard and critical requests are never shed on a prediction.
-pub fn misses_objective(priority: Priority, objective: Duration, predicted_median_ms: f64) -> bool {
-    priority == Priority::Sheddable && predicted_late(objective, predicted_median_ms)
+/// What a request's predicted first token says of its time-to-first-token objective.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnPrediction {
+    /// Its first token is predicted within the objective (the median at or before it).
+    InTime,
+    /// Predicted late, sheddable, and its pool sheds: refuse it now. Where a pool predicts first
+    /// tokens, this replaces saturation for sheddable requests below saturation
+    /// ([`SheddableBy::Prediction`]): saturation alone sheds many that would have met their
+    /// objective.
+    Shed,
+    /// Predicted late, and not to be shed: it may wait for a backend that frees up (a pool's
+    /// queue), or go as it is. Standard and critical requests are never shed on a prediction.
+    Late,
 }
 
-/// Whether a first token predicted at `predicted_median_ms` (the median) is more likely than not
-/// to come after `objective`.
-pub fn predicted_late(objective: Duration, predicted_median_ms: f64) -> bool {
-    predicted_median_ms > objective.as_secs_f64() * 1000.0
+/// Judges a request of `priority` whose first token at the best candidate is predicted at
+/// `predicted_median_ms` (the median) against its `objective`, in a pool that sheds
+/// (`pool_sheds`) or not.
+pub fn on_prediction(
+    priority: Priority,
+    objective: Duration,
+    predicted_median_ms: f64,
+    pool_sheds: bool,
+) -> OnPrediction {
+    if predicted_median_ms <= objective.as_secs_f64() * 1000.0 {
+        OnPrediction::InTime
+    } else if pool_sheds && priority == Priority::Sheddable {
+        OnPrediction::Shed
+    } else {
+        OnPrediction::Late
+    }
 }
 
 #[cfg(test)]
@@ -205,10 +222,16 @@ mod tests {
     #[test]
     fn only_a_sheddable_request_predicted_to_miss_is_shed_on_the_prediction() {
         let objective = Duration::from_secs(2);
-        assert!(misses_objective(Priority::Sheddable, objective, 2_500.0));
-        assert!(!misses_objective(Priority::Sheddable, objective, 1_500.0));
-        assert!(!misses_objective(Priority::Standard, objective, 60_000.0));
-        assert!(!misses_objective(Priority::Critical, objective, 60_000.0));
+        let judge = |priority, ms, sheds| on_prediction(priority, objective, ms, sheds);
+        assert_eq!(judge(Priority::Sheddable, 2_500.0, true), OnPrediction::Shed);
+        assert_eq!(judge(Priority::Sheddable, 1_500.0, true), OnPrediction::InTime);
+        assert_eq!(judge(Priority::Standard, 60_000.0, true), OnPrediction::Late);
+        assert_eq!(judge(Priority::Critical, 60_000.0, true), OnPrediction::Late);
+        assert_eq!(
+            judge(Priority::Sheddable, 2_500.0, false),
+            OnPrediction::Late,
+            "a pool that does not shed never sheds on a prediction"
+        );
     }
 
     #[test]

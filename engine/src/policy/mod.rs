@@ -58,9 +58,9 @@ pub struct PickRequest<'a> {
     /// Hash ([`crate::hash::key`]) of the `model` the request names, for adapter affinity; `None`
     /// when it names none.
     pub model: Option<u64>,
-    /// Its priority and time-to-first-token objective, where its pool sheds: a policy that
-    /// predicts first tokens sheds a sheddable request it predicts to miss
-    /// ([`crate::shedding::misses_objective`]).
+    /// Its priority and time-to-first-token objective, where its pool sheds or holds requests:
+    /// a policy that predicts first tokens judges the request on its prediction
+    /// ([`crate::shedding::on_prediction`]).
     pub slo: Option<(crate::shedding::Priority, Duration)>,
 }
 

@@ -18,10 +18,10 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use augur_engine::health::outlier::OutlierPolicy;
-use augur_engine::policy::{ActiveModels, CandidateScores};
+use augur_engine::policy::{ActiveModels, CandidateScores, Prediction};
 use augur_engine::prefix::DEFAULT_INDEX_BLOCKS;
 use augur_engine::retry_budget::RetryBudget;
-use augur_engine::shedding::{misses_objective, predicted_late, sheds, Priority, SheddableBy};
+use augur_engine::shedding::{on_prediction, sheds, OnPrediction, Priority, SheddableBy};
 use augur_engine::{BackendLoad, DispatchState, Endpoint, PickRequest, PolicySpec, Selector};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -298,18 +298,16 @@ impl Pool {
             }
         })
         .expect("a non-empty pool always yields a pick");
-        if let (Some(prediction), Some((priority, objective))) = (&prediction, request.slo) {
-            if prediction.first_token.is_some() && predicted_late(objective, prediction.median_ms) {
-                if self.config.shedding.is_some()
-                    && misses_objective(priority, objective, prediction.median_ms)
-                {
-                    return Err(self.count_shed(priority));
-                }
-                if hold {
+        let predicted_ms = prediction.as_ref().and_then(Prediction::first_token_median_ms);
+        if let (Some(ms), Some((priority, objective))) = (predicted_ms, request.slo) {
+            match on_prediction(priority, objective, ms, self.config.shedding.is_some()) {
+                OnPrediction::Shed => return Err(self.count_shed(priority)),
+                OnPrediction::Late if hold => {
                     return Err(ProxyError::Late {
                         pool: self.name.to_string(),
-                    });
+                    })
                 }
+                OnPrediction::Late | OnPrediction::InTime => {}
             }
         }
         let asked = DispatchState::of_request(request.pool_in_flight, request.size);

@@ -667,15 +667,6 @@ fn priority_route(name: &str, priority: &str, extra: &str) -> String {
     )
 }
 
-/// Waits until pool `gpu` scores with the TTFT model it was given.
-async fn until_the_ttft_model_scores(client: &TestClient, proxy: &augur_proxy::Running) {
-    eventually(EXCHANGE_LIMIT, "the TTFT model is loaded", async || {
-        let models = admin(client, proxy, "GET", "/admin/models").await.json();
-        models["predictive_pools"]["gpu"]["scoring_with_models"] == true
-    })
-    .await;
-}
-
 /// Publishes a set of two models in `dir`: the latency model every set needs, and a TTFT model
 /// of `base_ms` plus 40 ms per thousand tokens to prefill, 100 ms per request queued at the
 /// server and `in_flight_ms` per request this proxy has in flight there.
@@ -724,14 +715,7 @@ async fn the_ttft_policy_keeps_tenants_on_their_documents_and_checks_each_first_
         .unwrap();
     let dir = temp_path("ttft-models");
     publish_ttft_set(&dir, 2.0, 0.0);
-    let config = format!(
-        "[models]\ndir = \"{}\"\ncheck_interval = \"50ms\"\n{}",
-        dir.display(),
-        gpu_pool(&cluster, "").replace("least_queue", "predictive_ttft")
-    );
-    let proxy = start_proxy(&config).await;
-    let client = client();
-    until_the_ttft_model_scores(&client, &proxy).await;
+    let (proxy, client) = ttft_proxy(&cluster, &dir, "[[routes]]\npool = \"gpu\"\n", "").await;
     ask_about_documents(&client, &proxy, 3, true).await;
     // Every first token was checked against its prediction.
     let checked = metric(&proxy, "augur_prediction_error_ratio_count{pool=\"gpu\"}").await;
@@ -748,19 +732,10 @@ async fn a_sheddable_request_predicted_to_miss_its_objective_is_shed_and_no_othe
     // Every first token predicted five seconds away: past the routes' two-second objective.
     let dir = temp_path("ttft-shedding-models");
     publish_ttft_set(&dir, 5_000.0, 0.0);
-    let route = |name: &str, priority: &str| priority_route(name, priority, "slo_ttft = \"2s\"\n");
-    let config = format!(
-        "[models]\ndir = \"{}\"\ncheck_interval = \"50ms\"\n{}{}[pools.gpu]\npolicy = {{ kind = \"predictive_ttft\" }}\n\
-         backends = {}\nretries = {{ max_retries = 0 }}\nmetrics = {{ preset = \"vllm\", interval = \"100ms\" }}\n\
-         shedding = {{ queue_depth = 5 }}\n",
-        dir.display(),
-        route("batch", "sheddable"),
-        route("pager", "critical"),
-        cluster.backends_toml()
-    );
-    let proxy = start_proxy(&config).await;
-    let client = client();
-    until_the_ttft_model_scores(&client, &proxy).await;
+    let objective = "slo_ttft = \"2s\"\n";
+    let routes =
+        priority_route("batch", "sheddable", objective) + &priority_route("pager", "critical", objective);
+    let (proxy, client) = ttft_proxy(&cluster, &dir, &routes, "shedding = { queue_depth = 5 }\n").await;
     let ask = async |route: &str, objective_ms: Option<&str>| {
         let mut request = completion(&url(&proxy, "/v1/completions"), 1);
         request.headers_mut().insert("x-route", route.parse().unwrap());
@@ -794,24 +769,40 @@ async fn a_sheddable_request_predicted_to_miss_its_objective_is_shed_and_no_othe
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// A proxy in front of one GPU node whose pool holds requests (`queue`) under `predictive_ttft`,
-/// its TTFT model published as [`publish_ttft_set`] makes it, its route's objective two seconds.
-async fn holding_proxy(
+/// A proxy whose pool `gpu` over `cluster` runs `predictive_ttft` with the TTFT model published
+/// in `dir` (as [`publish_ttft_set`] makes it), has `routes` and the pool settings `extra`, once
+/// the model scores.
+async fn ttft_proxy(
     cluster: &Cluster,
     dir: &std::path::Path,
-    queue: &str,
+    routes: &str,
+    extra: &str,
 ) -> (augur_proxy::Running, TestClient) {
     let config = format!(
-        "[models]\ndir = \"{}\"\ncheck_interval = \"50ms\"\n[[routes]]\npool = \"gpu\"\nslo_ttft = \"2s\"\n\
-         [pools.gpu]\npolicy = {{ kind = \"predictive_ttft\" }}\nbackends = {}\nretries = {{ max_retries = 0 }}\n\
-         metrics = {{ preset = \"vllm\", interval = \"100ms\" }}\nqueue = {queue}\n",
+        "[models]\ndir = \"{}\"\ncheck_interval = \"50ms\"\n{routes}[pools.gpu]\npolicy = {{ kind = \"predictive_ttft\" }}\n\
+         backends = {}\nretries = {{ max_retries = 0 }}\nmetrics = {{ preset = \"vllm\", interval = \"100ms\" }}\n{extra}",
         dir.display(),
         cluster.backends_toml()
     );
     let proxy = start_proxy(&config).await;
     let client = client();
-    until_the_ttft_model_scores(&client, &proxy).await;
+    eventually(EXCHANGE_LIMIT, "the TTFT model is loaded", async || {
+        let models = admin(&client, &proxy, "GET", "/admin/models").await.json();
+        models["predictive_pools"]["gpu"]["scoring_with_models"] == true
+    })
+    .await;
     (proxy, client)
+}
+
+/// As [`ttft_proxy`], its one route's objective two seconds and its pool holding requests in
+/// `queue`.
+async fn holding_proxy(
+    cluster: &Cluster,
+    dir: &std::path::Path,
+    queue: &str,
+) -> (augur_proxy::Running, TestClient) {
+    let route = "[[routes]]\npool = \"gpu\"\nslo_ttft = \"2s\"\n";
+    ttft_proxy(cluster, dir, route, &format!("queue = {queue}\n")).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

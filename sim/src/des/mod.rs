@@ -10,7 +10,7 @@ use augur_engine::health::outlier::ConsecutiveFailures;
 use augur_engine::health::pool::{HealthPolicy, PoolHealth};
 use augur_engine::policy::{ActiveModels, Prediction};
 use augur_engine::prefix::DEFAULT_INDEX_BLOCKS;
-use augur_engine::shedding::{self, misses_objective, Priority, SheddableBy};
+use augur_engine::shedding::{self, on_prediction, OnPrediction, Priority, SheddableBy};
 use augur_engine::telemetry::{Outcome, TelemetryRow};
 use augur_engine::{
     hash, BackendLoad, DispatchState, Endpoint, PickRequest, PolicySpec, RequestSize, Selector,
@@ -415,9 +415,10 @@ impl<'a> Simulation<'a> {
             .selector
             .pick_predicted(&self.endpoints, &pick, tried, now, &mut self.rng)
             .expect("a pool always has candidates");
-        if let (Some(prediction), Some((priority, objective))) = (&prediction, pick.slo) {
-            if prediction.first_token.is_some() && misses_objective(priority, objective, prediction.median_ms)
-            {
+        let predicted_ms = prediction.as_ref().and_then(Prediction::first_token_median_ms);
+        if let (Some(ms), Some((priority, objective))) = (predicted_ms, pick.slo) {
+            // Only a pool that sheds has an objective here.
+            if on_prediction(priority, objective, ms, true) == OnPrediction::Shed {
                 // Refused at once with a 429, as the proxy's pick does.
                 self.requests[id as usize].blocks = None;
                 self.tally.record_slo(priority, false, true);

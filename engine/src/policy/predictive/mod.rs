@@ -163,6 +163,12 @@ pub struct Prediction {
 }
 
 impl Prediction {
+    /// The predicted median first token, in milliseconds, where this is a prediction of the first
+    /// token; `None` for one of the whole response.
+    pub fn first_token_median_ms(&self) -> Option<f64> {
+        self.first_token.is_some().then_some(self.median_ms)
+    }
+
     /// Writes the prediction into the telemetry row of the attempt it was made for.
     pub fn record(&self, row: &mut TelemetryRow) {
         row.predicted_latency_us = Some(self.latency_ms * 1000.0);
