@@ -10,7 +10,8 @@
 //! at twice the thresholds, so no standard request is shed while sheddable ones still get in;
 //! critical ones never. Where the pool predicts each request's first token, a sheddable request
 //! with an objective is judged on its prediction instead ([`on_prediction`]) until the pool is
-//! saturated, and always shed beyond, where standard ones start to be.
+//! saturated, and always shed beyond, where standard ones start to be. A request predicted late that
+//! is not shed may wait in its pool's queue ([`QueueConfig`]) for a backend predicted in time.
 
 use std::fmt;
 use std::str::FromStr;
@@ -129,6 +130,38 @@ impl SaturationThresholds {
             least
         } else {
             0.0
+        }
+    }
+}
+
+/// A pool's queue (`[pools.NAME] queue`): how many requests may wait for a backend predicted to meet their
+/// objective, and for how long each; a request past its wait, or finding the queue full, is sent
+/// to the best backend at once (a late first token beats none; sheddable requests are shed on
+/// their predictions instead, where the pool sheds).
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueConfig {
+    /// Requests that may wait at once.
+    #[serde(default = "default_queue_max")]
+    pub max: usize,
+    /// How long one may wait.
+    #[serde(default = "default_queue_max_wait", with = "humantime_serde")]
+    pub max_wait: Duration,
+}
+
+fn default_queue_max() -> usize {
+    256
+}
+
+fn default_queue_max_wait() -> Duration {
+    Duration::from_millis(500)
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        Self {
+            max: default_queue_max(),
+            max_wait: default_queue_max_wait(),
         }
     }
 }

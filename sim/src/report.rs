@@ -31,6 +31,32 @@ pub struct PolicyReport {
     /// an objective.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub slo: Option<SloReport>,
+    /// What the pool's queue did, where it held any request.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub queue: Option<QueueReport>,
+}
+
+/// How a request left the pool's queue (`augur_requests_queued_total`'s `result`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Held {
+    /// A backend predicted in time was found.
+    Placed,
+    /// Its wait ran out: sent as things stood.
+    Expired,
+    /// The queue was full: sent at once.
+    Full,
+}
+
+/// Shares of attempts the pool's queue held and placed, held until their wait ran out, or found it
+/// full.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct QueueReport {
+    /// Placed on a backend predicted in time after waiting.
+    pub placed: f64,
+    /// Sent as things stood once their wait ran out.
+    pub expired: f64,
+    /// Sent at once, the queue full.
+    pub full: f64,
 }
 
 /// How requests fared against their time-to-first-token objective, by priority (sheddable,
@@ -96,6 +122,8 @@ pub struct Tally {
     ttft_predictions: [u64; 2],
     /// By priority: requests, those that met the objective, those shed.
     slo: [[u64; 3]; 3],
+    /// By [`Held`]: how attempts left the pool's queue.
+    held: [u64; 3],
 }
 
 impl Tally {
@@ -109,7 +137,13 @@ impl Tally {
             output_tokens: 0,
             ttft_predictions: [0; 2],
             slo: [[0; 3]; 3],
+            held: [0; 3],
         }
+    }
+
+    /// Records how an attempt left the pool's queue.
+    pub fn record_held(&mut self, result: Held) {
+        self.held[result as usize] += 1;
     }
 
     /// Records how a request of `priority` fared against its objective: `met`, or `shed`.
@@ -199,6 +233,14 @@ impl Tally {
                 .collect(),
             llm,
             slo: self.slo(),
+            queue: (self.held.iter().sum::<u64>() > 0).then(|| {
+                let share = |count: u64| count as f64 / total;
+                QueueReport {
+                    placed: share(self.held[Held::Placed as usize]),
+                    expired: share(self.held[Held::Expired as usize]),
+                    full: share(self.held[Held::Full as usize]),
+                }
+            }),
         }
     }
 }
@@ -274,6 +316,15 @@ impl Report {
                     "{}: TTFT objective met by {:.1}% (sheddable {sheddable:.1}%, standard {standard:.1}%, critical {critical:.1}%); shed {shed_s:.1}% / {shed_st:.1}% / {shed_c:.1}%\n",
                     p.policy,
                     slo.attainment * 100.0
+                ));
+            }
+            if let Some(queue) = &p.queue {
+                out.push_str(&format!(
+                    "{}: held in the pool's queue: placed {:.1}%, sent when the wait ran out {:.1}%, queue full {:.1}%\n",
+                    p.policy,
+                    queue.placed * 100.0,
+                    queue.expired * 100.0,
+                    queue.full * 100.0
                 ));
             }
         }

@@ -6,7 +6,7 @@ use std::time::Duration;
 use crate::behaviour::{BackendBehaviour, CpuBehaviour, GpuBehaviour, RequestTokens, ServiceTime};
 use crate::faults::{Fault, FaultKind};
 use crate::traffic::{Adapters, Arrival, Prompts, Sizes, Spike, Traffic};
-use augur_engine::shedding::{Priority, SaturationThresholds};
+use augur_engine::shedding::{Priority, QueueConfig, SaturationThresholds};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
@@ -60,6 +60,9 @@ pub struct Slo {
     pub ttft: Duration,
     /// The pool's shedding (`pools.NAME.shedding`); `None`: it never sheds.
     pub shedding: Option<SaturationThresholds>,
+    /// The pool's queue (`pools.NAME.queue`), which holds requests predicted to miss the objective
+    /// where the policy predicts first tokens; `None`: it holds none.
+    pub queue: Option<QueueConfig>,
 }
 
 /// Every scenario name.
@@ -340,6 +343,7 @@ pub fn scenario(name: &str) -> Option<Scenario> {
                 priorities: [0.3, 0.5, 0.2],
                 ttft: 2 * S,
                 shedding: Some(SaturationThresholds::default()),
+                queue: Some(QueueConfig::default()),
             }),
             traffic: Traffic::Poisson { rate: 60.0 },
             name: "overload",

@@ -2,16 +2,21 @@
 //! replay of the real Azure trace.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
+use augur_engine::model::{Linear, Model, ModelKind, ModelSet, TtftModel, MANIFEST_FILE, TTFT_FEATURE_NAMES};
+use augur_engine::policy::ActiveModels;
+use augur_engine::shedding::QueueConfig;
 use augur_engine::telemetry::{Outcome, TelemetryRow};
 use augur_engine::PolicySpec;
 use augur_sim::behaviour::{BackendBehaviour, CpuBehaviour, RequestTokens, ServiceTime};
 use augur_sim::faults::{Fault, FaultKind};
 use augur_sim::scenario::SimBackend;
+use augur_sim::scenario::Slo;
 use augur_sim::trace::{load, TraceColumns};
 use augur_sim::traffic::Traffic;
-use augur_sim::{scenario, simulate, RowSink, Scenario};
+use augur_sim::{scenario, simulate, simulate_with_models, RowSink, Scenario};
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
 
@@ -496,4 +501,110 @@ fn a_saturated_pool_sheds_sheddable_requests_first_and_critical_ones_never() {
         shedding.attainment_by_priority[2] > queueing.attainment_by_priority[2] + 0.05,
         "critical requests meet their objective more often: {shedding:?} against {queueing:?}"
     );
+}
+
+/// The committed model set with a TTFT model that predicts `base_ms` plus `in_flight_ms` per
+/// request in flight at the backend.
+fn ttft_models(base_ms: f64, in_flight_ms: f64) -> Arc<ActiveModels> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models");
+    let manifest = std::fs::read(dir.join(MANIFEST_FILE)).expect("models/manifest.json");
+    let mut set = ModelSet::load(&manifest, |f| std::fs::read(dir.join(f))).expect("a valid set");
+    let mut ttft = set.files[&ModelKind::Latency].clone();
+    ttft.model = Model::Ttft(TtftModel {
+        feature_names: TTFT_FEATURE_NAMES.map(String::from).to_vec(),
+        ms: Linear {
+            intercept: base_ms,
+            weights: vec![0.0, 0.0, in_flight_ms, 0.0, 0.0],
+        },
+        residual_levels: vec![0.5, 0.9],
+        residual_ms: vec![0.0, 10.0],
+    });
+    set.files.insert(ModelKind::Ttft, ttft);
+    Arc::new(ActiveModels::new(&set, 0.9).expect("a latency model"))
+}
+
+/// `shared-prefix` for 30 s, every request standard with a one-second objective, its pool holding
+/// requests predicted late in `queue` (and never shedding).
+fn holding(queue: QueueConfig) -> Scenario {
+    let mut s = scenario("shared-prefix").unwrap();
+    s.duration = 30 * S;
+    s.slo = Some(Slo {
+        priorities: [0.0, 1.0, 0.0],
+        ttft: S,
+        shedding: None,
+        queue: Some(queue),
+    });
+    s
+}
+
+#[test]
+fn a_request_predicted_late_everywhere_waits_its_whole_wait_then_goes() {
+    let max_wait = Duration::from_millis(300);
+    let s = holding(QueueConfig {
+        max: 100_000,
+        max_wait,
+    });
+    let arrivals = s.arrivals(6);
+    let mut rows = Rows::default();
+    let never_in_time = Some(ttft_models(60_000.0, 0.0));
+    let report = simulate_with_models(
+        &s,
+        &arrivals,
+        &PolicySpec::predictive_ttft(),
+        never_in_time,
+        6,
+        Some(&mut rows),
+    );
+    let queue = report.queue.expect("requests were held");
+    assert_eq!((queue.placed, queue.full), (0.0, 0.0), "{queue:?}");
+    assert!(
+        (queue.expired - 1.0).abs() < 1e-9,
+        "every request waited: {queue:?}"
+    );
+    // A request's first token counts from its arrival, its wait included.
+    let llm = report.llm.unwrap();
+    assert!(llm.ttft_p50_ms >= 300.0, "{llm:?}");
+    assert!(!rows.0.is_empty());
+    assert!(rows.0.iter().all(|r| r.queue_wait_us == Some(300_000)));
+    // A full queue holds no one more: the request goes at once.
+    let s = holding(QueueConfig { max: 1, max_wait });
+    let report = simulate_with_models(
+        &s,
+        &arrivals,
+        &PolicySpec::predictive_ttft(),
+        Some(ttft_models(60_000.0, 0.0)),
+        6,
+        None,
+    );
+    let queue = report.queue.unwrap();
+    assert!(queue.full > 0.5 && queue.expired > 0.0, "{queue:?}");
+}
+
+#[test]
+fn held_requests_are_placed_as_backends_free_up() {
+    // In time only where fewer than ten requests are in flight (100 ms each).
+    let max_wait = Duration::from_secs(5);
+    let s = holding(QueueConfig { max: 256, max_wait });
+    let arrivals = s.arrivals(7);
+    let mut rows = Rows::default();
+    let report = simulate_with_models(
+        &s,
+        &arrivals,
+        &PolicySpec::predictive_ttft(),
+        Some(ttft_models(100.0, 100.0)),
+        7,
+        Some(&mut rows),
+    );
+    let queue = report.queue.expect("requests were held");
+    assert!(queue.placed > 0.1, "{queue:?}");
+    let waits: Vec<u64> = rows.0.iter().filter_map(|r| r.queue_wait_us).collect();
+    assert!(waits.iter().any(|&w| w > 0 && w < 5_000_000), "{waits:?}");
+    // Placed after a wait, a request found fewer than ten in flight: the prediction kept it out.
+    let most = rows
+        .0
+        .iter()
+        .filter(|r| r.queue_wait_us.is_some_and(|w| w < 5_000_000))
+        .filter_map(|r| r.backend_in_flight)
+        .max();
+    assert!(most.is_some_and(|n| n < 10), "{most:?}");
 }

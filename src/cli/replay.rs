@@ -22,7 +22,7 @@ const DEFAULT_POLICIES: &str = "round_robin,weighted_round_robin,least_conn,rand
 #[derive(Debug, clap::Args)]
 pub struct ReplayArgs {
     /// Scenario: steady, heterogeneous, degrading, flaky, gpu-mixed, spike, bursty, shared-prefix,
-    /// lora-mix or multi-turn.
+    /// lora-mix, multi-turn or overload.
     #[arg(long)]
     scenario: String,
     /// Replay this trace (CSV or Parquet) instead of the scenario's own traffic.
@@ -55,6 +55,9 @@ pub struct ReplayArgs {
     /// Run a scenario that sheds (`overload`) without shedding, its objective still measured.
     #[arg(long)]
     no_shedding: bool,
+    /// Run a scenario whose pool holds requests predicted late (`overload`) without its queue.
+    #[arg(long)]
+    no_queue: bool,
 }
 
 /// A policy by its name on the command line.
@@ -113,8 +116,13 @@ fn replay(args: &ReplayArgs) -> Result<Report, String> {
             SCENARIOS.join(", ")
         )
     })?;
-    if let (true, Some(slo)) = (args.no_shedding, &mut scenario.slo) {
-        slo.shedding = None;
+    if let Some(slo) = &mut scenario.slo {
+        if args.no_shedding {
+            slo.shedding = None;
+        }
+        if args.no_queue {
+            slo.queue = None;
+        }
     }
     let policies: Vec<PolicySpec> = args.policies.split(',').map(policy).collect::<Result<_, _>>()?;
     // Trained before a trace replaces the scenario's traffic: never on the run being evaluated.

@@ -68,6 +68,7 @@ fn row(i: u64) -> TelemetryRow {
         priority: Some("sheddable"),
         slo_ttft_ms: Some(2_000),
         adapter_affinity: Some(0.8),
+        queue_wait_us: Some(70_000 + i),
     }
 }
 

@@ -29,7 +29,8 @@ pub use outcome::Outcome;
 ///   `prefix_hit_ratio`, `backend_prefill_tokens`; `outcome` may be `shed`, and `priority` says
 ///   what a request was shed (or served) as; `slo_ttft_ms`, its objective.
 /// - 5: `adapter_affinity`, how ready the backend was for the request's LoRA adapter.
-pub const SCHEMA_VERSION: u32 = 5;
+/// - 6: `queue_wait_us`, how long the attempt waited in its pool's queue.
+pub const SCHEMA_VERSION: u32 = 6;
 
 /// The oldest schema version the trainer still reads (columns added since read as null).
 pub const OLDEST_READABLE_SCHEMA_VERSION: u32 = 1;
@@ -186,6 +187,11 @@ telemetry_columns! {
     /// the backend did not say (vLLM's `lora_requests_info`).
     #[column(since = 5)]
     adapter_affinity: Option<f64>,
+    /// How long the attempt waited in its pool's queue (`queue`) for a backend predicted to meet
+    /// its objective, in microseconds, until one was or its wait ran out; null when it did not
+    /// wait. Its latency and time to first byte count from dispatch, after the wait.
+    #[column(since = 6)]
+    queue_wait_us: Option<u64>,
 }
 
 impl TelemetryRow {

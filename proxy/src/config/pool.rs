@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::num::NonZeroU32;
 use std::time::Duration;
 
+pub use augur_engine::shedding::QueueConfig;
 use augur_engine::shedding::SaturationThresholds;
 use augur_engine::PolicySpec;
 use serde::Deserialize;
@@ -407,27 +408,4 @@ fn one_second() -> Duration {
 }
 fn five_seconds() -> Duration {
     Duration::from_secs(5)
-}
-
-/// `[pools.NAME] queue`: how many requests may wait for a backend predicted to meet their
-/// objective, and for how long each; a request past its wait, or finding the queue full, is sent
-/// to the best backend at once (a late first token beats none; sheddable requests are shed on
-/// their predictions instead, where the pool sheds).
-#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct QueueConfig {
-    /// Requests that may wait at once.
-    #[serde(default = "default_queue_max")]
-    pub max: usize,
-    /// How long one may wait.
-    #[serde(default = "default_queue_max_wait", with = "humantime_serde")]
-    pub max_wait: Duration,
-}
-
-fn default_queue_max() -> usize {
-    256
-}
-
-fn default_queue_max_wait() -> Duration {
-    Duration::from_millis(500)
 }

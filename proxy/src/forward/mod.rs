@@ -43,7 +43,7 @@ use crate::message::body::{BoxError, Capped, Guarded, IdleTimeout, ProxyBody};
 use crate::message::{compress, reply, X_REQUEST_ID};
 use crate::metrics::QueueResult;
 use crate::outcome::{AttemptOutcome, UpstreamError};
-use crate::pool::{backoff, ActiveRequest, InFlight, Pool};
+use crate::pool::{backoff, ActiveRequest, InFlight, Pool, Waiting};
 use crate::router::{Route, Router};
 use crate::state::Shared;
 use crate::traces::{AttemptSpan, RequestSpan};
@@ -715,6 +715,16 @@ struct Sent {
     span: Option<AttemptSpan>,
 }
 
+impl Sent {
+    /// The attempt waited `waited` in the pool's queue before it was sent: its row says so.
+    fn waited(mut self, waited: Duration) -> Self {
+        if let Some(row) = &mut self.row {
+            row.waited(waited);
+        }
+        self
+    }
+}
+
 impl Target<'_> {
     /// Sends the attempt as [`send`](Self::send) does. Where the pool holds requests (`queue`),
     /// one that no backend is predicted to serve within its objective waits in the pool's queue
@@ -730,13 +740,14 @@ impl Target<'_> {
             return self.send(tried, body, log, false).await;
         };
         let counted = |result: QueueResult| self.pool.metrics.queued[result as usize].inc();
-        let mut place = None;
+        let mut place: Option<Waiting<'_>> = None;
         loop {
             match self.send(tried, body, log, true).await {
                 Err(ProxyError::Late { .. }) => {}
                 sent => {
-                    if place.is_some() {
+                    if let Some(waiting) = &place {
                         counted(QueueResult::Placed);
+                        return sent.map(|sent| sent.waited(waiting.waited()));
                     }
                     return sent;
                 }
@@ -753,7 +764,11 @@ impl Target<'_> {
             };
             if !waiting.until_freed().await {
                 counted(QueueResult::Expired);
-                return self.send(tried, body, log, false).await;
+                let waited = waiting.waited();
+                return self
+                    .send(tried, body, log, false)
+                    .await
+                    .map(|sent| sent.waited(waited));
             }
         }
     }

@@ -121,6 +121,11 @@ impl AttemptRow {
         now.saturating_sub(self.dispatched).as_micros() as u64
     }
 
+    /// The attempt waited `waited` in its pool's queue before it was dispatched.
+    pub fn waited(&mut self, waited: Duration) {
+        self.row.queue_wait_us = Some(waited.as_micros() as u64);
+    }
+
     /// The backend's response head arrived at `now`: time to first byte until a body byte arrives.
     pub fn responded(&mut self, status: u16, now: Duration) {
         self.row.status = Some(status);

@@ -38,7 +38,7 @@ use crate::error::ProxyError;
 use crate::metrics::{Metrics, PoolMetrics};
 use crate::models::ModelStore;
 use crate::rng::with_rng;
-pub use queue::WaitQueue;
+pub use queue::{WaitQueue, Waiting};
 
 /// Pool events waiting for the supervisor; beyond this they are dropped and counted.
 const EVENT_QUEUE: usize = 1024;

@@ -6,6 +6,7 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -43,9 +44,11 @@ impl WaitQueue {
                 (n < max).then_some(n + 1)
             })
             .ok()?;
+        let entered = Instant::now();
         Some(Waiting {
             queue: self,
-            deadline: Instant::now() + self.config.max_wait,
+            entered,
+            deadline: entered + self.config.max_wait,
         })
     }
 
@@ -59,10 +62,16 @@ impl WaitQueue {
 /// A request's place in a [`WaitQueue`], given up when dropped.
 pub struct Waiting<'a> {
     queue: &'a WaitQueue,
+    entered: Instant,
     deadline: Instant,
 }
 
 impl Waiting<'_> {
+    /// How long it has waited so far.
+    pub fn waited(&self) -> Duration {
+        self.entered.elapsed()
+    }
+
     /// Waits until a backend frees room (true: pick again) or the deadline passes (false).
     pub async fn until_freed(&self) -> bool {
         tokio::time::timeout_at(self.deadline, self.queue.freed.notified())
@@ -79,8 +88,6 @@ impl Drop for Waiting<'_> {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
 
     fn queue(max: usize) -> WaitQueue {
@@ -106,9 +113,8 @@ mod tests {
     async fn a_waiter_is_woken_by_freed_room_and_otherwise_leaves_at_its_deadline() {
         let queue = queue(4);
         let waiting = queue.enter().unwrap();
-        let started = Instant::now();
         assert!(!waiting.until_freed().await, "nothing freed room");
-        assert_eq!(started.elapsed(), Duration::from_millis(300));
+        assert_eq!(waiting.waited(), Duration::from_millis(300));
         let waiting = queue.enter().unwrap();
         let freed = queue.freed().clone();
         tokio::spawn(async move {

@@ -856,14 +856,18 @@ async fn a_request_no_backend_can_serve_in_time_goes_when_its_wait_runs_out() {
     // Every first token predicted five seconds away, whatever is in flight.
     let dir = temp_path("ttft-queue-expiry-models");
     publish_ttft_set(&dir, 5_000.0, 0.0);
-    let (proxy, client) = holding_proxy(&cluster, &dir, "{ max = 4, max_wait = \"300ms\" }").await;
+    let telemetry = temp_path("ttft-queue-expiry-telemetry");
+    let route = format!(
+        "[telemetry]\ndir = \"{}\"\nclient_hash_key = \"k\"\n[[routes]]\npool = \"gpu\"\nslo_ttft = \"2s\"\n",
+        telemetry.display()
+    );
+    let queue = "queue = { max = 4, max_wait = \"300ms\" }\n";
+    let (proxy, client) = ttft_proxy(&cluster, &dir, &route, queue).await;
     let started = std::time::Instant::now();
     let reply = send(&client, completion(&url(&proxy, "/v1/completions"), 1)).await;
     assert_eq!(reply.status, 200, "a late answer beats none: {}", reply.body);
-    assert!(
-        started.elapsed() >= Duration::from_millis(300),
-        "it waited its turn out"
-    );
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_millis(300), "it waited its turn out");
     let expired = metric(
         &proxy,
         "augur_requests_queued_total{pool=\"gpu\",result=\"expired\"}",
@@ -871,5 +875,14 @@ async fn a_request_no_backend_can_serve_in_time_goes_when_its_wait_runs_out() {
     .await;
     assert_eq!(expired, 1.0);
     proxy.shutdown().await;
+    // Its row says how long it waited; its latency counts from dispatch, after the wait.
+    let row = first_row_numbers(&telemetry, &["queue_wait_us", "latency_us"]);
+    assert!(
+        (300_000..=waited.as_micros() as u64).contains(&row[0]),
+        "waited {} us of {waited:?}",
+        row[0]
+    );
+    assert!(row[1] < waited.as_micros() as u64 - row[0] + 1, "{row:?}");
     let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&telemetry);
 }

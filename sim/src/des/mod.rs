@@ -20,6 +20,7 @@ use rand::{Rng, SeedableRng};
 
 mod backends;
 mod health;
+mod queue;
 mod rows;
 
 pub use rows::RowSink;
@@ -56,6 +57,8 @@ enum Kind {
     Completion,
     Timeout,
     ErrorReply,
+    /// A request held in the pool's queue has waited as long as it may.
+    QueueDeadline,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -90,6 +93,21 @@ struct Request {
     priority: Priority,
     /// What the models predicted for the attempt's backend, under the predictive policy.
     prediction: Option<Prediction>,
+    /// When it entered the pool's queue, while it waits there.
+    held_since_ns: Option<u64>,
+    /// How long it last waited in the pool's queue before an attempt, if it did.
+    queue_wait_ns: Option<u64>,
+}
+
+/// What became of a dispatch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Dispatched {
+    /// Sent to a backend (or failed on the way there).
+    Sent,
+    /// Shed on its prediction.
+    Shed,
+    /// Not sent: held, and predicted to miss its objective anywhere.
+    Late,
 }
 
 /// A prompt's blocks as the server caches them and as the proxy's index sees them.
@@ -148,6 +166,9 @@ pub struct Simulation<'a> {
     next_scrape_ns: u64,
     requests: Vec<Request>,
     events: BinaryHeap<Reverse<Event>>,
+    /// The pool's queue (`Slo::queue`): requests waiting for a backend predicted in time, longest
+    /// waiting first.
+    held: VecDeque<u32>,
     seq: u64,
     rng: SmallRng,
     tally: Tally,
@@ -248,6 +269,7 @@ impl<'a> Simulation<'a> {
             next_scrape_ns: 0,
             requests: Vec::with_capacity(expected),
             events: BinaryHeap::new(),
+            held: VecDeque::new(),
             seq: 0,
             rng: SmallRng::seed_from_u64(seed ^ STREAM),
             tally: Tally::new(scenario.backends.len(), expected),
@@ -289,6 +311,7 @@ impl<'a> Simulation<'a> {
                 Kind::Completion => self.complete(event.request, event.at_ns),
                 Kind::Timeout => self.end_attempt(event.request, event.at_ns, Outcome::Timeout, None),
                 Kind::ErrorReply => self.end_attempt(event.request, event.at_ns, Outcome::Http5xx, Some(503)),
+                Kind::QueueDeadline => self.queue_deadline(event.request, event.at_ns),
             }
         }
     }
@@ -316,6 +339,8 @@ impl<'a> Simulation<'a> {
             found: DispatchState::default(),
             prediction: None,
             priority: arrival.priority,
+            held_since_ns: None,
+            queue_wait_ns: None,
         });
         if self.sheds(arrival.priority, at_ns) {
             // Refused at once with a 429: it never reaches a backend.
@@ -323,7 +348,7 @@ impl<'a> Simulation<'a> {
             self.tally.record_slo(arrival.priority, false, true);
             return;
         }
-        self.dispatch(id, at_ns);
+        self.admit(id, at_ns);
     }
 
     /// Whether the pool, shedding as the scenario says, sheds a request of `priority` arriving now
@@ -359,6 +384,7 @@ impl<'a> Simulation<'a> {
                     calibration.observe(observed_ms, prediction.latency_ms);
                 }
             }
+            self.wake_held(now_ns);
         }
     }
 
@@ -371,8 +397,9 @@ impl<'a> Simulation<'a> {
         })
     }
 
-    /// Picks a backend with the policy and sends the request there.
-    fn dispatch(&mut self, id: u32, now_ns: u64) {
+    /// Picks a backend with the policy and sends the request there. With `hold`, a request the
+    /// pick predicts to miss its objective is not sent ([`Dispatched::Late`]).
+    fn dispatch(&mut self, id: u32, now_ns: u64, hold: bool) -> Dispatched {
         let now = Duration::from_nanos(now_ns);
         if self.health.next_deadline().is_some_and(|due| due <= now) {
             self.refresh_health(now);
@@ -398,11 +425,11 @@ impl<'a> Simulation<'a> {
                 prompt_tokens: gpu.then_some(size.prompt_tokens),
                 max_tokens: gpu.then_some(size.output_tokens),
             },
-            // As the proxy's: where the pool sheds.
+            // As the proxy's: where the pool sheds or queues.
             slo: self
                 .scenario
                 .slo
-                .filter(|slo| slo.shedding.is_some())
+                .filter(|slo| slo.shedding.is_some() || slo.queue.is_some())
                 .map(|slo| (r.priority, slo.ttft)),
             ..PickRequest::default()
         };
@@ -417,12 +444,16 @@ impl<'a> Simulation<'a> {
             .expect("a pool always has candidates");
         let predicted_ms = prediction.as_ref().and_then(Prediction::first_token_median_ms);
         if let (Some(ms), Some((priority, objective))) = (predicted_ms, pick.slo) {
-            // Only a pool that sheds has an objective here.
-            if on_prediction(priority, objective, ms, true) == OnPrediction::Shed {
-                // Refused at once with a 429, as the proxy's pick does.
-                self.requests[id as usize].blocks = None;
-                self.tally.record_slo(priority, false, true);
-                return;
+            let pool_sheds = self.scenario.slo.is_some_and(|slo| slo.shedding.is_some());
+            match on_prediction(priority, objective, ms, pool_sheds) {
+                OnPrediction::Shed => {
+                    // Refused at once with a 429, as the proxy's pick does.
+                    self.requests[id as usize].blocks = None;
+                    self.tally.record_slo(priority, false, true);
+                    return Dispatched::Shed;
+                }
+                OnPrediction::Late if hold => return Dispatched::Late,
+                OnPrediction::Late | OnPrediction::InTime => {}
             }
         }
         let b = self.members[i];
@@ -450,11 +481,13 @@ impl<'a> Simulation<'a> {
         }
         let state = &self.backends[b];
         if state.faults.crashed(now) {
-            return self.end_attempt(id, now_ns + CONNECT_REFUSED_NS, Outcome::ConnectError, None);
+            self.end_attempt(id, now_ns + CONNECT_REFUSED_NS, Outcome::ConnectError, None);
+            return Dispatched::Sent;
         }
         let error_rate = state.faults.error_rate(now);
         if error_rate > 0.0 && self.rng.random::<f64>() < error_rate {
-            return self.schedule(now_ns + ERROR_REPLY_NS, Kind::ErrorReply, id);
+            self.schedule(now_ns + ERROR_REPLY_NS, Kind::ErrorReply, id);
+            return Dispatched::Sent;
         }
         self.schedule(
             now_ns + self.scenario.request_timeout.as_nanos() as u64,
@@ -463,16 +496,22 @@ impl<'a> Simulation<'a> {
         );
         self.backends[b].queue.push_back(id);
         self.start_queued(b, now_ns);
+        Dispatched::Sent
     }
 
     /// The proxy's view of an attempt ending: in-flight count, round-trip estimate, telemetry, and a
     /// retry or the request's final result.
+    /// Each attempt that ends frees room at its backend: the pool's queue, if any, picks again.
     fn end_attempt(&mut self, id: u32, now_ns: u64, outcome: Outcome, status: Option<u16>) {
-        let r = &mut self.requests[id as usize];
-        if !r.attempt_open {
-            // The backend finished a request the proxy had already given up on.
-            return;
+        if self.requests[id as usize].attempt_open {
+            self.close_attempt(id, now_ns, outcome, status);
+            self.wake_held(now_ns);
         }
+        // Otherwise the backend finished a request the proxy had already given up on.
+    }
+
+    fn close_attempt(&mut self, id: u32, now_ns: u64, outcome: Outcome, status: Option<u16>) {
+        let r = &mut self.requests[id as usize];
         r.attempt_open = false;
         let (b, attempt, latency_ns) = (r.backend as usize, r.attempt, now_ns - r.dispatched_ns);
         let size = r.size;
@@ -496,7 +535,7 @@ impl<'a> Simulation<'a> {
         }
         let retry = matches!(outcome, Outcome::ConnectError | Outcome::Http5xx) && attempt < MAX_ATTEMPTS;
         if retry {
-            return self.dispatch(id, now_ns);
+            return self.admit(id, now_ns);
         }
         let r = &mut self.requests[id as usize];
         r.blocks = None;

@@ -47,6 +47,7 @@ impl Simulation<'_> {
             attempt: u16::from(r.attempt),
             client_hash: r.client,
             slo_ttft_ms: self.scenario.slo.map(|slo| slo.ttft.as_millis() as u32),
+            queue_wait_us: r.queue_wait_ns.map(|ns| ns / 1_000),
             priority: self
                 .scenario
                 .slo
