@@ -33,6 +33,8 @@ pub struct Router {
     /// Whether some pool holds requests predicted to miss their objective (`queue`), which
     /// reads the request's objective.
     pub holds: bool,
+    /// Whether some pool's policy weighs a request's time-per-output-token objective.
+    pub scores_decoding: bool,
     /// Whether some route checks keys or limits (which may read the body's `model` and size).
     pub guards_requests: bool,
     /// Whether some pool renames the body's `model` (`model_map`).
@@ -55,6 +57,8 @@ pub struct Route {
     pub priority: Priority,
     /// Time-to-first-token objective of its requests that state none.
     pub slo_ttft: Option<std::time::Duration>,
+    /// Time-per-output-token objective of its requests that state none.
+    pub slo_tpot: Option<std::time::Duration>,
     /// The route's own limits and their state, if it has any.
     pub limits: Option<Arc<Scope>>,
     /// Pools a request moves on to, in order, when the one it was sent to cannot serve it.
@@ -126,6 +130,7 @@ impl Router {
                     rate_limit_headers: r.rate_limit_headers,
                     priority: r.priority,
                     slo_ttft: r.slo_ttft,
+                    slo_tpot: r.slo_tpot,
                     fallback: r.fallback.iter().map(|p| pools[p.get_ref()].clone()).collect(),
                     fallback_methods: r.fallback_methods.iter().map(|m| m.0.clone()).collect(),
                     cache: (r.cache, r.cache_llm),
@@ -155,6 +160,7 @@ impl Router {
             scores_prefixes: config.pools.values().any(|p| p.policy.scores_prefixes()),
             sheds: config.pools.values().any(|p| p.shedding.is_some()),
             holds: config.pools.values().any(|p| p.queue.is_some()),
+            scores_decoding: config.pools.values().any(|p| p.policy.scores_decoding()),
         }
     }
 

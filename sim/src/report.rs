@@ -89,6 +89,10 @@ pub struct LlmReport {
     /// Share of the requests whose predicted TTFT (at the policy's quantile) their first token
     /// came within; `None` unless the policy predicted first tokens.
     pub ttft_prediction_coverage: Option<f64>,
+    /// Share of the answered requests of two or more output tokens whose time per output token
+    /// met the scenario's objective; `None` without one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tpot_objective_met: Option<f64>,
 }
 
 /// The `q` quantile (nearest rank) of latencies in microseconds, sorted ascending, in milliseconds.
@@ -120,6 +124,8 @@ pub struct Tally {
     output_tokens: u64,
     /// Requests with a predicted first token, and those whose first token came within it.
     ttft_predictions: [u64; 2],
+    /// Requests judged against a time-per-output-token objective, and those that met it.
+    tpot_objective: [u64; 2],
     /// By priority: requests, those that met the objective, those shed.
     slo: [[u64; 3]; 3],
     /// By [`Held`]: how attempts left the pool's queue.
@@ -136,6 +142,7 @@ impl Tally {
             ttfts_us: Vec::new(),
             output_tokens: 0,
             ttft_predictions: [0; 2],
+            tpot_objective: [0; 2],
             slo: [[0; 3]; 3],
             held: [0; 3],
         }
@@ -174,6 +181,12 @@ impl Tally {
         self.output_tokens += u64::from(output_tokens);
     }
 
+    /// Records whether a request's time per output token met the objective.
+    pub fn record_tpot(&mut self, met: bool) {
+        self.tpot_objective[0] += 1;
+        self.tpot_objective[1] += u64::from(met);
+    }
+
     /// Records whether a request's first token came within its predicted TTFT.
     pub fn record_ttft_prediction(&mut self, covered: bool) {
         self.ttft_predictions[0] += 1;
@@ -187,16 +200,15 @@ impl Tally {
             return None;
         }
         self.ttfts_us.sort_unstable();
+        let share = |[judged, met]: [u64; 2]| (judged > 0).then(|| met as f64 / judged as f64);
         Some(LlmReport {
             ttft_p50_ms: percentile_ms(&self.ttfts_us, 0.5),
             ttft_p90_ms: percentile_ms(&self.ttfts_us, 0.9),
             ttft_p99_ms: percentile_ms(&self.ttfts_us, 0.99),
             output_tokens_per_s: self.output_tokens as f64 / duration_s.max(1e-9),
             prefix_hit_ratio: cached as f64 / prompt.max(1) as f64,
-            ttft_prediction_coverage: match self.ttft_predictions {
-                [0, _] => None,
-                [predicted, covered] => Some(covered as f64 / predicted as f64),
-            },
+            ttft_prediction_coverage: share(self.ttft_predictions),
+            tpot_objective_met: share(self.tpot_objective),
         })
     }
 
@@ -302,6 +314,13 @@ impl Report {
             ));
         }
         for p in &self.policies {
+            if let Some(met) = p.llm.and_then(|l| l.tpot_objective_met) {
+                out.push_str(&format!(
+                    "{}: time per output token within the objective for {:.1}% of requests\n",
+                    p.policy,
+                    met * 100.0
+                ));
+            }
             if let Some(coverage) = p.llm.and_then(|l| l.ttft_prediction_coverage) {
                 out.push_str(&format!(
                     "{}: first token within its predicted TTFT for {:.1}% of requests\n",

@@ -40,6 +40,8 @@ pub struct Scenario {
     pub adapters: Option<Adapters>,
     /// Requests' priorities and time-to-first-token objective, and the pool's shedding, if any.
     pub slo: Option<Slo>,
+    /// Every LLM request's time-per-output-token objective (`x-slo-tpot-ms`), if any.
+    pub tpot_objective: Option<Duration>,
     /// Faults.
     pub faults: Vec<Fault>,
     /// Length of the run.
@@ -93,6 +95,7 @@ impl Scenario {
             prompts: Prompts::Unique,
             adapters: None,
             slo: None,
+            tpot_objective: None,
             faults: Vec::new(),
             duration: 3600 * S,
             request_timeout: 10 * S,
@@ -209,6 +212,7 @@ pub fn scenario(name: &str) -> Option<Scenario> {
         prompts: Prompts::Unique,
         adapters: None,
         slo: None,
+        tpot_objective: None,
         faults,
         duration,
         request_timeout: 5 * S,

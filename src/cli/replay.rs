@@ -58,6 +58,10 @@ pub struct ReplayArgs {
     /// Run a scenario whose pool holds requests predicted late (`overload`) without its queue.
     #[arg(long)]
     no_queue: bool,
+    /// Give every LLM request this time-per-output-token objective, in milliseconds
+    /// (`x-slo-tpot-ms`): `predictive_ttft` then weighs its trained TPOT model.
+    #[arg(long)]
+    slo_tpot_ms: Option<u64>,
 }
 
 /// A policy by its name on the command line.
@@ -116,6 +120,7 @@ fn replay(args: &ReplayArgs) -> Result<Report, String> {
             SCENARIOS.join(", ")
         )
     })?;
+    scenario.tpot_objective = args.slo_tpot_ms.map(Duration::from_millis);
     if let Some(slo) = &mut scenario.slo {
         if args.no_shedding {
             slo.shedding = None;

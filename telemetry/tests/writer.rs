@@ -69,6 +69,7 @@ fn row(i: u64) -> TelemetryRow {
         slo_ttft_ms: Some(2_000),
         adapter_affinity: Some(0.8),
         queue_wait_us: Some(70_000 + i),
+        slo_tpot_ms: Some(40 + i as u32),
     }
 }
 

@@ -89,6 +89,8 @@ pub struct Telemetry {
     /// Time to the response's first byte (an LLM's first token, when streamed), in milliseconds;
     /// `None` when the backend sent nothing.
     pub ttfb_ms: Vec<Option<f64>>,
+    /// Output tokens the response reported or that were counted in its stream (schema 3 on).
+    pub output_tokens: Vec<Option<u32>>,
     /// Each row's state at dispatch, as the proxy recorded it.
     state: Vec<DispatchState>,
 }
@@ -184,6 +186,7 @@ fn scan(file: &Path, version: u32, window: Window) -> PolarsResult<DataFrame> {
         column_of(COLUMN.latency_us, version, DataType::Float64),
         column_of(COLUMN.ttfb_us, version, DataType::Float64),
         column_of(COLUMN.attempt, version, DataType::UInt32),
+        column_of(COLUMN.output_tokens, version, DataType::UInt32),
     ];
     columns.extend(
         DISPATCH_COLUMNS
@@ -257,6 +260,11 @@ fn append(telemetry: &mut Telemetry, frame: &DataFrame, file: &Path) -> Result<(
             .push(latency.ok_or_else(|| null(COLUMN.latency_us))? / 1000.0);
         telemetry.ttfb_ms.push(ttfb.map(|us| us / 1000.0));
     }
+    let output_tokens = frame
+        .column(COLUMN.output_tokens)
+        .and_then(|c| c.u32())
+        .map_err(polars)?;
+    telemetry.output_tokens.extend(output_tokens.iter());
     telemetry
         .state
         .resize(first_row + frame.height(), DispatchState::default());

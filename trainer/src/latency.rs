@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use augur_engine::features::{encode, Features, FEATURE_COUNT, FEATURE_NAMES};
-use augur_engine::model::{Evaluation, LatencyModel, Linear, ResidualQuantiles};
+use augur_engine::model::{Evaluation, LatencyModel, Linear};
 use augur_engine::telemetry::Outcome;
 use ndarray::{Array1, Array2, ArrayView1};
 
@@ -11,14 +11,12 @@ use crate::error::FitError;
 use crate::fit::{design, ridge};
 use crate::frame::{Telemetry, NO_BACKEND};
 use crate::metrics::{quantile, QuantileErrors};
-use crate::shrinkage::{quantile_estimate, shrink_toward, Estimate};
+use crate::shrinkage::residual_quantiles;
 use crate::split::Split;
 use crate::{Fitted, Options};
 
 /// Quantile levels the model predicts.
 const LEVELS: [f64; 3] = [0.5, 0.9, 0.99];
-/// Rows a backend needs in training for residual quantiles of its own.
-const MIN_BACKEND_ROWS: usize = 50;
 
 /// Whether row `i` has a latency to learn: a backend answered and the body arrived.
 fn answered(telemetry: &Telemetry, i: usize) -> bool {
@@ -50,24 +48,14 @@ pub fn train(
     let log_ms_fit = fit_nondecreasing_in_load(x, y.view())?;
 
     // Residual quantiles, per backend and overall, from the training sample.
-    let mut by_backend: BTreeMap<u32, Vec<f64>> = BTreeMap::new();
-    let mut all = Vec::with_capacity(sample.len());
-    for (k, &i) in sample.iter().enumerate() {
-        let residual = y[k] - log_ms_fit.eval(&features(telemetry, i));
-        by_backend.entry(telemetry.backend[i]).or_default().push(residual);
-        all.push(residual);
-    }
-    let global = LEVELS.map(|q| quantile(&mut all, q).expect("non-empty")).to_vec();
-    let backends = by_backend
-        .into_iter()
-        .filter(|(_, v)| v.len() >= MIN_BACKEND_ROWS)
-        .map(|(b, v)| (telemetry.backends.get(b).to_owned(), v))
-        .collect();
-    let residuals = ResidualQuantiles {
-        levels: LEVELS.to_vec(),
-        backends: pooled_backend_quantiles(&global, backends),
-        global,
-    };
+    let residuals = residual_quantiles(
+        &LEVELS,
+        telemetry,
+        sample
+            .iter()
+            .enumerate()
+            .map(|(k, &i)| (i, y[k] - log_ms_fit.eval(&features(telemetry, i)))),
+    );
     let model = LatencyModel {
         feature_names: FEATURE_NAMES.map(String::from).to_vec(),
         log_ms: log_ms_fit,
@@ -117,30 +105,6 @@ fn fit_nondecreasing_in_load(mut x: Array2<f64>, y: ArrayView1<f64>) -> Result<L
     let mut fit = ridge(x, y, &nonnegative, "latency")?;
     fit.weights[log] -= fit.weights[linear];
     Ok(fit)
-}
-
-/// Each backend's residual quantiles, partially pooled toward the `global` ones level by level: a
-/// backend keeps its own tail only as far as it stands out from the others by more than the noise
-/// of its sample.
-fn pooled_backend_quantiles(global: &[f64], backends: Vec<(String, Vec<f64>)>) -> BTreeMap<String, Vec<f64>> {
-    let (names, estimates): (Vec<String>, Vec<Vec<Estimate>>) = backends
-        .into_iter()
-        .map(|(name, mut residuals)| {
-            residuals.sort_by(f64::total_cmp);
-            (name, LEVELS.map(|q| quantile_estimate(&residuals, q)).to_vec())
-        })
-        .unzip();
-    let by_level: Vec<Vec<f64>> = (0..LEVELS.len())
-        .map(|level| {
-            let at_level: Vec<Estimate> = estimates.iter().map(|e| e[level]).collect();
-            shrink_toward(global[level], &at_level)
-        })
-        .collect();
-    names
-        .into_iter()
-        .enumerate()
-        .map(|(k, name)| (name, by_level.iter().map(|level| level[k]).collect()))
-        .collect()
 }
 
 fn log_ms(latency_ms: f64) -> f64 {

@@ -18,11 +18,13 @@ mod latency;
 mod lock;
 mod metrics;
 mod promotion;
+mod quantile_baselines;
 mod report;
 mod run_state;
 mod shrinkage;
 mod source;
 mod split;
+mod tpot;
 mod ttft;
 
 pub mod backtest;
@@ -299,6 +301,11 @@ fn fit_every_model(telemetry: &Telemetry, options: &Options, bar: &ProgressBar, 
     judge.judge(
         ModelKind::Ttft,
         ttft::train(telemetry, cutoff_us, options).map(|f| f.map(Model::Ttft)),
+    );
+    stage("tpot");
+    judge.judge(
+        ModelKind::Tpot,
+        tpot::train(telemetry, cutoff_us, options).map(|f| f.map(Model::Tpot)),
     );
     stage("capacity");
     judge.judge(

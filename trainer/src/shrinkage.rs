@@ -3,7 +3,45 @@
 //! times has a noisy tail quantile; left raw, that noise reads as a real difference between
 //! identical backends and the predictive policy would starve the unlucky one.
 
-use crate::metrics::interpolated;
+use std::collections::BTreeMap;
+
+use augur_engine::model::ResidualQuantiles;
+
+use crate::frame::Telemetry;
+use crate::metrics::{interpolated, quantile};
+
+/// Rows a backend needs in training for residual quantiles of its own.
+const MIN_BACKEND_ROWS: usize = 50;
+
+/// A model's residual quantiles at `levels` from `(row, residual)` pairs of the training sample:
+/// over every row, and per backend of [`MIN_BACKEND_ROWS`] rows or more, partially pooled toward
+/// the overall ones ([`pooled_backend_quantiles`]).
+pub fn residual_quantiles(
+    levels: &[f64],
+    telemetry: &Telemetry,
+    residuals: impl IntoIterator<Item = (usize, f64)>,
+) -> ResidualQuantiles {
+    let mut by_backend: BTreeMap<u32, Vec<f64>> = BTreeMap::new();
+    let mut all = Vec::new();
+    for (i, residual) in residuals {
+        by_backend.entry(telemetry.backend[i]).or_default().push(residual);
+        all.push(residual);
+    }
+    let global: Vec<f64> = levels
+        .iter()
+        .map(|&q| quantile(&mut all, q).expect("a training sample is never empty"))
+        .collect();
+    let backends = by_backend
+        .into_iter()
+        .filter(|(_, v)| v.len() >= MIN_BACKEND_ROWS)
+        .map(|(b, v)| (telemetry.backends.get(b).to_owned(), v))
+        .collect();
+    ResidualQuantiles {
+        levels: levels.to_vec(),
+        backends: pooled_backend_quantiles(levels, &global, backends),
+        global,
+    }
+}
 
 /// One group's estimate and the variance of its sampling error.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -55,6 +93,37 @@ pub fn quantile_estimate(sorted: &[f64], q: f64) -> Estimate {
         value: interpolated(sorted, position),
         variance: standard_error * standard_error,
     }
+}
+
+/// Each backend's residual quantiles at `levels`, partially pooled toward the `global` ones level by level: a
+/// backend keeps its own tail only as far as it stands out from the others by more than the noise
+/// of its sample.
+fn pooled_backend_quantiles(
+    levels: &[f64],
+    global: &[f64],
+    backends: Vec<(String, Vec<f64>)>,
+) -> BTreeMap<String, Vec<f64>> {
+    let (names, estimates): (Vec<String>, Vec<Vec<Estimate>>) = backends
+        .into_iter()
+        .map(|(name, mut residuals)| {
+            residuals.sort_by(f64::total_cmp);
+            (
+                name,
+                levels.iter().map(|&q| quantile_estimate(&residuals, q)).collect(),
+            )
+        })
+        .unzip();
+    let by_level: Vec<Vec<f64>> = (0..levels.len())
+        .map(|level| {
+            let at_level: Vec<Estimate> = estimates.iter().map(|e| e[level]).collect();
+            shrink_toward(global[level], &at_level)
+        })
+        .collect();
+    names
+        .into_iter()
+        .enumerate()
+        .map(|(k, name)| (name, by_level.iter().map(|level| level[k]).collect()))
+        .collect()
 }
 
 #[cfg(test)]

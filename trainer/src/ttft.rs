@@ -1,17 +1,16 @@
 //! Fits and evaluates the time-to-first-token model of LLM servers against the TTFT quantiles a
 //! proxy could keep without one: the pool's and each backend's.
 
-use std::collections::BTreeMap;
-
 use augur_engine::model::Linear;
-use augur_engine::model::{ttft_features, Evaluation, TtftModel, TTFT_FEATURE_COUNT, TTFT_FEATURE_NAMES};
+use augur_engine::model::{ttft_features, TtftModel, TTFT_FEATURE_COUNT, TTFT_FEATURE_NAMES};
 use augur_engine::telemetry::Outcome;
 use ndarray::{Array1, Array2, ArrayView1};
 
 use crate::error::FitError;
 use crate::fit::{design, ridge};
 use crate::frame::{Telemetry, NO_BACKEND};
-use crate::metrics::{quantile, QuantileErrors};
+use crate::metrics::quantile;
+use crate::quantile_baselines;
 use crate::split::Split;
 use crate::{Fitted, Options};
 
@@ -85,7 +84,16 @@ pub fn train(
         residual_levels: LEVELS.to_vec(),
         residual_ms,
     };
-    let evaluation = evaluate(telemetry, &split, &model);
+    let evaluation = quantile_baselines::evaluate(
+        telemetry,
+        &split,
+        LEVELS,
+        |i| first_token(telemetry, i).expect("eligible"),
+        |i| {
+            let x = features(telemetry, i);
+            [0, 1, 2].map(|level| model.predict_ms(&x, model.residual_ms[level]))
+        },
+    );
     Ok(Fitted {
         model,
         evaluation,
@@ -122,44 +130,6 @@ fn fit(x: Array2<f64>, y: ArrayView1<f64>, uncontended: &[usize]) -> Result<Line
     let mut fit = ridge(rest_x, rest_y.view(), &all, "ttft")?;
     fit.weights[PREFILL] = speed;
     Ok(fit)
-}
-
-/// The model's median and tail predictions on the validation rows against the training rows' TTFT
-/// quantiles, over the pool and per backend (the pool's for a backend unseen in training).
-fn evaluate(telemetry: &Telemetry, split: &Split, model: &TtftModel) -> Evaluation {
-    let quantiles = |rows: &mut Vec<f64>| LEVELS.map(|q| quantile(rows, q).unwrap_or(0.0));
-    let mut pooled = Vec::new();
-    let mut by_backend: BTreeMap<u32, Vec<f64>> = BTreeMap::new();
-    for &i in &split.training {
-        let observed = first_token(telemetry, i).expect("eligible");
-        pooled.push(observed);
-        by_backend.entry(telemetry.backend[i]).or_default().push(observed);
-    }
-    let pool_quantiles = quantiles(&mut pooled);
-    let backend_quantiles: BTreeMap<u32, [f64; 3]> = by_backend
-        .into_iter()
-        .map(|(backend, mut rows)| (backend, quantiles(&mut rows)))
-        .collect();
-    let (mut model_errors, mut pool_errors, mut backend_errors) = Default::default();
-    for &i in &split.validation {
-        let observed = first_token(telemetry, i).expect("eligible");
-        let x = features(telemetry, i);
-        let predicted = [0, 1, 2].map(|level| model.predict_ms(&x, model.residual_ms[level]));
-        QuantileErrors::add(&mut model_errors, observed, predicted);
-        QuantileErrors::add(&mut pool_errors, observed, pool_quantiles);
-        let own = backend_quantiles
-            .get(&telemetry.backend[i])
-            .unwrap_or(&pool_quantiles);
-        QuantileErrors::add(&mut backend_errors, observed, *own);
-    }
-    Evaluation {
-        decisive_metric: "mae_ms".into(),
-        model: model_errors.metrics(),
-        baselines: BTreeMap::from([
-            ("pool_quantiles".to_string(), pool_errors.metrics()),
-            ("backend_quantiles".to_string(), backend_errors.metrics()),
-        ]),
-    }
 }
 
 #[cfg(test)]

@@ -42,7 +42,7 @@ impl ResidualQuantiles {
         self.backends.get(backend).unwrap_or(&self.global)
     }
 
-    fn validate(&self) -> Result<(), ModelError> {
+    pub(super) fn validate(&self) -> Result<(), ModelError> {
         let levels = &self.levels;
         if levels.is_empty() || levels.iter().any(|l| !(*l > 0.0 && *l < 1.0)) {
             return Err(ModelError::invalid(

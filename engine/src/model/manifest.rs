@@ -8,7 +8,7 @@ use sha2::{Digest, Sha256};
 
 use super::{
     CapacityModel, DemandModel, FailureModel, LatencyModel, Model, ModelError, ModelFile, ModelKind,
-    TtftModel, FORMAT_VERSION,
+    TpotModel, TtftModel, FORMAT_VERSION,
 };
 
 /// File name of the manifest in a models directory.
@@ -138,6 +138,14 @@ impl ModelSet {
     pub fn ttft(&self) -> Option<&TtftModel> {
         match self.files.get(&ModelKind::Ttft).map(|f| &f.model) {
             Some(Model::Ttft(m)) => Some(m),
+            _ => None,
+        }
+    }
+
+    /// The TPOT model, if the set has one.
+    pub fn tpot(&self) -> Option<&TpotModel> {
+        match self.files.get(&ModelKind::Tpot).map(|f| &f.model) {
+            Some(Model::Tpot(m)) => Some(m),
             _ => None,
         }
     }

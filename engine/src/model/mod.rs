@@ -11,6 +11,7 @@ mod failure;
 mod latency;
 mod linear;
 mod manifest;
+mod tpot;
 mod ttft;
 
 use std::collections::BTreeMap;
@@ -27,6 +28,7 @@ pub use failure::{FailureModel, FailurePriors};
 pub use latency::{LatencyModel, ResidualQuantiles};
 pub use linear::{logit, sigmoid, Linear};
 pub use manifest::{sha256_hex, Manifest, ManifestEntry, ModelSet, MANIFEST_FILE};
+pub use tpot::{tpot_features, TpotModel, TPOT_FEATURE_COUNT, TPOT_FEATURE_NAMES};
 pub use ttft::{ttft_features, TtftModel, TTFT_FEATURE_COUNT, TTFT_FEATURE_NAMES};
 
 use crate::features::FEATURE_NAMES;
@@ -49,16 +51,19 @@ pub enum ModelKind {
     Capacity,
     /// Time to the first token of a request on an LLM server.
     Ttft,
+    /// Time per output token after the first, of a streamed response from an LLM server.
+    Tpot,
 }
 
 impl ModelKind {
     /// Every kind, in a fixed order.
-    pub const ALL: [ModelKind; 5] = [
+    pub const ALL: [ModelKind; 6] = [
         Self::Latency,
         Self::Failure,
         Self::Demand,
         Self::Capacity,
         Self::Ttft,
+        Self::Tpot,
     ];
 
     /// The name used in files and metrics.
@@ -69,6 +74,7 @@ impl ModelKind {
             Self::Demand => "demand",
             Self::Capacity => "capacity",
             Self::Ttft => "ttft",
+            Self::Tpot => "tpot",
         }
     }
 }
@@ -93,6 +99,8 @@ pub enum Model {
     Capacity(CapacityModel),
     /// See [`TtftModel`].
     Ttft(TtftModel),
+    /// See [`TpotModel`].
+    Tpot(TpotModel),
 }
 
 impl Model {
@@ -104,6 +112,7 @@ impl Model {
             Self::Demand(_) => ModelKind::Demand,
             Self::Capacity(_) => ModelKind::Capacity,
             Self::Ttft(_) => ModelKind::Ttft,
+            Self::Tpot(_) => ModelKind::Tpot,
         }
     }
 
@@ -114,6 +123,7 @@ impl Model {
             Self::Demand(m) => m.validate(),
             Self::Capacity(m) => m.validate(),
             Self::Ttft(m) => m.validate(),
+            Self::Tpot(m) => m.validate(),
         }
     }
 }

@@ -31,7 +31,7 @@ pub use maglev::MAGLEV_TABLE_SIZE;
 pub use predictive::{
     ActiveModels, CandidateScores, Prediction, Predictive, PredictiveSettings, UnusableModels, MAX_CANDIDATES,
 };
-pub use predictive_ttft::ScoringTtft;
+pub use predictive_ttft::{ScoringTpot, ScoringTtft};
 pub use ring_hash::RING_POINTS_PER_WEIGHT;
 pub use spec::{
     HashAlgorithm, HashKey, PolicySpec, DEFAULT_EVICTION_WEIGHT, DEFAULT_EXPLORATION,
@@ -62,6 +62,9 @@ pub struct PickRequest<'a> {
     /// a policy that predicts first tokens judges the request on its prediction
     /// ([`crate::shedding::on_prediction`]).
     pub slo: Option<(crate::shedding::Priority, Duration)>,
+    /// Its time-per-output-token objective (`x-slo-tpot-ms`, else its route's `slo_tpot`), for a
+    /// policy that predicts decoding ([`PolicySpec::PredictiveTtft`] with a TPOT model).
+    pub tpot_objective: Option<Duration>,
 }
 
 /// A policy instantiated over one snapshot of a pool's endpoints.
@@ -158,7 +161,8 @@ impl Selector {
                 eviction_weight,
                 ..
             } => Self::PredictiveTtft(predictive_ttft::PredictiveTtft {
-                scoring: models.and_then(|m| m.ttft().cloned()),
+                scoring: models.as_ref().and_then(|m| m.ttft().cloned()),
+                tpot: models.and_then(|m| m.tpot().cloned()),
                 decay: *decay,
                 eviction_weight: *eviction_weight,
             }),

@@ -8,7 +8,15 @@
 //! none (on `shared-prefix`, 72% of prompt tokens cached against 94% for the inference extension's
 //! scorer, p90 TTFT 247 against 17 ms). So a candidate's score also counts the prefill it would
 //! cause elsewhere: the model's time for the uncached tokens, times `eviction_weight`.
+//!
+//! A request with a time-per-output-token objective (`x-slo-tpot-ms`) also counts, where the set
+//! has a TPOT model, the decoding it would do past that objective at each candidate: the predicted
+//! median time per token beyond the objective, times the tokens it asks for (`max_tokens`, else
+//! one). A candidate predicted to decode within it costs nothing more, so among those the first
+//! token decides; one that would not is taken only when its first token comes sooner by more than
+//! the decoding it would lose.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,7 +25,8 @@ use rand::Rng;
 use super::{PickRequest, Prediction, WeightedScorer};
 use crate::dispatch::DispatchState;
 use crate::endpoint::Endpoint;
-use crate::model::{ttft_features, QuantileCalibration, TtftModel};
+use crate::hash;
+use crate::model::{tpot_features, ttft_features, QuantileCalibration, TpotModel, TtftModel};
 
 /// The TTFT model as a pool scores with it.
 #[derive(Debug, Clone)]
@@ -32,11 +41,49 @@ pub struct ScoringTtft {
     pub version: Arc<str>,
 }
 
+/// The TPOT model as a pool scores with it: the model, and each known backend's median residual.
+#[derive(Debug, Clone)]
+pub struct ScoringTpot {
+    model: Arc<TpotModel>,
+    median_residuals: Arc<HashMap<u64, f64>>,
+    pool_median_residual: f64,
+}
+
+impl ScoringTpot {
+    /// Prepares `model` for scoring; `None` when it keeps no median (a validated model does).
+    pub fn new(model: &TpotModel) -> Option<Self> {
+        let median = model.residuals.level_index(0.5)?;
+        let median_residuals = model
+            .residuals
+            .backends
+            .iter()
+            .map(|(name, q)| (hash::endpoint_id(name), q[median]))
+            .collect();
+        Some(Self {
+            model: Arc::new(model.clone()),
+            median_residuals: Arc::new(median_residuals),
+            pool_median_residual: model.residuals.global[median],
+        })
+    }
+
+    /// The median time per output token, in milliseconds, at the endpoint `endpoint_id` in `state`.
+    pub fn median_ms(&self, endpoint_id: u64, state: &DispatchState) -> f64 {
+        let residual = self
+            .median_residuals
+            .get(&endpoint_id)
+            .copied()
+            .unwrap_or(self.pool_median_residual);
+        self.model.predict_ms(&tpot_features(state), residual)
+    }
+}
+
 /// The policy over one snapshot of a pool.
 #[derive(Debug)]
 pub struct PredictiveTtft {
     /// The model, when a usable one is loaded.
     pub(super) scoring: Option<ScoringTtft>,
+    /// The TPOT model, for requests with a time-per-output-token objective, when the set has one.
+    pub(super) tpot: Option<ScoringTpot>,
     /// Peak-EWMA decay, for the dispatch state the model reads.
     pub(super) decay: Duration,
     /// Weight of the prefill a candidate would cause by evicting what it holds.
@@ -72,7 +119,7 @@ impl PredictiveTtft {
             let x = ttft_features(&state);
             let uncached_ktokens = state.uncached_prompt_tokens() as f64 / 1000.0;
             let eviction_ms = self.eviction_weight * model.prefill_ms_per_ktoken() * uncached_ktokens;
-            let score = model.predict_ms(&x, 0.0) + eviction_ms;
+            let score = model.predict_ms(&x, 0.0) + eviction_ms + self.decoding_past(request, e.id, &state);
             if score < best.1 {
                 best = (i, score, x);
                 ties = 1;
@@ -100,6 +147,16 @@ impl PredictiveTtft {
             first_token: Some(scoring.calibration.clone()),
         };
         (best.0, Some(prediction))
+    }
+
+    /// Milliseconds the request would decode past its time-per-output-token objective at the
+    /// endpoint `endpoint_id` in `state`: 0 without an objective or a TPOT model.
+    fn decoding_past(&self, request: &PickRequest<'_>, endpoint_id: u64, state: &DispatchState) -> f64 {
+        let (Some(tpot), Some(objective)) = (&self.tpot, request.tpot_objective) else {
+            return 0.0;
+        };
+        let over_ms = tpot.median_ms(endpoint_id, state) - objective.as_secs_f64() * 1000.0;
+        over_ms.max(0.0) * f64::from(request.size.max_tokens.unwrap_or(1).max(1))
     }
 }
 
@@ -132,6 +189,7 @@ mod tests {
                 calibration: Arc::new(QuantileCalibration::new(0.9)),
                 version: Arc::from("v1"),
             }),
+            tpot: None,
             decay: Duration::from_secs(10),
             eviction_weight,
         }
@@ -211,6 +269,54 @@ mod tests {
             .pick(&eps, &asking(&doc, None), Duration::ZERO, &mut rng)
             .0;
         assert_eq!((greedy, weighted), (1, 0));
+    }
+
+    #[test]
+    fn a_request_with_a_decoding_objective_avoids_a_server_predicted_to_miss_it() {
+        use crate::model::{ResidualQuantiles, TpotModel, TPOT_FEATURE_NAMES};
+        // 15 ms a token, 1 ms more per request in flight; gpu-0 decodes 20 ms slower than the rest.
+        let tpot = TpotModel {
+            feature_names: TPOT_FEATURE_NAMES.map(String::from).to_vec(),
+            ms: Linear {
+                intercept: 15.0,
+                weights: vec![1.0, 0.0, 0.0],
+            },
+            residuals: ResidualQuantiles {
+                levels: vec![0.5, 0.9],
+                global: vec![0.0, 2.0],
+                backends: [("gpu-0".to_string(), vec![20.0, 25.0])].into(),
+            },
+        };
+        let eps = servers(2);
+        let doc = document(5);
+        eps[0].load.record_prompt(&doc);
+        let decoding = PredictiveTtft {
+            tpot: ScoringTpot::new(&tpot),
+            ..policy(1.0)
+        };
+        let objective = |ms: u64, max_tokens: u32| PickRequest {
+            tpot_objective: Some(Duration::from_millis(ms)),
+            size: RequestSize {
+                max_tokens: Some(max_tokens),
+                ..asking(&doc, None).size
+            },
+            ..asking(&doc, None)
+        };
+        let mut rng = SmallRng::seed_from_u64(6);
+        let mut pick = |request: &PickRequest<'_>| decoding.pick(&eps, request, Duration::ZERO, &mut rng).0;
+        // Without an objective, or with one both meet, the cached document decides.
+        assert_eq!(pick(&asking(&doc, None)), 0);
+        assert_eq!(pick(&objective(50, 200)), 0);
+        // 35 ms a token at gpu-0 against a 25 ms objective: 10 ms over for 200 tokens (2 s) costs
+        // more than prefilling the document at gpu-1 (0.24 s and as much evicted).
+        assert_eq!(pick(&objective(25, 200)), 1);
+        // For 10 tokens (100 ms over) the cache still wins.
+        assert_eq!(pick(&objective(25, 10)), 0);
+        // Ten requests in flight at gpu-1 put it at 25 ms: still within the objective.
+        for _ in 0..10 {
+            eps[1].load.try_start(None);
+        }
+        assert_eq!(pick(&objective(25, 200)), 1);
     }
 
     #[test]

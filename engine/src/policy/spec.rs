@@ -228,6 +228,11 @@ impl PolicySpec {
             || matches!(self, Self::PredictiveTtft { .. })
     }
 
+    /// Whether the policy weighs a request's time-per-output-token objective (with a TPOT model).
+    pub fn scores_decoding(&self) -> bool {
+        matches!(self, Self::PredictiveTtft { .. })
+    }
+
     /// Whether the policy reads the prompt's prefix index, so a pool must keep one per backend.
     pub fn scores_prefixes(&self) -> bool {
         matches!(self, Self::WeightedScorer { .. } | Self::PredictiveTtft { .. })

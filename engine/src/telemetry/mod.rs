@@ -29,7 +29,8 @@ pub use outcome::Outcome;
 ///   `prefix_hit_ratio`, `backend_prefill_tokens`; `outcome` may be `shed`, and `priority` says
 ///   what a request was shed (or served) as; `slo_ttft_ms`, its objective.
 /// - 5: `adapter_affinity`, how ready the backend was for the request's LoRA adapter.
-/// - 6: `queue_wait_us`, how long the attempt waited in its pool's queue.
+/// - 6: `queue_wait_us`, how long the attempt waited in its pool's queue; `slo_tpot_ms`, the
+///   request's time-per-output-token objective.
 pub const SCHEMA_VERSION: u32 = 6;
 
 /// The oldest schema version the trainer still reads (columns added since read as null).
@@ -192,6 +193,10 @@ telemetry_columns! {
     /// wait. Its latency and time to first byte count from dispatch, after the wait.
     #[column(since = 6)]
     queue_wait_us: Option<u64>,
+    /// The request's time-per-output-token objective in milliseconds (`x-slo-tpot-ms`, else its
+    /// route's `slo_tpot`); null when it has none.
+    #[column(since = 6)]
+    slo_tpot_ms: Option<u32>,
 }
 
 impl TelemetryRow {

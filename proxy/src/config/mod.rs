@@ -268,6 +268,11 @@ pub struct RouteConfig {
     /// telemetry; a request may state its own with `x-slo-ttft-ms`.
     #[serde(default, with = "humantime_serde")]
     pub slo_ttft: Option<Duration>,
+    /// Time-per-output-token objective of the route's requests (`"50ms"`), recorded with their
+    /// telemetry and weighed by `predictive_ttft` with a TPOT model; a request may state its own
+    /// with `x-slo-tpot-ms`.
+    #[serde(default, with = "humantime_serde")]
+    pub slo_tpot: Option<Duration>,
 }
 
 /// One pool of a route's weighted split.

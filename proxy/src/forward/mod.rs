@@ -189,9 +189,14 @@ pub async fn handle(
         } else {
             route.priority
         },
-        ttft_objective: (shared.telemetry.is_some() || router.sheds || router.holds)
-            .then(|| slo::ttft_objective(route.slo_ttft, request.headers()))
-            .flatten(),
+        objectives: slo::Objectives {
+            ttft: (shared.telemetry.is_some() || router.sheds || router.holds)
+                .then(|| slo::objective(slo::X_SLO_TTFT_MS, route.slo_ttft, request.headers()))
+                .flatten(),
+            tpot: (shared.telemetry.is_some() || router.scores_decoding)
+                .then(|| slo::objective(slo::X_SLO_TPOT_MS, route.slo_tpot, request.headers()))
+                .flatten(),
+        },
         route,
         downstream: &downstream,
         peeked: &peeked,
@@ -463,8 +468,8 @@ struct Exchange<'a> {
     tenant: Option<&'a Arc<str>>,
     /// Its priority where a pool sheds.
     priority: Priority,
-    /// Its time-to-first-token objective.
-    ttft_objective: Option<Duration>,
+    /// Its objectives: time to first token, time per output token.
+    objectives: slo::Objectives,
     span: Option<&'a RequestSpan>,
     /// Its estimated tokens, and what it says of its size.
     tokens: u64,
@@ -496,7 +501,14 @@ impl Exchange<'_> {
         if pool.config.shedding.is_none() && pool.queue.is_none() {
             return None;
         }
-        Some((self.priority, self.ttft_objective?))
+        Some((self.priority, self.objectives.ttft?))
+    }
+
+    /// The request's time-per-output-token objective, for a pool whose policy weighs it.
+    fn tpot_at(&self, pool: &Pool) -> Option<Duration> {
+        self.objectives
+            .tpot
+            .filter(|_| pool.config.policy.scores_decoding())
     }
 
     /// Sends the request to `first`, the pool its route picked, and on to the route's fallbacks,
@@ -553,14 +565,14 @@ impl Exchange<'_> {
                     pool,
                     self.downstream,
                     self.peeked,
-                    (self.tenant, self.priority, self.ttft_objective),
+                    (self.tenant, self.priority, self.objectives),
                 )
             });
             let observed = Observed {
                 record: record.as_ref(),
                 span: self.span,
             };
-            let result = match pool.shed(self.priority, self.ttft_objective) {
+            let result = match pool.shed(self.priority, self.objectives.ttft) {
                 Ok(()) => {
                     forward(
                         active.pool(),
@@ -570,7 +582,7 @@ impl Exchange<'_> {
                         self.downstream,
                         observed,
                         (self.tokens, self.size, &self.peeked.prompt_blocks),
-                        (self.model_at(pool), self.slo_at(pool)),
+                        (self.model_at(pool), self.slo_at(pool), self.tpot_at(pool)),
                         log,
                     )
                     .await
@@ -630,7 +642,7 @@ async fn forward(
     downstream: &headers::Forwarded<'_>,
     observed: Observed<'_>,
     (tokens, size, prompt): (u64, RequestSize, &[u64]),
-    (model, slo): (Option<u64>, Option<(Priority, Duration)>),
+    (model, slo, tpot_objective): (Option<u64>, Option<(Priority, Duration)>, Option<Duration>),
     log: &mut AccessLog,
 ) -> Result<(Response<ProxyBody>, Option<AttemptDone>), ProxyError> {
     let mut pick = affinity::pick_request(&pool.config.policy, &parts.headers, downstream.client_ip);
@@ -638,6 +650,7 @@ async fn forward(
     pick.prompt = (!prompt.is_empty()).then_some(prompt);
     pick.model = model;
     pick.slo = slo;
+    pick.tpot_objective = tpot_objective;
     let upgrade = client_upgrade.is_some();
     let head = UpstreamHead::new(parts, pool, downstream, upgrade, renamed_len);
     let retries = &pool.config.retries;

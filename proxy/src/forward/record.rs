@@ -12,6 +12,7 @@ use augur_telemetry::TelemetrySink;
 
 use super::body_peek::PeekedBody;
 use super::headers::Forwarded;
+use super::slo::Objectives;
 use crate::clock;
 use crate::error::ProxyError;
 use crate::message::body::{BodyObserver, BoxError, IdleTimeoutError};
@@ -31,6 +32,11 @@ pub struct RequestRecord {
 /// the telemetry queue, bounded in rows, is bounded in bytes too.
 const MAX_METHOD_BYTES: usize = 32;
 
+/// An objective in whole milliseconds, as recorded.
+fn whole_ms(objective: Duration) -> u32 {
+    u32::try_from(objective.as_millis()).unwrap_or(u32::MAX)
+}
+
 /// The method as recorded: cut to [`MAX_METHOD_BYTES`] (method names are ASCII tokens).
 fn recorded_method(method: &http::Method) -> &str {
     let name = method.as_str();
@@ -39,8 +45,7 @@ fn recorded_method(method: &http::Method) -> &str {
 
 impl RequestRecord {
     /// The request-level fields of a request with `method`, routed by `route` to `pool`, from
-    /// `tenant` at `priority` (recorded where the pool sheds), with its time-to-first-token
-    /// objective.
+    /// `tenant` at `priority` (recorded where the pool sheds), with its objectives.
     pub fn new(
         telemetry: &Telemetry,
         method: &http::Method,
@@ -48,11 +53,12 @@ impl RequestRecord {
         pool: &Pool,
         downstream: &Forwarded<'_>,
         peeked: &PeekedBody,
-        (tenant, priority, ttft_objective): (Option<&Arc<str>>, Priority, Option<Duration>),
+        (tenant, priority, objectives): (Option<&Arc<str>>, Priority, Objectives),
     ) -> Self {
         let template = TelemetryRow {
             tenant: tenant.cloned(),
-            slo_ttft_ms: ttft_objective.map(|d| u32::try_from(d.as_millis()).unwrap_or(u32::MAX)),
+            slo_ttft_ms: objectives.ttft.map(whole_ms),
+            slo_tpot_ms: objectives.tpot.map(whole_ms),
             priority: pool.config.shedding.map(|_| priority.as_str()),
             request_id: downstream.request_id.to_str().unwrap_or_default().to_owned(),
             model: peeked.model_to_record().map(Arc::from),

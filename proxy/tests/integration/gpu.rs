@@ -671,24 +671,42 @@ fn priority_route(name: &str, priority: &str, extra: &str) -> String {
 /// of `base_ms` plus 40 ms per thousand tokens to prefill, 100 ms per request queued at the
 /// server and `in_flight_ms` per request this proxy has in flight there.
 fn publish_ttft_set(dir: &std::path::Path, base_ms: f64, in_flight_ms: f64) {
+    publish_llm_set(dir, base_ms, in_flight_ms, None);
+}
+
+/// As [`publish_ttft_set`], with a TPOT model too when `tpot` is given.
+fn publish_llm_set(
+    dir: &std::path::Path,
+    base_ms: f64,
+    in_flight_ms: f64,
+    tpot: Option<augur_engine::model::TpotModel>,
+) {
     use augur_engine::model::*;
     use std::collections::BTreeMap;
     std::fs::create_dir_all(dir).unwrap();
     let latency = crate::models::latency_file("t1", None);
-    let ttft = ModelFile {
-        model: Model::Ttft(TtftModel {
-            feature_names: TTFT_FEATURE_NAMES.map(String::from).to_vec(),
-            ms: Linear {
-                intercept: base_ms,
-                weights: vec![40.0, 100.0, in_flight_ms, 0.0, 0.0],
-            },
-            residual_levels: vec![0.5, 0.9],
-            residual_ms: vec![0.0, 20.0],
-        }),
+    let with = |model| ModelFile {
+        model,
         ..latency.clone()
     };
+    let mut files = vec![
+        (ModelKind::Latency, latency.clone()),
+        (
+            ModelKind::Ttft,
+            with(Model::Ttft(TtftModel {
+                feature_names: TTFT_FEATURE_NAMES.map(String::from).to_vec(),
+                ms: Linear {
+                    intercept: base_ms,
+                    weights: vec![40.0, 100.0, in_flight_ms, 0.0, 0.0],
+                },
+                residual_levels: vec![0.5, 0.9],
+                residual_ms: vec![0.0, 20.0],
+            })),
+        ),
+    ];
+    files.extend(tpot.map(|m| (ModelKind::Tpot, with(Model::Tpot(m)))));
     let mut models = BTreeMap::new();
-    for (kind, file) in [(ModelKind::Latency, &latency), (ModelKind::Ttft, &ttft)] {
+    for (kind, file) in &files {
         let bytes = serde_json::to_vec(file).unwrap();
         let name = format!("{kind}-t1.json");
         std::fs::write(dir.join(&name), &bytes).unwrap();
@@ -697,7 +715,7 @@ fn publish_ttft_set(dir: &std::path::Path, base_ms: f64, in_flight_ms: f64) {
             sha256: sha256_hex(&bytes),
             version: "t1".into(),
         };
-        models.insert(kind, entry);
+        models.insert(*kind, entry);
     }
     let manifest = Manifest {
         format_version: FORMAT_VERSION,
@@ -885,4 +903,80 @@ async fn a_request_no_backend_can_serve_in_time_goes_when_its_wait_runs_out() {
     assert!(row[1] < waited.as_micros() as u64 - row[0] + 1, "{row:?}");
     let _ = std::fs::remove_dir_all(&dir);
     let _ = std::fs::remove_dir_all(&telemetry);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_with_a_decoding_objective_goes_where_its_tokens_are_predicted_in_time() {
+    use augur_engine::model::{Linear, ResidualQuantiles, TpotModel, TPOT_FEATURE_NAMES};
+    let cluster = serve(&gpu_nodes(2), "127.0.0.1".parse().unwrap(), 1)
+        .await
+        .unwrap();
+    // 50 ms a token, and 100 ms more at the first node.
+    let tpot = TpotModel {
+        feature_names: TPOT_FEATURE_NAMES.map(String::from).to_vec(),
+        ms: Linear {
+            intercept: 50.0,
+            weights: vec![0.0; 3],
+        },
+        residuals: ResidualQuantiles {
+            levels: vec![0.5, 0.9],
+            global: vec![0.0, 5.0],
+            backends: [(cluster.backends[0].addr.to_string(), vec![100.0, 110.0])].into(),
+        },
+    };
+    let dir = temp_path("tpot-models");
+    publish_llm_set(&dir, 2.0, 0.0, Some(tpot));
+    let telemetry = temp_path("tpot-telemetry");
+    let routes = format!(
+        "[telemetry]\ndir = \"{}\"\nclient_hash_key = \"k\"\n[[routes]]\npool = \"gpu\"\n",
+        telemetry.display()
+    );
+    let (proxy, client) = ttft_proxy(&cluster, &dir, &routes, "").await;
+    let served_by = async |objective_ms: u32| {
+        let mut request = completion(&url(&proxy, "/v1/completions"), 2);
+        request.headers_mut().insert("x-slo-tpot-ms", objective_ms.into());
+        let reply = send(&client, request).await;
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        reply.headers["x-sim-backend"].to_str().unwrap().to_owned()
+    };
+    // 150 ms a token at gpu-0 against an 80 ms objective: every request goes to gpu-1.
+    for _ in 0..8 {
+        assert_eq!(served_by(80).await, "gpu-1");
+    }
+    // An objective both meet leaves the first token to decide, a tie broken at random.
+    let mut nodes = std::collections::BTreeSet::new();
+    for _ in 0..24 {
+        nodes.insert(served_by(1_000).await);
+    }
+    assert_eq!(nodes.len(), 2, "{nodes:?}");
+    proxy.shutdown().await;
+    let mut recorded = column_u32(&telemetry, "slo_tpot_ms");
+    recorded.sort_unstable();
+    recorded.dedup();
+    assert_eq!(recorded, [Some(80), Some(1_000)]);
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&telemetry);
+}
+
+/// Every row's value of the UInt32 `column`, from the Parquet files under `dir`.
+fn column_u32(dir: &std::path::Path, column: &str) -> Vec<Option<u32>> {
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::UInt32Type;
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    let mut values = Vec::new();
+    for path in files_under(dir)
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
+    {
+        let reader = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&path).unwrap())
+            .unwrap()
+            .build()
+            .unwrap();
+        for batch in reader {
+            let batch = batch.unwrap();
+            let array = batch.column_by_name(column).unwrap().as_primitive::<UInt32Type>();
+            values.extend(array.iter());
+        }
+    }
+    values
 }

@@ -431,6 +431,7 @@ impl<'a> Simulation<'a> {
                 .slo
                 .filter(|slo| slo.shedding.is_some() || slo.queue.is_some())
                 .map(|slo| (r.priority, slo.ttft)),
+            tpot_objective: self.scenario.tpot_objective.filter(|_| gpu),
             ..PickRequest::default()
         };
         // A retry avoids the backend that failed the first attempt, exactly as the proxy's does.
@@ -553,6 +554,15 @@ impl<'a> Simulation<'a> {
                 size.output_tokens
             };
             self.tally.record_llm(ttft_us, output);
+            if let (Some(objective), Some(first), Outcome::Ok) =
+                (self.scenario.tpot_objective, r.first_token_ns, outcome)
+            {
+                if size.output_tokens >= 2 {
+                    let per_token_ns = now_ns.saturating_sub(first) / u64::from(size.output_tokens - 1);
+                    self.tally
+                        .record_tpot(per_token_ns <= objective.as_nanos() as u64);
+                }
+            }
             if let Some(prediction) = r.prediction.as_ref().filter(|p| p.first_token.is_some()) {
                 self.tally
                     .record_ttft_prediction(ttft_us as f64 / 1e3 <= prediction.latency_ms);

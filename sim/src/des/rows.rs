@@ -30,6 +30,7 @@ pub(super) fn row_template(scenario: &Scenario, spec: &PolicySpec) -> TelemetryR
 impl Simulation<'_> {
     pub(super) fn write_row(&mut self, id: u32, outcome: Outcome, status: Option<u16>, latency_ns: u64) {
         let r = &self.requests[id as usize];
+        let llm_answer = status == Some(200) && self.backends[r.backend as usize].server.gpu().is_some();
         let epoch_us = self.scenario.epoch_unix_s as i64 * 1_000_000;
         let mut row = TelemetryRow {
             start_time: epoch_us + (r.dispatched_ns / 1_000) as i64,
@@ -48,6 +49,10 @@ impl Simulation<'_> {
             client_hash: r.client,
             slo_ttft_ms: self.scenario.slo.map(|slo| slo.ttft.as_millis() as u32),
             queue_wait_us: r.queue_wait_ns.map(|ns| ns / 1_000),
+            // An LLM server's answer reports its usage, as vLLM's does.
+            input_tokens: llm_answer.then_some(r.size.prompt_tokens),
+            output_tokens: llm_answer.then_some(r.size.output_tokens),
+            usage_source: llm_answer.then_some("reported"),
             priority: self
                 .scenario
                 .slo

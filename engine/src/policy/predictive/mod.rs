@@ -16,7 +16,7 @@ mod score_cache;
 
 use self::score_cache::ScoreCache;
 use super::p2c_ewma::P2cEwma;
-use super::predictive_ttft::ScoringTtft;
+use super::predictive_ttft::{ScoringTpot, ScoringTtft};
 use super::PickRequest;
 use crate::dispatch::DispatchState;
 use crate::endpoint::Endpoint;
@@ -55,6 +55,7 @@ pub struct ActiveModels {
     latency: LatencyModel,
     failure: Option<FailureModel>,
     ttft: Option<ScoringTtft>,
+    tpot: Option<ScoringTpot>,
     backends: HashMap<u64, BackendTables>,
     unseen: BackendTables,
 }
@@ -110,6 +111,7 @@ impl ActiveModels {
                     version: Arc::from(set.version.as_str()),
                 })
             }),
+            tpot: set.tpot().and_then(ScoringTpot::new),
             backends,
             unseen,
         })
@@ -118,6 +120,11 @@ impl ActiveModels {
     /// The TTFT model prepared for scoring, when the set has one with the quantile and the median.
     pub fn ttft(&self) -> Option<&ScoringTtft> {
         self.ttft.as_ref()
+    }
+
+    /// The TPOT model prepared for scoring, when the set has one.
+    pub fn tpot(&self) -> Option<&ScoringTpot> {
+        self.tpot.as_ref()
     }
 
     fn tables(&self, endpoint_id: u64) -> BackendTables {
