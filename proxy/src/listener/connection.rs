@@ -138,7 +138,9 @@ where
             let (handler, activity) = (handler.clone(), activity.clone());
             let h2 = request.version() == Version::HTTP_2;
             async move {
-                let response = handler.handle(request, downstream).await;
+                // Boxed: the handler's future is kilobytes, and hyper moves the future it is given
+                // (into its h1 slot, or into a task per h2 stream, and out again when it ends).
+                let response = Box::pin(handler.handle(request, downstream)).await;
                 Ok::<_, Infallible>(response.map(|body| if h2 { activity.watch_stream(body) } else { body }))
             }
         })
