@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The data plane beside nginx, one core each (issue 14): the peers comparison, then one client
 # connection (the latency each proxy adds), 1,000 connections, 64 KB and 1 MB bodies each way,
-# h2c clients, and the memory 10,000 idle keep-alive connections hold. Proxies on CPU 1; the
+# h2c clients, and the memory 10,000 idle keep-alive connections hold; and at 64 connections, the
+# yardstick of the stack itself: hyper's server and pooled client forwarding with nothing else
+# (proxy/examples/bare_hyper_proxy.rs, built here unless BARE_BIN names it). Proxies on CPU 1; the
 # backend (nginx, 1 worker) and the load generators on CPU 0. Rounds interleave the proxies.
 #   bench/data-plane.sh AUGUR_BIN [SECONDS_PER_RUN] [ROUNDS]
 # Needs nginx, haproxy, wrk, h2load (Debian nginx-light, haproxy, wrk, nghttp2-client), taskset.
@@ -12,6 +14,9 @@ here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
 require nginx haproxy wrk h2load taskset python3
 start_workdir
+bare=${BARE_BIN:-$here/../target/release/examples/bare_hyper_proxy}
+[ -n "${BARE_BIN:-}" ] || (cd "$here/.." && cargo build -q --release -p augur-proxy --example bare_hyper_proxy) ||
+  { echo "cannot build the bare hyper proxy"; exit 2; }
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
 echo "--- the peers script (${d}s runs, $rounds rounds, 64 connections, then 1)"
@@ -57,6 +62,7 @@ CONF
 taskset -c 0 nginx -p "$w" -c "$w/backend.conf" & pids+=($!)
 taskset -c 1 nginx -p "$w" -c "$w/nginx.conf" & pids+=($!)
 taskset -c 1 "$bin" proxy --config "$w/augur.toml" >"$w/augur.log" 2>&1 & augur_pid=$!; pids+=($augur_pid)
+taskset -c 1 "$bare" 127.0.0.1:9531 127.0.0.1:9501 >"$w/bare.log" 2>&1 & bare_pid=$!; pids+=($bare_pid)
 sleep 2
 nginx_worker=$(pgrep -f "nginx: worker process" -P "$(cat "$w/nginx.pid")")
 rss_kb() { awk '/^VmRSS/{print $2}' "/proc/$1/status"; }
@@ -80,6 +86,10 @@ done
 echo "--- cases: name proxy RPS p50_ms errors [rss_kb]"
 for r in $(seq "$rounds"); do
   echo "$r c1 direct $(wrk_run http://127.0.0.1:9501/ 1) 0" | tee -a "$w/results"
+  for proxy in nginx bare augur; do
+    case $proxy in nginx) port=9511 pid=$nginx_worker;; bare) port=9531 pid=$bare_pid;; augur) port=9521 pid=$augur_pid;; esac
+    echo "$r c64 $proxy $(wrk_run "http://127.0.0.1:$port/" 64) $(rss_kb "$pid")" | tee -a "$w/results"
+  done
   for proxy in nginx augur; do
     if [ $proxy = nginx ]; then port=9511; pid=$nginx_worker; else port=9521; pid=$augur_pid; fi
     base=http://127.0.0.1:$port
@@ -176,6 +186,9 @@ if "1" in peers:
     added["mean_from_peers_rps"] = {p: round((1 / one[p]["rps"] - 1 / one["direct"]["rps"]) * 1e6, 1) for p in ("nginx", "haproxy", "augur")}
 summary["one_connection_added_us"] = added
 summary["cases"] = cases
+stack = {p: med("c64", p, 0) for p in ("nginx", "bare", "augur")}
+summary["c64_yardstick"] = {"rps": stack, "bare_hyper_vs_nginx": round(stack["bare"] / stack["nginx"], 3),
+                            "augur_vs_bare_hyper": round(stack["augur"] / stack["bare"], 3)}
 summary["idle_kb_per_connection"] = idle
 print(json.dumps(summary))
 PY
