@@ -30,6 +30,7 @@ taskset -c 0 nginx -p "$w" -c "$w/backend.conf" & pids+=($!)
 taskset -c 1 "$a" proxy --config "$w/augur-9611.toml" >"$w/a.log" 2>&1 & pids+=($!)
 taskset -c 1 "$b" proxy --config "$w/augur-9612.toml" >"$w/b.log" 2>&1 & pids+=($!)
 sleep 2
+all_running
 
 echo "round build h1_rps h2c_rps"
 for r in $(seq "$rounds"); do

@@ -64,6 +64,7 @@ taskset -c 1 nginx -p "$w" -c "$w/nginx.conf" & pids+=($!)
 taskset -c 1 "$bin" proxy --config "$w/augur.toml" >"$w/augur.log" 2>&1 & augur_pid=$!; pids+=($augur_pid)
 taskset -c 1 "$bare" 127.0.0.1:9531 127.0.0.1:9501 >"$w/bare.log" 2>&1 & bare_pid=$!; pids+=($bare_pid)
 sleep 2
+all_running
 nginx_worker=$(pgrep -f "nginx: worker process" -P "$(cat "$w/nginx.pid")")
 rss_kb() { awk '/^VmRSS/{print $2}' "/proc/$1/status"; }
 
@@ -115,6 +116,7 @@ sed 's/9521/9523/' "$w/augur.toml" >"$w/augur-idle.toml"
 taskset -c 1 nginx -p "$w" -c "$w/nginx-idle.conf" & pids+=($!)
 taskset -c 1 "$bin" proxy --config "$w/augur-idle.toml" >"$w/augur-idle.log" 2>&1 & augur_pid=$!; pids+=($augur_pid)
 sleep 2
+all_running
 nginx_worker=$(pgrep -f "nginx: worker process" -P "$(cat "$w/nginx-idle.pid")")
 idle() {
   python3 - "$1" 10000 <<'PY' &

@@ -12,6 +12,14 @@ start_workdir() {
   trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done; wait 2>/dev/null; rm -rf "$w"' EXIT
 }
 
+# all_running: stops the script when a process it started has exited (a port already taken, say,
+# which would leave the load measuring whatever else listens there).
+all_running() {
+  for p in "${pids[@]}"; do
+    kill -0 "$p" 2>/dev/null || { echo "process $p exited at start; logs under $w:"; tail -n 3 "$w"/*.log; exit 1; }
+  done
+}
+
 # nginx_backend PORT: writes $w/backend.conf, one nginx worker answering 200 "ok" on PORT.
 nginx_backend() {
   cat >"$w/backend.conf" <<CONF
