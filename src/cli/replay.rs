@@ -37,7 +37,9 @@ pub struct ReplayArgs {
     /// Comma-separated policies: round_robin (rr), weighted_round_robin (wrr), least_conn, least_queue
     /// (GPU-aware: scraped queue, then KV cache), weighted_scorer (the Gateway API inference
     /// extension's queue, KV-cache and prefix scorers, weights 2, 2, 3), weighted_scorer_lora (the
-    /// same with its LoRA affinity scorer, weight 2), random, ring_hash, maglev, p2c_ewma, predictive
+    /// same with its LoRA affinity scorer, weight 2), weighted_scorer_session (the same with its
+    /// session affinity scorer, weight 1, each chat session sending back its last answer's
+    /// token), random, ring_hash, maglev, p2c_ewma, predictive
     /// (scored by models trained first on a separate run of the scenario, another seed, routed at
     /// random), predictive_ttft (LLM servers by predicted time to first token, its model trained
     /// first on a separate run routed by weighted_scorer).
@@ -77,6 +79,7 @@ pub fn policy(name: &str) -> Result<PolicySpec, String> {
         "least_queue" => PolicySpec::LeastQueue,
         "weighted_scorer" => PolicySpec::weighted_scorer(0.0),
         "weighted_scorer_lora" => PolicySpec::weighted_scorer(2.0),
+        "weighted_scorer_session" => PolicySpec::weighted_scorer_with(0.0, 1.0),
         "random" => PolicySpec::Random,
         "ring_hash" => hash(HashAlgorithm::Ring),
         "maglev" => hash(HashAlgorithm::Maglev),

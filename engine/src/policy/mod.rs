@@ -45,7 +45,8 @@ pub struct PickRequest<'a> {
     /// Hash of the affinity key ([`crate::hash::key`]), for consistent hashing; `None` when the request
     /// has no such key, in which case the pick is random.
     pub hash_key: Option<u64>,
-    /// Endpoint id named by the request's sticky cookie, if any.
+    /// Endpoint id named by the request's sticky cookie, or by its session token where the policy
+    /// weighs sessions, if any.
     pub sticky_endpoint: Option<u64>,
     /// Other requests in flight in the pool (a predictive feature).
     pub pool_in_flight: u32,
@@ -121,11 +122,13 @@ impl Selector {
                 kv_cache_weight,
                 prefix_weight,
                 lora_weight,
+                session_weight,
             } => Self::WeightedScorer(WeightedScorer {
                 queue: *queue_weight,
                 kv_cache: *kv_cache_weight,
                 prefix: *prefix_weight,
                 lora: *lora_weight,
+                session: *session_weight,
             }),
             PolicySpec::Random => Self::Random,
             PolicySpec::ConsistentHash {

@@ -40,6 +40,11 @@ pub enum PolicySpec {
         /// Weight of the LoRA affinity score (the extension's `lora-affinity-scorer`; 0: off).
         #[serde(default)]
         lora_weight: f64,
+        /// Weight of the session affinity score (the extension's `session-affinity-scorer`: 1 for
+        /// the backend the request's `x-session-token` names, which the proxy sets on each
+        /// response; 0: off).
+        #[serde(default)]
+        session_weight: f64,
     },
     /// Weighted random.
     Random,
@@ -213,12 +218,24 @@ impl PolicySpec {
     /// The weighted scorer with the inference extension's default weights (queue 2, KV cache 2,
     /// prefix 3), and its LoRA affinity scorer at `lora_weight` (0: off).
     pub fn weighted_scorer(lora_weight: f64) -> Self {
+        Self::weighted_scorer_with(lora_weight, 0.0)
+    }
+
+    /// As [`weighted_scorer`](Self::weighted_scorer), its session affinity scorer at
+    /// `session_weight` (0: off).
+    pub fn weighted_scorer_with(lora_weight: f64, session_weight: f64) -> Self {
         Self::WeightedScorer {
             queue_weight: default_queue_weight(),
             kv_cache_weight: default_kv_cache_weight(),
             prefix_weight: default_prefix_weight(),
             lora_weight,
+            session_weight,
         }
+    }
+
+    /// Whether the policy weighs the session a request names (`x-session-token`).
+    pub fn scores_sessions(&self) -> bool {
+        matches!(self, Self::WeightedScorer { session_weight, .. } if *session_weight > 0.0)
     }
 
     /// Whether the policy reads which adapters the backends run, so a request's `model` is hashed

@@ -1,13 +1,15 @@
 //! The Gateway API inference extension's endpoint picker, as its default scheduling profile runs it:
 //! scorers, each giving every candidate a score in `[0, 1]`, summed with weights (queue 2, KV cache
-//! 2, prefix 3 by default; its LoRA affinity scorer off unless weighted), and the candidate with the
-//! highest total picked, ties at random.
+//! 2, prefix 3 by default; its LoRA affinity and session affinity scorers off unless weighted), and
+//! the candidate with the highest total picked, ties at random.
 //!
 //! - queue: `(max - queue) / (max - min)` over the candidates' waiting queues (1 for all when they
 //!   are equal);
 //! - KV cache: `1 - usage`;
 //! - prefix: the share of the prompt's blocks the approximate index says the candidate was sent;
-//! - LoRA affinity: [`crate::scraped::Adapters::affinity`] of the adapter the request names.
+//! - LoRA affinity: [`crate::scraped::Adapters::affinity`] of the adapter the request names;
+//! - session affinity: 1 for the candidate the request's session token names (the one its session
+//!   last went to), 0 for the others: a soft pull, which load can outweigh.
 //!
 //! Where a candidate's scraped metrics are missing or stale, its requests in flight from this proxy
 //! stand in for its queue and its KV cache counts as empty, as in [`super::least_queue`].
@@ -30,6 +32,8 @@ pub struct WeightedScorer {
     pub prefix: f64,
     /// Weight of the LoRA affinity scorer.
     pub lora: f64,
+    /// Weight of the session affinity scorer.
+    pub session: f64,
 }
 
 impl WeightedScorer {
@@ -39,6 +43,7 @@ impl WeightedScorer {
         kv_cache: 2.0,
         prefix: 3.0,
         lora: 0.0,
+        session: 0.0,
     };
 
     /// The highest-scoring candidate; ties broken uniformly at random.
@@ -79,11 +84,13 @@ impl WeightedScorer {
                 } else {
                     e.load.prefix_matched(prompt) as f64 / prompt.len() as f64
                 };
+                let session_score = f64::from(u8::from(request.sticky_endpoint == Some(e.id)));
                 // Lowest negated total: the highest total.
                 -(self.queue * queue_score
                     + self.kv_cache * kv_score
                     + self.prefix * prefix_score
-                    + self.lora * lora_score)
+                    + self.lora * lora_score
+                    + self.session * session_score)
             },
             rng,
         )
@@ -182,5 +189,33 @@ mod tests {
             3,
             "unweighted, the adapter does not matter: {picks:?}"
         );
+    }
+
+    #[test]
+    fn a_session_token_pulls_toward_its_backend_until_load_outweighs_it() {
+        let eps = gpus(3);
+        for e in &eps {
+            scrape(e, 1.0, 0.3);
+        }
+        let request = PickRequest {
+            sticky_endpoint: Some(eps[2].id),
+            ..PickRequest::default()
+        };
+        let mut rng = SmallRng::seed_from_u64(3);
+        let with_sessions = WeightedScorer { session: 1.0, ..GIE };
+        for _ in 0..20 {
+            assert_eq!(with_sessions.pick(&eps, &request, Duration::ZERO, &mut rng), 2);
+        }
+        // Unweighted, the token does not matter.
+        let picks: std::collections::BTreeSet<usize> = (0..60)
+            .map(|_| GIE.pick(&eps, &request, Duration::ZERO, &mut rng))
+            .collect();
+        assert_eq!(picks.len(), 3, "{picks:?}");
+        // The session's backend with the longest queue: its queue score falls by 2, more than the
+        // session's 1 adds.
+        scrape(&eps[2], 5.0, 0.3);
+        for _ in 0..20 {
+            assert_ne!(with_sessions.pick(&eps, &request, Duration::ZERO, &mut rng), 2);
+        }
     }
 }

@@ -1,4 +1,8 @@
-//! Reads a request's affinity for the policies: its consistent-hashing key and its sticky cookie.
+//! Reads a request's affinity for the policies: its consistent-hashing key, its sticky cookie, and
+//! its session token (`x-session-token`, as the inference extension's session affinity scorer
+//! reads it: the proxy names the backend on each response, the client sends it back). A token only
+//! names a backend by its endpoint id, never its address, and a forged one buys no more than the
+//! scorer's weight.
 
 use std::net::IpAddr;
 
@@ -29,8 +33,23 @@ pub fn pick_request(spec: &PolicySpec, headers: &HeaderMap, client_ip: IpAddr) -
             sticky_endpoint: cookie(headers, name).and_then(|v| u64::from_str_radix(v, 16).ok()),
             ..PickRequest::default()
         },
+        spec if spec.scores_sessions() => PickRequest {
+            sticky_endpoint: headers
+                .get(X_SESSION_TOKEN)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok()),
+            ..PickRequest::default()
+        },
         _ => PickRequest::default(),
     }
+}
+
+/// The header that carries a session's backend, on responses and on the requests that follow.
+pub const X_SESSION_TOKEN: &str = "x-session-token";
+
+/// The session token naming endpoint `id`.
+pub fn session_token(id: u64) -> HeaderValue {
+    HeaderValue::from_str(&format!("{id:016x}")).expect("hex digits make a header value")
 }
 
 /// `Set-Cookie` that pins the client to endpoint `id`.

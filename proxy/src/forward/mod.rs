@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use augur_engine::shedding::Priority;
 use augur_engine::telemetry::Outcome;
 use augur_engine::{DispatchState, PickRequest, RequestSize};
-use http::header::{HeaderValue, CONTENT_TYPE, SET_COOKIE};
+use http::header::{HeaderName, HeaderValue, CONTENT_TYPE, SET_COOKIE};
 use http::{Request, Response};
 use http_body::Body as _;
 use http_body_util::BodyExt;
@@ -689,7 +689,7 @@ async fn forward(
             continue;
         }
         let response = sent.result?;
-        let sticky = sticky_cookie(pool, &pick, sent.in_flight.backend().id);
+        let affinity = affinity_header(pool, &pick, sent.in_flight.backend().id);
         let relayed = Relayed {
             in_flight: sent.in_flight,
             row: sent.row,
@@ -702,7 +702,7 @@ async fn forward(
             pool,
             downstream.request_id,
             client_upgrade,
-            sticky,
+            affinity,
         ));
     }
     unreachable!("the last attempt always returns")
@@ -871,11 +871,11 @@ fn relay(
     pool: &Pool,
     request_id: &HeaderValue,
     client_upgrade: Option<ClientUpgrade>,
-    sticky: Option<HeaderValue>,
+    affinity: Option<(HeaderName, HeaderValue)>,
 ) -> (Response<ProxyBody>, Option<AttemptDone>) {
     let (mut parts, body) = response.into_parts();
-    if let Some(cookie) = sticky {
-        parts.headers.append(SET_COOKIE, cookie);
+    if let Some((name, value)) = affinity {
+        parts.headers.append(name, value);
     }
     parts.headers.insert(X_REQUEST_ID, request_id.clone());
     if parts.status == http::StatusCode::SWITCHING_PROTOCOLS {
@@ -914,12 +914,18 @@ fn relay(
     (Response::from_parts(parts, body.boxed()), Some(done))
 }
 
-/// The cookie to set when the sticky policy placed a client that was not already pinned there.
-fn sticky_cookie(pool: &Pool, pick: &PickRequest, backend_id: u64) -> Option<HeaderValue> {
+/// What the response tells the client of the backend that served it, for the next request: the
+/// sticky policy's cookie when it placed a client not already pinned there, or the session token
+/// where the policy weighs sessions.
+fn affinity_header(pool: &Pool, pick: &PickRequest, backend_id: u64) -> Option<(HeaderName, HeaderValue)> {
     match &pool.config.policy {
         augur_engine::PolicySpec::StickyCookie { cookie, .. } if pick.sticky_endpoint != Some(backend_id) => {
-            affinity::sticky_cookie(cookie, backend_id)
+            Some((SET_COOKIE, affinity::sticky_cookie(cookie, backend_id)?))
         }
+        spec if spec.scores_sessions() => Some((
+            HeaderName::from_static(affinity::X_SESSION_TOKEN),
+            affinity::session_token(backend_id),
+        )),
         _ => None,
     }
 }

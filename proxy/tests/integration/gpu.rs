@@ -980,3 +980,41 @@ fn column_u32(dir: &std::path::Path, column: &str) -> Vec<Option<u32>> {
     }
     values
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_token_keeps_a_session_on_its_node_under_the_weighted_scorer() {
+    let cluster = serve(&gpu_nodes(3), "127.0.0.1".parse().unwrap(), 1)
+        .await
+        .unwrap();
+    let config = gpu_pool(&cluster, "").replace(
+        "policy = { kind = \"least_queue\" }",
+        "policy = { kind = \"weighted_scorer\", session_weight = 2.0 }",
+    );
+    let proxy = start_proxy(&config).await;
+    let client = client();
+    let ask = async |token: Option<&http::HeaderValue>| {
+        let mut request = completion(&url(&proxy, "/v1/completions"), 1);
+        if let Some(token) = token {
+            request.headers_mut().insert("x-session-token", token.clone());
+        }
+        let reply = send(&client, request).await;
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        let node = reply.headers["x-sim-backend"].to_str().unwrap().to_owned();
+        (node, reply.headers["x-session-token"].clone())
+    };
+    let (first, token) = ask(None).await;
+    // The token names the node by its endpoint id, not its address.
+    assert!(!token.to_str().unwrap().contains("127.0.0.1"), "{token:?}");
+    for _ in 0..10 {
+        let (node, again) = ask(Some(&token)).await;
+        assert_eq!((node.as_str(), &again), (first.as_str(), &token));
+    }
+    // Without a token, or with one naming no backend, the loads decide: all three nodes serve.
+    let mut nodes = std::collections::BTreeSet::new();
+    let nobody = http::HeaderValue::from_static("00000000000000ff");
+    for k in 0..30 {
+        nodes.insert(ask((k % 2 == 0).then_some(&nobody)).await.0);
+    }
+    assert_eq!(nodes.len(), 3, "{nodes:?}");
+    proxy.shutdown().await;
+}

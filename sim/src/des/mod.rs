@@ -2,7 +2,7 @@
 //! modelled backends in simulated time. Deterministic for a seed; no clock, no threads.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, VecDeque};
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -97,6 +97,8 @@ struct Request {
     held_since_ns: Option<u64>,
     /// How long it last waited in the pool's queue before an attempt, if it did.
     queue_wait_ns: Option<u64>,
+    /// The chat session it is a turn of, if any.
+    session: Option<u32>,
 }
 
 /// What became of a dispatch.
@@ -169,6 +171,9 @@ pub struct Simulation<'a> {
     /// The pool's queue (`Slo::queue`): requests waiting for a backend predicted in time, longest
     /// waiting first.
     held: VecDeque<u32>,
+    /// The backend each chat session's last answered turn came from, as its session token names it
+    /// to the client, which sends it back with the next turn.
+    session_backends: HashMap<u32, usize>,
     seq: u64,
     rng: SmallRng,
     tally: Tally,
@@ -270,6 +275,7 @@ impl<'a> Simulation<'a> {
             requests: Vec::with_capacity(expected),
             events: BinaryHeap::new(),
             held: VecDeque::new(),
+            session_backends: HashMap::new(),
             seq: 0,
             rng: SmallRng::seed_from_u64(seed ^ STREAM),
             tally: Tally::new(scenario.backends.len(), expected),
@@ -341,6 +347,10 @@ impl<'a> Simulation<'a> {
             priority: arrival.priority,
             held_since_ns: None,
             queue_wait_ns: None,
+            session: match arrival.prompt {
+                Prompt::Turn { session, .. } => Some(session),
+                _ => None,
+            },
         });
         if self.sheds(arrival.priority, at_ns) {
             // Refused at once with a 429: it never reaches a backend.
@@ -419,6 +429,12 @@ impl<'a> Simulation<'a> {
             prompt,
             model: r.model,
             hash_key: Some(hash::key(&client.to_le_bytes())),
+            // The session token the client got with its session's last answer.
+            sticky_endpoint: r
+                .session
+                .filter(|_| self.spec.scores_sessions())
+                .and_then(|s| self.session_backends.get(&s))
+                .map(|&b| hash::endpoint_id(&self.scenario.backends[b].name)),
             pool_in_flight: self.loads.iter().map(|l| l.in_flight()).sum(),
             size: RequestSize {
                 body_bytes: None,
@@ -432,7 +448,6 @@ impl<'a> Simulation<'a> {
                 .filter(|slo| slo.shedding.is_some() || slo.queue.is_some())
                 .map(|slo| (r.priority, slo.ttft)),
             tpot_objective: self.scenario.tpot_objective.filter(|_| gpu),
-            ..PickRequest::default()
         };
         // A retry avoids the backend that failed the first attempt, exactly as the proxy's does.
         let tried: &[u64] = match self.scenario.backends.get(first as usize) {
@@ -540,6 +555,9 @@ impl<'a> Simulation<'a> {
         }
         let r = &mut self.requests[id as usize];
         r.blocks = None;
+        if let (Some(session), false) = (r.session, outcome.is_failure()) {
+            self.session_backends.insert(session, b);
+        }
         let latency_us = (now_ns - r.arrived_ns) / 1_000;
         self.tally.record(latency_us, outcome.is_failure(), Some(b));
         if self.backends[b].server.gpu().is_some() {
