@@ -988,12 +988,22 @@ async fn a_session_token_keeps_a_session_on_its_node_under_the_weighted_scorer()
         .unwrap();
     let config = gpu_pool(&cluster, "").replace(
         "policy = { kind = \"least_queue\" }",
-        "policy = { kind = \"weighted_scorer\", session_weight = 2.0 }",
+        // The session scorer alone: the others would tell the nodes apart by what their last
+        // scrapes caught (the engine's tests weigh it against load).
+        "policy = { kind = \"weighted_scorer\", queue_weight = 0.0, kv_cache_weight = 0.0, prefix_weight = 0.0, session_weight = 1.0 }",
     );
     let proxy = start_proxy(&config).await;
     let client = client();
+    let asked = std::sync::atomic::AtomicUsize::new(0);
     let ask = async |token: Option<&http::HeaderValue>| {
-        let mut request = completion(&url(&proxy, "/v1/completions"), 1);
+        // A prompt of its own each time: no prefix any node holds pulls the request.
+        let n = asked.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let body =
+            serde_json::json!({ "model": "m", "prompt": format!("{n} ").repeat(300), "max_tokens": 1 });
+        let mut request = Request::post(url(&proxy, "/v1/completions"))
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(body.to_string())))
+            .unwrap();
         if let Some(token) = token {
             request.headers_mut().insert("x-session-token", token.clone());
         }
@@ -1009,7 +1019,7 @@ async fn a_session_token_keeps_a_session_on_its_node_under_the_weighted_scorer()
         let (node, again) = ask(Some(&token)).await;
         assert_eq!((node.as_str(), &again), (first.as_str(), &token));
     }
-    // Without a token, or with one naming no backend, the loads decide: all three nodes serve.
+    // Without a token, or with one naming no backend, every node ties: all three serve.
     let mut nodes = std::collections::BTreeSet::new();
     let nobody = http::HeaderValue::from_static("00000000000000ff");
     for k in 0..30 {
