@@ -29,9 +29,7 @@ pub struct DnsServer {
 
 impl DnsServer {
     pub async fn start() -> Self {
-        let udp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        let addr = udp.local_addr().unwrap();
-        let tcp = TcpListener::bind(addr).await.unwrap();
+        let (udp, tcp, addr) = Self::bind().await;
         let zone = Arc::new(Mutex::new(Zone::default()));
         let mut server = Server::new(Handler(zone.clone()));
         server.register_socket(udp);
@@ -41,6 +39,22 @@ impl DnsServer {
             zone,
             _server: server,
         }
+    }
+
+    /// A UDP socket on a free port and a TCP listener on the same port. The port is free for UDP
+    /// when the system hands it out, but a TCP socket may hold it (another test's connection):
+    /// then another port is tried.
+    async fn bind() -> (UdpSocket, TcpListener, SocketAddr) {
+        for _ in 0..20 {
+            let udp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            let addr = udp.local_addr().unwrap();
+            match TcpListener::bind(addr).await {
+                Ok(tcp) => return (udp, tcp, addr),
+                Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => continue,
+                Err(e) => panic!("cannot listen on {addr} over TCP: {e}"),
+            }
+        }
+        panic!("no port free for both UDP and TCP in 20 tries")
     }
 
     /// `name`'s A records become `ips`, with `ttl` seconds.
