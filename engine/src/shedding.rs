@@ -134,10 +134,10 @@ impl SaturationThresholds {
     }
 }
 
-/// A pool's queue (`[pools.NAME] queue`): how many requests may wait for a backend predicted to meet their
-/// objective, and for how long each; a request past its wait, or finding the queue full, is sent
-/// to the best backend at once (a late first token beats none; sheddable requests are shed on
-/// their predictions instead, where the pool sheds).
+/// A pool's queue (`[pools.NAME] queue`): how many requests may wait for a backend predicted to
+/// meet their objective, and for how long each; a request past its wait, or finding the queue
+/// full, is sent to the best backend at once (a late first token beats none; sheddable requests
+/// are shed on their predictions instead, where the pool sheds).
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct QueueConfig {
@@ -162,6 +162,32 @@ impl Default for QueueConfig {
         Self {
             max: default_queue_max(),
             max_wait: default_queue_max_wait(),
+        }
+    }
+}
+
+/// How a request left its pool's queue: the proxy counts each in `augur_requests_queued_total`'s
+/// `result`, the simulator in its report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueueOutcome {
+    /// A backend came to be predicted to meet its objective.
+    Placed = 0,
+    /// Its wait ran out: sent to the best backend then.
+    Expired = 1,
+    /// The queue was full: sent to the best backend at once.
+    Full = 2,
+}
+
+impl QueueOutcome {
+    /// Every outcome, in the order of their values.
+    pub const ALL: [QueueOutcome; 3] = [Self::Placed, Self::Expired, Self::Full];
+
+    /// Its name in metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Placed => "placed",
+            Self::Expired => "expired",
+            Self::Full => "full",
         }
     }
 }

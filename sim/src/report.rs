@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use augur_engine::shedding::Priority;
+use augur_engine::shedding::{Priority, QueueOutcome};
 use serde::Serialize;
 
 /// The outcome of one policy over one scenario.
@@ -34,17 +34,6 @@ pub struct PolicyReport {
     /// What the pool's queue did, where it held any request.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub queue: Option<QueueReport>,
-}
-
-/// How a request left the pool's queue (`augur_requests_queued_total`'s `result`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Held {
-    /// A backend predicted in time was found.
-    Placed,
-    /// Its wait ran out: sent as things stood.
-    Expired,
-    /// The queue was full: sent at once.
-    Full,
 }
 
 /// Shares of attempts the pool's queue held and placed, held until their wait ran out, or found it
@@ -128,7 +117,7 @@ pub struct Tally {
     tpot_objective: [u64; 2],
     /// By priority: requests, those that met the objective, those shed.
     slo: [[u64; 3]; 3],
-    /// By [`Held`]: how attempts left the pool's queue.
+    /// By [`QueueOutcome`]: how attempts left the pool's queue.
     held: [u64; 3],
 }
 
@@ -149,7 +138,7 @@ impl Tally {
     }
 
     /// Records how an attempt left the pool's queue.
-    pub fn record_held(&mut self, result: Held) {
+    pub fn record_held(&mut self, result: QueueOutcome) {
         self.held[result as usize] += 1;
     }
 
@@ -248,9 +237,9 @@ impl Tally {
             queue: (self.held.iter().sum::<u64>() > 0).then(|| {
                 let share = |count: u64| count as f64 / total;
                 QueueReport {
-                    placed: share(self.held[Held::Placed as usize]),
-                    expired: share(self.held[Held::Expired as usize]),
-                    full: share(self.held[Held::Full as usize]),
+                    placed: share(self.held[QueueOutcome::Placed as usize]),
+                    expired: share(self.held[QueueOutcome::Expired as usize]),
+                    full: share(self.held[QueueOutcome::Full as usize]),
                 }
             }),
         }

@@ -17,7 +17,7 @@ mod upstream;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use augur_engine::shedding::Priority;
+use augur_engine::shedding::{Priority, QueueOutcome};
 use augur_engine::telemetry::Outcome;
 use augur_engine::{DispatchState, PickRequest, RequestSize};
 use http::header::{HeaderName, HeaderValue, CONTENT_TYPE, SET_COOKIE};
@@ -41,7 +41,6 @@ use crate::gate::Refusal;
 use crate::listener::{Downstream, Handler};
 use crate::message::body::{BoxError, Capped, Guarded, IdleTimeout, ProxyBody};
 use crate::message::{compress, reply, X_REQUEST_ID};
-use crate::metrics::QueueResult;
 use crate::outcome::{AttemptOutcome, UpstreamError};
 use crate::pool::{backoff, ActiveRequest, InFlight, Pool, Waiting};
 use crate::router::{Route, Router};
@@ -752,14 +751,14 @@ impl Target<'_> {
         let (Some(queue), Some(_)) = (&self.pool.queue, self.pick.slo) else {
             return self.send(tried, body, log, false).await;
         };
-        let counted = |result: QueueResult| self.pool.metrics.queued[result as usize].inc();
+        let counted = |result: QueueOutcome| self.pool.metrics.queued[result as usize].inc();
         let mut place: Option<Waiting<'_>> = None;
         loop {
             match self.send(tried, body, log, true).await {
                 Err(ProxyError::Late { .. }) => {}
                 sent => {
                     if let Some(waiting) = &place {
-                        counted(QueueResult::Placed);
+                        counted(QueueOutcome::Placed);
                         return sent.map(|sent| sent.waited(waiting.waited()));
                     }
                     return sent;
@@ -770,13 +769,13 @@ impl Target<'_> {
                 None => match queue.enter() {
                     Some(entered) => place.insert(entered),
                     None => {
-                        counted(QueueResult::Full);
+                        counted(QueueOutcome::Full);
                         return self.send(tried, body, log, false).await;
                     }
                 },
             };
             if !waiting.until_freed().await {
-                counted(QueueResult::Expired);
+                counted(QueueOutcome::Expired);
                 let waited = waiting.waited();
                 return self
                     .send(tried, body, log, false)

@@ -6,7 +6,7 @@ mod discovery;
 
 use std::sync::Arc;
 
-use augur_engine::shedding::Priority;
+use augur_engine::shedding::{Priority, QueueOutcome};
 
 use crate::outcome::{status_class_index, AttemptOutcome, ATTEMPT_LABELS};
 
@@ -80,32 +80,9 @@ pub struct PoolMetrics {
     pub retries_refused: IntCounter,
     /// Requests shed while the pool was saturated, by priority (lowest first).
     pub shed: [IntCounter; 3],
-    /// Requests held for a backend predicted to meet their objective, by how the wait ended.
+    /// Requests held for a backend predicted to meet their objective, by how the wait ended
+    /// ([`QueueOutcome`]).
     pub queued: [IntCounter; 3],
-}
-
-/// How a request held in a pool's queue (`queue`) left it, as `augur_requests_queued_total`'s
-/// `result` says.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum QueueResult {
-    /// A backend came to be predicted to meet its objective.
-    Placed = 0,
-    /// Its wait ran out: sent to the best backend then.
-    Expired = 1,
-    /// The queue was full: sent to the best backend at once.
-    Full = 2,
-}
-
-impl QueueResult {
-    const ALL: [QueueResult; 3] = [Self::Placed, Self::Expired, Self::Full];
-
-    fn as_str(self) -> &'static str {
-        match self {
-            Self::Placed => "placed",
-            Self::Expired => "expired",
-            Self::Full => "full",
-        }
-    }
 }
 
 impl PoolMetrics {
@@ -431,7 +408,7 @@ impl Metrics {
             retries: self.retries.with_label_values(&[pool]),
             retries_refused: self.retries_refused.with_label_values(&[pool]),
             shed: Priority::ALL.map(|p| self.shed.with_label_values(&[pool, p.as_str()])),
-            queued: QueueResult::ALL.map(|r| self.queued.with_label_values(&[pool, r.as_str()])),
+            queued: QueueOutcome::ALL.map(|r| self.queued.with_label_values(&[pool, r.as_str()])),
         }
     }
 

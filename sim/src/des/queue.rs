@@ -4,10 +4,9 @@
 //! to the back, as the proxy's waiter does when it waits again. A full queue, or a wait run out,
 //! sends the request to the best backend as things stand.
 
-use augur_engine::shedding::QueueConfig;
+use augur_engine::shedding::{QueueConfig, QueueOutcome};
 
 use super::{Dispatched, Kind, Simulation};
-use crate::report::Held;
 
 impl Simulation<'_> {
     fn queue(&self) -> Option<QueueConfig> {
@@ -26,7 +25,7 @@ impl Simulation<'_> {
             return;
         }
         if self.held.len() >= queue.max {
-            self.tally.record_held(Held::Full);
+            self.tally.record_held(QueueOutcome::Full);
             self.dispatch(id, now_ns, false);
             return;
         }
@@ -46,7 +45,7 @@ impl Simulation<'_> {
             self.held.push_back(id);
         } else {
             self.requests[id as usize].held_since_ns = None;
-            self.tally.record_held(Held::Placed);
+            self.tally.record_held(QueueOutcome::Placed);
         }
     }
 
@@ -65,7 +64,7 @@ impl Simulation<'_> {
         }
         self.record_wait(id, now_ns);
         self.requests[id as usize].held_since_ns = None;
-        self.tally.record_held(Held::Expired);
+        self.tally.record_held(QueueOutcome::Expired);
         self.dispatch(id, now_ns, false);
     }
 
